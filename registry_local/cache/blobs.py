@@ -1,0 +1,148 @@
+"""Blobs for readers: a committed file, or a fill to follow. One fill per digest.
+
+A request for a blob that is not on this host starts a fill, or joins the one
+already running for that digest; it then reads the fill's growing file. See
+fill.py for what a fill guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..digest import Digest
+from ..errors import BlobUnknown
+from ..metrics import Metrics
+from ..storage.distribution import DistributionStore
+from ..storage.local import LocalStore
+from .bounded import BoundedDict
+from .fill import Fill, RetryPolicy
+from .flights import SingleFlight
+from .links import LinkCache
+
+__all__ = ["BlobCache", "BlobReader", "CommittedBlob"]
+
+_SIZE_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBlob:
+    path: Path
+    size: int
+
+
+class BlobReader:
+    """An open blob: a committed file, or a fill's growing file to follow."""
+
+    def __init__(self, file: BinaryIO, size: int, fill: Fill | None) -> None:
+        self.file = file
+        self.size = size
+        self.fill = fill
+
+    async def readable_beyond(self, offset: int) -> int:
+        """Wait until bytes past `offset` may be sent; how many may. Raises FillFailed."""
+        if self.fill is None:
+            return self.size
+        return await self.fill.readable_beyond(offset)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class BlobCache:
+    def __init__(
+        self,
+        store: DistributionStore,
+        local: LocalStore,
+        links: LinkCache,
+        retry: RetryPolicy,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._local = local
+        self._links = links
+        self._retry = retry
+        self._metrics = metrics
+        self._fills: dict[Digest, Fill] = {}
+        self._sizes: BoundedDict[Digest, int] = BoundedDict(_SIZE_ENTRIES)
+        self._stats: SingleFlight[Digest, int | None] = SingleFlight()
+
+    async def _require_link(self, name: str, digest: Digest) -> None:
+        if not await self._links.blob_linked(name, digest):
+            raise BlobUnknown(detail={"digest": str(digest)})
+
+    async def open(self, name: str, digest: Digest) -> BlobReader:
+        """The blob, open for reading once its size is known. Raises BlobUnknown."""
+        await self._require_link(name, digest)
+        for _ in range(2):
+            source = await self.source(digest)
+            try:
+                # Opening is a quick local call, made on the loop so that a fill
+                # cannot rename its file between our look at its path and the open.
+                file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230
+            except FileNotFoundError:
+                # Removed under us (prune, eviction): fetch it again.
+                self._local.forget(digest)
+                continue
+            if isinstance(source, Fill):
+                return BlobReader(file, await source.started(), source)
+            return BlobReader(file, source.size, None)
+        raise BlobUnknown(detail={"digest": str(digest)})
+
+    async def source(self, digest: Digest) -> CommittedBlob | Fill:
+        """A committed blob, or the fill bringing it in (started if needed)."""
+        committed = self._committed(digest)
+        if committed is not None:
+            self._metrics.cache_requests.labels("blob", "hit").inc()
+            return committed
+        self._metrics.cache_requests.labels("blob", "miss").inc()
+        fill = self._fills.get(digest)
+        if fill is None or fill.failed:
+            fill = self._start(digest)
+        else:
+            fill.joiners += 1
+            self._metrics.fill_joins.inc()
+        size = await fill.started()
+        self._sizes.put(digest, size)
+        return fill
+
+    def _start(self, digest: Digest) -> Fill:
+        fill = Fill(digest, self._store, self._local, self._retry, self._metrics)
+        self._fills[digest] = fill
+        fill.task.add_done_callback(lambda _: self._fill_done(fill))
+        return fill
+
+    def _committed(self, digest: Digest) -> CommittedBlob | None:
+        found = self._local.blob(digest)
+        return None if found is None else CommittedBlob(*found)
+
+    def _fill_done(self, fill: Fill) -> None:
+        if self._fills.get(fill.digest) is fill:
+            del self._fills[fill.digest]
+
+    async def size(self, name: str, digest: Digest) -> int:
+        """The blob's size, without fetching it. Raises BlobUnknown."""
+        await self._require_link(name, digest)
+        committed = self._committed(digest)
+        if committed is not None:
+            return committed.size
+        fill = self._fills.get(digest)
+        if fill is not None and fill.size is not None:
+            return fill.size
+        size = self._sizes.get(digest)
+        if size is None:
+            size = await self._stats.run(digest, lambda: self._store.blob_size(digest))
+            if size is None:
+                raise BlobUnknown(detail={"digest": str(digest)})
+            self._sizes.put(digest, size)
+        return size
+
+    async def close(self) -> None:
+        """Stop every fill (shutdown): nothing half-written stays behind."""
+        fills = list(self._fills.values())
+        for fill in fills:
+            fill.task.cancel()
+        await asyncio.gather(*(f.task for f in fills), return_exceptions=True)
+        await self._stats.close()

@@ -1,0 +1,70 @@
+"""Which repository may serve which content, as the backing store's links say.
+
+distribution serves a blob or manifest for a repository only if that repository
+links it; so do we. A link, once seen, is remembered on disk for good (content
+links are only removed by deleting an image, and then the content is gone too);
+a missing link is remembered in memory for a short while only, so a push made
+through another host shows up within that time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..digest import Digest
+from ..storage.distribution import DistributionStore
+from ..storage.local import LocalStore
+from .bounded import BoundedDict
+from .flights import SingleFlight
+
+__all__ = ["LinkCache"]
+
+_NEGATIVE_ENTRIES = 10_000
+
+
+class LinkCache:
+    def __init__(self, store: DistributionStore, local: LocalStore, negative_ttl: float) -> None:
+        self._store = store
+        self._local = local
+        self._negative_ttl = negative_ttl
+        self._absent: BoundedDict[tuple[str, str, Digest], float] = BoundedDict(_NEGATIVE_ENTRIES)
+        self._flights: SingleFlight[tuple[str, str, Digest], bool] = SingleFlight()
+
+    async def blob_linked(self, name: str, digest: Digest) -> bool:
+        if await self._local.knows_blob_link(name, digest):
+            return True
+        return await self._ask("blob", name, digest)
+
+    async def manifest_linked(self, name: str, digest: Digest) -> bool:
+        if await self._local.knows_manifest_link(name, digest):
+            return True
+        return await self._ask("manifest", name, digest)
+
+    async def _ask(self, kind: str, name: str, digest: Digest) -> bool:
+        key = (kind, name, digest)
+        expires = self._absent.get(key)
+        if expires is not None and expires > time.monotonic():
+            return False
+        return await self._flights.run(key, lambda: self._look_up(kind, name, digest))
+
+    async def _look_up(self, kind: str, name: str, digest: Digest) -> bool:
+        key = (kind, name, digest)
+        if kind == "blob":
+            linked = await self._store.blob_linked(name, digest)
+            if linked:
+                await self._local.remember_blob_link(name, digest)
+        else:
+            # distribution also finds manifests through a `_layers` link (old buckets).
+            linked = await self._store.manifest_linked(name, digest) or (
+                await self._store.blob_linked(name, digest)
+            )
+            if linked:
+                await self._local.remember_manifest_link(name, digest)
+        if linked:
+            self._absent.pop(key)
+        else:
+            self._absent.put(key, time.monotonic() + self._negative_ttl)
+        return linked
+
+    async def close(self) -> None:
+        await self._flights.close()

@@ -1,0 +1,159 @@
+"""Manifests and tags.
+
+A manifest by digest is immutable: once read from the backing store, verified
+and committed to the cache dir, it is served from there for good (and from
+memory while it is recent). A tag is mutable: its target is trusted for the tag
+TTL, then revalidated against the backing store; if the store fails then, the
+last known target is served (stale-if-error) and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ..digest import Digest
+from ..errors import (
+    BackendError,
+    DigestMismatch,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    ObjectTooLarge,
+)
+from ..mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
+from ..metrics import Metrics
+from ..storage.distribution import DistributionStore
+from ..storage.local import LocalStore, TagRecord
+from .bounded import BoundedDict
+from .flights import SingleFlight
+from .links import LinkCache
+
+__all__ = ["Manifest", "ManifestCache"]
+
+log = logging.getLogger(__name__)
+
+_MEMO_BYTES = 64 * 1024 * 1024
+_TAG_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: Digest
+    data: bytes
+    info: ManifestInfo
+
+    @property
+    def media_type(self) -> str:
+        return self.info.media_type
+
+
+class ManifestCache:
+    def __init__(
+        self,
+        store: DistributionStore,
+        local: LocalStore,
+        links: LinkCache,
+        tag_ttl: float,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._local = local
+        self._links = links
+        self._tag_ttl = tag_ttl
+        self._metrics = metrics
+        self._memo: BoundedDict[Digest, Manifest] = BoundedDict(_MEMO_BYTES, lambda m: len(m.data))
+        self._tags: BoundedDict[tuple[str, str], TagRecord] = BoundedDict(_TAG_ENTRIES)
+        self._content_flights: SingleFlight[Digest, Manifest] = SingleFlight()
+        self._tag_flights: SingleFlight[tuple[str, str], Digest | None] = SingleFlight()
+        self._list_flights: SingleFlight[str, list[str] | None] = SingleFlight()
+
+    async def by_digest(self, name: str, digest: Digest) -> Manifest:
+        """The manifest, if the repository links it. Raises ManifestUnknown."""
+        if not await self._links.manifest_linked(name, digest):
+            raise ManifestUnknown(detail={"digest": str(digest)})
+        return await self.content(digest)
+
+    async def by_tag(self, name: str, tag: str) -> Manifest:
+        return await self.by_digest(name, await self.resolve_tag(name, tag))
+
+    async def content(self, digest: Digest) -> Manifest:
+        """A manifest's bytes, from memory, the cache dir, or the backing store."""
+        manifest = self._memo.get(digest)
+        if manifest is None:
+            data = await self._local.read_blob(digest)
+            if data is not None:
+                manifest = Manifest(digest, data, inspect_manifest(data))
+                self._memo.put(digest, manifest)
+        if manifest is not None:
+            self._metrics.cache_requests.labels("manifest", "hit").inc()
+            return manifest
+        self._metrics.cache_requests.labels("manifest", "miss").inc()
+        return await self._content_flights.run(digest, lambda: self._fetch(digest))
+
+    async def _fetch(self, digest: Digest) -> Manifest:
+        try:
+            data = await self._store.read_blob(digest, MAX_MANIFEST_BYTES)
+        except ObjectTooLarge:
+            raise ManifestInvalid("manifest larger than 4 MiB") from None
+        if data is None:
+            raise ManifestUnknown(detail={"digest": str(digest)})
+        actual = Digest.of(data, digest.algorithm)
+        if actual != digest:
+            raise DigestMismatch(str(digest), str(actual))
+        manifest = Manifest(digest, data, inspect_manifest(data))
+        await self._local.write_blob(digest, data)
+        self._memo.put(digest, manifest)
+        return manifest
+
+    async def resolve_tag(self, name: str, tag: str) -> Digest:
+        """The tag's target, trusted for the TTL. Raises ManifestUnknown."""
+        key = (name, tag)
+        record = self._tags.get(key)
+        if record is None:
+            record = await self._local.tag(name, tag)
+            if record is not None:
+                self._tags.put(key, record)
+        if record is not None and time.time() - record.checked_at < self._tag_ttl:
+            self._metrics.cache_requests.labels("tag", "hit").inc()
+            return record.digest
+        self._metrics.cache_requests.labels("tag", "miss").inc()
+        try:
+            digest = await self._tag_flights.run(key, lambda: self._revalidate(name, tag, record))
+        except BackendError as exc:
+            if record is None:
+                raise
+            self._metrics.stale_served.labels("tag").inc()
+            log.warning("serving last known %s:%s, backing store failed: %s", name, tag, exc)
+            return record.digest
+        if digest is None:
+            raise ManifestUnknown(detail={"tag": tag})
+        return digest
+
+    async def _revalidate(self, name: str, tag: str, known: TagRecord | None) -> Digest | None:
+        try:
+            digest = await self._store.tag_target(name, tag)
+        except BackendError:
+            self._metrics.tag_revalidations.labels("error").inc()
+            raise
+        if digest is None:
+            self._metrics.tag_revalidations.labels("removed").inc()
+            self._tags.pop((name, tag))
+            await self._local.forget_tag(name, tag)
+            return None
+        changed = known is None or known.digest != digest
+        self._metrics.tag_revalidations.labels("changed" if changed else "unchanged").inc()
+        self._tags.put((name, tag), await self._local.remember_tag(name, tag, digest))
+        return digest
+
+    async def tags(self, name: str) -> list[str]:
+        """All tags of a repository, sorted. Raises NameUnknown."""
+        tags = await self._list_flights.run(name, lambda: self._store.tags(name))
+        if tags is None:
+            raise NameUnknown(detail={"name": name})
+        return tags
+
+    async def close(self) -> None:
+        for flights in (self._content_flights, self._tag_flights, self._list_flights):
+            await flights.close()

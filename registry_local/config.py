@@ -1,0 +1,317 @@
+"""Configuration: one table of options, read from flags, environment and a YAML file.
+
+Each option in `OPTIONS` is a command-line flag `--name`, an environment variable
+`REGISTRY_LOCAL_NAME` (dashes become underscores) and a key `name` in the file
+given by `--config`. Flags win over the environment, the environment over the
+file, the file over the defaults. The result is parsed once into frozen
+dataclasses; each component receives only its own part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "OPTIONS",
+    "CacheSettings",
+    "Option",
+    "S3Settings",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+    "add_options",
+    "load",
+]
+
+ENV_PREFIX = "REGISTRY_LOCAL_"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """What the S3 backend needs; credentials come from the standard AWS chain."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_connections: int = 64
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The backing store: an S3 bucket, or else a directory (the embedded default)."""
+
+    s3: S3Settings | None
+    fs_root: Path
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    directory: Path
+    tag_ttl: float = 30.0
+    fill_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    cache: CacheSettings
+    store: StoreSettings
+
+
+# -- value parsers -------------------------------------------------------------
+
+
+def _listen(value: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
+    if not match:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:5000 or [::1]:5000")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError("port out of range")
+    return host, port
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if seconds < 0 or seconds != seconds:
+        raise ValueError("must be a number of seconds >= 0")
+    return seconds
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _level(value: str) -> str:
+    level = value.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("one of debug, info, warning, error")
+    return level
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "registry-local")
+
+
+def _default_fs_root() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "registry-local", "store")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: a flag, an environment variable and a config-file key."""
+
+    name: str
+    help: str
+    default: Callable[[], str | None] | str | None = None
+    parse: Callable[[str], Any] = str
+    metavar: str | None = None
+    group: str = "store"  # which commands take it: "store" (all), "serve"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def default_text(self) -> str | None:
+        return self.default() if callable(self.default) else self.default
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "s3-endpoint",
+        "S3 endpoint URL (omit for AWS); path-style addressing is used",
+        metavar="URL",
+    ),
+    Option(
+        "s3-bucket",
+        "S3 bucket holding distribution's layout; without it the backing "
+        "store is the directory --fs-root",
+        metavar="NAME",
+    ),
+    Option("s3-region", "S3 region", metavar="REGION"),
+    Option(
+        "s3-prefix", "key prefix in the bucket (distribution's rootdirectory)", "", metavar="PREFIX"
+    ),
+    Option(
+        "s3-read-timeout",
+        "seconds a read from S3 may stall before it is retried",
+        "30",
+        _seconds,
+        metavar="SECONDS",
+    ),
+    Option(
+        "fs-root",
+        "directory of the embedded backing store (distribution's filesystem "
+        "layout), used when no --s3-bucket is given",
+        _default_fs_root,
+        metavar="DIR",
+    ),
+    Option("listen", "address to serve on", "127.0.0.1:5000", _listen, "HOST:PORT", "serve"),
+    Option(
+        "cache-dir",
+        "directory of this host's cache",
+        _default_cache_dir,
+        metavar="DIR",
+        group="serve",
+    ),
+    Option(
+        "tag-ttl",
+        "seconds a tag's target is trusted before it is checked again",
+        "30",
+        _seconds,
+        "SECONDS",
+        "serve",
+    ),
+    Option(
+        "fill-attempts",
+        "consecutive failed reads of one blob before its fill gives up",
+        "5",
+        _positive_int,
+        "N",
+        "serve",
+    ),
+    Option("log-level", "debug, info, warning or error", "info", _level, "LEVEL", "serve"),
+)
+
+
+def add_options(parser: argparse.ArgumentParser, groups: Iterable[str]) -> None:
+    """Add the flags of the given option groups, plus --config."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"YAML file with any of these options as keys (env {ENV_PREFIX}CONFIG)",
+    )
+    wanted = set(groups)
+    for option in OPTIONS:
+        if option.group in wanted:
+            default = option.default_text()
+            shown = f" (default: {default})" if default else ""
+            parser.add_argument(
+                f"--{option.name}",
+                dest=option.dest,
+                metavar=option.metavar,
+                default=argparse.SUPPRESS,
+                help=f"{option.help}{shown}; env {option.env}",
+            )
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of option names to values")
+    known = {o.name for o in OPTIONS}
+    values = {}
+    for key, value in data.items():
+        name = str(key).replace("_", "-")
+        if name not in known:
+            raise ConfigError(f"config file {path}: unknown option {key!r}")
+        values[name] = "" if value is None else str(value)
+    return values
+
+
+def _raw_values(
+    args: argparse.Namespace, environ: Mapping[str, str], groups: Iterable[str]
+) -> dict[str, str | None]:
+    flags = vars(args)
+    config_path = flags.get("config") or environ.get(ENV_PREFIX + "CONFIG")
+    from_file = _read_file(config_path) if config_path else {}
+    wanted = set(groups)
+    values: dict[str, str | None] = {}
+    for option in OPTIONS:
+        if option.group not in wanted:
+            continue
+        if option.dest in flags:
+            values[option.name] = flags[option.dest]
+        elif option.env in environ:
+            values[option.name] = environ[option.env]
+        elif option.name in from_file:
+            values[option.name] = from_file[option.name]
+        else:
+            values[option.name] = option.default_text()
+    return values
+
+
+def _parsed(values: dict[str, str | None]) -> dict[str, Any]:
+    by_name = {o.name: o for o in OPTIONS}
+    parsed: dict[str, Any] = {}
+    for name, raw in values.items():
+        if raw is None or (raw == "" and by_name[name].parse is not str):
+            parsed[name] = None
+            continue
+        try:
+            parsed[name] = by_name[name].parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"--{name} {raw!r}: {exc}") from None
+    return parsed
+
+
+def load(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] = os.environ,
+    groups: Iterable[str] = ("store", "serve"),
+) -> Settings:
+    """Settings from parsed flags, the environment and the config file."""
+    groups = tuple(groups)
+    v = _parsed(_raw_values(args, environ, groups))
+    if v["s3-endpoint"] and not v["s3-bucket"]:
+        raise ConfigError("--s3-endpoint needs --s3-bucket")
+    s3 = None
+    if v["s3-bucket"]:
+        s3 = S3Settings(
+            bucket=v["s3-bucket"],
+            endpoint=v["s3-endpoint"] or None,
+            region=v["s3-region"] or None,
+            read_timeout=v["s3-read-timeout"],
+        )
+    store = StoreSettings(s3=s3, fs_root=Path(v["fs-root"]), prefix=v["s3-prefix"] or "")
+    if "serve" not in groups:
+        return Settings(ServerSettings(), CacheSettings(Path(_default_cache_dir())), store)
+    host, port = v["listen"]
+    return Settings(
+        server=ServerSettings(host=host, port=port, log_level=v["log-level"]),
+        cache=CacheSettings(
+            directory=Path(v["cache-dir"]), tag_ttl=v["tag-ttl"], fill_attempts=v["fill-attempts"]
+        ),
+        store=store,
+    )

@@ -1,0 +1,213 @@
+"""Every exception registry-local raises on purpose, and the OCI codes they become.
+
+    RegistryLocalError              base of everything below
+    ├── RegistryError               an answer for the client; carries an ErrorCode
+    │   ├── BlobUnknown, ManifestUnknown, NameUnknown          404
+    │   ├── NameInvalid, TagInvalid, DigestInvalid,
+    │   │   ManifestInvalid, PaginationNumberInvalid            400
+    │   ├── Unsupported                                         405 (or 404 for no route)
+    │   ├── RangeInvalid                                        416
+    │   └── Unavailable                                         503
+    ├── BackendError                the backing store (S3 or a directory) failed
+    │   ├── BackendUnavailable      unreachable, timed out, 5xx, throttled: worth a retry
+    │   └── ObjectTooLarge          an object is bigger than the reader allows
+    ├── FillFailed                  a fill did not commit; its joiners are released with it
+    │   └── DigestMismatch          the bytes did not hash to the digest asked for
+    └── ConfigError                 the configuration cannot be used (the CLI exits 2)
+
+Lower layers raise the domain errors; `as_registry_error` maps them onto the OCI table
+once, at the HTTP boundary, so no handler builds error JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, ClassVar
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "BlobUnknown",
+    "ConfigError",
+    "DigestInvalid",
+    "DigestMismatch",
+    "ErrorCode",
+    "FillFailed",
+    "ManifestInvalid",
+    "ManifestUnknown",
+    "NameInvalid",
+    "NameUnknown",
+    "ObjectTooLarge",
+    "PaginationNumberInvalid",
+    "RangeInvalid",
+    "RegistryError",
+    "RegistryLocalError",
+    "TagInvalid",
+    "Unavailable",
+    "Unsupported",
+    "as_registry_error",
+    "envelope",
+]
+
+
+class ErrorCode(enum.Enum):
+    """The distribution-spec error codes, with distribution's statuses and messages."""
+
+    BLOB_UNKNOWN = (404, "blob unknown to registry")
+    BLOB_UPLOAD_INVALID = (400, "blob upload invalid")
+    BLOB_UPLOAD_UNKNOWN = (404, "blob upload unknown to registry")
+    DIGEST_INVALID = (400, "provided digest did not match uploaded content")
+    MANIFEST_BLOB_UNKNOWN = (404, "manifest references a blob unknown to the registry")
+    MANIFEST_INVALID = (400, "manifest invalid")
+    MANIFEST_UNKNOWN = (404, "manifest unknown")
+    NAME_INVALID = (400, "invalid repository name")
+    NAME_UNKNOWN = (404, "repository name not known to registry")
+    SIZE_INVALID = (400, "provided length did not match content length")
+    TAG_INVALID = (400, "manifest tag did not match URI")
+    UNAUTHORIZED = (401, "authentication required")
+    DENIED = (403, "requested access to the resource is denied")
+    UNSUPPORTED = (405, "the operation is unsupported")
+    TOOMANYREQUESTS = (429, "too many requests")
+    PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
+    RANGE_INVALID = (416, "invalid content range")
+    UNAVAILABLE = (503, "service unavailable")
+    UNKNOWN = (500, "unknown error")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def message(self) -> str:
+        return self.value[1]
+
+
+class RegistryLocalError(Exception):
+    """Base of every error registry-local raises on purpose."""
+
+
+class RegistryError(RegistryLocalError):
+    """An error answer for the client, rendered as the OCI JSON envelope."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.UNKNOWN
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        detail: Any = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.code.message
+        self.detail = detail
+        self.status = status or self.code.status
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class BlobUnknown(RegistryError):
+    code = ErrorCode.BLOB_UNKNOWN
+
+
+class ManifestUnknown(RegistryError):
+    code = ErrorCode.MANIFEST_UNKNOWN
+
+
+class NameUnknown(RegistryError):
+    code = ErrorCode.NAME_UNKNOWN
+
+
+class NameInvalid(RegistryError):
+    code = ErrorCode.NAME_INVALID
+
+
+class TagInvalid(RegistryError):
+    code = ErrorCode.TAG_INVALID
+
+
+class DigestInvalid(RegistryError):
+    code = ErrorCode.DIGEST_INVALID
+
+
+class ManifestInvalid(RegistryError):
+    code = ErrorCode.MANIFEST_INVALID
+
+
+class PaginationNumberInvalid(RegistryError):
+    code = ErrorCode.PAGINATION_NUMBER_INVALID
+
+
+class Unsupported(RegistryError):
+    code = ErrorCode.UNSUPPORTED
+
+
+class RangeInvalid(RegistryError):
+    code = ErrorCode.RANGE_INVALID
+
+
+class Unavailable(RegistryError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class BackendError(RegistryLocalError):
+    """The backing store answered with an error that a retry will not fix."""
+
+    def __init__(self, operation: str, key: str, reason: str) -> None:
+        self.operation = operation
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{operation} {key}: {reason}")
+
+
+class BackendUnavailable(BackendError):
+    """The backing store could not be reached or asked us to back off."""
+
+
+class ObjectTooLarge(BackendError):
+    """An object is larger than the caller's limit (a manifest over 4 MiB)."""
+
+    def __init__(self, key: str, limit: int) -> None:
+        super().__init__("read", key, f"object larger than {limit} bytes")
+
+
+class FillFailed(RegistryLocalError):
+    """A fill ended without committing its blob."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        self.digest = digest
+        self.reason = reason
+        super().__init__(f"fill of {digest} failed: {reason}")
+
+
+class DigestMismatch(FillFailed):
+    """The bytes read did not hash to the digest they were stored under."""
+
+    def __init__(self, digest: str, actual: str) -> None:
+        self.actual = actual
+        super().__init__(digest, f"content hashed to {actual}")
+
+
+class ConfigError(RegistryLocalError):
+    """The configuration cannot be used."""
+
+
+def as_registry_error(exc: BaseException) -> RegistryError | None:
+    """The client-facing error for a domain error, or None for a bug."""
+    if isinstance(exc, RegistryError):
+        return exc
+    if isinstance(exc, BackendError):
+        # Say which kind of failure, never the key or the endpoint's words.
+        return Unavailable("backing store unavailable, try again")
+    if isinstance(exc, FillFailed):
+        return Unavailable("fetching the blob from the backing store failed, try again")
+    return None
+
+
+def envelope(error: RegistryError) -> bytes:
+    """The OCI error body for one error."""
+    entry: dict[str, Any] = {"code": error.code.name, "message": error.message}
+    if error.detail is not None:
+        entry["detail"] = error.detail
+    return json.dumps({"errors": [entry]}).encode()

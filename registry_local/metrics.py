@@ -1,0 +1,152 @@
+"""Prometheus metrics, one registry per application (no global state).
+
+Label values are drawn from small fixed sets (routes, operations, outcomes);
+digests and repository names never become labels. Every labelled series that
+the code can produce is created at zero up front, so rates work from the first
+scrape. docs/metrics.md describes each metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+__all__ = ["CACHE_KINDS", "FILL_OUTCOMES", "ROUTES", "S3_OPERATIONS", "Metrics"]
+
+ROUTES = ("base", "manifest", "blob", "tags", "metrics", "health", "ready", "other")
+CACHE_KINDS = ("blob", "manifest", "tag")
+FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled")
+S3_OPERATIONS = ("GetObject", "HeadObject", "ListObjectsV2", "PutObject", "HeadBucket")
+S3_OUTCOMES = ("ok", "not_found", "error", "unavailable")
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_FILL = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """Every metric registry-local exports, on a registry of its own."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        p = "registry_local_"
+        self.http_requests = Counter(
+            p + "http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            p + "http_request_duration_seconds",
+            "Time from request to the end of the response, by route and method.",
+            ["route", "method"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.http_bytes = Counter(
+            p + "http_response_bytes", "Response body bytes sent, by route.", ["route"], registry=r
+        )
+        self.cache_requests = Counter(
+            p + "cache_requests",
+            "Lookups answered from this host (hit) or needing the backing store (miss).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.blob_bytes_served = Counter(
+            p + "blob_bytes_served",
+            "Blob bytes sent to clients, from a committed file (disk) or a fill in progress.",
+            ["source"],
+            registry=r,
+        )
+        self.fills_started = Counter(
+            p + "fills_started", "Fills started (one per blob missing on this host).", registry=r
+        )
+        self.fills_finished = Counter(
+            p + "fills_finished", "Fills ended, by outcome.", ["outcome"], registry=r
+        )
+        self.fill_duration = Histogram(
+            p + "fill_duration_seconds",
+            "Duration of fills, by outcome.",
+            ["outcome"],
+            buckets=_FILL,
+            registry=r,
+        )
+        self.fills_in_flight = Gauge(p + "fills_in_flight", "Fills running now.", registry=r)
+        self.fill_joins = Counter(
+            p + "fill_joins",
+            "Requests served by joining a fill that another request started.",
+            registry=r,
+        )
+        self.fill_retries = Counter(
+            p + "fill_retries", "Times a fill resumed its read from the backing store.", registry=r
+        )
+        self.fill_bytes = Counter(
+            p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
+        )
+        self.s3_requests = Counter(
+            p + "s3_requests",
+            "Requests to S3, by operation and outcome.",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.s3_duration = Histogram(
+            p + "s3_request_duration_seconds",
+            "Time to the response headers of S3 requests, by operation.",
+            ["operation"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.s3_read_bytes = Counter(
+            p + "s3_read_bytes", "Bytes read from S3 object bodies.", registry=r
+        )
+        self.s3_written_bytes = Counter(p + "s3_written_bytes", "Bytes written to S3.", registry=r)
+        self.tag_revalidations = Counter(
+            p + "tag_revalidations",
+            "Tag lookups in the backing store after the tag TTL ran out, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.stale_served = Counter(
+            p + "stale_served",
+            "Answers given from the last known state because the backing store failed.",
+            ["kind"],
+            registry=r,
+        )
+        self.disk_used = Gauge(
+            p + "disk_used_bytes", "Bytes of committed blobs in the cache dir.", registry=r
+        )
+        ProcessCollector(registry=r)
+        self._zero()
+
+    def _zero(self) -> None:
+        for kind in CACHE_KINDS:
+            for result in ("hit", "miss"):
+                self.cache_requests.labels(kind, result)
+        for source in ("disk", "fill"):
+            self.blob_bytes_served.labels(source)
+        for outcome in FILL_OUTCOMES:
+            self.fills_finished.labels(outcome)
+            self.fill_duration.labels(outcome)
+        for operation in S3_OPERATIONS:
+            self.s3_duration.labels(operation)
+            for s3_outcome in S3_OUTCOMES:
+                self.s3_requests.labels(operation, s3_outcome)
+        for outcome in ("unchanged", "changed", "removed", "error"):
+            self.tag_revalidations.labels(outcome)
+        for kind in ("tag", "manifest", "blob"):
+            self.stale_served.labels(kind)
+        for route in ROUTES:
+            self.http_bytes.labels(route)
+
+    def track_disk(self, used: Callable[[], float]) -> None:
+        """Read the disk gauge from `used` at each scrape."""
+        self.disk_used.set_function(used)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

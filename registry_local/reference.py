@@ -1,0 +1,47 @@
+"""Repository names and tags, checked against the distribution-spec grammar.
+
+Every name and tag that reaches the storage layer has passed through here, so a
+path component can never be `..`, empty, or carry a separator of its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .digest import Digest
+from .errors import NameInvalid, TagInvalid
+
+__all__ = ["NAME_MAX_LENGTH", "parse_name", "parse_reference", "parse_tag"]
+
+# distribution/reference: path components joined by "/", each lower-case
+# alphanumerics separated by ".", "_", "__" or runs of "-".
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+NAME_MAX_LENGTH = 255
+
+
+def parse_name(name: str) -> str:
+    """A valid repository name, or NameInvalid."""
+    if len(name) > NAME_MAX_LENGTH:
+        raise NameInvalid(
+            f"repository name must not be longer than {NAME_MAX_LENGTH} characters",
+            detail={"name": name[:NAME_MAX_LENGTH]},
+        )
+    if not _NAME.fullmatch(name):
+        raise NameInvalid(detail={"name": name})
+    return name
+
+
+def parse_tag(tag: str) -> str:
+    """A valid tag, or TagInvalid."""
+    if not _TAG.fullmatch(tag):
+        raise TagInvalid("invalid tag", detail={"tag": tag[:200]})
+    return tag
+
+
+def parse_reference(reference: str) -> Digest | str:
+    """A manifest reference: a digest if it has a colon, otherwise a tag."""
+    if ":" in reference:
+        return Digest.parse(reference)
+    return parse_tag(reference)

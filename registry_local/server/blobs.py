@@ -1,0 +1,54 @@
+"""GET and HEAD /v2/<name>/blobs/<digest>."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..byterange import parse_range
+from ..digest import Digest
+from ..reference import parse_name
+from .body import send_blob
+from .state import BLOBS, METRICS
+
+__all__ = ["get_blob", "head_blob"]
+
+
+def _headers(digest: Digest) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+def _target(request: web.Request) -> tuple[str, Digest]:
+    return parse_name(request.match_info["name"]), Digest.parse(request.match_info["digest"])
+
+
+async def head_blob(request: web.Request) -> web.StreamResponse:
+    name, digest = _target(request)
+    size = await request.app[BLOBS].size(name, digest)
+    response = web.StreamResponse(headers=_headers(digest))
+    response.content_length = size
+    return response
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    name, digest = _target(request)
+    reader = await request.app[BLOBS].open(name, digest)
+    try:
+        byte_range = parse_range(request.headers.get("Range"), reader.size)
+        response = web.StreamResponse(
+            status=206 if byte_range.partial else 200, headers=_headers(digest)
+        )
+        if byte_range.partial:
+            response.headers["Content-Range"] = byte_range.content_range()
+        response.content_length = byte_range.length
+        await response.prepare(request)
+        if await send_blob(request, reader, byte_range, request.app[METRICS]):
+            await response.write_eof()
+        return response
+    finally:
+        reader.close()

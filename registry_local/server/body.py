@@ -1,0 +1,51 @@
+"""Sending blob bytes: sendfile from a committed file, or following a fill.
+
+Both cases are one loop: wait until bytes past the current position may be
+sent, then hand that stretch of the file to the kernel (`loop.sendfile`, which
+falls back to read/write where sendfile cannot run, e.g. under TLS). A committed
+blob is one stretch. If the fill fails part-way, the connection is closed
+without the missing bytes, so the client sees a short body and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from ..byterange import ByteRange
+from ..cache.blobs import BlobReader
+from ..errors import BackendError, FillFailed
+from ..metrics import Metrics
+
+__all__ = ["send_blob"]
+
+log = logging.getLogger(__name__)
+
+
+async def send_blob(
+    request: web.Request, reader: BlobReader, byte_range: ByteRange, metrics: Metrics
+) -> bool:
+    """Send the range after the headers; False if the body had to be cut short."""
+    loop = asyncio.get_running_loop()
+    transport = request.transport
+    position = byte_range.start
+    try:
+        while position < byte_range.end:
+            if transport is None or transport.is_closing():
+                return False  # the client went away
+            readable = min(await reader.readable_beyond(position), byte_range.end)
+            position += await loop.sendfile(transport, reader.file, position, readable - position)
+        return position == byte_range.end
+    except (FillFailed, BackendError) as exc:
+        log.warning("cutting %s short at byte %d: %s", request.path, position, exc)
+        if transport is not None:
+            transport.close()
+        return False
+    except ConnectionError:
+        return False  # the client went away
+    finally:
+        source = "disk" if reader.fill is None else "fill"
+        metrics.blob_bytes_served.labels(source).inc(position - byte_range.start)
+        metrics.http_bytes.labels("blob").inc(position - byte_range.start)

@@ -1,0 +1,76 @@
+"""GET and HEAD /v2/<name>/manifests/<reference>, and GET /v2/<name>/tags/list."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..cache.manifests import Manifest, ManifestCache
+from ..digest import Digest
+from ..errors import ManifestUnknown, PaginationNumberInvalid
+from ..mediatypes import DOCKER_MANIFEST_LIST, acceptable, parse_accept
+from ..reference import parse_name, parse_reference
+from .state import MANIFESTS
+
+__all__ = ["get_manifest", "list_tags"]
+
+
+async def _select(
+    manifests: ManifestCache, name: str, reference: Digest | str, accepted: frozenset[str]
+) -> Manifest:
+    """The manifest to answer with, negotiated as mediatypes.py describes."""
+    if isinstance(reference, Digest):
+        manifest = await manifests.by_digest(name, reference)
+    else:
+        manifest = await manifests.by_tag(name, reference)
+        if manifest.media_type == DOCKER_MANIFEST_LIST and not acceptable(
+            DOCKER_MANIFEST_LIST, accepted
+        ):
+            child = manifest.info.platform_child("linux", "amd64")
+            if child is None:
+                raise ManifestUnknown("manifest list has no linux/amd64 image for this client")
+            manifest = await manifests.by_digest(name, child)
+    if not acceptable(manifest.media_type, accepted):
+        raise ManifestUnknown(
+            f"{manifest.media_type} found, but the Accept header does not allow it",
+            detail={"mediaType": manifest.media_type},
+        )
+    return manifest
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    reference = parse_reference(request.match_info["reference"])
+    accepted = parse_accept(request.headers.getall("Accept", ()))
+    manifest = await _select(request.app[MANIFESTS], name, reference, accepted)
+    etag = f'"{manifest.digest}"'
+    headers = {
+        "Content-Type": manifest.media_type,
+        "Docker-Content-Digest": str(manifest.digest),
+        "ETag": etag,
+    }
+    if request.headers.get("If-None-Match") in (etag, str(manifest.digest)):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=manifest.data, headers=headers)
+
+
+def _page_size(request: web.Request) -> int | None:
+    raw = request.query.get("n")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise PaginationNumberInvalid(detail={"n": raw[:20]})
+    return int(raw)
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    limit = _page_size(request)
+    last = request.query.get("last", "")
+    tags = [t for t in await request.app[MANIFESTS].tags(name) if t > last]
+    headers = {}
+    if limit is not None and len(tags) > limit:
+        tags = tags[:limit]
+        url = request.rel_url.update_query(n=str(limit), last=tags[-1]) if tags else None
+        if url is not None:
+            headers["Link"] = f'<{url}>; rel="next"'
+    return web.json_response({"name": name, "tags": tags}, headers=headers)

@@ -1,0 +1,81 @@
+"""Cross-cutting request handling: the OCI error envelope, API headers, metrics.
+
+This is the one place where errors become responses: a RegistryError (or a
+domain error that maps onto one, errors.as_registry_error) becomes the OCI JSON
+envelope with its status; aiohttp's own routing errors become UNSUPPORTED; any
+other exception is a bug, logged here with its traceback and answered 500
+UNKNOWN without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..errors import RegistryError, Unsupported, as_registry_error, envelope
+from .state import METRICS
+
+__all__ = ["API_VERSION_HEADERS", "error_response", "errors", "observe"]
+
+log = logging.getLogger(__name__)
+
+API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def error_response(error: RegistryError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=envelope(error),
+        headers={"Content-Type": "application/json", **error.headers},
+    )
+
+
+def _routing_error(exc: web.HTTPException) -> RegistryError:
+    if exc.status == 405:
+        return Unsupported("method not allowed here", headers=dict(exc.headers))
+    if exc.status == 404:
+        return Unsupported("no such API endpoint", status=404)
+    return RegistryError(exc.reason, status=exc.status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_routing_error(exc))
+    except Exception as exc:
+        error = as_registry_error(exc)
+        if error is None:
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            error = RegistryError("internal error")
+        elif error.status >= 500:
+            log.warning("%s %s: %s (%s)", request.method, request.path, error.message, exc)
+        return error_response(error)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route, method and status."""
+    began = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        metrics = request.app[METRICS]
+        route = request.match_info.route.name or "other"
+        method = request.method if request.method in ("GET", "HEAD") else "other"
+        metrics.http_requests.labels(route, method, str(status)).inc()
+        metrics.http_duration.labels(route, method).observe(time.monotonic() - began)
+
+
+async def add_api_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer names the API version, as distribution's do."""
+    response.headers.update(API_VERSION_HEADERS)

@@ -1,0 +1,60 @@
+"""The narrow interface every backing store implements (S3, a directory, test doubles).
+
+Keys are opaque strings built by layout.py; a backend never interprets them
+beyond mapping them onto its own namespace. An absent object is `None`, not an
+exception: only failures raise, and they raise BackendUnavailable (worth a retry)
+or BackendError (it is not).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["Backend", "ObjectStream"]
+
+
+class ObjectStream(Protocol):
+    """An open read of one object, from some offset to its end."""
+
+    @property
+    def size(self) -> int:
+        """Size of the whole object, not of what is left to read."""
+
+    async def read(self, n: int) -> bytes:
+        """Up to n bytes, as soon as some are there; b"" at the end.
+
+        Raises BackendUnavailable when the stream breaks or stalls, including
+        when it ends before `size` bytes were delivered.
+        """
+
+    async def close(self) -> None:
+        """Release the connection; safe to call twice."""
+
+
+class Backend(Protocol):
+    """A key/value store holding distribution's tree."""
+
+    @property
+    def description(self) -> str:
+        """Where the store is, for logs (never a credential)."""
+
+    async def stat(self, key: str) -> int | None:
+        """Size of the object, or None if there is none. Raises BackendError."""
+
+    async def read(self, key: str, limit: int) -> bytes | None:
+        """The whole object, or None if absent. Raises BackendError, also when
+        the object is larger than `limit` bytes."""
+
+    async def open(self, key: str, offset: int = 0) -> ObjectStream | None:
+        """A stream of the object from `offset`, or None if absent.
+        Raises BackendError; an offset at or past the end gives an empty stream."""
+
+    async def list(self, prefix: str) -> list[str]:
+        """Names of the immediate children of a directory-like prefix ending in
+        "/", sorted; [] when there are none. Raises BackendError."""
+
+    async def write(self, key: str, data: bytes) -> None:
+        """Store a small object whole, atomically. Raises BackendError."""
+
+    async def check(self) -> None:
+        """Cheap reachability probe. Raises BackendError when unreachable."""

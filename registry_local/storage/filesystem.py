@@ -1,0 +1,143 @@
+"""A backing store in a local directory: distribution's *filesystem* driver layout.
+
+This is the embedded default when no S3 bucket is configured: the same keys as in
+S3, as files under a root directory, so `registry:2` with
+`storage.filesystem.rootdirectory` set to the same directory reads it too.
+Blocking file work runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import BackendError, ObjectTooLarge
+
+__all__ = ["FilesystemBackend"]
+
+
+class FilesystemBackend:
+    """Backend over a directory; see backend.Backend for the contract."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def description(self) -> str:
+        return f"directory {self.root}"
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
+            raise BackendError("resolve", key, "invalid key")
+        return self.root.joinpath(*[p for p in parts if p])
+
+    async def stat(self, key: str) -> int | None:
+        path = self._path(key)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise BackendError("stat", key, exc.strerror or str(exc)) from None
+
+    async def read(self, key: str, limit: int) -> bytes | None:
+        path = self._path(key)
+
+        def read() -> bytes | None:
+            try:
+                with path.open("rb") as f:
+                    data = f.read(limit + 1)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            if len(data) > limit:
+                raise ObjectTooLarge(key, limit)
+            return data
+
+        try:
+            return await asyncio.to_thread(read)
+        except OSError as exc:
+            raise BackendError("read", key, exc.strerror or str(exc)) from None
+
+    async def open(self, key: str, offset: int = 0) -> _FileStream | None:
+        path = self._path(key)
+
+        def open_at() -> _FileStream | None:
+            try:
+                f = path.open("rb")
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            size = os.fstat(f.fileno()).st_size
+            f.seek(min(offset, size))
+            return _FileStream(f, size)
+
+        try:
+            return await asyncio.to_thread(open_at)
+        except OSError as exc:
+            raise BackendError("open", key, exc.strerror or str(exc)) from None
+
+    async def list(self, prefix: str) -> list[str]:
+        path = self._path(prefix.rstrip("/"))
+
+        def names() -> list[str]:
+            try:
+                return sorted(entry.name for entry in os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        try:
+            return await asyncio.to_thread(names)
+        except OSError as exc:
+            raise BackendError("list", prefix, exc.strerror or str(exc)) from None
+
+    async def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            raise BackendError("write", key, exc.strerror or str(exc)) from None
+
+    async def check(self) -> None:
+        def probe() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.R_OK | os.X_OK):
+                raise PermissionError(13, "not readable", str(self.root))
+
+        try:
+            await asyncio.to_thread(probe)
+        except OSError as exc:
+            raise BackendError("check", str(self.root), exc.strerror or str(exc)) from None
+
+
+class _FileStream:
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self.size = size
+
+    async def read(self, n: int) -> bytes:
+        try:
+            return await asyncio.to_thread(self._file.read, n)
+        except OSError as exc:
+            raise BackendError("read", self._file.name, exc.strerror or str(exc)) from None
+
+    async def close(self) -> None:
+        self._file.close()

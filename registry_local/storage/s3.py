@@ -1,0 +1,225 @@
+"""The S3 backing store, on aiobotocore. The only module that imports boto.
+
+Every botocore and transport exception is translated here, by `_boundary`, into
+BackendUnavailable (network trouble, timeouts, 5xx, throttling: a retry may help)
+or BackendError (access denied, no such bucket: it will not); a missing key is
+None. Nothing above this module ever sees a botocore type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore import exceptions as boto
+
+from ..config import S3Settings
+from ..errors import BackendError, BackendUnavailable, ObjectTooLarge
+from ..metrics import Metrics
+
+__all__ = ["S3Backend"]
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    boto.HTTPClientError,
+    boto.ConnectionError,
+    boto.IncompleteReadError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+    }
+)
+
+
+class _NotFound(BackendError):
+    pass
+
+
+@contextlib.contextmanager
+def _boundary(operation: str, key: str, metrics: Metrics | None = None) -> Iterator[None]:
+    """Translate botocore and transport errors; count the request if `metrics`."""
+    began = time.monotonic()
+    outcome = "ok"
+    try:
+        yield
+    except boto.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
+            outcome = "not_found"
+            raise _NotFound(operation, key, code) from None
+        if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+            outcome = "unavailable"
+            raise BackendUnavailable(operation, key, f"{status} {code}") from None
+        outcome = "error"
+        raise BackendError(operation, key, f"{status} {code}") from None
+    except _TRANSPORT_ERRORS as exc:
+        outcome = "unavailable"
+        raise BackendUnavailable(operation, key, type(exc).__name__) from None
+    except boto.BotoCoreError as exc:
+        outcome = "error"
+        raise BackendError(operation, key, type(exc).__name__) from None
+    finally:
+        if metrics is not None:
+            metrics.s3_requests.labels(operation, outcome).inc()
+            metrics.s3_duration.labels(operation).observe(time.monotonic() - began)
+
+
+class S3Backend:
+    """Backend over one bucket; see backend.Backend for the contract."""
+
+    def __init__(self, settings: S3Settings, client: Any, metrics: Metrics | None) -> None:
+        self._settings = settings
+        self._client = client
+        self._bucket = settings.bucket
+        self._metrics = metrics
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, settings: S3Settings, metrics: Metrics | None = None
+    ) -> AsyncIterator[S3Backend]:
+        """An open backend; the client's connections close when the block ends."""
+        config = AioConfig(
+            region_name=settings.region or "us-east-1",
+            # Custom endpoints (MinIO, SeaweedFS, moto) want path-style addressing.
+            s3={"addressing_style": "path" if settings.endpoint else "auto"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=settings.max_connections,
+            # Checksums only where S3 requires them: keeps older S3 servers working.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = get_session()
+        async with session.create_client(
+            "s3", endpoint_url=settings.endpoint, config=config
+        ) as client:
+            yield cls(settings, client, metrics)
+
+    @property
+    def description(self) -> str:
+        where = self._settings.endpoint or "AWS"
+        return f"s3://{self._bucket} at {where}"
+
+    async def stat(self, key: str) -> int | None:
+        try:
+            with _boundary("HeadObject", key, self._metrics):
+                head = await self._client.head_object(Bucket=self._bucket, Key=key)
+        except _NotFound:
+            return None
+        return int(head["ContentLength"])
+
+    async def read(self, key: str, limit: int) -> bytes | None:
+        stream = await self.open(key)
+        if stream is None:
+            return None
+        try:
+            if stream.size > limit:
+                raise ObjectTooLarge(key, limit)
+            chunks = []
+            while chunk := await stream.read(1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            await stream.close()
+
+    async def open(self, key: str, offset: int = 0) -> _S3Stream | None:
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        if offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        try:
+            with _boundary("GetObject", key, self._metrics):
+                response = await self._client.get_object(**kwargs)
+        except _NotFound:
+            return None
+        except BackendError as exc:
+            if offset and "InvalidRange" in exc.reason:
+                size = await self.stat(key)
+                return None if size is None else _S3Stream(None, key, size, size, None)
+            raise
+        size = _total_size(response)
+        return _S3Stream(response["Body"], key, size, offset, self._metrics)
+
+    async def list(self, prefix: str) -> list[str]:
+        names: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            with _boundary("ListObjectsV2", prefix, self._metrics):
+                page = await self._client.list_objects_v2(**kwargs)
+            for common in page.get("CommonPrefixes", []):
+                names.add(common["Prefix"][len(prefix) :].rstrip("/"))
+            for item in page.get("Contents", []):
+                names.add(item["Key"][len(prefix) :])
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(n for n in names if n)
+
+    async def write(self, key: str, data: bytes) -> None:
+        with _boundary("PutObject", key, self._metrics):
+            await self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType="application/octet-stream"
+            )
+        if self._metrics is not None:
+            self._metrics.s3_written_bytes.inc(len(data))
+
+    async def check(self) -> None:
+        with _boundary("HeadBucket", self._bucket, self._metrics):
+            await self._client.head_bucket(Bucket=self._bucket)
+
+
+def _total_size(response: dict[str, Any]) -> int:
+    content_range = response.get("ContentRange")
+    if content_range:  # "bytes 100-199/1000"
+        return int(str(content_range).rpartition("/")[2])
+    return int(response["ContentLength"])
+
+
+class _S3Stream:
+    def __init__(
+        self, body: Any, key: str, size: int, position: int, metrics: Metrics | None
+    ) -> None:
+        self._body = body
+        self._metrics = metrics
+        self._key = key
+        self._position = position
+        self.size = size
+
+    async def read(self, n: int) -> bytes:
+        if self._body is None or self._position >= self.size:
+            return b""
+        with _boundary("GetObject", self._key):
+            chunk: bytes = await self._body.read(n)
+        if not chunk:
+            raise BackendUnavailable("GetObject", self._key, "body ended early")
+        self._position += len(chunk)
+        if self._metrics is not None:
+            self._metrics.s3_read_bytes.inc(len(chunk))
+        return chunk
+
+    async def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
