@@ -46,6 +46,7 @@ class S3Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_connections: int = 64
+    attempts: int = 3  # per request, for failures a retry may fix
 
 
 @dataclass(frozen=True)

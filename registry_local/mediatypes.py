@@ -32,6 +32,7 @@ __all__ = [
     "Descriptor",
     "ManifestInfo",
     "acceptable",
+    "accepts_manifest_lists",
     "inspect_manifest",
     "parse_accept",
 ]
@@ -153,4 +154,12 @@ def parse_accept(header_values: Iterable[str]) -> frozenset[str]:
 
 def acceptable(media_type: str, accepted: frozenset[str]) -> bool:
     """Whether a stored manifest of this type may be served to the client."""
-    return media_type == DOCKER_MANIFEST or media_type in accepted or "*/*" in accepted
+    if media_type in (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST):
+        return True
+    return media_type in accepted or "*/*" in accepted
+
+
+def accepts_manifest_lists(accepted: frozenset[str]) -> bool:
+    """Whether a client asking by tag may get a Docker manifest list (or needs
+    its linux/amd64 image manifest instead)."""
+    return DOCKER_MANIFEST_LIST in accepted or "*/*" in accepted

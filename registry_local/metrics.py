@@ -102,6 +102,12 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.s3_retries = Counter(
+            p + "s3_retries",
+            "S3 requests made again after a failure a retry may fix.",
+            ["operation"],
+            registry=r,
+        )
         self.s3_read_bytes = Counter(
             p + "s3_read_bytes", "Bytes read from S3 object bodies.", registry=r
         )
@@ -135,6 +141,7 @@ class Metrics:
             self.fill_duration.labels(outcome)
         for operation in S3_OPERATIONS:
             self.s3_duration.labels(operation)
+            self.s3_retries.labels(operation)
             for s3_outcome in S3_OUTCOMES:
                 self.s3_requests.labels(operation, s3_outcome)
         for outcome in ("unchanged", "changed", "removed", "error"):

@@ -114,6 +114,11 @@ class BlobCache:
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
 
+    def in_flight(self, digest: Digest) -> Fill | None:
+        """The fill running for a digest, if any (await its `task` to follow it)."""
+        fill = self._fills.get(digest)
+        return None if fill is None or fill.failed else fill
+
     def _committed(self, digest: Digest) -> CommittedBlob | None:
         found = self._local.blob(digest)
         return None if found is None else CommittedBlob(*found)

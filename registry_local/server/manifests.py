@@ -7,7 +7,7 @@ from aiohttp import web
 from ..cache.manifests import Manifest, ManifestCache
 from ..digest import Digest
 from ..errors import ManifestUnknown, PaginationNumberInvalid
-from ..mediatypes import DOCKER_MANIFEST_LIST, acceptable, parse_accept
+from ..mediatypes import DOCKER_MANIFEST_LIST, acceptable, accepts_manifest_lists, parse_accept
 from ..reference import parse_name, parse_reference
 from .state import MANIFESTS
 
@@ -22,9 +22,7 @@ async def _select(
         manifest = await manifests.by_digest(name, reference)
     else:
         manifest = await manifests.by_tag(name, reference)
-        if manifest.media_type == DOCKER_MANIFEST_LIST and not acceptable(
-            DOCKER_MANIFEST_LIST, accepted
-        ):
+        if manifest.media_type == DOCKER_MANIFEST_LIST and not accepts_manifest_lists(accepted):
             child = manifest.info.platform_child("linux", "amd64")
             if child is None:
                 raise ManifestUnknown("manifest list has no linux/amd64 image for this client")

@@ -35,7 +35,8 @@ def error_response(error: RegistryError) -> web.Response:
 
 def _routing_error(exc: web.HTTPException) -> RegistryError:
     if exc.status == 405:
-        return Unsupported("method not allowed here", headers=dict(exc.headers))
+        allow = exc.headers.get("Allow")
+        return Unsupported("method not allowed here", headers={"Allow": allow} if allow else None)
     if exc.status == 404:
         return Unsupported("no such API endpoint", status=404)
     return RegistryError(exc.reason, status=exc.status)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -24,6 +25,8 @@ from ..errors import BackendError, BackendUnavailable, ObjectTooLarge
 from ..metrics import Metrics
 
 __all__ = ["S3Backend"]
+
+T = TypeVar("T")
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     boto.HTTPClientError,
@@ -104,7 +107,8 @@ class S3Backend:
             s3={"addressing_style": "path" if settings.endpoint else "auto"},
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
+            # Retries are ours (`_request`): bounded, jittered and counted.
+            retries={"total_max_attempts": 1},
             max_pool_connections=settings.max_connections,
             # Checksums only where S3 requires them: keeps older S3 servers working.
             request_checksum_calculation="when_required",
@@ -121,10 +125,27 @@ class S3Backend:
         where = self._settings.endpoint or "AWS"
         return f"s3://{self._bucket} at {where}"
 
+    async def _request(self, operation: str, key: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Make one S3 call, retrying what a retry may fix (BackendUnavailable)."""
+        attempts = self._settings.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                with _boundary(operation, key, self._metrics):
+                    return await call()
+            except BackendUnavailable:
+                if attempt == attempts:
+                    raise
+                if self._metrics is not None:
+                    self._metrics.s3_retries.labels(operation).inc()
+                # Full jitter: concurrent callers do not retry in step.
+                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        raise AssertionError("unreachable")
+
     async def stat(self, key: str) -> int | None:
         try:
-            with _boundary("HeadObject", key, self._metrics):
-                head = await self._client.head_object(Bucket=self._bucket, Key=key)
+            head = await self._request(
+                "HeadObject", key, lambda: self._client.head_object(Bucket=self._bucket, Key=key)
+            )
         except _NotFound:
             return None
         return int(head["ContentLength"])
@@ -148,8 +169,9 @@ class S3Backend:
         if offset:
             kwargs["Range"] = f"bytes={offset}-"
         try:
-            with _boundary("GetObject", key, self._metrics):
-                response = await self._client.get_object(**kwargs)
+            response = await self._request(
+                "GetObject", key, lambda: self._client.get_object(**kwargs)
+            )
         except _NotFound:
             return None
         except BackendError as exc:
@@ -167,8 +189,9 @@ class S3Backend:
             kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
             if token:
                 kwargs["ContinuationToken"] = token
-            with _boundary("ListObjectsV2", prefix, self._metrics):
-                page = await self._client.list_objects_v2(**kwargs)
+            page = await self._request(
+                "ListObjectsV2", prefix, lambda: self._client.list_objects_v2(**kwargs)
+            )
             for common in page.get("CommonPrefixes", []):
                 names.add(common["Prefix"][len(prefix) :].rstrip("/"))
             for item in page.get("Contents", []):
@@ -178,16 +201,20 @@ class S3Backend:
                 return sorted(n for n in names if n)
 
     async def write(self, key: str, data: bytes) -> None:
-        with _boundary("PutObject", key, self._metrics):
-            await self._client.put_object(
+        await self._request(
+            "PutObject",
+            key,
+            lambda: self._client.put_object(
                 Bucket=self._bucket, Key=key, Body=data, ContentType="application/octet-stream"
-            )
+            ),
+        )
         if self._metrics is not None:
             self._metrics.s3_written_bytes.inc(len(data))
 
     async def check(self) -> None:
-        with _boundary("HeadBucket", self._bucket, self._metrics):
-            await self._client.head_bucket(Bucket=self._bucket)
+        await self._request(
+            "HeadBucket", self._bucket, lambda: self._client.head_bucket(Bucket=self._bucket)
+        )
 
 
 def _total_size(response: dict[str, Any]) -> int:

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from registry_local.config import StoreSettings
+
+from .support.harness import RegistryLocal, s3_settings
+from .support.processes import AWS_ENV, run_moto
+from .support.s3proxy import S3Proxy
+
+# The in-process S3 client reads credentials from the standard chain.
+os.environ.update(AWS_ENV)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server, shared by the session; each test gets its own bucket."""
+    with run_moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+@pytest.fixture
+def bucket(moto: str) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def direct_store(moto: str, bucket: str) -> StoreSettings:
+    """The bucket, straight to moto (for seeding: not counted by the proxy)."""
+    return s3_settings(moto, bucket)
+
+
+@pytest.fixture
+async def s3proxy(moto: str) -> AsyncIterator[S3Proxy]:
+    proxy = await S3Proxy(moto).start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+def proxied_store(s3proxy: S3Proxy, bucket: str) -> StoreSettings:
+    """The bucket through the counting, fault-injecting proxy."""
+    return s3_settings(s3proxy.url, bucket)
+
+
+StartCache = Callable[..., Awaitable[RegistryLocal]]
+
+
+@pytest.fixture
+async def start_cache(tmp_path: Path, proxied_store: StoreSettings) -> AsyncIterator[StartCache]:
+    """Start registry-local (several may run, e.g. across a restart); all stop at the end."""
+    started: list[RegistryLocal] = []
+
+    async def start(
+        cache_dir: Path | None = None, store: StoreSettings | None = None, **cache: Any
+    ) -> RegistryLocal:
+        server = RegistryLocal(cache_dir or tmp_path / "cache", store or proxied_store, **cache)
+        started.append(await server.start())
+        return server
+
+    yield start
+    for server in reversed(started):
+        await server.stop()

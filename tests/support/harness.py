@@ -1,0 +1,139 @@
+"""registry-local running in the test's own event loop, and helpers around it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from registry_local.config import CacheSettings, S3Settings, ServerSettings, Settings, StoreSettings
+from registry_local.digest import Digest
+from registry_local.imagebuild import Image
+from registry_local.metrics import Metrics
+from registry_local.publish import publish
+from registry_local.server.app import build_app, open_store
+from registry_local.server.state import METRICS
+
+__all__ = ["RegistryLocal", "fetch", "pull_image", "s3_settings", "seed", "seed_all"]
+
+MANIFEST_ACCEPT = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+
+
+def s3_settings(endpoint: str, bucket: str, **kwargs: Any) -> StoreSettings:
+    return StoreSettings(
+        s3=S3Settings(bucket=bucket, endpoint=endpoint, read_timeout=kwargs.pop("read_timeout", 5)),
+        fs_root=Path("/nonexistent"),
+        **kwargs,
+    )
+
+
+async def seed(store: StoreSettings, name: str, tag: str | None, image: Image) -> None:
+    """Write an image into the backing store, as a registry push would."""
+    await seed_all(store, [(name, tag, image)])
+
+
+async def seed_all(store: StoreSettings, entries: Sequence[tuple[str, str | None, Image]]) -> None:
+    async with open_store(store) as distribution:
+        await asyncio.gather(*(publish(distribution, *entry) for entry in entries))
+
+
+class RegistryLocal:
+    """The server on 127.0.0.1 and a free port, with a given cache dir and store."""
+
+    def __init__(self, cache_dir: Path, store: StoreSettings, **cache: Any) -> None:
+        self.settings = Settings(
+            server=ServerSettings(port=0),
+            cache=CacheSettings(directory=cache_dir, **cache),
+            store=store,
+        )
+        self.url = ""
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> RegistryLocal:
+        self.app = build_app(self.settings)
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def metrics(self) -> Metrics:
+        assert self.app is not None
+        return self.app[METRICS]
+
+    def blob_path(self, digest: Digest) -> Path:
+        return (
+            self.settings.cache.directory / "blobs" / digest.algorithm / digest.hex[:2] / digest.hex
+        )
+
+
+async def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    accept: Sequence[str] = MANIFEST_ACCEPT,
+    session: aiohttp.ClientSession | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection pool: status, headers, body."""
+    own = session is None
+    session = session or aiohttp.ClientSession()
+    try:
+        all_headers = {"Accept": ", ".join(accept)} if accept else {}
+        all_headers.update(headers or {})
+        async with session.request(method, url, headers=all_headers) as response:
+            return response.status, dict(response.headers), await response.read()
+    finally:
+        if own:
+            await session.close()
+
+
+async def pull_image(base: str, name: str, tag: str) -> dict[str, bytes]:
+    """Pull like an engine on its own connection pool: resolve the tag, fetch every
+    manifest and blob, check every digest. Returns digest -> content."""
+    import json
+
+    got: dict[str, bytes] = {}
+    async with aiohttp.ClientSession() as session:
+        status, headers, _ = await fetch(
+            f"{base}/v2/{name}/manifests/{tag}", method="HEAD", session=session
+        )
+        assert status == 200, status
+        pending = [headers["Docker-Content-Digest"]]
+        while pending:
+            digest = pending.pop()
+            status, headers, body = await fetch(
+                f"{base}/v2/{name}/manifests/{digest}", session=session
+            )
+            assert status == 200, (status, body)
+            assert str(Digest.of(body)) == digest
+            got[digest] = body
+            doc = json.loads(body)
+            pending.extend(m["digest"] for m in doc.get("manifests", []))
+            blobs = ([doc["config"]] if "config" in doc else []) + doc.get("layers", [])
+            results = await asyncio.gather(
+                *(fetch(f"{base}/v2/{name}/blobs/{b['digest']}", session=session) for b in blobs)
+            )
+            for blob, (status, _, content) in zip(blobs, results, strict=True):
+                assert status == 200, status
+                assert str(Digest.of(content)) == blob["digest"]
+                got[blob["digest"]] = content
+    return got

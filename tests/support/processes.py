@@ -1,0 +1,169 @@
+"""Real programs the tests run: moto's S3 server, the CNCF registry, skopeo.
+
+Each listens on 127.0.0.1 on a free port and is stopped afterwards. Programs that
+are missing fail the test in CI and skip it elsewhere, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "AWS_ENV",
+    "free_port",
+    "require_tool",
+    "run_docker_registry",
+    "run_moto",
+    "sealed_env",
+    "skopeo",
+]
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_tool(name: str) -> str:
+    """The program's path; fail in CI, skip elsewhere, if it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def sealed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment in which nothing can reach beyond loopback by accident:
+    proxies point at a closed local port, with NO_PROXY for loopback."""
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    closed = f"http://127.0.0.1:{free_port()}"
+    env.update(
+        {
+            "HTTP_PROXY": closed,
+            "HTTPS_PROXY": closed,
+            "http_proxy": closed,
+            "https_proxy": closed,
+            "NO_PROXY": "127.0.0.1,localhost,::1",
+            "no_proxy": "127.0.0.1,localhost,::1",
+            **AWS_ENV,
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.05)  # polling a process that is starting up
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@contextmanager
+def _running(cmd: list[str], ready_url: str, env: dict[str, str], log: Path) -> Iterator[None]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_http(ready_url, process)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def run_moto(log: Path) -> Iterator[str]:
+    """moto's S3 server; yields its endpoint URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _running(cmd, url + "/moto-api/", sealed_env(), log):
+        yield url
+
+
+@contextmanager
+def run_docker_registry(
+    workdir: Path,
+    *,
+    s3_endpoint: str | None = None,
+    bucket: str | None = None,
+    fs_root: Path | None = None,
+    prefix: str = "",
+) -> Iterator[str]:
+    """The CNCF registry (Debian's docker-registry) on S3 or a directory; yields its URL."""
+    binary = require_tool("docker-registry")
+    port = free_port()
+    if s3_endpoint is not None:
+        storage = (
+            f"  s3:\n    region: us-east-1\n    bucket: {bucket}\n"
+            f"    regionendpoint: {s3_endpoint}\n    accesskey: testing\n"
+            f"    secretkey: testing\n    secure: false\n    v4auth: true\n"
+            + (f"    rootdirectory: {prefix}\n" if prefix else "")
+        )
+    else:
+        storage = f"  filesystem:\n    rootdirectory: {fs_root}\n"
+    config = workdir / f"registry-{port}.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n"
+        + storage
+        + "  delete:\n    enabled: true\n  redirect:\n    disable: true\n"
+        + f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    url = f"http://127.0.0.1:{port}"
+    # Its S3 driver panics at start when AWS_CA_BUNDLE is set; sealed_env drops it.
+    with _running(
+        [binary, "serve", str(config)], url + "/v2/", sealed_env(), workdir / f"registry-{port}.log"
+    ):
+        yield url
+
+
+def skopeo(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run skopeo with an accept-anything policy, plain HTTP to loopback only."""
+    binary = require_tool("skopeo")
+    policy = workdir / "policy.json"
+    if not policy.exists():
+        policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    result = subprocess.run(
+        [binary, "--policy", str(policy), *args],
+        env=sealed_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"skopeo {' '.join(args)} failed:\n{result.stderr}")
+    return result

@@ -1,0 +1,188 @@
+"""A reverse proxy in front of a real S3 server: counts, gates and breaks requests.
+
+Tests put it between registry-local and moto to count requests at the S3
+boundary (not in our own code), to hold a response body at a byte offset until
+the test releases it (so "joiners get bytes while the fill runs" needs no
+timing), and to inject faults: error statuses, resets mid-body, stalls, short
+bodies, corrupted bytes, slow bandwidth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+__all__ = ["Fault", "Recorded", "S3Proxy"]
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer"}
+
+
+@dataclass
+class Recorded:
+    method: str
+    key: str  # "bucket/key..." as in the path-style URL
+    range: str | None
+
+
+@dataclass
+class Fault:
+    """What to do to matching requests; `times` limits how many (None: all).
+
+    status:      answer with this status and an S3 error code, upstream untouched
+    refuse:      close the connection without an answer
+    gate_at:     send this many body bytes, then wait for `gate` to be set
+    reset_at:    send this many body bytes, then reset the connection
+    stall_at:    send this many body bytes, then send nothing more
+    truncate_at: send this many body bytes, then end the response cleanly
+    corrupt_at:  flip the byte at this offset of the body
+    rate:        bytes per second for the body
+    """
+
+    match: Callable[[str, str], bool]
+    times: int | None = None
+    status: int | None = None
+    code: str = "SlowDown"
+    refuse: bool = False
+    gate_at: int | None = None
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    reached: asyncio.Event = field(default_factory=asyncio.Event)  # set when a gate/stall hits
+    reset_at: int | None = None
+    stall_at: int | None = None
+    truncate_at: int | None = None
+    corrupt_at: int | None = None
+    rate: float | None = None
+    applied: int = 0
+
+
+def key_endswith(suffix: str, method: str | None = "GET") -> Callable[[str, str], bool]:
+    return lambda m, key: key.endswith(suffix) and (method is None or m == method)
+
+
+class S3Proxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> S3Proxy:
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self
+
+    async def close(self) -> None:
+        for fault in self.faults:
+            fault.gate.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    def add(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    def count(self, method: str, key_suffix: str) -> int:
+        return sum(1 for r in self.requests if r.method == method and r.key.endswith(key_suffix))
+
+    def blob_gets(self) -> dict[str, int]:
+        """GetObject requests per blob data key."""
+        counts: dict[str, int] = {}
+        for r in self.requests:
+            if r.method == "GET" and r.key.endswith("/data"):
+                counts[r.key] = counts.get(r.key, 0) + 1
+        return counts
+
+    def _fault_for(self, method: str, key: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.match(method, key) and (fault.times is None or fault.applied < fault.times):
+                fault.applied += 1
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["path"]
+        self.requests.append(Recorded(request.method, key, request.headers.get("Range")))
+        fault = self._fault_for(request.method, key)
+        if fault is not None and fault.refuse:
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if fault is not None and fault.status is not None:
+            body = f"<Error><Code>{fault.code}</Code><Message>injected</Message></Error>"
+            return web.Response(status=fault.status, text=body, content_type="application/xml")
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        body = await request.read()
+        async with self._session.request(
+            request.method,
+            self.upstream + request.rel_url.path_qs,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            for name, value in upstream.headers.items():
+                if name.lower() not in _HOP_HEADERS:
+                    response.headers[name] = value
+            await response.prepare(request)
+            if request.method != "HEAD":
+                await self._relay(request, upstream, response, fault)
+            return response
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        fault: Fault | None,
+    ) -> None:
+        sent = 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async for chunk in upstream.content.iter_chunked(16 * 1024):
+            if fault is not None:
+                chunk = bytearray(chunk)
+                if fault.corrupt_at is not None and sent <= fault.corrupt_at < sent + len(chunk):
+                    chunk[fault.corrupt_at - sent] ^= 0xFF
+                for limit in (fault.gate_at, fault.reset_at, fault.stall_at, fault.truncate_at):
+                    if limit is not None and sent < limit < sent + len(chunk):
+                        await response.write(bytes(chunk[: limit - sent]))
+                        chunk, sent = chunk[limit - sent :], limit
+                if sent == fault.gate_at and not fault.gate.is_set():
+                    fault.reached.set()
+                    await fault.gate.wait()
+                if sent == fault.reset_at:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return
+                if sent == fault.stall_at:
+                    fault.reached.set()
+                    await asyncio.Event().wait()  # until the client gives up
+                if sent == fault.truncate_at:
+                    with contextlib.suppress(ConnectionError):
+                        await response.write_eof()
+                    assert request.transport is not None
+                    request.transport.close()
+                    return
+                if fault.rate:
+                    ahead = began + (sent + len(chunk)) / fault.rate - loop.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)  # bandwidth shaping, not waiting for work
+            await response.write(bytes(chunk))
+            sent += len(chunk)
+        await response.write_eof()

@@ -1,0 +1,100 @@
+"""One conformance suite for every Backend: the directory store and S3 (moto's server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from registry_local.config import S3Settings
+from registry_local.errors import BackendError, BackendUnavailable, ObjectTooLarge
+from registry_local.storage.backend import Backend
+from registry_local.storage.filesystem import FilesystemBackend
+from registry_local.storage.s3 import S3Backend
+
+from .support.processes import free_port
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+async def backend(request, tmp_path) -> AsyncIterator[Backend]:
+    if request.param == "filesystem":
+        yield FilesystemBackend(tmp_path / "store")
+        return
+    bucket = request.getfixturevalue("bucket")
+    moto = request.getfixturevalue("moto")
+    async with S3Backend.connect(S3Settings(bucket=bucket, endpoint=moto)) as s3:
+        yield s3
+
+
+async def test_absent_objects_are_none(backend: Backend):
+    assert await backend.stat("a/b/data") is None
+    assert await backend.read("a/b/data", 100) is None
+    assert await backend.open("a/b/data") is None
+    assert await backend.list("a/") == []
+
+
+async def test_write_read_stat(backend: Backend):
+    await backend.write("x/y/link", b"sha256:abc")
+    assert await backend.stat("x/y/link") == 10
+    assert await backend.read("x/y/link", 100) == b"sha256:abc"
+    with pytest.raises(ObjectTooLarge):
+        await backend.read("x/y/link", 5)
+    await backend.write("x/y/link", b"new")  # overwrite is whole
+    assert await backend.read("x/y/link", 100) == b"new"
+
+
+async def test_stream_from_offsets(backend: Backend):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    await backend.write("blob/data", data)
+    for offset in (0, 1, 65536, len(data) - 1, len(data)):
+        stream = await backend.open("blob/data", offset)
+        assert stream is not None
+        assert stream.size == len(data)
+        got = bytearray()
+        while chunk := await stream.read(100_000):
+            assert len(chunk) <= 100_000
+            got += chunk
+        await stream.close()
+        await stream.close()  # twice is fine
+        assert bytes(got) == data[offset:]
+
+
+async def test_list_gives_immediate_children_sorted(backend: Backend):
+    for key in [
+        "r/tags/b/current/link",
+        "r/tags/a/current/link",
+        "r/tags/a/index/x/link",
+        "r/tags/c/current/link",
+        "r/other",
+    ]:
+        await backend.write(key, b"1")
+    assert await backend.list("r/tags/") == ["a", "b", "c"]
+    assert await backend.list("r/") == ["other", "tags"]
+
+
+async def test_check_passes(backend: Backend):
+    await backend.check()
+
+
+async def test_unreachable_s3_is_unavailable():
+    settings = S3Settings(
+        bucket="b", endpoint=f"http://127.0.0.1:{free_port()}", connect_timeout=1, read_timeout=1
+    )
+    async with S3Backend.connect(settings) as s3:
+        with pytest.raises(BackendUnavailable):
+            await s3.stat("k")
+        with pytest.raises(BackendUnavailable):
+            await s3.check()
+
+
+async def test_missing_bucket_is_an_error_not_absence(moto):
+    async with S3Backend.connect(S3Settings(bucket="no-such-bucket", endpoint=moto)) as s3:
+        with pytest.raises(BackendError):
+            await s3.read("k", 10)
+
+
+def test_filesystem_refuses_traversing_keys(tmp_path):
+    backend = FilesystemBackend(tmp_path)
+    for key in ["../x", "a/../../x", "a//b", "./a"]:
+        with pytest.raises(BackendError):
+            backend._path(key)

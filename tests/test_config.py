@@ -1,0 +1,89 @@
+"""Flags win over the environment, the environment over the file, the file over defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry_local.cli import _parser
+from registry_local.config import OPTIONS, load
+from registry_local.errors import ConfigError
+
+
+def _load(argv, env=None):
+    return load(_parser().parse_args(["serve", *argv]), env or {})
+
+
+def test_defaults():
+    settings = _load([])
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 5000)
+    assert settings.cache.tag_ttl == 30
+    assert settings.store.s3 is None  # the embedded directory store
+
+
+def test_precedence(tmp_path: Path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "s3_bucket: from-file\ns3-endpoint: http://127.0.0.1:1\ntag-ttl: 5\n"
+        "listen: 127.0.0.1:7000\ns3-prefix: file-prefix\n"
+    )
+    env = {"REGISTRY_LOCAL_TAG_TTL": "7", "REGISTRY_LOCAL_S3_BUCKET": "from-env"}
+    settings = _load(["--config", str(config), "--s3-bucket", "from-flag"], env)
+    assert settings.store.s3 is not None
+    assert settings.store.s3.bucket == "from-flag"  # flag > env > file
+    assert settings.cache.tag_ttl == 7  # env > file
+    assert settings.server.port == 7000  # file > default
+    assert settings.store.prefix == "file-prefix"
+    assert settings.store.s3.endpoint == "http://127.0.0.1:1"
+
+
+def test_config_file_from_env(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: '[::1]:6000'\n")
+    settings = _load([], {"REGISTRY_LOCAL_CONFIG": str(config)})
+    assert (settings.server.host, settings.server.port) == ("::1", 6000)
+
+
+@pytest.mark.parametrize(
+    ("argv", "file_text", "message"),
+    [
+        (["--listen", "nowhere"], None, "--listen"),
+        (["--tag-ttl", "-1"], None, "--tag-ttl"),
+        (["--s3-endpoint", "http://127.0.0.1:1"], None, "needs --s3-bucket"),
+        ([], "no_such_option: 1\n", "unknown option"),
+        ([], "- a list\n", "mapping"),
+        ([], "listen: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configuration(tmp_path: Path, argv, file_text, message):
+    if file_text is not None:
+        (tmp_path / "c.yaml").write_text(file_text)
+        argv = [*argv, "--config", str(tmp_path / "c.yaml")]
+    with pytest.raises(ConfigError, match=message):
+        _load(argv)
+
+
+def test_serve_help_documents_every_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "registry_local", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = " ".join(result.stdout.split())
+    for option in OPTIONS:
+        assert f"--{option.name}" in text
+        assert option.env in text.replace("- ", "-").replace(" _", "_")
+
+
+def test_bad_flag_exits_2_with_a_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "registry_local", "serve", "--listen", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--listen 'x'" in result.stderr and "Traceback" not in result.stderr

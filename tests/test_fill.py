@@ -1,0 +1,242 @@
+"""The fill: once per blob however many ask, streamed to every waiter, never corrupt.
+
+S3 is moto's server behind tests/support/s3proxy.py, which counts requests at the
+S3 boundary and holds or breaks response bodies on cue. Nothing here sleeps to
+wait for background work: tests await gates, first-byte events and fill tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+
+import aiohttp
+import boto3
+import pytest
+
+from registry_local.digest import Digest
+from registry_local.imagebuild import build_image
+from registry_local.server.state import BLOBS
+
+from .support.harness import fetch, pull_image, seed
+from .support.s3proxy import Fault, key_endswith
+
+KIB = 1024
+# Random bytes do not compress, so the layer stays as big as asked.
+LAYER = os.urandom(2 * 1024 * KIB)
+
+
+def _layer_image(*payloads: bytes):
+    image = build_image([{f"f{i}.bin": p} for i, p in enumerate(payloads)])
+    layers = [d for d, data in image.blobs.items() if len(data) > 4 * KIB]
+    return image, layers
+
+
+def _data_key(digest: Digest) -> str:
+    return f"/blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
+
+
+async def _wait(awaitable, seconds: float = 60):
+    """Await background work, with a bound so a bug fails instead of hanging."""
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+async def _get_body(url: str) -> tuple[int, bytes | Exception]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as response:
+            try:
+                return response.status, await response.read()
+            except aiohttp.ClientPayloadError as exc:
+                return response.status, exc
+
+
+async def test_storm_of_25_cold_clients_reads_every_object_once(start_cache, direct_store, s3proxy):
+    image, _ = _layer_image(LAYER, os.urandom(300 * KIB), b"small")
+    await seed(direct_store, "library/app", "v1", image)
+    cache = await start_cache()
+
+    pulls = await _wait(
+        asyncio.gather(*(pull_image(cache.url, "library/app", "v1") for _ in range(25)))
+    )
+
+    expected = {str(d): data for d, data in [*image.blobs.items(), *image.manifests.items()]}
+    assert all(pull == expected for pull in pulls)  # every digest was checked in pull_image
+    gets = Counter(r.key for r in s3proxy.requests if r.method == "GET")
+    assert len(s3proxy.blob_gets()) == len(expected)
+    assert set(gets.values()) == {1}, gets.most_common(3)  # links and tag too: once each
+    metrics = cache.metrics
+    assert metrics.fills_started._value.get() == len(image.blobs)
+    assert metrics.fill_joins._value.get() == 24 * len(image.blobs)
+
+
+async def test_joiners_get_bytes_while_the_fill_is_still_running(
+    start_cache, direct_store, s3proxy
+):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    gate = s3proxy.add(Fault(key_endswith(_data_key(layer)), gate_at=256 * KIB))
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+    first_bytes = [asyncio.Event() for _ in range(25)]
+
+    async def client(seen: asyncio.Event) -> bytes:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200
+            assert response.headers["Content-Length"] == str(len(image.blobs[layer]))
+            body = bytearray(await response.content.readany())
+            seen.set()
+            body += await response.read()
+            return bytes(body)
+
+    clients = [asyncio.create_task(client(seen)) for seen in first_bytes]
+    await _wait(asyncio.gather(*(seen.wait() for seen in first_bytes)))
+    # Every client has bytes, and the fill is still held at the gate.
+    assert not gate.gate.is_set()
+    assert cache.app[BLOBS].in_flight(layer) is not None
+    assert not cache.blob_path(layer).exists()
+    gate.gate.set()
+    bodies = await _wait(asyncio.gather(*clients))
+    assert all(Digest.of(body) == layer for body in bodies)
+    assert s3proxy.count("GET", _data_key(layer)) == 1
+
+
+async def test_a_client_that_leaves_does_not_stop_the_fill(start_cache, direct_store, s3proxy):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    gate = s3proxy.add(Fault(key_endswith(_data_key(layer)), gate_at=128 * KIB))
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(url)
+        assert len(await response.content.readany()) > 0
+        fill = cache.app[BLOBS].in_flight(layer)
+        assert fill is not None
+        response.close()  # the only client goes away mid-body
+    gate.gate.set()
+    await _wait(asyncio.shield(fill.task))
+
+    assert cache.blob_path(layer).exists()
+    assert Digest.of(cache.blob_path(layer).read_bytes()) == layer
+    status, _, body = await fetch(url)
+    assert status == 200 and Digest.of(body) == layer
+    assert s3proxy.count("GET", _data_key(layer)) == 1  # the second request was a hit
+
+
+@pytest.mark.parametrize("where", ["in the bucket", "in transit"])
+async def test_corrupt_bytes_are_never_committed_or_served_whole(
+    start_cache, direct_store, s3proxy, moto, bucket, where
+):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    good = image.blobs[layer]
+    key = f"docker/registry/v2{_data_key(layer)}"
+    if where == "in the bucket":
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 1
+        boto3.client("s3", endpoint_url=moto).put_object(Bucket=bucket, Key=key, Body=bytes(bad))
+    else:
+        s3proxy.add(Fault(key_endswith(key), times=1, corrupt_at=len(good) // 2))
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    results = await _wait(asyncio.gather(*(_get_body(url) for _ in range(5))))
+    for status, body in results:
+        # Either refused before the headers, or cut short: never all the bytes.
+        assert status == 503 or isinstance(body, Exception), (status, type(body))
+    assert not cache.blob_path(layer).exists()
+    assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
+    assert cache.metrics.fills_finished.labels("digest_mismatch")._value.get() == 1
+
+    # The next request starts a fresh fill.
+    status, body = await _wait(_get_body(url))
+    if where == "in the bucket":
+        assert status == 503 or isinstance(body, Exception)
+    else:
+        assert status == 200 and body == good
+        assert cache.blob_path(layer).read_bytes() == good
+    assert s3proxy.count("GET", key) == 2
+
+
+async def test_a_reset_mid_body_resumes_from_the_byte_reached(start_cache, direct_store, s3proxy):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    key = _data_key(layer)
+    s3proxy.add(Fault(key_endswith(key), times=1, reset_at=700 * KIB))
+    cache = await start_cache()
+
+    status, body = await _wait(_get_body(f"{cache.url}/v2/app/blobs/{layer}"))
+
+    assert status == 200 and body == image.blobs[layer]
+    first, second = [r for r in s3proxy.requests if r.key.endswith(key)]
+    assert first.range is None
+    assert second.range is not None and second.range.startswith("bytes=")
+    resumed_at = int(second.range.removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at <= 700 * KIB  # from the byte reached, not from zero
+    assert cache.metrics.fill_retries._value.get() == 1
+    link = len(str(layer))  # the _layers link object read before the blob
+    assert cache.metrics.s3_read_bytes._value.get() == len(image.blobs[layer]) + link
+
+
+async def test_a_stalled_body_is_retried_after_the_read_timeout(
+    start_cache, direct_store, s3proxy, proxied_store
+):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    key = _data_key(layer)
+    s3proxy.add(Fault(key_endswith(key), times=1, stall_at=300 * KIB))
+    store = proxied_store.__class__(
+        s3=proxied_store.s3.__class__(**{**proxied_store.s3.__dict__, "read_timeout": 0.5}),
+        fs_root=proxied_store.fs_root,
+    )
+    cache = await start_cache(store=store)
+
+    status, body = await _wait(_get_body(f"{cache.url}/v2/app/blobs/{layer}"))
+
+    assert status == 200 and body == image.blobs[layer]
+    assert s3proxy.count("GET", key) == 2
+    assert cache.metrics.fill_retries._value.get() == 1
+
+
+async def test_an_s3_that_keeps_failing_releases_every_waiter(start_cache, direct_store, s3proxy):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    key = _data_key(layer)
+    fault = s3proxy.add(Fault(key_endswith(key), status=500, code="InternalError"))
+    cache = await start_cache(fill_attempts=1)
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    results = await _wait(asyncio.gather(*(fetch(url) for _ in range(5))))
+
+    for status, headers, body in results:
+        assert status == 503 and b'"UNAVAILABLE"' in body
+        assert headers["Content-Type"] == "application/json"
+    assert s3proxy.count("GET", key) <= 2 * 3  # bounded: 2 fill attempts x botocore's 3
+    assert not cache.blob_path(layer).exists()
+
+    fault.times = 0  # S3 recovers
+    status, _, body = await _wait(fetch(url))
+    assert status == 200 and body == image.blobs[layer]
+
+
+async def test_several_clients_resume_with_ranges_during_a_cold_fill(
+    start_cache, direct_store, s3proxy
+):
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    gate = s3proxy.add(Fault(key_endswith(_data_key(layer)), gate_at=512 * KIB))
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+    data = image.blobs[layer]
+    starts = [0, 1, 100 * KIB, 511 * KIB, 600 * KIB, len(data) - 10]
+
+    requests = [asyncio.create_task(fetch(url, headers={"Range": f"bytes={s}-"})) for s in starts]
+    await _wait(gate.reached.wait())
+    gate.gate.set()
+    for start, (status, headers, body) in zip(
+        starts, await _wait(asyncio.gather(*requests)), strict=True
+    ):
+        assert status == (200 if start == 0 else 206)
+        assert body == data[start:]
+    assert s3proxy.count("GET", _data_key(layer)) == 1

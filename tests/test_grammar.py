@@ -1,0 +1,199 @@
+"""Names, tags, digests, byte ranges and media types: the spec grammar, at the edges."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from registry_local.byterange import parse_range
+from registry_local.digest import Digest
+from registry_local.errors import (
+    DigestInvalid,
+    ManifestInvalid,
+    NameInvalid,
+    RangeInvalid,
+    TagInvalid,
+)
+from registry_local.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    acceptable,
+    accepts_manifest_lists,
+    inspect_manifest,
+    parse_accept,
+)
+from registry_local.reference import parse_name, parse_reference, parse_tag
+
+HEX = "a" * 64
+
+
+@pytest.mark.parametrize("name", ["alpine", "library/alpine", "a/b/c", "a.b_c__d-e---f", "0"])
+def test_valid_names(name):
+    assert parse_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "Upper",
+        "a//b",
+        "/a",
+        "a/",
+        "..",
+        "a/../b",
+        "a/./b",
+        "_a",
+        "a_",
+        "-a",
+        "a b",
+        "a%2fb",
+        "a\x00b",
+        "a" * 256,
+        "a/" * 127 + "ab",
+    ],
+)
+def test_invalid_names(name):
+    with pytest.raises(NameInvalid):
+        parse_name(name)
+
+
+@pytest.mark.parametrize("tag", ["latest", "v1.2.3", "_x", "A-b_c.d", "a" * 128])
+def test_valid_tags(tag):
+    assert parse_tag(tag) == tag
+
+
+@pytest.mark.parametrize("tag", ["", ".x", "-x", "a" * 129, "a/b", "a b", "..", "a:b"])
+def test_invalid_tags(tag):
+    with pytest.raises(TagInvalid):
+        parse_tag(tag)
+
+
+def test_digest_round_trip_and_errors():
+    digest = Digest.parse(f"sha256:{HEX}")
+    assert str(digest) == f"sha256:{HEX}"
+    assert Digest.of(b"") == Digest.parse(
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    assert Digest.parse("sha512:" + "0" * 128).algorithm == "sha512"
+    for bad in [
+        "sha256",
+        f"sha256:{HEX[:-1]}",
+        f"sha256:{HEX.upper()}",
+        f"md5:{HEX}",
+        f"sha256:{HEX}0",
+        "sha256:../../etc",
+        ":" + HEX,
+    ]:
+        with pytest.raises(DigestInvalid):
+            Digest.parse(bad)
+
+
+def test_reference_is_digest_when_it_has_a_colon():
+    assert isinstance(parse_reference(f"sha256:{HEX}"), Digest)
+    assert parse_reference("latest") == "latest"
+    with pytest.raises(DigestInvalid):
+        parse_reference("latest:x")
+
+
+@given(st.text(max_size=300))
+def test_name_parser_never_lets_traversal_through(text):
+    try:
+        name = parse_name(text)
+    except NameInvalid:
+        return
+    parts = name.split("/")
+    assert all(p and p not in (".", "..") and not p.startswith(("_", "-", ".")) for p in parts)
+
+
+@given(st.text(max_size=80))
+def test_digest_parser_accepts_only_canonical_forms(text):
+    try:
+        digest = Digest.parse(text)
+    except DigestInvalid:
+        return
+    assert str(digest) == text
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, (0, 100, False)),
+        ("bytes=0-9", (0, 10, True)),
+        ("bytes=10-", (10, 100, True)),
+        ("bytes=90-200", (90, 100, True)),
+        ("bytes=-5", (95, 100, True)),
+        ("bytes=-500", (0, 100, False)),
+        ("bytes=0-99", (0, 100, False)),
+        ("bytes=abc", (0, 100, False)),  # malformed: ignored
+        ("bytes=0-1,5-6", (0, 100, False)),  # several ranges: ignored
+        ("bytes=9-3", (0, 100, False)),  # invalid: ignored
+        ("items=0-3", (0, 100, False)),
+    ],
+)
+def test_ranges(header, expected):
+    r = parse_range(header, 100)
+    assert (r.start, r.end, r.partial) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=1000-2000", "bytes=-0"])
+def test_unsatisfiable_ranges(header):
+    with pytest.raises(RangeInvalid) as info:
+        parse_range(header, 100)
+    assert info.value.status == 416
+    assert info.value.headers == {"Content-Range": "bytes */100"}
+
+
+@given(st.integers(0, 10**6), st.text(max_size=40))
+def test_range_parser_is_total(size, header):
+    try:
+        r = parse_range(header, size)
+    except RangeInvalid:
+        return
+    assert 0 <= r.start <= r.end <= size
+
+
+def test_accept_from_several_lines_or_one():
+    joined = parse_accept([f"{OCI_MANIFEST}, {OCI_INDEX};q=0.9"])
+    lines = parse_accept([OCI_MANIFEST, f"{OCI_INDEX}; q=0.5"])
+    assert joined == lines == {OCI_MANIFEST, OCI_INDEX}
+
+
+def test_acceptability_follows_distribution():
+    none: frozenset[str] = frozenset()
+    assert acceptable(DOCKER_MANIFEST, none)  # schema2 always
+    assert not acceptable(OCI_MANIFEST, none)
+    assert not acceptable(OCI_INDEX, frozenset({DOCKER_MANIFEST}))
+    assert acceptable(DOCKER_MANIFEST_LIST, frozenset({DOCKER_MANIFEST}))  # by digest
+    assert not accepts_manifest_lists(frozenset({DOCKER_MANIFEST}))  # by tag: amd64 child
+    assert accepts_manifest_lists(frozenset({DOCKER_MANIFEST_LIST}))
+    assert acceptable(OCI_INDEX, frozenset({"*/*"}))
+
+
+def test_inspect_manifest_kinds():
+    layer = {"mediaType": "x", "size": 3, "digest": f"sha256:{HEX}"}
+    oci = json.dumps({"schemaVersion": 2, "config": layer, "layers": [layer]}).encode()
+    assert inspect_manifest(oci).media_type == OCI_MANIFEST  # mediaType may be omitted
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [{**layer, "platform": {"os": "linux", "architecture": "arm64"}}],
+        }
+    ).encode()
+    info = inspect_manifest(index)
+    assert info.is_index and info.platform_child("linux", "arm64") == Digest("sha256", HEX)
+    assert info.platform_child() is None
+    for bad in [
+        b"not json",
+        b"[]",
+        b'{"mediaType": "text/plain"}',
+        b"{}",
+        json.dumps({"layers": [{"digest": "sha256:x", "size": 1}]}).encode(),
+    ]:
+        with pytest.raises(ManifestInvalid):
+            inspect_manifest(bad)

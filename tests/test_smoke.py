@@ -1,0 +1,14 @@
+from registry_local.imagebuild import sample_image
+
+from .support.harness import fetch, pull_image, seed
+
+
+async def test_pull_sample(start_cache, direct_store, s3proxy):
+    image = sample_image()
+    await seed(direct_store, "library/hello", "latest", image)
+    cache = await start_cache()
+    status, _, _ = await fetch(cache.url + "/v2/")
+    assert status == 200
+    got = await pull_image(cache.url, "library/hello", "latest")
+    assert set(got) == {str(d) for d in [*image.blobs, *image.manifests]}
+    assert all(n == 1 for n in s3proxy.blob_gets().values())
