@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -190,7 +191,7 @@ class S3Backend:
             if token:
                 kwargs["ContinuationToken"] = token
             page = await self._request(
-                "ListObjectsV2", prefix, lambda: self._client.list_objects_v2(**kwargs)
+                "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
             )
             for common in page.get("CommonPrefixes", []):
                 names.add(common["Prefix"][len(prefix) :].rstrip("/"))

@@ -1,0 +1,106 @@
+"""The `registry-local` command as operators run it: a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from registry_local.digest import Digest
+from registry_local.imagebuild import build_image, sample_image
+
+from .support.harness import fetch, pull_image, seed
+from .support.processes import AWS_ENV, free_port, sealed_env, skopeo
+from .support.s3proxy import Fault, key_endswith
+
+
+@asynccontextmanager
+async def serving(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`python -m registry_local serve ...` on a free port, once it says it listens."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+        env=sealed_env(AWS_ENV),
+    )
+    assert process.stderr is not None
+    lines: list[bytes] = []
+    while b"listening on" not in (line := await process.stderr.readline()):
+        lines.append(line)
+        assert line, b"".join(lines).decode()
+    drain = asyncio.create_task(process.stderr.read())
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+        await drain
+
+
+async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s3proxy, bucket):
+    image = build_image([{"big.bin": os.urandom(2 << 20)}])
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    await seed(direct_store, "app", "v1", image)
+    s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, gate_at=256 << 10))
+    cache_dir = tmp_path / "cache"
+    args = ("--cache-dir", str(cache_dir), "--s3-endpoint", s3proxy.url, "--s3-bucket", bucket)
+
+    async with serving(*args) as (url, process), aiohttp.ClientSession() as session:
+        response = await session.get(f"{url}/v2/app/blobs/{layer}")
+        assert len(await response.content.readany()) > 0  # the fill is under way
+        assert len(list((cache_dir / "tmp").iterdir())) == 1
+        process.kill()
+        await process.wait()
+        response.close()
+
+    async with serving(*args) as (url, _):
+        assert list((cache_dir / "tmp").iterdir()) == []  # the partial is gone
+        status, _, body = await fetch(f"{url}/v2/app/blobs/{layer}")
+        assert status == 200 and Digest.of(body) == layer
+        assert set(await pull_image(url, "app", "v1")) == {
+            str(d) for d in [*image.blobs, *image.manifests]
+        }
+
+
+async def test_quick_start_flow_sample_then_serve_then_skopeo(tmp_path: Path):
+    env = {**sealed_env(), "REGISTRY_LOCAL_FS_ROOT": str(tmp_path / "store")}
+    sample = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "sample",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await sample.communicate()
+    assert sample.returncode == 0 and b"library/hello:latest" in out
+    async with serving(
+        "--cache-dir", str(tmp_path / "cache"), "--fs-root", str(tmp_path / "store")
+    ) as (url, _):
+        await asyncio.to_thread(
+            skopeo,
+            tmp_path,
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            f"docker://{url.removeprefix('http://')}/library/hello:latest",
+            f"dir:{tmp_path / 'out'}",
+        )
+    image = sample_image()
+    out = tmp_path / "out"
+    blobs = {f"sha256:{p.name}" for p in out.iterdir() if len(p.name) == 64}
+    manifests = {str(Digest.of(p.read_bytes())) for p in out.glob("*manifest.json")}
+    assert blobs == {str(d) for d in image.blobs}  # served as stored: no conversion
+    assert manifests == {str(d) for d in image.manifests}

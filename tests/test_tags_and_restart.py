@@ -1,0 +1,99 @@
+"""Tags are trusted for the TTL, revalidated after, served stale when S3 fails;
+everything committed survives a restart and is served with no S3 request."""
+
+from __future__ import annotations
+
+from registry_local.imagebuild import build_image
+
+from .support.harness import fetch, pull_image, seed
+from .support.s3proxy import Fault
+
+OLD = build_image([{"v": b"old"}])
+NEW = build_image([{"v": b"new"}])
+
+
+async def _tag_digest(url: str, name: str = "app", tag: str = "v1") -> tuple[int, str | None]:
+    status, headers, _ = await fetch(f"{url}/v2/{name}/manifests/{tag}", method="HEAD")
+    return status, headers.get("Docker-Content-Digest")
+
+
+def _everything_fails(method: str, key: str) -> bool:
+    return True
+
+
+async def test_a_tag_is_trusted_for_its_ttl(start_cache, direct_store, s3proxy):
+    await seed(direct_store, "app", "v1", OLD)
+    cache = await start_cache(tag_ttl=3600)
+    assert await _tag_digest(cache.url) == (200, str(OLD.top))
+    await seed(direct_store, "app", "v1", NEW)
+    before = len(s3proxy.requests)
+    assert await _tag_digest(cache.url) == (200, str(OLD.top))
+    assert len(s3proxy.requests) == before  # not asked again within the TTL
+    assert cache.metrics.cache_requests.labels("tag", "hit")._value.get() == 1
+
+
+async def test_an_expired_tag_is_revalidated(start_cache, direct_store):
+    await seed(direct_store, "app", "v1", OLD)
+    cache = await start_cache(tag_ttl=0)
+    assert await _tag_digest(cache.url) == (200, str(OLD.top))
+    assert await _tag_digest(cache.url) == (200, str(OLD.top))
+    await seed(direct_store, "app", "v1", NEW)
+    assert await _tag_digest(cache.url) == (200, str(NEW.top))
+    revalidations = cache.metrics.tag_revalidations
+    assert revalidations.labels("changed")._value.get() == 2  # first sight, then the retag
+    assert revalidations.labels("unchanged")._value.get() == 1
+
+
+async def test_a_deleted_tag_disappears_after_the_ttl(start_cache, direct_store, moto, bucket):
+    import boto3
+
+    await seed(direct_store, "app", "v1", OLD)
+    cache = await start_cache(tag_ttl=0)
+    assert (await _tag_digest(cache.url))[0] == 200
+    s3 = boto3.client("s3", endpoint_url=moto)
+    prefix = "docker/registry/v2/repositories/app/_manifests/tags/v1/"
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        s3.delete_object(Bucket=bucket, Key=item["Key"])
+    status, _, body = await fetch(f"{cache.url}/v2/app/manifests/v1")
+    assert status == 404 and b"MANIFEST_UNKNOWN" in body
+
+
+async def test_known_tags_and_cached_content_are_served_while_s3_is_down(
+    start_cache, direct_store, s3proxy
+):
+    await seed(direct_store, "app", "v1", OLD)
+    cache = await start_cache(tag_ttl=0)
+    pulled = await pull_image(cache.url, "app", "v1")
+
+    s3proxy.add(Fault(_everything_fails, status=503))  # S3 goes down
+    assert await pull_image(cache.url, "app", "v1") == pulled
+    assert cache.metrics.stale_served.labels("tag")._value.get() >= 1
+    # What was never known cannot be made up: a clear 503, not a 404 or a 500.
+    status, headers, body = await fetch(f"{cache.url}/v2/app/manifests/other")
+    assert status == 503 and b'"UNAVAILABLE"' in body
+    assert headers["Content-Type"] == "application/json"
+
+
+async def test_a_restart_serves_everything_from_disk_with_no_s3_request(
+    start_cache, direct_store, s3proxy, tmp_path
+):
+    await seed(direct_store, "app", "v1", OLD)
+    first = await start_cache(tag_ttl=3600)
+    pulled = await pull_image(first.url, "app", "v1")
+    await first.stop()
+
+    s3proxy.requests.clear()
+    s3proxy.add(Fault(_everything_fails, refuse=True))  # and S3 is unreachable too
+    second = await start_cache(tag_ttl=3600)
+    assert await pull_image(second.url, "app", "v1") == pulled
+    status, _, _ = await fetch(f"{second.url}/v2/app/manifests/v1", method="HEAD")
+    assert status == 200
+    assert s3proxy.requests == []
+
+
+async def test_partial_files_left_by_a_crash_are_removed_at_start(start_cache, tmp_path):
+    tmp = tmp_path / "cache" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "0123.part").write_bytes(b"half a blob")
+    await start_cache()
+    assert list(tmp.iterdir()) == []
