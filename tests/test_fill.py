@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tracemalloc
 from collections import Counter
 
 import aiohttp
@@ -240,3 +241,31 @@ async def test_several_clients_resume_with_ranges_during_a_cold_fill(
         assert status == (200 if start == 0 else 206)
         assert body == data[start:]
     assert s3proxy.count("GET", _data_key(layer)) == 1
+
+
+async def test_memory_stays_bounded_for_a_large_blob_and_many_joiners(
+    start_cache, direct_store, s3proxy
+):
+    """No whole-blob buffers: peak Python allocations stay far below the blob size."""
+    size = 48 << 20
+    image, (layer,) = _layer_image(os.urandom(size))
+    await seed(direct_store, "app", "v1", image)
+    del image.blobs[layer]  # keep the test's own copy out of the measurement
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    async def client() -> Digest:
+        hasher = layer.hasher()
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            async for chunk in response.content.iter_chunked(256 * KIB):
+                hasher.update(chunk)
+        return Digest(layer.algorithm, hasher.hexdigest())
+
+    tracemalloc.start()
+    try:
+        digests = await _wait(asyncio.gather(*(client() for _ in range(20))), 120)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digests == [layer] * 20
+    assert peak < 24 << 20, f"peak {peak >> 20} MiB for a {size >> 20} MiB blob"
