@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -12,8 +11,6 @@ from . import config
 from .errors import ConfigError, RegistryLocalError
 
 __all__ = ["main"]
-
-log = logging.getLogger("registry_local")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,25 +41,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: config.Settings) -> None:
-    from aiohttp import web
+    from .logs import configure
+    from .server.run import serve
 
-    from .server.app import build_app
-
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    app = build_app(settings)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        print=lambda text: log.info(
-            "listening on http://%s:%d", settings.server.host, settings.server.port
-        ),
-        access_log=logging.getLogger("registry_local.access"),
-        shutdown_timeout=10,
-    )
+    configure(settings.server.log_level, settings.server.log_format)
+    asyncio.run(serve(settings))
 
 
 async def _sample(settings: config.Settings, image: str) -> None:

@@ -69,7 +69,11 @@ class CacheSettings:
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 5000
+    metrics_listen: tuple[str, int] | None = None
+    shutdown_timeout: float = 30.0
+    ready_interval: float = 2.0  # seconds a readiness probe's answer is reused
     log_level: str = "info"
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,12 @@ def _level(value: str) -> str:
     if level not in ("debug", "info", "warning", "error"):
         raise ValueError("one of debug, info, warning, error")
     return level
+
+
+def _log_format(value: str) -> str:
+    if value not in ("json", "text"):
+        raise ValueError("json or text")
+    return value
 
 
 def _default_cache_dir() -> str:
@@ -203,7 +213,26 @@ OPTIONS: tuple[Option, ...] = (
         "N",
         "serve",
     ),
+    Option(
+        "metrics-listen",
+        "also serve /metrics, /healthz and /readyz on this address",
+        None,
+        _listen,
+        "HOST:PORT",
+        "serve",
+    ),
+    Option(
+        "shutdown-timeout",
+        "seconds requests in progress get to finish on SIGTERM",
+        "30",
+        _seconds,
+        "SECONDS",
+        "serve",
+    ),
     Option("log-level", "debug, info, warning or error", "info", _level, "LEVEL", "serve"),
+    Option(
+        "log-format", "json (one object per line) or text", "text", _log_format, "FORMAT", "serve"
+    ),
 )
 
 
@@ -310,7 +339,14 @@ def load(
         return Settings(ServerSettings(), CacheSettings(Path(_default_cache_dir())), store)
     host, port = v["listen"]
     return Settings(
-        server=ServerSettings(host=host, port=port, log_level=v["log-level"]),
+        server=ServerSettings(
+            host=host,
+            port=port,
+            metrics_listen=v["metrics-listen"],
+            shutdown_timeout=v["shutdown-timeout"],
+            log_level=v["log-level"],
+            log_format=v["log-format"],
+        ),
         cache=CacheSettings(
             directory=Path(v["cache-dir"]), tag_ttl=v["tag-ttl"], fill_attempts=v["fill-attempts"]
         ),

@@ -8,7 +8,9 @@ scrape. docs/metrics.md describes each metric.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +23,7 @@ from prometheus_client import (
 
 __all__ = ["CACHE_KINDS", "FILL_OUTCOMES", "ROUTES", "S3_OPERATIONS", "Metrics"]
 
-ROUTES = ("base", "manifest", "blob", "tags", "metrics", "health", "ready", "other")
+ROUTES = ("base", "manifest", "blob", "tags", "upload", "metrics", "health", "ready", "other")
 CACHE_KINDS = ("blob", "manifest", "tag")
 FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled")
 S3_OPERATIONS = ("GetObject", "HeadObject", "ListObjectsV2", "PutObject", "HeadBucket")
@@ -124,8 +126,19 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.ready = Gauge(
+            p + "ready",
+            "1 when the cache dir takes writes and the backing store answers.",
+            registry=r,
+        )
         self.disk_used = Gauge(
             p + "disk_used_bytes", "Bytes of committed blobs in the cache dir.", registry=r
+        )
+        self.disk_free = Gauge(
+            p + "disk_free_bytes", "Bytes free on the cache dir's filesystem.", registry=r
+        )
+        self.disk_size = Gauge(
+            p + "disk_size_bytes", "Size of the cache dir's filesystem.", registry=r
         )
         ProcessCollector(registry=r)
         self._zero()
@@ -150,10 +163,23 @@ class Metrics:
             self.stale_served.labels(kind)
         for route in ROUTES:
             self.http_bytes.labels(route)
+            for method in ("GET", "HEAD"):
+                self.http_requests.labels(route, method, "200")
+                self.http_duration.labels(route, method)
 
-    def track_disk(self, used: Callable[[], float]) -> None:
-        """Read the disk gauge from `used` at each scrape."""
+    def track_disk(self, used: Callable[[], float], directory: Path) -> None:
+        """Read the disk gauges at each scrape: `used()`, and the filesystem's space."""
         self.disk_used.set_function(used)
+        self.disk_free.set_function(lambda: _statvfs(directory, free=True))
+        self.disk_size.set_function(lambda: _statvfs(directory, free=False))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _statvfs(directory: Path, *, free: bool) -> float:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return float("nan")
+    return float((st.f_bavail if free else st.f_blocks) * st.f_frsize)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -15,38 +13,8 @@ from registry_local.digest import Digest
 from registry_local.imagebuild import build_image, sample_image
 
 from .support.harness import fetch, pull_image, seed
-from .support.processes import AWS_ENV, free_port, sealed_env, skopeo
+from .support.processes import sealed_env, serving, skopeo
 from .support.s3proxy import Fault, key_endswith
-
-
-@asynccontextmanager
-async def serving(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """`python -m registry_local serve ...` on a free port, once it says it listens."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry_local",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        *args,
-        stderr=asyncio.subprocess.PIPE,
-        env=sealed_env(AWS_ENV),
-    )
-    assert process.stderr is not None
-    lines: list[bytes] = []
-    while b"listening on" not in (line := await process.stderr.readline()):
-        lines.append(line)
-        assert line, b"".join(lines).decode()
-    drain = asyncio.create_task(process.stderr.read())
-    try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
-        await drain
 
 
 async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s3proxy, bucket):

@@ -15,6 +15,7 @@ from typing import BinaryIO
 from ..digest import Digest
 from ..errors import BlobUnknown
 from ..metrics import Metrics
+from ..requestlog import note_cache
 from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore
 from .bounded import BoundedDict
@@ -96,14 +97,17 @@ class BlobCache:
         committed = self._committed(digest)
         if committed is not None:
             self._metrics.cache_requests.labels("blob", "hit").inc()
+            note_cache("blob", "hit")
             return committed
         self._metrics.cache_requests.labels("blob", "miss").inc()
         fill = self._fills.get(digest)
         if fill is None or fill.failed:
             fill = self._start(digest)
+            note_cache("blob", "fill")
         else:
             fill.joiners += 1
             self._metrics.fill_joins.inc()
+            note_cache("blob", "join")
         size = await fill.started()
         self._sizes.put(digest, size)
         return fill

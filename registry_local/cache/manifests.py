@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
 from ..metrics import Metrics
+from ..requestlog import note_cache
 from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore, TagRecord
 from .bounded import BoundedDict
@@ -88,8 +89,10 @@ class ManifestCache:
                 self._memo.put(digest, manifest)
         if manifest is not None:
             self._metrics.cache_requests.labels("manifest", "hit").inc()
+            note_cache("manifest", "hit")
             return manifest
         self._metrics.cache_requests.labels("manifest", "miss").inc()
+        note_cache("manifest", "miss")
         return await self._content_flights.run(digest, lambda: self._fetch(digest))
 
     async def _fetch(self, digest: Digest) -> Manifest:
@@ -117,14 +120,17 @@ class ManifestCache:
                 self._tags.put(key, record)
         if record is not None and time.time() - record.checked_at < self._tag_ttl:
             self._metrics.cache_requests.labels("tag", "hit").inc()
+            note_cache("tag", "hit")
             return record.digest
         self._metrics.cache_requests.labels("tag", "miss").inc()
+        note_cache("tag", "miss")
         try:
             digest = await self._tag_flights.run(key, lambda: self._revalidate(name, tag, record))
         except BackendError as exc:
             if record is None:
                 raise
             self._metrics.stale_served.labels("tag").inc()
+            note_cache("tag", "stale")
             log.warning("serving last known %s:%s, backing store failed: %s", name, tag, exc)
             return record.digest
         if digest is None:

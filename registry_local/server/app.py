@@ -13,6 +13,7 @@ from ..cache.fill import RetryPolicy
 from ..cache.links import LinkCache
 from ..cache.manifests import ManifestCache
 from ..config import Settings, StoreSettings
+from ..health import Readiness
 from ..metrics import Metrics
 from ..storage.backend import Backend
 from ..storage.distribution import DistributionStore
@@ -21,9 +22,10 @@ from ..storage.layout import BucketLayout
 from ..storage.local import LocalStore
 from ..storage.s3 import S3Backend
 from . import blobs, manifests, middleware
-from .state import BLOBS, MANIFESTS, METRICS
+from .ops import add_ops_routes
+from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, READINESS
 
-__all__ = ["build_app", "open_store"]
+__all__ = ["build_app", "build_ops_app", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,14 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
         metrics = app[METRICS]
         async with open_store(settings.store, metrics) as store:
             local = await LocalStore.open(settings.cache.directory)
-            metrics.track_disk(lambda: float(local.bytes_used))
+            metrics.track_disk(lambda: float(local.bytes_used), local.layout.root)
             links = LinkCache(store, local, negative_ttl=settings.cache.tag_ttl)
             retry = RetryPolicy(attempts=settings.cache.fill_attempts)
             app[BLOBS] = BlobCache(store, local, links, retry, metrics)
             app[MANIFESTS] = ManifestCache(store, local, links, settings.cache.tag_ttl, metrics)
+            app[READINESS] = Readiness(
+                local, store.backend, metrics, settings.server.ready_interval
+            )
             log.info("serving %s, cache in %s", store.backend.description, local.layout.root)
             try:
                 yield
@@ -65,13 +70,6 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
 
 async def _base(request: web.Request) -> web.Response:
     return web.json_response({})
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[METRICS].exposition(),
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-    )
 
 
 async def _unsupported(request: web.Request) -> web.Response:
@@ -91,5 +89,13 @@ def build_app(settings: Settings) -> web.Application:
     r.add_route("*", f"/v2/{name}/blobs/uploads/{{tail:.*}}", _unsupported, name="upload")
     r.add_get(f"/v2/{name}/blobs/{{digest}}", blobs.get_blob, name="blob", allow_head=False)
     r.add_route("HEAD", f"/v2/{name}/blobs/{{digest}}", blobs.head_blob, name="blob_head")
-    r.add_get("/metrics", _metrics, name="metrics")
+    add_ops_routes(app)
+    return app
+
+
+def build_ops_app(main: web.Application) -> web.Application:
+    """The app of the separate --metrics-listen listener."""
+    app = web.Application(middlewares=[middleware.errors])
+    app[MAIN_APP] = main
+    add_ops_routes(app)
     return app

@@ -18,6 +18,7 @@ from ..byterange import ByteRange
 from ..cache.blobs import BlobReader
 from ..errors import BackendError, FillFailed
 from ..metrics import Metrics
+from ..requestlog import note_sent
 
 __all__ = ["send_blob"]
 
@@ -48,4 +49,4 @@ async def send_blob(
     finally:
         source = "disk" if reader.fill is None else "fill"
         metrics.blob_bytes_served.labels(source).inc(position - byte_range.start)
-        metrics.http_bytes.labels("blob").inc(position - byte_range.start)
+        note_sent(position - byte_range.start)

@@ -16,11 +16,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import RegistryError, Unsupported, as_registry_error, envelope
+from ..requestlog import traced
 from .state import METRICS
 
-__all__ = ["API_VERSION_HEADERS", "error_response", "errors", "observe"]
+__all__ = ["API_VERSION_HEADERS", "ROUTE_LABELS", "error_response", "errors", "observe"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("registry_local.access")
 
 API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 
@@ -60,21 +62,69 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(error)
 
 
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"})
+ROUTE_LABELS = {
+    "base": "base",
+    "manifest": "manifest",
+    "blob": "blob",
+    "blob_head": "blob",
+    "tags": "tags",
+    "upload": "upload",
+    "metrics": "metrics",
+    "healthz": "health",
+    "readyz": "ready",
+}
+
+
+def _body_bytes(request: web.Request, response: web.StreamResponse | None) -> int:
+    if request.method == "HEAD" or not isinstance(response, web.Response):
+        return 0
+    return len(response.body) if isinstance(response.body, bytes) else 0
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route, method and status."""
+    """Count, time and log every request: one access-log line each.
+
+    A plain Response is sent here rather than after the middleware returns, so
+    the duration and byte counts cover the whole answer.
+    """
     began = time.monotonic()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        metrics = request.app[METRICS]
-        route = request.match_info.route.name or "other"
-        method = request.method if request.method in ("GET", "HEAD") else "other"
-        metrics.http_requests.labels(route, method, str(status)).inc()
-        metrics.http_duration.labels(route, method).observe(time.monotonic() - began)
+    response: web.StreamResponse | None = None
+    with traced() as trace:
+        try:
+            response = await handler(request)
+            if not response.prepared:
+                await response.prepare(request)
+                await response.write_eof()
+            return response
+        finally:
+            duration = time.monotonic() - began
+            status = response.status if response is not None else 500
+            sent = trace.sent_bytes + _body_bytes(request, response)
+            route = ROUTE_LABELS.get(request.match_info.route.name or "", "other")
+            method = request.method if request.method in _METHODS else "other"
+            metrics = request.app[METRICS]
+            metrics.http_requests.labels(route, method, str(status)).inc()
+            metrics.http_duration.labels(route, method).observe(duration)
+            metrics.http_bytes.labels(route).inc(sent)
+            access_log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={
+                    "event": "request",
+                    "method": request.method,
+                    "path": request.path_qs,
+                    "status": status,
+                    "bytes": sent,
+                    "duration": round(duration, 6),
+                    "cache": trace.cache_outcome,
+                    "remote": request.remote,
+                    "user_agent": request.headers.get("User-Agent"),
+                },
+            )
 
 
 async def add_api_headers(request: web.Request, response: web.StreamResponse) -> None:

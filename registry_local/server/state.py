@@ -6,10 +6,14 @@ from aiohttp import web
 
 from ..cache.blobs import BlobCache
 from ..cache.manifests import ManifestCache
+from ..health import Readiness
 from ..metrics import Metrics
 
-__all__ = ["BLOBS", "MANIFESTS", "METRICS"]
+__all__ = ["BLOBS", "MAIN_APP", "MANIFESTS", "METRICS", "READINESS"]
 
 METRICS = web.AppKey("metrics", Metrics)
 BLOBS = web.AppKey("blobs", BlobCache)
 MANIFESTS = web.AppKey("manifests", ManifestCache)
+READINESS = web.AppKey("readiness", Readiness)
+# On the separate metrics listener's app: the main app, whose state it reports.
+MAIN_APP = web.AppKey("main_app", web.Application)

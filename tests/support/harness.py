@@ -51,7 +51,7 @@ class RegistryLocal:
 
     def __init__(self, cache_dir: Path, store: StoreSettings, **cache: Any) -> None:
         self.settings = Settings(
-            server=ServerSettings(port=0),
+            server=ServerSettings(port=0, ready_interval=0),
             cache=CacheSettings(directory=cache_dir, **cache),
             store=store,
         )

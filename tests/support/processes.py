@@ -6,6 +6,7 @@ are missing fail the test in CI and skip it elsewhere, with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -14,8 +15,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ __all__ = [
     "run_docker_registry",
     "run_moto",
     "sealed_env",
+    "serving",
     "skopeo",
 ]
 
@@ -149,6 +151,44 @@ def run_docker_registry(
         [binary, "serve", str(config)], url + "/v2/", sealed_env(), workdir / f"registry-{port}.log"
     ):
         yield url
+
+
+@asynccontextmanager
+async def serving(
+    *args: str, env: dict[str, str] | None = None, keep_log: bool = False
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`python -m registry_local serve ...` on a free port, once it says it listens.
+
+    With keep_log, everything it wrote to stderr is on `process.log` afterwards.
+    """
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+        env=sealed_env({**AWS_ENV, **(env or {})}),
+    )
+    assert process.stderr is not None
+    lines: list[bytes] = []
+    while b"listening on" not in (line := await process.stderr.readline()):
+        lines.append(line)
+        assert line, b"".join(lines).decode()
+    lines.append(line)
+    drain = asyncio.create_task(process.stderr.read())
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+        rest = await drain
+        if keep_log:
+            process.log = b"".join(lines) + rest  # type: ignore[attr-defined]
 
 
 def skopeo(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

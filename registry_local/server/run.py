@@ -1,0 +1,57 @@
+"""Running the server: listeners, signals, and an orderly shutdown.
+
+On SIGTERM or SIGINT the listeners stop accepting, requests in progress get up
+to --shutdown-timeout seconds to finish, then the application closes: running
+fills are cancelled and their temp files removed, so the cache dir holds only
+committed blobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from ..config import Settings
+from .app import build_app, build_ops_app
+
+__all__ = ["serve"]
+
+log = logging.getLogger("registry_local")
+
+
+async def _start(app: web.Application, host: str, port: int, drain_seconds: float) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+async def serve(settings: Settings) -> None:
+    server = settings.server
+    app = build_app(settings)
+    runners = [await _start(app, server.host, server.port, server.shutdown_timeout)]
+    log.info("listening on http://%s", _address(server.host, server.port))
+    if server.metrics_listen is not None:
+        host, port = server.metrics_listen
+        runners.append(await _start(build_ops_app(app), host, port, 1.0))
+        log.info("metrics on http://%s/metrics", _address(host, port))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: finishing requests for up to %ss", server.shutdown_timeout)
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        log.info("stopped")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
