@@ -57,20 +57,25 @@ async def _skopeo(tmp_path: Path, *args: str) -> None:
     await asyncio.to_thread(skopeo, tmp_path, *args)
 
 
+async def _push_layout(tmp_path: Path, registry: str, reference: str) -> None:
+    """Push the OCI layout in tmp_path/src (tag v1), every platform, with skopeo."""
+    await _skopeo(
+        tmp_path,
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        f"oci:{tmp_path / 'src'}:v1",
+        f"docker://{registry.removeprefix('http://')}/{reference}",
+    )
+
+
 async def test_an_image_pushed_by_registry2_is_served_byte_identical(
     start_cache, tmp_path, moto, bucket, s3proxy
 ):
     image = _multi_layer_index()
     write_oci_layout(tmp_path / "src", image, "v1")
     with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
-        await _skopeo(
-            tmp_path,
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            f"oci:{tmp_path / 'src'}:v1",
-            f"docker://{registry2.removeprefix('http://')}/team/app:v1",
-        )
+        await _push_layout(tmp_path, registry2, "team/app:v1")
     cache = await start_cache()
     rl = cache.url.removeprefix("http://")
 
@@ -121,14 +126,7 @@ async def test_we_write_the_same_objects_as_registry2(tmp_path, moto):
     with run_docker_registry(
         tmp_path, s3_endpoint=moto, bucket=theirs, prefix="/fleet/registry"
     ) as registry2:
-        await _skopeo(
-            tmp_path,
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            f"oci:{tmp_path / 'src'}:v1",
-            f"docker://{registry2.removeprefix('http://')}/team/app:v1",
-        )
+        await _push_layout(tmp_path, registry2, "team/app:v1")
     await seed(s3_settings(moto, ours, prefix="/fleet/registry"), "team/app", "v1", image)
 
     written_by_registry2 = {
