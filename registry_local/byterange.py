@@ -1,15 +1,18 @@
-"""HTTP Range requests on blobs (RFC 9110 section 14), single byte ranges only."""
+"""Byte ranges: Range requests on blobs (RFC 9110 section 14, single ranges), and
+the Content-Range and Range headers of chunked uploads (distribution-spec)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from .errors import RangeInvalid
+from .errors import BlobUploadInvalid, RangeInvalid
 
-__all__ = ["ByteRange", "parse_range"]
+__all__ = ["ByteRange", "parse_content_range", "parse_range", "upload_range"]
 
 _SINGLE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+# "<start>-<end>" as the distribution-spec has it; "bytes <start>-<end>/<size>" tolerated.
+_CONTENT_RANGE = re.compile(r"(?:bytes )?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +72,18 @@ def _unsatisfiable(size: int) -> RangeInvalid:
         detail={"size": size},
         headers={"Content-Range": f"bytes */{size}"},
     )
+
+
+def parse_content_range(header: str | None) -> tuple[int, int] | None:
+    """An upload chunk's inclusive byte range, None if absent; BlobUploadInvalid if garbled."""
+    if header is None:
+        return None
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None or int(match.group(2)) < int(match.group(1)):
+        raise BlobUploadInvalid("invalid Content-Range", detail={"Content-Range": header[:100]})
+    return int(match.group(1)), int(match.group(2))
+
+
+def upload_range(size: int) -> str:
+    """The Range header of an upload holding `size` bytes, as distribution writes it."""
+    return f"0-{max(size - 1, 0)}"

@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import config
-from .errors import ConfigError, RegistryLocalError
+from .errors import ConfigError, RegistryError, RegistryLocalError
 
 __all__ = ["main"]
 
@@ -22,21 +23,52 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve the Registry v2 API from the cache, filling misses from the backing store",
-        description="Serve the Registry v2 / OCI distribution API (pull) on --listen. "
+        description="Serve the Registry v2 / OCI distribution API on --listen. "
         "Blobs and manifests come from --cache-dir; a miss is read from the backing "
         "store (an S3 bucket in distribution's layout, or the directory --fs-root) once, "
         "however many clients ask at the same time. S3 credentials come from the "
         "standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...).",
     )
     config.add_options(serve, ("store", "serve"))
+
+    importer = commands.add_parser(
+        "import",
+        help="write an OCI image layout or a `docker save` archive into the backing store",
+        description="Read an image from SOURCE, an OCI image layout (directory or tar) or a "
+        "`docker save` archive (plain or compressed), verify every digest, and write it "
+        "into the backing store in distribution's layout as NAME:TAG. A docker-archive is "
+        "converted as the docker engine pushes it: gzipped layers, a schema2 manifest.",
+    )
+    config.add_options(importer, ("store",))
+    importer.add_argument("source", type=Path, metavar="SOURCE")
+    importer.add_argument("image", metavar="NAME[:TAG]")
+    importer.add_argument(
+        "--ref",
+        help="which image of a source holding several (an OCI ref name or a docker RepoTag)",
+    )
+    importer.add_argument(
+        "--scratch-dir",
+        type=Path,
+        help="where to stage files from an archive (default: the system's temp directory)",
+    )
+
+    exporter = commands.add_parser(
+        "export",
+        help="write an image from the backing store as an OCI image layout",
+        description="Read NAME:TAG, every platform, from the backing store, verify every "
+        "digest, and write it to DEST as an OCI image layout directory.",
+    )
+    config.add_options(exporter, ("store",))
+    exporter.add_argument("image", metavar="NAME[:TAG]")
+    exporter.add_argument("dest", type=Path, metavar="DEST")
+
     sample = commands.add_parser(
         "sample",
-        help="write a small sample image into the backing store",
-        description="Write a tiny multi-platform image (linux/amd64, linux/arm64) into "
-        "the backing store as NAME:TAG, so a first pull has something to fetch.",
+        help="write a small sample image as an OCI image layout",
+        description="Write a tiny multi-platform image (linux/amd64, linux/arm64) as an "
+        "OCI image layout in DEST, tagged latest, for `registry-local import`.",
     )
-    config.add_options(sample, ("store",))
-    sample.add_argument("image", nargs="?", default="library/hello:latest", metavar="NAME:TAG")
+    sample.add_argument("dest", type=Path, metavar="DEST")
     return parser
 
 
@@ -48,19 +80,34 @@ def _serve(settings: config.Settings) -> None:
     asyncio.run(serve(settings))
 
 
-async def _sample(settings: config.Settings, image: str) -> None:
-    from .imagebuild import sample_image
-    from .publish import publish
-    from .reference import parse_name, parse_tag
+async def _import(settings: config.Settings, args: argparse.Namespace) -> None:
+    from .reference import parse_image
     from .server.app import open_store
+    from .transfer.importer import import_image
 
-    name, _, tag = image.rpartition(":")
-    if not name or "/" in tag:
-        name, tag = image, "latest"
-    name, tag = parse_name(name), parse_tag(tag)
+    name, tag = parse_image(args.image)
     async with open_store(settings.store) as store:
-        await publish(store, name, tag, sample_image())
-        print(f"wrote {name}:{tag} to {store.backend.description}")
+        digest = await import_image(store, args.source, name, tag, args.ref, args.scratch_dir)
+        print(f"{name}:{tag} is {digest} in {store.backend.description}")
+
+
+async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
+    from .reference import parse_image
+    from .server.app import open_store
+    from .transfer.exporter import export_image
+
+    name, tag = parse_image(args.image)
+    async with open_store(settings.store) as store:
+        digest = await export_image(store, name, tag, args.dest)
+        print(f"wrote {name}:{tag} ({digest}) to {args.dest}")
+
+
+def _sample(dest: Path) -> None:
+    from .imagebuild import sample_image
+    from .ocilayout import write_oci_layout
+
+    write_oci_layout(dest, sample_image(), "latest")
+    print(f"wrote the sample image to {dest} (tag latest)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,12 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             _serve(config.load(args))
+        elif args.command == "import":
+            asyncio.run(_import(config.load(args, groups=("store",)), args))
+        elif args.command == "export":
+            asyncio.run(_export(config.load(args, groups=("store",)), args))
         elif args.command == "sample":
-            asyncio.run(_sample(config.load(args, groups=("store",)), args.image))
+            _sample(args.dest)
     except ConfigError as exc:
         print(f"registry-local: {exc}", file=sys.stderr)
         return 2
+    except RegistryError as exc:
+        print(f"registry-local: {exc.message}", file=sys.stderr)
+        return 1
     except RegistryLocalError as exc:
         print(f"registry-local: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -25,6 +25,7 @@ __all__ = [
     "OPTIONS",
     "CacheSettings",
     "Option",
+    "PushSettings",
     "S3Settings",
     "ServerSettings",
     "Settings",
@@ -66,6 +67,13 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class PushSettings:
+    allow_push: bool = False
+    allow_delete: bool = False
+    upload_expiry: float = 86400.0  # idle seconds before an upload session is removed
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 5000
@@ -81,6 +89,7 @@ class Settings:
     server: ServerSettings
     cache: CacheSettings
     store: StoreSettings
+    push: PushSettings = PushSettings()
 
 
 # -- value parsers -------------------------------------------------------------
@@ -118,6 +127,15 @@ def _level(value: str) -> str:
     return level
 
 
+def _boolean(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("true or false")
+
+
 def _log_format(value: str) -> str:
     if value not in ("json", "text"):
         raise ValueError("json or text")
@@ -146,6 +164,7 @@ class Option:
     parse: Callable[[str], Any] = str
     metavar: str | None = None
     group: str = "store"  # which commands take it: "store" (all), "serve"
+    flag: bool = False  # a switch: `--name` alone means true
 
     @property
     def env(self) -> str:
@@ -214,6 +233,30 @@ OPTIONS: tuple[Option, ...] = (
         "serve",
     ),
     Option(
+        "allow-push",
+        "accept pushes (blob uploads, manifest PUTs), written through to the backing store",
+        "false",
+        _boolean,
+        group="serve",
+        flag=True,
+    ),
+    Option(
+        "allow-delete",
+        "with --allow-push, also accept DELETE of manifests, tags and blob links",
+        "false",
+        _boolean,
+        group="serve",
+        flag=True,
+    ),
+    Option(
+        "upload-expiry",
+        "seconds an idle upload session is kept before it is removed",
+        "86400",
+        _seconds,
+        "SECONDS",
+        "serve",
+    ),
+    Option(
         "metrics-listen",
         "also serve /metrics, /healthz and /readyz on this address",
         None,
@@ -248,14 +291,25 @@ def add_options(parser: argparse.ArgumentParser, groups: Iterable[str]) -> None:
     for option in OPTIONS:
         if option.group in wanted:
             default = option.default_text()
-            shown = f" (default: {default})" if default else ""
-            parser.add_argument(
-                f"--{option.name}",
-                dest=option.dest,
-                metavar=option.metavar,
-                default=argparse.SUPPRESS,
-                help=f"{option.help}{shown}; env {option.env}",
-            )
+            shown = f" (default: {default})" if default and not option.flag else ""
+            help_text = f"{option.help}{shown}; env {option.env}"
+            if option.flag:
+                parser.add_argument(
+                    f"--{option.name}",
+                    dest=option.dest,
+                    action="store_const",
+                    const="true",
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            else:
+                parser.add_argument(
+                    f"--{option.name}",
+                    dest=option.dest,
+                    metavar=option.metavar,
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -351,4 +405,9 @@ def load(
             directory=Path(v["cache-dir"]), tag_ttl=v["tag-ttl"], fill_attempts=v["fill-attempts"]
         ),
         store=store,
+        push=PushSettings(
+            allow_push=v["allow-push"],
+            allow_delete=v["allow-delete"],
+            upload_expiry=v["upload-expiry"],
+        ),
     )

@@ -3,8 +3,10 @@
     RegistryLocalError              base of everything below
     ├── RegistryError               an answer for the client; carries an ErrorCode
     │   ├── BlobUnknown, ManifestUnknown, NameUnknown          404
-    │   ├── NameInvalid, TagInvalid, DigestInvalid,
-    │   │   ManifestInvalid, PaginationNumberInvalid            400
+    │   ├── BlobUploadUnknown                                   404
+    │   ├── NameInvalid, TagInvalid, DigestInvalid, SizeInvalid,
+    │   │   ManifestInvalid, ManifestBlobUnknown,
+    │   │   BlobUploadInvalid, PaginationNumberInvalid          400
     │   ├── Unsupported                                         405 (or 404 for no route)
     │   ├── RangeInvalid                                        416
     │   └── Unavailable                                         503
@@ -29,11 +31,14 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BlobUnknown",
+    "BlobUploadInvalid",
+    "BlobUploadUnknown",
     "ConfigError",
     "DigestInvalid",
     "DigestMismatch",
     "ErrorCode",
     "FillFailed",
+    "ManifestBlobUnknown",
     "ManifestInvalid",
     "ManifestUnknown",
     "NameInvalid",
@@ -43,6 +48,7 @@ __all__ = [
     "RangeInvalid",
     "RegistryError",
     "RegistryLocalError",
+    "SizeInvalid",
     "TagInvalid",
     "Unavailable",
     "Unsupported",
@@ -58,7 +64,7 @@ class ErrorCode(enum.Enum):
     BLOB_UPLOAD_INVALID = (400, "blob upload invalid")
     BLOB_UPLOAD_UNKNOWN = (404, "blob upload unknown to registry")
     DIGEST_INVALID = (400, "provided digest did not match uploaded content")
-    MANIFEST_BLOB_UNKNOWN = (404, "manifest references a blob unknown to the registry")
+    MANIFEST_BLOB_UNKNOWN = (400, "manifest references a blob unknown to the registry")
     MANIFEST_INVALID = (400, "manifest invalid")
     MANIFEST_UNKNOWN = (404, "manifest unknown")
     NAME_INVALID = (400, "invalid repository name")
@@ -137,6 +143,22 @@ class ManifestInvalid(RegistryError):
 
 class PaginationNumberInvalid(RegistryError):
     code = ErrorCode.PAGINATION_NUMBER_INVALID
+
+
+class ManifestBlobUnknown(RegistryError):
+    code = ErrorCode.MANIFEST_BLOB_UNKNOWN
+
+
+class BlobUploadUnknown(RegistryError):
+    code = ErrorCode.BLOB_UPLOAD_UNKNOWN
+
+
+class BlobUploadInvalid(RegistryError):
+    code = ErrorCode.BLOB_UPLOAD_INVALID
+
+
+class SizeInvalid(RegistryError):
+    code = ErrorCode.SIZE_INVALID
 
 
 class Unsupported(RegistryError):

@@ -18,7 +18,15 @@ from typing import Any
 from .digest import Digest
 from .mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 
-__all__ = ["Image", "Platform", "build_image", "build_index", "layer_tar_gz"]
+__all__ = [
+    "Image",
+    "Platform",
+    "build_image",
+    "build_index",
+    "image_manifest",
+    "layer_tar_gz",
+    "sample_image",
+]
 
 _CONFIG_TYPES = {
     DOCKER_MANIFEST: "application/vnd.docker.container.image.v1+json",
@@ -82,16 +90,14 @@ def build_image(
 ) -> Image:
     """An image manifest with one layer per mapping of path -> file content."""
     blobs: dict[Digest, bytes] = {}
-    layer_descriptors = []
+    layer_sizes = []
     diff_ids = []
     for files in layers:
         data, diff_id = layer_tar_gz(files)
         digest = Digest.of(data)
         blobs[digest] = data
         diff_ids.append(str(diff_id))
-        layer_descriptors.append(
-            {"mediaType": _LAYER_TYPES[media_type], "size": len(data), "digest": str(digest)}
-        )
+        layer_sizes.append((digest, len(data)))
     config = _json(
         {
             "architecture": platform.architecture,
@@ -104,22 +110,32 @@ def build_image(
             ],
         }
     )
-    config_digest = Digest.of(config)
-    blobs[config_digest] = config
-    manifest = _json(
+    blobs[Digest.of(config)] = config
+    manifest = image_manifest(config, layer_sizes, media_type)
+    top = Digest.of(manifest)
+    return Image(top, media_type, {top: manifest}, {top: media_type}, blobs)
+
+
+def image_manifest(
+    config: bytes, layers: Sequence[tuple[Digest, int]], media_type: str = DOCKER_MANIFEST
+) -> bytes:
+    """An image manifest over a config and gzipped layers (digest, size), laid out
+    as the docker engine writes schema2 manifests (3-space indent)."""
+    return _json(
         {
             "schemaVersion": 2,
             "mediaType": media_type,
             "config": {
                 "mediaType": _CONFIG_TYPES[media_type],
                 "size": len(config),
-                "digest": str(config_digest),
+                "digest": str(Digest.of(config)),
             },
-            "layers": layer_descriptors,
+            "layers": [
+                {"mediaType": _LAYER_TYPES[media_type], "size": size, "digest": str(digest)}
+                for digest, size in layers
+            ],
         }
     )
-    top = Digest.of(manifest)
-    return Image(top, media_type, {top: manifest}, {top: media_type}, blobs)
 
 
 def build_index(images: Mapping[Platform, Image], media_type: str = DOCKER_MANIFEST_LIST) -> Image:

@@ -29,6 +29,8 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "OCI_INDEX",
     "OCI_MANIFEST",
+    "SCHEMA1",
+    "SCHEMA1_SIGNED",
     "Descriptor",
     "ManifestInfo",
     "acceptable",
@@ -60,6 +62,7 @@ class Descriptor:
     size: int
     media_type: str
     platform: dict[str, Any] | None = None
+    urls: tuple[str, ...] = ()  # foreign layers live elsewhere: not in this registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +136,13 @@ def _descriptor(raw: Any) -> Descriptor:
     if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
         raise ManifestInvalid("descriptor needs a digest and a size", detail=raw)
     platform = raw.get("platform")
+    urls = raw.get("urls")
     return Descriptor(
         Digest.parse(digest),
         size,
         media_type if isinstance(media_type, str) else "",
         platform if isinstance(platform, dict) else None,
+        tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else (),
     )
 
 

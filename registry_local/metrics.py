@@ -26,7 +26,19 @@ __all__ = ["CACHE_KINDS", "FILL_OUTCOMES", "ROUTES", "S3_OPERATIONS", "Metrics"]
 ROUTES = ("base", "manifest", "blob", "tags", "upload", "metrics", "health", "ready", "other")
 CACHE_KINDS = ("blob", "manifest", "tag")
 FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled")
-S3_OPERATIONS = ("GetObject", "HeadObject", "ListObjectsV2", "PutObject", "HeadBucket")
+S3_OPERATIONS = (
+    "GetObject",
+    "HeadObject",
+    "ListObjectsV2",
+    "PutObject",
+    "HeadBucket",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "DeleteObject",
+    "DeleteObjects",
+)
 S3_OUTCOMES = ("ok", "not_found", "error", "unavailable")
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _FILL = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

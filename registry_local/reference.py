@@ -11,7 +11,7 @@ import re
 from .digest import Digest
 from .errors import NameInvalid, TagInvalid
 
-__all__ = ["NAME_MAX_LENGTH", "parse_name", "parse_reference", "parse_tag"]
+__all__ = ["NAME_MAX_LENGTH", "parse_image", "parse_name", "parse_reference", "parse_tag"]
 
 # distribution/reference: path components joined by "/", each lower-case
 # alphanumerics separated by ".", "_", "__" or runs of "-".
@@ -45,3 +45,11 @@ def parse_reference(reference: str) -> Digest | str:
     if ":" in reference:
         return Digest.parse(reference)
     return parse_tag(reference)
+
+
+def parse_image(text: str) -> tuple[str, str]:
+    """`NAME[:TAG]` as on a command line; the tag defaults to latest."""
+    name, sep, tag = text.rpartition(":")
+    if not sep or "/" in tag:
+        name, tag = text, "latest"
+    return parse_name(name), parse_tag(tag)

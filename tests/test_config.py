@@ -87,3 +87,15 @@ def test_bad_flag_exits_2_with_a_message():
     )
     assert result.returncode == 2
     assert "--listen 'x'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_switches_from_flags_env_and_file(tmp_path: Path):
+    assert _load([]).push.allow_push is False
+    assert _load(["--allow-push"]).push.allow_push is True
+    assert _load([], {"REGISTRY_LOCAL_ALLOW_DELETE": "yes"}).push.allow_delete is True
+    config = tmp_path / "c.yaml"
+    config.write_text("allow-push: true\nupload-expiry: 60\n")
+    settings = _load(["--config", str(config)])
+    assert settings.push.allow_push is True and settings.push.upload_expiry == 60
+    with pytest.raises(ConfigError, match="allow-push"):
+        _load([], {"REGISTRY_LOCAL_ALLOW_PUSH": "maybe"})

@@ -42,18 +42,27 @@ async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s
         }
 
 
-async def test_quick_start_flow_sample_then_serve_then_skopeo(tmp_path: Path):
-    env = {**sealed_env(), "REGISTRY_LOCAL_FS_ROOT": str(tmp_path / "store")}
-    sample = await asyncio.create_subprocess_exec(
+async def _cli(*args: str, env: dict[str, str]) -> str:
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "registry_local",
-        "sample",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    out, _ = await sample.communicate()
-    assert sample.returncode == 0 and b"library/hello:latest" in out
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode() + err.decode()
+
+
+async def test_quick_start_flow_sample_import_serve_skopeo(tmp_path: Path):
+    """What scripts/quickstart does: sample, import into the embedded store, serve."""
+    env = {**sealed_env(), "REGISTRY_LOCAL_FS_ROOT": str(tmp_path / "store")}
+    await _cli("sample", str(tmp_path / "sample"), env=env)
+    output = await _cli("import", str(tmp_path / "sample"), "library/hello:latest", env=env)
+    assert f"library/hello:latest is {sample_image().top}" in output
     async with serving(
         "--cache-dir", str(tmp_path / "cache"), "--fs-root", str(tmp_path / "store")
     ) as (url, _):

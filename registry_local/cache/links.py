@@ -66,5 +66,23 @@ class LinkCache:
             self._absent.put(key, time.monotonic() + self._negative_ttl)
         return linked
 
+    async def learned_blob(self, name: str, digest: Digest) -> None:
+        """This host just linked the blob in the backing store (a push)."""
+        await self._local.remember_blob_link(name, digest)
+        self._absent.pop(("blob", name, digest))
+
+    async def learned_manifest(self, name: str, digest: Digest) -> None:
+        await self._local.remember_manifest_link(name, digest)
+        self._absent.pop(("manifest", name, digest))
+
+    async def forget_blob(self, name: str, digest: Digest) -> None:
+        """This host just removed the link (a delete)."""
+        await self._local.forget_blob_link(name, digest)
+        self._absent.put(("blob", name, digest), time.monotonic() + self._negative_ttl)
+
+    async def forget_manifest(self, name: str, digest: Digest) -> None:
+        await self._local.forget_manifest_link(name, digest)
+        self._absent.put(("manifest", name, digest), time.monotonic() + self._negative_ttl)
+
     async def close(self) -> None:
         await self._flights.close()

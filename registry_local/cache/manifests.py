@@ -153,6 +153,18 @@ class ManifestCache:
         self._tags.put((name, tag), await self._local.remember_tag(name, tag, digest))
         return digest
 
+    async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:
+        """This host just stored the manifest (and tag) in the backing store."""
+        await self._local.write_blob(manifest.digest, manifest.data)
+        self._memo.put(manifest.digest, manifest)
+        if tag is not None:
+            self._tags.put((name, tag), await self._local.remember_tag(name, tag, manifest.digest))
+
+    async def forget_tag(self, name: str, tag: str) -> None:
+        """This host just removed the tag from the backing store."""
+        self._tags.pop((name, tag))
+        await self._local.forget_tag(name, tag)
+
     async def tags(self, name: str) -> list[str]:
         """All tags of a repository, sorted. Raises NameUnknown."""
         tags = await self._list_flights.run(name, lambda: self._store.tags(name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +13,9 @@ from ..cache.blobs import BlobCache
 from ..cache.fill import RetryPolicy
 from ..cache.links import LinkCache
 from ..cache.manifests import ManifestCache
-from ..config import Settings, StoreSettings
+from ..cache.push import Publisher
+from ..config import PushSettings, Settings, StoreSettings
+from ..errors import Unsupported
 from ..health import Readiness
 from ..metrics import Metrics
 from ..storage.backend import Backend
@@ -21,9 +24,10 @@ from ..storage.filesystem import FilesystemBackend
 from ..storage.layout import BucketLayout
 from ..storage.local import LocalStore
 from ..storage.s3 import S3Backend
-from . import blobs, manifests, middleware
+from ..storage.uploads import Uploads
+from . import blobs, manifests, middleware, uploads
 from .ops import add_ops_routes
-from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, READINESS
+from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS
 
 __all__ = ["build_app", "build_ops_app", "open_store"]
 
@@ -57,10 +61,17 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[READINESS] = Readiness(
                 local, store.backend, metrics, settings.server.ready_interval
             )
+            janitor = None
+            if settings.push.allow_push:
+                uploads = Uploads(local.layout, settings.push.upload_expiry)
+                app[PUBLISHER] = Publisher(store, local, links, app[MANIFESTS], uploads)
+                janitor = asyncio.create_task(_expire_uploads(uploads, settings.push))
             log.info("serving %s, cache in %s", store.backend.description, local.layout.root)
             try:
                 yield
             finally:
+                if janitor is not None:
+                    janitor.cancel()
                 await app[BLOBS].close()
                 await app[MANIFESTS].close()
                 await links.close()
@@ -68,12 +79,22 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
     return components
 
 
+async def _expire_uploads(uploads: Uploads, settings: PushSettings) -> None:
+    """Remove abandoned upload sessions now and then (a background task)."""
+    while True:
+        try:
+            await uploads.expire()
+        except OSError as exc:
+            log.warning("could not sweep upload sessions: %s", exc)
+        await asyncio.sleep(min(600.0, max(1.0, settings.upload_expiry / 10)))
+
+
 async def _base(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
 async def _unsupported(request: web.Request) -> web.Response:
-    raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+    raise Unsupported("pushing is not enabled on this registry (--allow-push)")
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -86,9 +107,23 @@ def build_app(settings: Settings) -> web.Application:
     r.add_get("/v2/", _base, name="base")
     r.add_get(f"/v2/{name}/manifests/{{reference}}", manifests.get_manifest, name="manifest")
     r.add_get(f"/v2/{name}/tags/list", manifests.list_tags, name="tags")
-    r.add_route("*", f"/v2/{name}/blobs/uploads/{{tail:.*}}", _unsupported, name="upload")
     r.add_get(f"/v2/{name}/blobs/{{digest}}", blobs.get_blob, name="blob", allow_head=False)
     r.add_route("HEAD", f"/v2/{name}/blobs/{{digest}}", blobs.head_blob, name="blob_head")
+    manifest_path = f"/v2/{name}/manifests/{{reference}}"
+    uploads_path = f"/v2/{name}/blobs/uploads/"
+    if settings.push.allow_push:
+        r.add_post(uploads_path, uploads.start_upload, name="upload")
+        session = r.add_resource(uploads_path + "{upload}", name="upload_session")
+        session.add_route("PATCH", uploads.patch_upload)
+        session.add_route("PUT", uploads.finish_upload)
+        session.add_route("GET", uploads.upload_status)
+        session.add_route("DELETE", uploads.cancel_upload)
+        r.add_put(manifest_path, manifests.put_manifest, name="manifest_put")
+    else:
+        r.add_route("*", uploads_path + "{tail:.*}", _unsupported, name="upload")
+    if settings.push.allow_push and settings.push.allow_delete:
+        r.add_delete(manifest_path, manifests.delete_manifest, name="manifest_delete")
+        r.add_delete(f"/v2/{name}/blobs/{{digest}}", blobs.delete_blob, name="blob_delete")
     add_ops_routes(app)
     return app
 

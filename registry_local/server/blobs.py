@@ -8,9 +8,9 @@ from ..byterange import parse_range
 from ..digest import Digest
 from ..reference import parse_name
 from .body import send_blob
-from .state import BLOBS, METRICS
+from .state import BLOBS, METRICS, PUBLISHER
 
-__all__ = ["get_blob", "head_blob"]
+__all__ = ["delete_blob", "get_blob", "head_blob"]
 
 
 def _headers(digest: Digest) -> dict[str, str]:
@@ -33,6 +33,12 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=_headers(digest))
     response.content_length = size
     return response
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    name, digest = _target(request)
+    await request.app[PUBLISHER].delete_blob(name, digest)
+    return web.Response(status=202)
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:

@@ -6,12 +6,18 @@ from aiohttp import web
 
 from ..cache.manifests import Manifest, ManifestCache
 from ..digest import Digest
-from ..errors import ManifestUnknown, PaginationNumberInvalid
-from ..mediatypes import DOCKER_MANIFEST_LIST, acceptable, accepts_manifest_lists, parse_accept
+from ..errors import ManifestInvalid, ManifestUnknown, PaginationNumberInvalid
+from ..mediatypes import (
+    DOCKER_MANIFEST_LIST,
+    MAX_MANIFEST_BYTES,
+    acceptable,
+    accepts_manifest_lists,
+    parse_accept,
+)
 from ..reference import parse_name, parse_reference
-from .state import MANIFESTS
+from .state import MANIFESTS, PUBLISHER
 
-__all__ = ["get_manifest", "list_tags"]
+__all__ = ["delete_manifest", "get_manifest", "list_tags", "put_manifest"]
 
 
 async def _select(
@@ -49,6 +55,40 @@ async def get_manifest(request: web.Request) -> web.Response:
     if request.headers.get("If-None-Match") in (etag, str(manifest.digest)):
         return web.Response(status=304, headers=headers)
     return web.Response(body=manifest.data, headers=headers)
+
+
+async def _read_manifest_body(request: web.Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise ManifestInvalid("manifest larger than 4 MiB", status=413)
+    return bytes(body)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    reference = parse_reference(request.match_info["reference"])
+    data = await _read_manifest_body(request)
+    digest = await request.app[PUBLISHER].put_manifest(
+        name, reference, request.headers.get("Content-Type", ""), data
+    )
+    return web.Response(
+        status=201,
+        headers={
+            "Location": str(
+                request.url.with_path(f"/v2/{name}/manifests/{digest}").with_query(None)
+            ),
+            "Docker-Content-Digest": str(digest),
+        },
+    )
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    reference = parse_reference(request.match_info["reference"])
+    await request.app[PUBLISHER].delete_manifest(name, reference)
+    return web.Response(status=202)
 
 
 def _page_size(request: web.Request) -> int | None:

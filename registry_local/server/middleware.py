@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("registry_local.access")
 
 API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+CLIENT_CLOSED = 499
 
 
 def error_response(error: RegistryError) -> web.Response:
@@ -52,6 +53,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(_routing_error(exc))
+    except ConnectionError:
+        # The client went away (mid-body, usually): nobody to answer. 499 is
+        # nginx's "client closed request", for the access log and the metrics.
+        log.debug("client went away during %s %s", request.method, request.path)
+        return web.Response(status=CLIENT_CLOSED)
     except Exception as exc:
         error = as_registry_error(exc)
         if error is None:
@@ -70,6 +76,10 @@ ROUTE_LABELS = {
     "blob_head": "blob",
     "tags": "tags",
     "upload": "upload",
+    "upload_session": "upload",
+    "manifest_put": "manifest",
+    "manifest_delete": "manifest",
+    "blob_delete": "blob",
     "metrics": "metrics",
     "healthz": "health",
     "readyz": "ready",
@@ -95,8 +105,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             response = await handler(request)
             if not response.prepared:
-                await response.prepare(request)
-                await response.write_eof()
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except ConnectionError:
+                    response = web.Response(status=CLIENT_CLOSED)
             return response
         finally:
             duration = time.monotonic() - began

@@ -8,6 +8,7 @@ or BackendError (it is not).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 __all__ = ["Backend", "ObjectStream"]
@@ -55,6 +56,17 @@ class Backend(Protocol):
 
     async def write(self, key: str, data: bytes) -> None:
         """Store a small object whole, atomically. Raises BackendError."""
+
+    async def write_file(self, key: str, path: Path) -> None:
+        """Store a local file's content as an object, streaming it (S3: multipart
+        above a threshold), so memory stays bounded. Raises BackendError."""
+
+    async def delete(self, key: str) -> None:
+        """Remove one object; absent is fine. Raises BackendError."""
+
+    async def delete_tree(self, prefix: str) -> None:
+        """Remove every object under a directory-like prefix ending in "/".
+        Raises BackendError."""
 
     async def check(self) -> None:
         """Cheap reachability probe. Raises BackendError when unreachable."""

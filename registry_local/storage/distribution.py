@@ -7,7 +7,9 @@ the digest. Keys come from layout.BucketLayout; the Backend only moves bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 
 from ..digest import Digest
 from ..errors import BackendError, DigestInvalid
@@ -81,6 +83,11 @@ class DistributionStore:
             raise BackendError("PutObject", str(digest), "content does not match digest")
         await self.backend.write(self.layout.blob_data(digest), data)
 
+    async def put_blob_file(self, digest: Digest, path: Path) -> None:
+        """Store a verified file as the blob's data, unless the store has it already."""
+        if await self.blob_size(digest) is None:
+            await self.backend.write_file(self.layout.blob_data(digest), path)
+
     async def link_blob(self, name: str, digest: Digest) -> None:
         await self.backend.write(self.layout.layer_link(name, digest), str(digest).encode())
 
@@ -91,3 +98,20 @@ class DistributionStore:
         link = str(digest).encode()
         await self.backend.write(self.layout.tag_index_link(name, tag, digest), link)
         await self.backend.write(self.layout.tag_current_link(name, tag), link)
+
+    # -- deletes (links only, as registry:2 does; content is garbage-collected) --
+
+    async def unlink_blob(self, name: str, digest: Digest) -> None:
+        await self.backend.delete(self.layout.layer_link(name, digest))
+
+    async def unlink_manifest(self, name: str, digest: Digest) -> None:
+        await self.backend.delete(self.layout.revision_link(name, digest))
+
+    async def untag(self, name: str, tag: str) -> None:
+        await self.backend.delete_tree(self.layout.tag_dir(name, tag))
+
+    async def tags_of(self, name: str, digest: Digest) -> list[str]:
+        """The repository's tags whose current target is the digest."""
+        tags = await self.tags(name) or []
+        targets = await asyncio.gather(*(self.tag_target(name, tag) for tag in tags))
+        return [tag for tag, target in zip(tags, targets, strict=True) if target == digest]

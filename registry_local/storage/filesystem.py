@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -115,6 +116,44 @@ class FilesystemBackend:
             await asyncio.to_thread(write)
         except OSError as exc:
             raise BackendError("write", key, exc.strerror or str(exc)) from None
+
+    async def write_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+
+        def copy() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out, path.open("rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+        try:
+            await asyncio.to_thread(copy)
+        except OSError as exc:
+            raise BackendError("write", key, exc.strerror or str(exc)) from None
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
+        except OSError as exc:
+            raise BackendError("delete", key, exc.strerror or str(exc)) from None
+
+    async def delete_tree(self, prefix: str) -> None:
+        path = self._path(prefix.rstrip("/"))
+        try:
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise BackendError("delete", prefix, exc.strerror or str(exc)) from None
 
     async def check(self) -> None:
         def probe() -> None:

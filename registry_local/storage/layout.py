@@ -22,6 +22,8 @@ store whenever it is lost:
     <cache-dir>/
         blobs/<alg>/<hex[0:2]>/<hex>                committed content, named by digest
         tmp/<random>.part                           fills in progress, removed at start
+        uploads/<uuid>/data, info.json              push sessions; kept across restarts
+                                                    until they expire
         repositories/<name>/
             _layers/<alg>/<hex>                      marker: the bucket links this blob
             _manifests/<alg>/<hex>                   marker: ... this manifest
@@ -72,6 +74,9 @@ class BucketLayout:
     def tags_dir(self, name: str) -> str:
         return self._key(f"repositories/{name}/_manifests/tags/")
 
+    def tag_dir(self, name: str, tag: str) -> str:
+        return self._key(f"repositories/{name}/_manifests/tags/{tag}/")
+
     def tag_current_link(self, name: str, tag: str) -> str:
         return self._key(f"repositories/{name}/_manifests/tags/{tag}/current/link")
 
@@ -98,6 +103,13 @@ class CacheLayout:
     @property
     def repositories_dir(self) -> Path:
         return self.root / "repositories"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    def upload_dir(self, upload_id: str) -> Path:
+        return self.uploads_dir / upload_id
 
     def blob(self, digest: Digest) -> Path:
         return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex

@@ -113,11 +113,31 @@ class LocalStore:
         Synchronous on purpose: callers switch the path readers open in the same
         step, so a reader sees either the temp file or the committed one.
         """
+        return self._place(temp.path, digest, size)
+
+    def _place(self, path: Path, digest: Digest, size: int) -> Path:
         final = self.layout.blob(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp.path, final)
+        os.replace(path, final)
         self._sizes[digest] = size
         return final
+
+    async def adopt(self, path: Path, digest: Digest, size: int) -> None:
+        """Make a verified file elsewhere in the cache dir (a finished upload) a
+        committed blob, by renaming it; if the blob is cached already, drop it."""
+        if digest in self._sizes:
+            await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
+            return
+
+        def sync() -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(sync)
+        await self.sync_dir(self._place(path, digest, size))
 
     async def sync_dir(self, path: Path) -> None:
         """Make a rename into `path`'s directory durable."""
@@ -185,6 +205,16 @@ class LocalStore:
 
     async def remember_blob_link(self, name: str, digest: Digest) -> None:
         await self._add_marker(self.layout.layer_marker(name, digest))
+
+    async def _remove_marker(self, path: Path) -> None:
+        self._links.discard(path)
+        await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
+
+    async def forget_blob_link(self, name: str, digest: Digest) -> None:
+        await self._remove_marker(self.layout.layer_marker(name, digest))
+
+    async def forget_manifest_link(self, name: str, digest: Digest) -> None:
+        await self._remove_marker(self.layout.manifest_marker(name, digest))
 
     async def knows_manifest_link(self, name: str, digest: Digest) -> bool:
         return await self._has_marker(self.layout.manifest_marker(name, digest))

@@ -14,6 +14,7 @@ import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -37,6 +38,10 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     ConnectionError,
 )
+_MULTIPART_THRESHOLD = 16 << 20
+_PART_SIZE = 8 << 20
+_MAX_PARTS = 9_000  # S3 allows 10,000
+_PART_CONCURRENCY = 4
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _RETRYABLE_CODES = frozenset(
     {
@@ -212,10 +217,110 @@ class S3Backend:
         if self._metrics is not None:
             self._metrics.s3_written_bytes.inc(len(data))
 
+    async def write_file(self, key: str, path: Path) -> None:
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size <= _MULTIPART_THRESHOLD:
+            await self.write(key, await asyncio.to_thread(path.read_bytes))
+            return
+        # Parts are read from the file only when their turn comes: at most
+        # _PART_CONCURRENCY parts are in memory at once, whatever the size.
+        part_size = max(_PART_SIZE, -(-size // _MAX_PARTS))
+        created = await self._request(
+            "CreateMultipartUpload",
+            key,
+            lambda: self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType="application/octet-stream"
+            ),
+        )
+        upload_id = created["UploadId"]
+        turns = asyncio.Semaphore(_PART_CONCURRENCY)
+
+        async def upload_part(number: int, offset: int) -> dict[str, Any]:
+            async with turns:
+                data = await asyncio.to_thread(_read_at, path, offset, part_size)
+                answer = await self._request(
+                    "UploadPart",
+                    key,
+                    functools.partial(
+                        self._client.upload_part,
+                        Bucket=self._bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                    ),
+                )
+                if self._metrics is not None:
+                    self._metrics.s3_written_bytes.inc(len(data))
+                return {"PartNumber": number, "ETag": answer["ETag"]}
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(upload_part(number, offset))
+                    for number, offset in enumerate(range(0, size, part_size), start=1)
+                ]
+            parts = [task.result() for task in tasks]
+            await self._request(
+                "CompleteMultipartUpload",
+                key,
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+        except BaseException as exc:
+            with contextlib.suppress(BackendError):
+                await self._request(
+                    "AbortMultipartUpload",
+                    key,
+                    lambda: self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id
+                    ),
+                )
+            if isinstance(exc, BaseExceptionGroup):
+                raise exc.exceptions[0] from None
+            raise
+
+    async def delete(self, key: str) -> None:
+        await self._request(
+            "DeleteObject", key, lambda: self._client.delete_object(Bucket=self._bucket, Key=key)
+        )
+
+    async def delete_tree(self, prefix: str) -> None:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._request(
+                "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
+            )
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+        for start in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True}
+            await self._request(
+                "DeleteObjects",
+                prefix,
+                functools.partial(self._client.delete_objects, Bucket=self._bucket, Delete=batch),
+            )
+
     async def check(self) -> None:
         await self._request(
             "HeadBucket", self._bucket, lambda: self._client.head_bucket(Bucket=self._bucket)
         )
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read(length)
 
 
 def _total_size(response: dict[str, Any]) -> int:

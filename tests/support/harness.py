@@ -10,7 +10,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from registry_local.config import CacheSettings, S3Settings, ServerSettings, Settings, StoreSettings
+from registry_local.config import (
+    CacheSettings,
+    PushSettings,
+    S3Settings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+)
 from registry_local.digest import Digest
 from registry_local.imagebuild import Image
 from registry_local.metrics import Metrics
@@ -49,11 +56,17 @@ async def seed_all(store: StoreSettings, entries: Sequence[tuple[str, str | None
 class RegistryLocal:
     """The server on 127.0.0.1 and a free port, with a given cache dir and store."""
 
-    def __init__(self, cache_dir: Path, store: StoreSettings, **cache: Any) -> None:
+    def __init__(self, cache_dir: Path, store: StoreSettings, **options: Any) -> None:
+        push = {
+            k: options.pop(k)
+            for k in ("allow_push", "allow_delete", "upload_expiry")
+            if k in options
+        }
         self.settings = Settings(
             server=ServerSettings(port=0, ready_interval=0),
-            cache=CacheSettings(directory=cache_dir, **cache),
+            cache=CacheSettings(directory=cache_dir, **options),
             store=store,
+            push=PushSettings(**push),
         )
         self.url = ""
         self.app: web.Application | None = None

@@ -127,12 +127,11 @@ class S3Proxy:
             return web.Response(status=fault.status, text=body, content_type="application/xml")
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        body = await request.read()
         async with self._session.request(
             request.method,
             self.upstream + request.rel_url.path_qs,
             headers=headers,
-            data=body,
+            data=request.content if request.body_exists else None,
             allow_redirects=False,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status)

@@ -1,0 +1,197 @@
+"""Pushes and deletes: written through to the backing store, then to this host.
+
+Everything is written in distribution's layout and order: content, verified
+against its digest, before the link that names it; manifests only once every
+blob and child manifest they reference is linked in the repository; the tag
+last. A push cut off at any point leaves no link or tag to anything missing.
+A pushed blob becomes a committed blob of this host's cache as well, so the
+pushing host never reads it back from S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from ..byterange import upload_range
+from ..digest import Digest
+from ..errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    RangeInvalid,
+    SizeInvalid,
+)
+from ..mediatypes import (
+    MANIFEST_MEDIA_TYPES,
+    SCHEMA1,
+    SCHEMA1_SIGNED,
+    ManifestInfo,
+    inspect_manifest,
+)
+from ..storage.distribution import DistributionStore
+from ..storage.local import LocalStore
+from ..storage.uploads import Uploads, UploadSession
+from .links import LinkCache
+from .manifests import Manifest, ManifestCache
+
+__all__ = ["Publisher"]
+
+Chunks = AsyncIterator[bytes]
+
+
+class Publisher:
+    def __init__(
+        self,
+        store: DistributionStore,
+        local: LocalStore,
+        links: LinkCache,
+        manifests: ManifestCache,
+        uploads: Uploads,
+    ) -> None:
+        self._store = store
+        self._local = local
+        self._links = links
+        self._manifests = manifests
+        self.uploads = uploads
+
+    # -- blob uploads ------------------------------------------------------------
+
+    async def start(self, name: str) -> UploadSession:
+        return await self.uploads.create(name)
+
+    async def session(self, name: str, upload_id: str) -> UploadSession:
+        return await self.uploads.get(name, upload_id)
+
+    async def append(
+        self, name: str, upload_id: str, chunks: Chunks, content_range: tuple[int, int] | None
+    ) -> UploadSession:
+        """Add a chunk. With a Content-Range, it must start where the session ends."""
+        session = await self.uploads.get(name, upload_id)
+        async with session.lock:
+            await self._append(session, chunks, content_range)
+        return session
+
+    async def _append(
+        self, session: UploadSession, chunks: Chunks, content_range: tuple[int, int] | None
+    ) -> None:
+        if content_range is not None and content_range[0] != session.size:
+            raise RangeInvalid(
+                "chunk does not start where the upload ends",
+                detail={"expected_start": session.size, "got": content_range[0]},
+                headers={"Range": upload_range(session.size)},
+            )
+        before = session.size
+        written = await self.uploads.append(session, chunks)
+        if content_range is not None and written != content_range[1] - content_range[0] + 1:
+            await self.uploads.truncate(session, before)
+            raise SizeInvalid("chunk length does not match its Content-Range")
+
+    async def finish(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        chunks: Chunks,
+        content_range: tuple[int, int] | None,
+    ) -> None:
+        """Append the last chunk (if any), verify, and commit the blob."""
+        session = await self.uploads.get(name, upload_id)
+        async with session.lock:
+            await self._append(session, chunks, content_range)
+            actual = await self.uploads.digest(session, digest.algorithm)
+            if actual != digest:
+                await self.uploads.remove(session)
+                raise DigestInvalid(detail={"expected": str(digest), "actual": str(actual)})
+            await self._store.put_blob_file(digest, session.data)
+            await self._store.link_blob(name, digest)
+            await self._local.adopt(session.data, digest, session.size)
+            await self._links.learned_blob(name, digest)
+            await self.uploads.remove(session)
+
+    async def upload_whole(self, name: str, digest: Digest, chunks: Chunks) -> None:
+        """A monolithic upload: POST with ?digest= and the blob as the body."""
+        session = await self.uploads.create(name)
+        try:
+            await self.finish(name, session.id, digest, chunks, None)
+        except BaseException:
+            await self.uploads.remove(session)
+            raise
+
+    async def cancel(self, name: str, upload_id: str) -> None:
+        await self.uploads.remove(await self.uploads.get(name, upload_id))
+
+    async def mount(self, name: str, digest: Digest, source: str) -> bool:
+        """Link a blob that another repository links; False if it does not."""
+        if not await self._links.blob_linked(source, digest):
+            return False
+        if await self._store.blob_size(digest) is None:
+            return False
+        await self._store.link_blob(name, digest)
+        await self._links.learned_blob(name, digest)
+        return True
+
+    # -- manifests ---------------------------------------------------------------
+
+    async def put_manifest(
+        self, name: str, reference: Digest | str, content_type: str, data: bytes
+    ) -> Digest:
+        info = inspect_manifest(data)
+        if info.media_type in (SCHEMA1, SCHEMA1_SIGNED):
+            raise ManifestInvalid("schema1 manifests are not supported")
+        declared = content_type.partition(";")[0].strip()
+        if declared in MANIFEST_MEDIA_TYPES and declared != info.media_type:
+            raise ManifestInvalid(
+                "Content-Type does not match the manifest's media type",
+                detail={"contentType": declared, "mediaType": info.media_type},
+            )
+        algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
+        digest = Digest.of(data, algorithm)
+        if isinstance(reference, Digest) and reference != digest:
+            raise DigestInvalid(detail={"expected": str(reference), "actual": str(digest)})
+        missing = await self._missing_references(name, info)
+        if missing:
+            raise ManifestBlobUnknown(detail={"digests": missing})
+        tag = reference if isinstance(reference, str) else None
+        await self._store.put_blob(digest, data)
+        await self._store.link_manifest(name, digest)
+        if tag is not None:
+            await self._store.tag(name, tag, digest)
+        await self._links.learned_manifest(name, digest)
+        await self._manifests.learned(Manifest(digest, data, info), name, tag)
+        return digest
+
+    async def _missing_references(self, name: str, info: ManifestInfo) -> list[str]:
+        blobs = [d for d in info.blobs if not d.urls]  # foreign layers are not ours to have
+        linked = await asyncio.gather(
+            *(self._links.blob_linked(name, d.digest) for d in blobs),
+            *(self._links.manifest_linked(name, d.digest) for d in info.manifests),
+        )
+        wanted = [*blobs, *info.manifests]
+        return [str(d.digest) for d, ok in zip(wanted, linked, strict=True) if not ok]
+
+    # -- deletes -----------------------------------------------------------------
+
+    async def delete_manifest(self, name: str, reference: Digest | str) -> None:
+        """Untag, or unlink a manifest and untag every tag naming it."""
+        if isinstance(reference, str):
+            if await self._store.tag_target(name, reference) is None:
+                raise ManifestUnknown(detail={"tag": reference})
+            await self._store.untag(name, reference)
+            await self._manifests.forget_tag(name, reference)
+            return
+        if not await self._links.manifest_linked(name, reference):
+            raise ManifestUnknown(detail={"digest": str(reference)})
+        await self._store.unlink_manifest(name, reference)
+        for tag in await self._store.tags_of(name, reference):
+            await self._store.untag(name, tag)
+            await self._manifests.forget_tag(name, tag)
+        await self._links.forget_manifest(name, reference)
+
+    async def delete_blob(self, name: str, digest: Digest) -> None:
+        if not await self._links.blob_linked(name, digest):
+            raise BlobUnknown(detail={"digest": str(digest)})
+        await self._store.unlink_blob(name, digest)
+        await self._links.forget_blob(name, digest)

@@ -1,0 +1,1 @@
+"""Moving images between files and the backing store: `import` and `export`."""

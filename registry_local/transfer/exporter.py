@@ -1,0 +1,88 @@
+"""`registry-local export`: an image from the backing store into an OCI image layout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from ..digest import Digest
+from ..errors import ManifestUnknown
+from ..mediatypes import MAX_MANIFEST_BYTES, Descriptor, inspect_manifest
+from ..storage.distribution import DistributionStore
+from .files import SourceError
+from .progress import Progress
+
+__all__ = ["export_image"]
+
+
+async def export_image(store: DistributionStore, name: str, tag: str, dest: Path) -> Digest:
+    """Write every manifest and blob of `name:tag`, verified, and an index.json."""
+    top = await store.tag_target(name, tag)
+    if top is None:
+        raise ManifestUnknown(f"no tag {name}:{tag} in the backing store")
+    manifests: dict[Digest, bytes] = {}
+    blobs: dict[Digest, Descriptor] = {}
+    pending = [top]
+    while pending:
+        digest = pending.pop()
+        data = await store.read_blob(digest, MAX_MANIFEST_BYTES)
+        if data is None or Digest.of(data, digest.algorithm) != digest:
+            raise SourceError(f"manifest {digest} is missing or corrupt in the backing store")
+        manifests[digest] = data
+        info = inspect_manifest(data)
+        pending.extend(c.digest for c in info.manifests if c.digest not in manifests)
+        blobs.update((b.digest, b) for b in info.blobs if not b.urls)
+
+    progress = Progress(f"exporting {name}:{tag}", sum(b.size for b in blobs.values()), len(blobs))
+    for digest, data in manifests.items():
+        await asyncio.to_thread(_write, dest / "blobs" / digest.algorithm / digest.hex, data)
+    for digest in blobs:
+        await _copy_blob(store, digest, dest / "blobs" / digest.algorithm / digest.hex, progress)
+        progress.item_done(str(digest))
+    progress.finish()
+    top_type = inspect_manifest(manifests[top]).media_type
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": top_type,
+                "digest": str(top),
+                "size": len(manifests[top]),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    await asyncio.to_thread(_write, dest / "index.json", json.dumps(index).encode())
+    await asyncio.to_thread(_write, dest / "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    return top
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def _copy_blob(
+    store: DistributionStore, digest: Digest, target: Path, progress: Progress
+) -> None:
+    stream = await store.open_blob(digest)
+    if stream is None:
+        raise SourceError(f"blob {digest} is missing from the backing store")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    hasher = digest.hasher()
+    out = await asyncio.to_thread(partial.open, "wb")
+    try:
+        while chunk := await stream.read(1 << 20):
+            hasher.update(chunk)
+            await asyncio.to_thread(out.write, chunk)
+            progress.advance(len(chunk))
+    finally:
+        await stream.close()
+        await asyncio.to_thread(out.close)
+    if not digest.matches(hasher):
+        partial.unlink()
+        raise SourceError(f"blob {digest} in the backing store does not match its digest")
+    partial.rename(target)

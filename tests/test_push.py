@@ -1,0 +1,369 @@
+"""Push: the upload and manifest API, written through to S3 in distribution's layout."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+from pathlib import Path
+
+import aiohttp
+import boto3
+import pytest
+
+from registry_local.digest import Digest
+from registry_local.imagebuild import Platform, build_image, build_index
+from registry_local.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from registry_local.ocilayout import write_oci_layout
+from registry_local.server.state import PUBLISHER
+
+from .support.harness import fetch, pull_image, seed
+from .support.processes import run_docker_registry, skopeo
+
+BLOB = os.urandom(300_000)
+BLOB_DIGEST = Digest.of(BLOB)
+
+
+def _bucket_keys(moto: str, bucket: str) -> set[str]:
+    s3 = boto3.client("s3", endpoint_url=moto)
+    return {
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for item in page.get("Contents", [])
+    }
+
+
+def _error(body: bytes) -> str:
+    return str(json.loads(body)["errors"][0]["code"])
+
+
+async def _request(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    body = io.BytesIO(data) if data is not None else None  # large bodies: stream, not bytes
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=body, headers=headers or {}) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
+
+
+@pytest.fixture
+async def pusher(start_cache):
+    return await start_cache(allow_push=True, allow_delete=True)
+
+
+async def _push_image(base: str, name: str, tag: str, image) -> None:
+    """Push like an engine: each blob in one POST+PUT, manifests children first."""
+    for digest, data in image.blobs.items():
+        status, headers, _ = await _request("POST", f"{base}/v2/{name}/blobs/uploads/")
+        assert status == 202
+        status, _, body = await _request("PUT", f"{headers['Location']}?digest={digest}", data)
+        assert status == 201, body
+    for digest, data in sorted(image.manifests.items(), key=lambda kv: kv[0] == image.top):
+        reference = tag if digest == image.top else str(digest)
+        status, _, body = await _request(
+            "PUT",
+            f"{base}/v2/{name}/manifests/{reference}",
+            data,
+            {"Content-Type": image.manifest_types[digest]},
+        )
+        assert status == 201, body
+
+
+async def test_skopeo_pushes_and_registry2_serves_it_byte_identical(
+    pusher, tmp_path: Path, moto, bucket, s3proxy
+):
+    per_platform = {
+        Platform("linux", arch): build_image(
+            [{"a.bin": os.urandom(200_000)}, {"b.txt": arch.encode() * 1000}],
+            Platform("linux", arch),
+            media_type=OCI_MANIFEST,
+        )
+        for arch in ("amd64", "arm64")
+    }
+    image = build_index(per_platform, media_type=OCI_INDEX)
+    write_oci_layout(tmp_path / "src", image, "v1")
+    rl = pusher.url.removeprefix("http://")
+    await asyncio.to_thread(
+        skopeo,
+        tmp_path,
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        f"oci:{tmp_path / 'src'}:v1",
+        f"docker://{rl}/team/app:v1",
+    )
+    expected = {str(d) for d in [*image.blobs, *image.manifests]}
+
+    # The pushing host has every blob committed locally: pulling reads no blob from S3.
+    s3proxy.requests.clear()
+    assert set(await pull_image(pusher.url, "team/app", "v1")) == expected
+    assert s3proxy.blob_gets() == {}
+
+    # registry:2 on the same bucket serves exactly the same bytes.
+    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+        await asyncio.to_thread(
+            skopeo,
+            tmp_path,
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            f"docker://{registry2.removeprefix('http://')}/team/app:v1",
+            f"oci:{tmp_path / 'out'}:v1",
+        )
+    pulled = {f"sha256:{p.name}" for p in (tmp_path / "out" / "blobs" / "sha256").iterdir()}
+    assert pulled == expected
+    for digest in expected:
+        hex_ = Digest.parse(digest).hex
+        assert (tmp_path / "out/blobs/sha256" / hex_).read_bytes() == (
+            tmp_path / "src/blobs/sha256" / hex_
+        ).read_bytes()
+
+
+async def test_another_host_reads_what_was_pushed_from_s3(pusher, start_cache, tmp_path, s3proxy):
+    image = build_image([{"x": os.urandom(100_000)}])
+    await _push_image(pusher.url, "app", "v1", image)
+    other = await start_cache(cache_dir=tmp_path / "other-host")
+    s3proxy.requests.clear()
+    assert set(await pull_image(other.url, "app", "v1")) == {
+        str(d) for d in [*image.blobs, *image.manifests]
+    }
+    assert set(s3proxy.blob_gets().values()) == {1}
+
+
+async def test_chunked_upload_with_content_range_and_status(pusher):
+    status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    assert status == 202 and headers["Range"] == "0-0"
+    location, upload_id = headers["Location"], headers["Docker-Upload-UUID"]
+    assert location.endswith(f"/v2/app/blobs/uploads/{upload_id}")
+    offset = 0
+    for size in (100_000, 150_000, 50_000):
+        chunk = BLOB[offset : offset + size]
+        status, headers, _ = await _request(
+            "PATCH",
+            location,
+            chunk,
+            {
+                "Content-Range": f"{offset}-{offset + size - 1}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        assert status == 202
+        offset += size
+        assert headers["Range"] == f"0-{offset - 1}"
+        assert headers["Docker-Upload-UUID"] == upload_id
+    status, headers, _ = await _request("GET", location)
+    assert status == 204 and headers["Range"] == f"0-{len(BLOB) - 1}"
+    status, headers, _ = await _request("PUT", f"{location}?digest={BLOB_DIGEST}")
+    assert status == 201
+    assert headers["Docker-Content-Digest"] == str(BLOB_DIGEST)
+    assert headers["Location"].endswith(f"/v2/app/blobs/{BLOB_DIGEST}")
+    status, _, body = await fetch(f"{pusher.url}/v2/app/blobs/{BLOB_DIGEST}")
+    assert status == 200 and body == BLOB
+    assert (await _request("GET", location))[0] == 404  # the session is gone
+
+
+async def test_monolithic_uploads(pusher):
+    status, headers, _ = await _request(
+        "POST", f"{pusher.url}/v2/app/blobs/uploads/?digest={BLOB_DIGEST}", BLOB
+    )
+    assert status == 201 and headers["Docker-Content-Digest"] == str(BLOB_DIGEST)
+    # POST, then one PUT carrying the whole body.
+    other = b"second blob"
+    status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    status, _, _ = await _request("PUT", f"{headers['Location']}?digest={Digest.of(other)}", other)
+    assert status == 201
+    for data in (BLOB, other):
+        status, _, body = await fetch(f"{pusher.url}/v2/app/blobs/{Digest.of(data)}")
+        assert status == 200 and body == data
+
+
+async def test_cross_repository_mount(pusher, s3proxy):
+    await _request("POST", f"{pusher.url}/v2/source/blobs/uploads/?digest={BLOB_DIGEST}", BLOB)
+    status, headers, _ = await _request(
+        "POST", f"{pusher.url}/v2/target/blobs/uploads/?mount={BLOB_DIGEST}&from=source"
+    )
+    assert status == 201 and headers["Location"].endswith(f"/v2/target/blobs/{BLOB_DIGEST}")
+    assert s3proxy.count("PUT", f"/repositories/target/_layers/sha256/{BLOB_DIGEST.hex}/link") == 1
+    assert (await fetch(f"{pusher.url}/v2/target/blobs/{BLOB_DIGEST}"))[2] == BLOB
+    # Not linked in the named source: an ordinary session instead.
+    missing = Digest.of(b"nowhere")
+    status, headers, _ = await _request(
+        "POST", f"{pusher.url}/v2/target/blobs/uploads/?mount={missing}&from=source"
+    )
+    assert status == 202 and "Docker-Upload-UUID" in headers
+
+
+async def test_upload_errors(pusher):
+    status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    location = headers["Location"]
+    await _request("PATCH", location, b"x" * 10, {"Content-Range": "0-9"})
+    # A gap: the chunk does not start where the upload ends.
+    status, headers, body = await _request("PATCH", location, b"y" * 5, {"Content-Range": "20-24"})
+    assert status == 416 and _error(body) == "RANGE_INVALID" and headers["Range"] == "0-9"
+    status, _, body = await _request("PATCH", location, b"y", {"Content-Range": "garbage"})
+    assert status == 400 and _error(body) == "BLOB_UPLOAD_INVALID"
+    status, _, body = await _request("PATCH", location, b"y" * 3, {"Content-Range": "10-19"})
+    assert status == 400 and _error(body) == "SIZE_INVALID"
+    assert (await _request("GET", location))[1]["Range"] == "0-9"  # the short chunk was undone
+    status, _, body = await _request("PUT", location)  # no digest
+    assert status == 400 and _error(body) == "DIGEST_INVALID"
+    status, _, body = await _request("PUT", f"{location}?digest={BLOB_DIGEST}")  # wrong content
+    assert status == 400 and _error(body) == "DIGEST_INVALID"
+    status, _, body = await _request("GET", location)
+    assert status == 404 and _error(body) == "BLOB_UPLOAD_UNKNOWN"
+    for bad in ("not-a-uuid", "..%2F..%2Fetc", "00000000-0000-0000-0000-000000000000"):
+        status, _, body = await _request("GET", f"{pusher.url}/v2/app/blobs/uploads/{bad}")
+        assert status == 404 and _error(body) == "BLOB_UPLOAD_UNKNOWN"
+    # A session belongs to its repository.
+    status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    other = headers["Location"].replace("/v2/app/", "/v2/other/")
+    assert (await _request("GET", other))[0] == 404
+
+
+async def test_cancel_an_upload(pusher):
+    _status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    location = headers["Location"]
+    await _request("PATCH", location, b"abc")
+    assert (await _request("DELETE", location))[0] == 204
+    assert (await _request("GET", location))[0] == 404
+    assert list((pusher.settings.cache.directory / "uploads").iterdir()) == []
+
+
+async def test_manifest_validation(pusher):
+    image = build_image([{"f": b"layer"}])
+    manifest = image.top_manifest
+    url = f"{pusher.url}/v2/app/manifests/v1"
+    docker = {"Content-Type": DOCKER_MANIFEST}
+    status, _, body = await _request("PUT", url, manifest, docker)
+    assert status == 400 and _error(body) == "MANIFEST_BLOB_UNKNOWN"
+    assert set(json.loads(body)["errors"][0]["detail"]["digests"]) == {str(d) for d in image.blobs}
+    for digest, data in image.blobs.items():
+        await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/?digest={digest}", data)
+    for data, headers, code, expected in [
+        (b"{not json", docker, 400, "MANIFEST_INVALID"),
+        (manifest, {"Content-Type": OCI_MANIFEST}, 400, "MANIFEST_INVALID"),
+        (
+            b'{"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}',
+            {},
+            400,
+            "MANIFEST_INVALID",
+        ),
+        (b" " * (4 * 1024 * 1024 + 1), docker, 413, "MANIFEST_INVALID"),
+    ]:
+        status, _, body = await _request("PUT", url, data, headers)
+        assert (status, _error(body)) == (code, expected)
+    wrong = f"{pusher.url}/v2/app/manifests/{Digest.of(b'other')}"
+    status, _, body = await _request("PUT", wrong, manifest, docker)
+    assert status == 400 and _error(body) == "DIGEST_INVALID"
+    status, headers, _ = await _request("PUT", url, manifest, docker)
+    assert status == 201 and headers["Docker-Content-Digest"] == str(image.top)
+    assert headers["Location"].endswith(f"/v2/app/manifests/{image.top}")
+    # An index needs its children in the repository.
+    index = build_index(
+        {
+            Platform(): image,
+            Platform("linux", "arm64"): build_image([{"g": b"arm"}], Platform("linux", "arm64")),
+        }
+    )
+    status, _, body = await _request(
+        "PUT",
+        f"{pusher.url}/v2/app/manifests/multi",
+        index.top_manifest,
+        {"Content-Type": index.media_type},
+    )
+    assert status == 400 and _error(body) == "MANIFEST_BLOB_UNKNOWN"
+
+
+async def test_an_interrupted_push_leaves_no_tag_or_link(pusher, moto, bucket):
+    image = build_image([{"big": os.urandom(400_000)}])
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    _status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    await _request("PATCH", headers["Location"], image.blobs[layer][:100_000])
+    # ...and the client dies in the middle of the next chunk.
+    _reader, writer = await asyncio.open_connection("127.0.0.1", int(pusher.url.rsplit(":", 1)[1]))
+    path = headers["Location"].split(pusher.url, 1)[1]
+    writer.write(
+        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n".encode()
+        + image.blobs[layer][100_000:150_000]
+    )
+    await writer.drain()
+    writer.close()
+    keys = _bucket_keys(moto, bucket)
+    assert not any("/_layers/" in k or "/_manifests/" in k or "/blobs/" in k for k in keys), keys
+    assert (await fetch(f"{pusher.url}/v2/app/manifests/v1"))[0] == 404
+    assert (await fetch(f"{pusher.url}/v2/app/blobs/{layer}", method="HEAD"))[0] == 404
+
+
+async def test_upload_sessions_survive_a_restart_and_expire(start_cache, tmp_path):
+    first = await start_cache(allow_push=True)
+    status, headers, _ = await _request("POST", f"{first.url}/v2/app/blobs/uploads/")
+    path = headers["Location"].split(first.url, 1)[1]
+    await _request("PATCH", headers["Location"], BLOB[:200_000], {"Content-Range": "0-199999"})
+    await first.stop()
+
+    second = await start_cache(allow_push=True)
+    status, headers, _ = await _request("GET", second.url + path)
+    assert status == 204 and headers["Range"] == "0-199999"
+    status, _, _ = await _request(
+        "PUT",
+        f"{second.url}{path}?digest={BLOB_DIGEST}",
+        BLOB[200_000:],
+        {"Content-Range": f"200000-{len(BLOB) - 1}"},
+    )
+    assert status == 201
+    assert (await fetch(f"{second.url}/v2/app/blobs/{BLOB_DIGEST}"))[2] == BLOB
+
+    status, headers, _ = await _request("POST", f"{second.url}/v2/app/blobs/uploads/")
+    await second.stop()
+    third = await start_cache(allow_push=True, cache_dir=tmp_path / "cache")
+    # Expiry 0: every idle session is abandoned.
+    third.app[PUBLISHER].uploads._expiry = 0
+    assert await third.app[PUBLISHER].uploads.expire() == 1
+    assert (await _request("GET", headers["Location"].replace(second.url, third.url)))[0] == 404
+
+
+async def test_large_blobs_go_to_s3_in_parts(pusher, s3proxy, moto, bucket):
+    data = os.urandom(40 << 20)
+    digest = Digest.of(data)
+    status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
+    location = headers["Location"]
+    for start in range(0, len(data), 16 << 20):
+        chunk = data[start : start + (16 << 20)]
+        status, _, _ = await _request(
+            "PATCH", location, chunk, {"Content-Range": f"{start}-{start + len(chunk) - 1}"}
+        )
+        assert status == 202
+    assert (await _request("PUT", f"{location}?digest={digest}"))[0] == 201
+    assert s3proxy.count("POST", f"{digest.hex}/data") == 2  # create and complete
+    assert s3proxy.count("PUT", f"{digest.hex}/data") == 5  # 5 parts of 8 MiB
+    key = f"docker/registry/v2/blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
+    stored = boto3.client("s3", endpoint_url=moto).get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert stored == data
+
+
+async def test_deletes(pusher, direct_store, start_cache):
+    image = build_image([{"f": b"to delete"}])
+    await seed(direct_store, "app", "v1", image)
+    await seed(direct_store, "app", "v2", image)
+    url = pusher.url
+    assert (await fetch(f"{url}/v2/app/manifests/v1"))[0] == 200
+    assert (await _request("DELETE", f"{url}/v2/app/manifests/v1"))[0] == 202
+    assert (await fetch(f"{url}/v2/app/manifests/v1"))[0] == 404
+    assert json.loads((await fetch(f"{url}/v2/app/tags/list"))[2])["tags"] == ["v2"]
+    assert (await _request("DELETE", f"{url}/v2/app/manifests/v1"))[0] == 404
+    # By digest: the revision link goes, and every tag naming it.
+    assert (await _request("DELETE", f"{url}/v2/app/manifests/{image.top}"))[0] == 202
+    assert (await fetch(f"{url}/v2/app/manifests/{image.top}"))[0] == 404
+    assert (await fetch(f"{url}/v2/app/manifests/v2"))[0] == 404
+    layer = next(iter(image.blobs))
+    assert (await _request("DELETE", f"{url}/v2/app/blobs/{layer}"))[0] == 202
+    assert (await fetch(f"{url}/v2/app/blobs/{layer}"))[0] == 404
+    # Without --allow-delete, deletes are refused.
+    read_only = await start_cache(
+        allow_push=True, cache_dir=pusher.settings.cache.directory.parent / "ro"
+    )
+    status, _, body = await _request("DELETE", f"{read_only.url}/v2/app/manifests/v2")
+    assert status == 405 and _error(body) == "UNSUPPORTED"
