@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     exporter.add_argument("image", metavar="NAME[:TAG]")
     exporter.add_argument("dest", type=Path, metavar="DEST")
 
+    check = commands.add_parser(
+        "check",
+        help="exit 0 if the server on --listen answers /healthz (or /readyz with --ready)",
+        description="Probe a running server, for container health checks and scripts. "
+        "Reads --listen like `serve` does (flag, environment, --config).",
+    )
+    config.add_options(check, ("serve",))
+    check.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
+
     sample = commands.add_parser(
         "sample",
         help="write a small sample image as an OCI image layout",
@@ -102,6 +111,22 @@ async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
         print(f"wrote {name}:{tag} ({digest}) to {args.dest}")
 
 
+def _check(settings: config.Settings, ready: bool) -> int:
+    import urllib.error
+    import urllib.request
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.server.host, settings.server.host)
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{settings.server.port}/{'readyz' if ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            ok = response.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"registry-local: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
 def _sample(dest: Path) -> None:
     from .imagebuild import sample_image
     from .ocilayout import write_oci_layout
@@ -119,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_import(config.load(args, groups=("store",)), args))
         elif args.command == "export":
             asyncio.run(_export(config.load(args, groups=("store",)), args))
+        elif args.command == "check":
+            return _check(config.load(args), args.ready)
         elif args.command == "sample":
             _sample(args.dest)
     except ConfigError as exc:

@@ -411,3 +411,22 @@ def load(
             upload_expiry=v["upload-expiry"],
         ),
     )
+
+
+def reference_markdown() -> str:
+    """The table of every option, for docs/configuration.md (a test keeps it current)."""
+    rows = [
+        "| flag | environment | config key | default | commands | what |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for option in OPTIONS:
+        default = option.default_text()
+        if default and default.startswith(os.path.expanduser("~")):
+            default = "~" + default[len(os.path.expanduser("~")) :]
+        flag = f"`--{option.name}`" + ("" if option.flag else f" {option.metavar or 'VALUE'}")
+        commands = "serve, check" if option.group == "serve" else "serve, import, export"
+        rows.append(
+            f"| {flag} | `{option.env}` | `{option.name}` | "
+            f"{f'`{default}`' if default else '-'} | {commands} | {option.help} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -47,7 +47,8 @@ def free_port() -> int:
 
 def require_tool(name: str) -> str:
     """The program's path; fail in CI, skip elsewhere, if it is not installed."""
-    path = shutil.which(name)
+    # Programs from PyPI (weed) sit beside the interpreter, which may not be on PATH.
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         message = f"{name} is not installed (.ci/run installs it)"
         if os.environ.get("CI"):

@@ -1,0 +1,204 @@
+"""The files operators install: parsed, validated, and consistent with the code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from registry_local.config import OPTIONS, load, reference_markdown
+
+from .support.processes import require_tool, serving
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes" / "registry-local.yaml"
+
+
+def _manifests() -> list[dict]:
+    return [d for d in yaml.safe_load_all(KUBERNETES.read_text()) if d]
+
+
+def test_every_deploy_file_parses():
+    files = sorted(p for p in DEPLOY.rglob("*") if p.is_file())
+    assert files
+    for path in files:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            assert list(yaml.safe_load_all(text)), path
+        elif path.suffix == ".json":
+            json.loads(text)
+        elif path.suffix in (".toml", ".conf") or path.name.endswith(".toml.snippet"):
+            tomllib.loads(text)
+
+
+def test_kubernetes_manifests_pass_the_schema():
+    for document in _manifests():
+        kubernetes_validate.validate(document, "1.30.0", strict=True)
+    # The check bites: a misspelt field is refused.
+    daemonset = copy.deepcopy(next(d for d in _manifests() if d["kind"] == "DaemonSet"))
+    daemonset["spec"]["template"]["spec"]["hostNetwrk"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, "1.30.0", strict=True)
+
+
+def test_the_daemonset_is_what_a_node_needs():
+    by_kind = {d["kind"]: d for d in _manifests()}
+    pod = by_kind["DaemonSet"]["spec"]["template"]
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert spec["hostNetwork"] is True
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert any(v.get("hostPath") for v in spec["volumes"])
+    # The ConfigMap is a valid registry-local config, listening on loopback only.
+    config = yaml.safe_load(by_kind["ConfigMap"]["data"]["config.yaml"])
+    settings = _load_config(config)
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.metrics_listen == ("0.0.0.0", 5001)
+    assert (
+        str(settings.server.metrics_listen[1])
+        == pod["metadata"]["annotations"]["prometheus.io/port"]
+    )
+
+
+def _load_config(values: dict):
+    """Settings from a config file with these values, as `serve --config` reads it."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "config.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return load(argparse.Namespace(config=str(path)), {})
+
+
+def test_the_systemd_config_example_is_valid():
+    settings = _load_config(yaml.safe_load((DEPLOY / "systemd" / "config.yaml").read_text()))
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 5000)
+    assert settings.store.s3 is not None
+
+
+def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path):
+    analyze = require_tool("systemd-analyze")
+    unit = (DEPLOY / "systemd" / "registry-local.service").read_text()
+    for setting in (
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=registry-local",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+    ):
+        assert setting in unit
+    executable = Path(sys.executable).parent / "registry-local"
+    local = tmp_path / "registry-local.service"
+    local.write_text(unit.replace("/usr/local/bin/registry-local", str(executable)))
+    result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    broken = tmp_path / "broken.service"
+    broken.write_text(local.read_text().replace("ProtectSystem=strict", "ProtectSystem=bogus"))
+    result = subprocess.run([analyze, "verify", str(broken)], capture_output=True, text=True)
+    assert "bogus" in result.stderr  # the check bites
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", str(local)], capture_output=True, text=True
+    )
+    exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    assert exposure and float(exposure.group(1)) < 2.0, result.stdout[-400:]
+
+
+def test_engine_files_point_at_the_default_listen_address():
+    assert json.loads((DEPLOY / "docker" / "daemon.json").read_text()) == {
+        "registry-mirrors": ["http://127.0.0.1:5000"]
+    }
+    hosts = tomllib.loads(
+        (DEPLOY / "containerd" / "certs.d" / "docker.io" / "hosts.toml").read_text()
+    )
+    assert hosts["host"]["http://127.0.0.1:5000"]["capabilities"] == ["pull", "resolve"]
+    registries = tomllib.loads((DEPLOY / "podman" / "registries.conf").read_text())
+    mirror = registries["registry"][0]["mirror"][0]
+    assert mirror == {"location": "127.0.0.1:5000", "insecure": True}
+    snippet = tomllib.loads((DEPLOY / "containerd" / "config.toml.snippet").read_text())
+    assert (
+        snippet["plugins"]["io.containerd.grpc.v1.cri"]["registry"]["config_path"]
+        == "/etc/containerd/certs.d"
+    )
+
+
+def test_dockerfile():
+    parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    stages = [i for i in parser.structure if i["instruction"] == "FROM"]
+    assert all(re.fullmatch(r"python:3\.1[1-9]-slim( AS \w+)?", s["value"]) for s in stages)
+    final = parser.structure[parser.structure.index(stages[-1]) :]
+
+    def values(instruction: str) -> list[str]:
+        return [i["value"] for i in final if i["instruction"] == instruction]
+
+    user = values("USER")[-1]
+    assert user.split(":")[0] not in ("0", "root")
+    assert "/var/lib/registry-local" in values("VOLUME")[0]
+    healthcheck = values("HEALTHCHECK")[0]
+    assert '"registry-local", "check"' in healthcheck
+    env = parser.envs
+    assert env["REGISTRY_LOCAL_LISTEN"] == "127.0.0.1:5000"
+    for key in env:
+        if key.startswith("REGISTRY_LOCAL_"):
+            assert any(o.env == key for o in OPTIONS), key  # each is a real option
+    assert values("ENTRYPOINT") == ['["registry-local"]']
+    for instruction in (i for i in parser.structure if i["instruction"] == "COPY"):
+        words = instruction["value"].split()
+        if words[0].startswith("--from"):
+            continue  # from another stage, not from the build context
+        for source in words[:-1]:
+            assert (ROOT / source).exists(), source
+
+
+async def test_the_check_command_probes_a_running_server(tmp_path: Path):
+    async with serving(
+        "--fs-root", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache")
+    ) as (url, _):
+        listen = url.removeprefix("http://")
+        for extra in ([], ["--ready"]):
+            result = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "registry_local", "check", "--listen", listen, *extra],
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode == 0, result.stderr
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "registry_local", "check", "--listen", listen],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "refused" in result.stderr
+
+
+def test_configuration_reference_is_generated_from_the_options(monkeypatch):
+    for variable in ("XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    block = text.split("<!-- generated: begin -->\n", 1)[1].split("<!-- generated: end -->")[0]
+    assert block == reference_markdown()
+
+
+def test_readme_quick_start_is_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in quick.strip().splitlines()]
+    assert commands == ["scripts/quickstart", "scripts/test"]
+    for script in commands:
+        assert (ROOT / script).stat().st_mode & 0o111
