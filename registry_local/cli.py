@@ -91,7 +91,7 @@ def _serve(settings: config.Settings) -> None:
 
 async def _import(settings: config.Settings, args: argparse.Namespace) -> None:
     from .reference import parse_image
-    from .server.app import open_store
+    from .storage.connect import open_store
     from .transfer.importer import import_image
 
     name, tag = parse_image(args.image)
@@ -102,7 +102,7 @@ async def _import(settings: config.Settings, args: argparse.Namespace) -> None:
 
 async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
     from .reference import parse_image
-    from .server.app import open_store
+    from .storage.connect import open_store
     from .transfer.exporter import export_image
 
     name, tag = parse_image(args.image)

@@ -64,6 +64,8 @@ class CacheSettings:
     directory: Path
     tag_ttl: float = 30.0
     fill_attempts: int = 5
+    max_bytes: int = 0  # 0 and max_share 0: no limit
+    max_share: float = 0.0  # of the cache dir's filesystem
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class ServerSettings:
     port: int = 5000
     metrics_listen: tuple[str, int] | None = None
     shutdown_timeout: float = 30.0
+    warm_endpoint: bool = False
     ready_interval: float = 2.0  # seconds a readiness probe's answer is reused
     log_level: str = "info"
     log_format: str = "text"
@@ -118,6 +121,38 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise ValueError("must be at least 1")
     return number
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> tuple[int, float]:
+    """`50GiB`, `500MB`, `1024` (bytes) or `80%` (of the filesystem): (bytes, share)."""
+    value = text.strip().lower().replace(" ", "")
+    if value.endswith("%"):
+        share = float(value[:-1])
+        if not 0 < share <= 100:
+            raise ValueError("a percentage between 0 and 100")
+        return 0, share / 100
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", value)
+    if match is None or match.group(2) not in _UNITS:
+        raise ValueError("a size like 50GiB, 500MB, 1073741824 or 80%")
+    return int(float(match.group(1)) * _UNITS[match.group(2)]), 0.0
 
 
 def _level(value: str) -> str:
@@ -233,6 +268,23 @@ OPTIONS: tuple[Option, ...] = (
         "serve",
     ),
     Option(
+        "cache-max-bytes",
+        "limit of the cache dir, e.g. 50GiB, 500MB or 80% (of its filesystem); least "
+        "recently used blobs are evicted past it; none if unset",
+        None,
+        parse_size,
+        "SIZE",
+        "serve",
+    ),
+    Option(
+        "warm-endpoint",
+        "accept POST /-/warm to fetch images into the cache ahead of a deploy",
+        "false",
+        _boolean,
+        group="serve",
+        flag=True,
+    ),
+    Option(
         "allow-push",
         "accept pushes (blob uploads, manifest PUTs), written through to the backing store",
         "false",
@@ -292,7 +344,7 @@ def add_options(parser: argparse.ArgumentParser, groups: Iterable[str]) -> None:
         if option.group in wanted:
             default = option.default_text()
             shown = f" (default: {default})" if default and not option.flag else ""
-            help_text = f"{option.help}{shown}; env {option.env}"
+            help_text = f"{option.help}{shown}; env {option.env}".replace("%", "%%")
             if option.flag:
                 parser.add_argument(
                     f"--{option.name}",
@@ -398,11 +450,16 @@ def load(
             port=port,
             metrics_listen=v["metrics-listen"],
             shutdown_timeout=v["shutdown-timeout"],
+            warm_endpoint=v["warm-endpoint"],
             log_level=v["log-level"],
             log_format=v["log-format"],
         ),
         cache=CacheSettings(
-            directory=Path(v["cache-dir"]), tag_ttl=v["tag-ttl"], fill_attempts=v["fill-attempts"]
+            directory=Path(v["cache-dir"]),
+            tag_ttl=v["tag-ttl"],
+            fill_attempts=v["fill-attempts"],
+            max_bytes=(v["cache-max-bytes"] or (0, 0.0))[0],
+            max_share=(v["cache-max-bytes"] or (0, 0.0))[1],
         ),
         store=store,
         push=PushSettings(

@@ -25,7 +25,7 @@ __all__ = ["CACHE_KINDS", "FILL_OUTCOMES", "ROUTES", "S3_OPERATIONS", "Metrics"]
 
 ROUTES = ("base", "manifest", "blob", "tags", "upload", "metrics", "health", "ready", "other")
 CACHE_KINDS = ("blob", "manifest", "tag")
-FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled")
+FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled", "bypassed")
 S3_OPERATIONS = (
     "GetObject",
     "HeadObject",
@@ -74,7 +74,8 @@ class Metrics:
         )
         self.blob_bytes_served = Counter(
             p + "blob_bytes_served",
-            "Blob bytes sent to clients, from a committed file (disk) or a fill in progress.",
+            "Blob bytes sent to clients: from a committed file (disk), a fill in progress "
+            "(fill), or straight from the backing store when the cache had no room (s3).",
             ["source"],
             registry=r,
         )
@@ -144,7 +145,31 @@ class Metrics:
             registry=r,
         )
         self.disk_used = Gauge(
-            p + "disk_used_bytes", "Bytes of committed blobs in the cache dir.", registry=r
+            p + "disk_used_bytes",
+            "Bytes of committed blobs and manifests in the cache dir.",
+            registry=r,
+        )
+        self.cache_limit = Gauge(
+            p + "cache_limit_bytes",
+            "The cache's size limit (--cache-max-bytes); 0: none.",
+            registry=r,
+        )
+        self.cache_writable = Gauge(
+            p + "cache_writable",
+            "1 while new blobs are cached; 0 while they are streamed without caching "
+            "(disk full, or the limit cannot be met).",
+            registry=r,
+        )
+        self.cache_bypass = Counter(
+            p + "cache_bypass",
+            "Blob requests answered from the backing store without caching (no room).",
+            registry=r,
+        )
+        self.evictions = Counter(
+            p + "evictions", "Blobs (or manifests) evicted to stay within the limit.", registry=r
+        )
+        self.evicted_bytes = Counter(
+            p + "evicted_bytes", "Bytes evicted to stay within the limit.", registry=r
         )
         self.disk_free = Gauge(
             p + "disk_free_bytes", "Bytes free on the cache dir's filesystem.", registry=r
@@ -159,7 +184,7 @@ class Metrics:
         for kind in CACHE_KINDS:
             for result in ("hit", "miss"):
                 self.cache_requests.labels(kind, result)
-        for source in ("disk", "fill"):
+        for source in ("disk", "fill", "s3"):
             self.blob_bytes_served.labels(source)
         for outcome in FILL_OUTCOMES:
             self.fills_finished.labels(outcome)

@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from registry_local.imagebuild import Image, Platform, build_image, build_index
-from registry_local.server.app import open_store
+from registry_local.storage.connect import open_store
 from registry_local.transfer.importer import import_image
 
 from .support.engines import (

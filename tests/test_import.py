@@ -18,7 +18,7 @@ from registry_local.digest import Digest
 from registry_local.imagebuild import Platform, build_image, build_index
 from registry_local.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.ocilayout import write_oci_layout
-from registry_local.server.app import open_store
+from registry_local.storage.connect import open_store
 from registry_local.transfer.exporter import export_image
 from registry_local.transfer.files import SourceError
 from registry_local.transfer.importer import import_image

@@ -1,8 +1,9 @@
-"""Blobs for readers: a committed file, or a fill to follow. One fill per digest.
+"""Blobs for readers: a committed file, a fill to follow, or (without room) a stream.
 
 A request for a blob that is not on this host starts a fill, or joins the one
 already running for that digest; it then reads the fill's growing file. See
-fill.py for what a fill guarantees.
+fill.py for what a fill guarantees, and eviction.py for when the cache has no
+room and blobs are streamed from the backing store instead (bypass.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from ..requestlog import note_cache
 from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore
 from .bounded import BoundedDict
-from .fill import Fill, RetryPolicy
+from .bypass import DirectBlob
+from .eviction import Evictor
+from .fill import Fill, NoRoom
 from .flights import SingleFlight
 from .links import LinkCache
+from .reading import RetryPolicy
 
 __all__ = ["BlobCache", "BlobReader", "CommittedBlob"]
 
@@ -35,12 +39,18 @@ class CommittedBlob:
 
 
 class BlobReader:
-    """An open blob: a committed file, or a fill's growing file to follow."""
+    """An open blob: a committed file, or a fill's growing file to follow. While
+    it is open the blob is pinned: eviction leaves it alone."""
 
-    def __init__(self, file: BinaryIO, size: int, fill: Fill | None) -> None:
+    def __init__(
+        self, file: BinaryIO, size: int, fill: Fill | None, local: LocalStore, digest: Digest
+    ) -> None:
         self.file = file
         self.size = size
         self.fill = fill
+        self._local = local
+        self._digest = digest
+        local.pin(digest)
 
     async def readable_beyond(self, offset: int) -> int:
         """Wait until bytes past `offset` may be sent; how many may. Raises FillFailed."""
@@ -50,6 +60,7 @@ class BlobReader:
 
     def close(self) -> None:
         self.file.close()
+        self._local.unpin(self._digest)
 
 
 class BlobCache:
@@ -58,12 +69,14 @@ class BlobCache:
         store: DistributionStore,
         local: LocalStore,
         links: LinkCache,
+        evictor: Evictor,
         retry: RetryPolicy,
         metrics: Metrics,
     ) -> None:
         self._store = store
         self._local = local
         self._links = links
+        self._evictor = evictor
         self._retry = retry
         self._metrics = metrics
         self._fills: dict[Digest, Fill] = {}
@@ -74,27 +87,34 @@ class BlobCache:
         if not await self._links.blob_linked(name, digest):
             raise BlobUnknown(detail={"digest": str(digest)})
 
-    async def open(self, name: str, digest: Digest) -> BlobReader:
-        """The blob, open for reading once its size is known. Raises BlobUnknown."""
+    async def open(self, name: str, digest: Digest) -> BlobReader | DirectBlob:
+        """The blob, ready to read once its size is known. Raises BlobUnknown."""
         await self._require_link(name, digest)
         for _ in range(2):
-            source = await self.source(digest)
+            try:
+                source = await self.source(digest)
+            except NoRoom as exc:
+                return await self._bypass(digest, exc.size)
             try:
                 # Opening is a quick local call, made on the loop so that a fill
                 # cannot rename its file between our look at its path and the open.
                 file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230
             except FileNotFoundError:
-                # Removed under us (prune, eviction): fetch it again.
+                # Removed under us (prune, another process): fetch it again.
                 self._local.forget(digest)
                 continue
             if isinstance(source, Fill):
-                return BlobReader(file, await source.started(), source)
-            return BlobReader(file, source.size, None)
+                return BlobReader(file, await source.started(), source, self._local, digest)
+            await self._local.touch(digest)
+            return BlobReader(file, source.size, None, self._local, digest)
         raise BlobUnknown(detail={"digest": str(digest)})
 
     async def source(self, digest: Digest) -> CommittedBlob | Fill:
-        """A committed blob, or the fill bringing it in (started if needed)."""
+        """A committed blob, or the fill bringing it in (started if needed).
+        Raises NoRoom when the cache cannot take it."""
         committed = self._committed(digest)
+        if committed is None and await self._local.discover(digest):
+            committed = self._committed(digest)  # committed by another process
         if committed is not None:
             self._metrics.cache_requests.labels("blob", "hit").inc()
             note_cache("blob", "hit")
@@ -102,6 +122,8 @@ class BlobCache:
         self._metrics.cache_requests.labels("blob", "miss").inc()
         fill = self._fills.get(digest)
         if fill is None or fill.failed:
+            if not await self._evictor.can_cache():
+                raise NoRoom(str(digest), None)
             fill = self._start(digest)
             note_cache("blob", "fill")
         else:
@@ -112,8 +134,15 @@ class BlobCache:
         self._sizes.put(digest, size)
         return fill
 
+    async def _bypass(self, digest: Digest, size: int | None) -> DirectBlob:
+        if size is None:
+            size = await self._stat(digest)
+        self._metrics.cache_bypass.inc()
+        note_cache("blob", "bypass")
+        return DirectBlob(self._store, digest, size, self._retry, self._metrics)
+
     def _start(self, digest: Digest) -> Fill:
-        fill = Fill(digest, self._store, self._local, self._retry, self._metrics)
+        fill = Fill(digest, self._store, self._local, self._evictor, self._retry, self._metrics)
         self._fills[digest] = fill
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
@@ -140,6 +169,9 @@ class BlobCache:
         fill = self._fills.get(digest)
         if fill is not None and fill.size is not None:
             return fill.size
+        return await self._stat(digest)
+
+    async def _stat(self, digest: Digest) -> int:
         size = self._sizes.get(digest)
         if size is None:
             size = await self._stats.run(digest, lambda: self._store.blob_size(digest))

@@ -6,49 +6,46 @@ and are woken on each chunk, so they get bytes as soon as the fill has them.
 The last byte is held back until the digest is verified: a corrupt blob is never
 served whole, so a client always sees a short body rather than wrong content.
 
-On a broken or stalled read the fill resumes from the byte reached, with backoff,
-a bounded number of times. A digest mismatch, a backing store that keeps
-failing, or a shutdown ends the fill with an error; nothing is committed and
-every reader is released with that error. The task never depends on any reader
-staying connected.
+Reads that break resume from the byte reached (reading.py). A digest mismatch, a
+backing store that keeps failing, or a shutdown ends the fill with an error;
+nothing is committed and every reader is released with that error. If the
+cache has no room for the blob, the fill ends with NoRoom before any byte is
+written, and its readers stream from the backing store instead (bypass.py).
+The task never depends on any reader staying connected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..digest import Digest
-from ..errors import BackendError, BackendUnavailable, BlobUnknown, DigestMismatch, FillFailed
+from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
 from ..metrics import Metrics
 from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore, TempBlob
+from .eviction import Evictor
+from .reading import RetryPolicy, read_resuming
 
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-__all__ = ["Fill", "RetryPolicy"]
+__all__ = ["Fill", "NoRoom"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 
+class NoRoom(FillFailed):
+    """The cache cannot take this blob now: serve it without caching."""
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a fill resumes a broken read."""
-
-    attempts: int = 5  # consecutive failures without progress before giving up
-    base_delay: float = 0.1
-    max_delay: float = 5.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.max_delay, self.base_delay * 2 ** (failures - 1)))
+    def __init__(self, digest: str, size: int | None) -> None:
+        self.size = size
+        super().__init__(digest, "no room in the cache")
 
 
 class Fill:
@@ -59,20 +56,23 @@ class Fill:
         digest: Digest,
         store: DistributionStore,
         local: LocalStore,
+        evictor: Evictor,
         retry: RetryPolicy,
         metrics: Metrics,
     ) -> None:
         self.digest = digest
         self._store = store
         self._local = local
+        self._evictor = evictor
         self._retry = retry
         self._metrics = metrics
         self._temp: TempBlob = local.new_temp()
         self.path: Path = self._temp.path  # the temp file, then the committed one
         self.size: int | None = None
-        self.retries = 0
         self.joiners = 0
+        self.retries = 0
         self._written = 0
+        self._admitted = False  # the evictor made room for it
         self._committed = False
         self._error: BaseException | None = None
         self._progress = asyncio.Event()
@@ -92,8 +92,8 @@ class Fill:
         return min(self._written, self.size - 1)
 
     async def started(self) -> int:
-        """The blob's size, once the backing store has said it; raises the fill's error."""
-        while self.size is None:
+        """The blob's size, once there is room for it; raises the fill's error."""
+        while self.size is None or not self._admitted:
             await self._wait()
         return self.size
 
@@ -102,6 +102,11 @@ class Fill:
         while self.readable <= offset:
             await self._wait()
         return self.readable
+
+    async def committed(self) -> None:
+        """Wait for the blob to be committed; raises the fill's error."""
+        while not self._committed:
+            await self._wait()
 
     async def _wait(self) -> None:
         if self._error is not None:
@@ -126,9 +131,8 @@ class Fill:
             await self._copy(hasher)
             if not self.digest.matches(hasher):
                 outcome = "digest_mismatch"
-                raise DigestMismatch(
-                    str(self.digest), f"{self.digest.algorithm}:{hasher.hexdigest()}"
-                )
+                actual = f"{self.digest.algorithm}:{hasher.hexdigest()}"
+                raise DigestMismatch(str(self.digest), actual)
             await self._local.sync(self._temp)
             self.path = self._local.publish(self._temp, self.digest, self._written)
             self._committed = True
@@ -140,33 +144,43 @@ class Fill:
                 outcome = "cancelled"
                 self._fail(FillFailed(str(self.digest), "shutting down"))
             raise
+        except NoRoom as exc:
+            outcome = "bypassed"
+            self._fail(exc)
         except BlobUnknown as exc:
             outcome = "absent"
             self._fail(exc)
         except (FillFailed, BackendError) as exc:
             self._fail(exc)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._evictor.disk_full()
             self._fail(FillFailed(str(self.digest), f"cache write failed: {exc.strerror}"))
         finally:
-            self._metrics.fills_in_flight.dec()
-            self._metrics.fills_finished.labels(outcome).inc()
-            self._metrics.fill_duration.labels(outcome).observe(time.monotonic() - began)
-            level = logging.INFO if outcome in ("committed", "absent") else logging.WARNING
-            log.log(
-                level,
-                "fill %s",
-                outcome,
-                extra={
-                    "event": "fill",
-                    "digest": str(self.digest),
-                    "size": self.size,
-                    "duration": round(time.monotonic() - began, 6),
-                    "joiners": self.joiners,
-                    "retries": self.retries,
-                    "outcome": outcome,
-                    "error": str(self._error) if self._error else None,
-                },
-            )
+            if self._admitted:
+                self._evictor.release(self.size or 0)
+            self._finished(outcome, time.monotonic() - began)
+
+    def _finished(self, outcome: str, duration: float) -> None:
+        self._metrics.fills_in_flight.dec()
+        self._metrics.fills_finished.labels(outcome).inc()
+        self._metrics.fill_duration.labels(outcome).observe(duration)
+        quiet = outcome in ("committed", "absent", "bypassed")
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
+            "fill %s",
+            outcome,
+            extra={
+                "event": "fill",
+                "digest": str(self.digest),
+                "size": self.size,
+                "duration": round(duration, 6),
+                "joiners": self.joiners,
+                "outcome": outcome,
+                "retries": self.retries,
+                "error": str(self._error) if self._error else None,
+            },
+        )
 
     def _fail(self, error: BaseException) -> None:
         if not self._committed:
@@ -174,51 +188,33 @@ class Fill:
         self._error = error
         self._notify()
 
-    async def _copy(self, hasher: _Hash) -> None:
-        failures = 0
-        while True:
-            written_before = self._written
-            try:
-                await self._copy_from(self._written, hasher)
-                return
-            except BackendUnavailable as exc:
-                failures = 1 if self._written > written_before else failures + 1
-                if failures > self._retry.attempts:
-                    raise FillFailed(
-                        str(self.digest), f"backing store kept failing: {exc}"
-                    ) from None
-                self.retries += 1
-                self._metrics.fill_retries.inc()
-                log.info("fill %s resumes at byte %d after: %s", self.digest, self._written, exc)
-                await asyncio.sleep(self._retry.delay(failures))
+    def _sized(self, size: int) -> None:
+        self.size = size
 
-    async def _copy_from(self, offset: int, hasher: _Hash) -> None:
-        stream = await self._store.open_blob(self.digest, offset)
-        if stream is None:
-            if offset == 0:
-                raise BlobUnknown(detail={"digest": str(self.digest)})
-            raise FillFailed(str(self.digest), "blob vanished from the backing store")
-        try:
-            if self.size is None:
-                self.size = stream.size
-                self._notify()
-            elif stream.size != self.size:
-                raise FillFailed(str(self.digest), "blob changed size in the backing store")
-            loop = asyncio.get_running_loop()
-            while self._written < self.size:
-                chunk = await stream.read(CHUNK)
-                if not chunk:
-                    raise BackendUnavailable("GetObject", str(self.digest), "body ended early")
-                if self._written + len(chunk) > self.size:
-                    raise FillFailed(str(self.digest), "backing store sent more than the size")
-                await loop.run_in_executor(
-                    None, _absorb, self._temp.fd, hasher, chunk, self._written
-                )
-                self._written += len(chunk)
-                self._metrics.fill_bytes.inc(len(chunk))
-                self._notify()
-        finally:
-            await stream.close()
+    def _retried(self) -> None:
+        self.retries += 1
+        self._metrics.fill_retries.inc()
+
+    async def _copy(self, hasher: _Hash) -> None:
+        loop = asyncio.get_running_loop()
+        async for chunk in read_resuming(
+            self._store, self.digest, self._retry, self._sized, self._retried
+        ):
+            if not self._admitted:
+                await self._admit()
+            await loop.run_in_executor(None, _absorb, self._temp.fd, hasher, chunk, self._written)
+            self._written += len(chunk)
+            self._metrics.fill_bytes.inc(len(chunk))
+            self._notify()
+        if not self._admitted:  # an empty blob
+            await self._admit()
+
+    async def _admit(self) -> None:
+        assert self.size is not None
+        if not await self._evictor.reserve(self.size):
+            raise NoRoom(str(self.digest), self.size)
+        self._admitted = True
+        self._notify()
 
 
 def _absorb(fd: int, hasher: _Hash, chunk: bytes, offset: int) -> None:

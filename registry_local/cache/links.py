@@ -13,7 +13,7 @@ import time
 
 from ..digest import Digest
 from ..storage.distribution import DistributionStore
-from ..storage.local import LocalStore
+from ..storage.learned import Learned
 from .bounded import BoundedDict
 from .flights import SingleFlight
 
@@ -23,20 +23,20 @@ _NEGATIVE_ENTRIES = 10_000
 
 
 class LinkCache:
-    def __init__(self, store: DistributionStore, local: LocalStore, negative_ttl: float) -> None:
+    def __init__(self, store: DistributionStore, learned: Learned, negative_ttl: float) -> None:
         self._store = store
-        self._local = local
+        self._learned = learned
         self._negative_ttl = negative_ttl
         self._absent: BoundedDict[tuple[str, str, Digest], float] = BoundedDict(_NEGATIVE_ENTRIES)
         self._flights: SingleFlight[tuple[str, str, Digest], bool] = SingleFlight()
 
     async def blob_linked(self, name: str, digest: Digest) -> bool:
-        if await self._local.knows_blob_link(name, digest):
+        if await self._learned.knows_blob_link(name, digest):
             return True
         return await self._ask("blob", name, digest)
 
     async def manifest_linked(self, name: str, digest: Digest) -> bool:
-        if await self._local.knows_manifest_link(name, digest):
+        if await self._learned.knows_manifest_link(name, digest):
             return True
         return await self._ask("manifest", name, digest)
 
@@ -52,14 +52,14 @@ class LinkCache:
         if kind == "blob":
             linked = await self._store.blob_linked(name, digest)
             if linked:
-                await self._local.remember_blob_link(name, digest)
+                await self._learned.remember_blob_link(name, digest)
         else:
             # distribution also finds manifests through a `_layers` link (old buckets).
             linked = await self._store.manifest_linked(name, digest) or (
                 await self._store.blob_linked(name, digest)
             )
             if linked:
-                await self._local.remember_manifest_link(name, digest)
+                await self._learned.remember_manifest_link(name, digest)
         if linked:
             self._absent.pop(key)
         else:
@@ -68,20 +68,20 @@ class LinkCache:
 
     async def learned_blob(self, name: str, digest: Digest) -> None:
         """This host just linked the blob in the backing store (a push)."""
-        await self._local.remember_blob_link(name, digest)
+        await self._learned.remember_blob_link(name, digest)
         self._absent.pop(("blob", name, digest))
 
     async def learned_manifest(self, name: str, digest: Digest) -> None:
-        await self._local.remember_manifest_link(name, digest)
+        await self._learned.remember_manifest_link(name, digest)
         self._absent.pop(("manifest", name, digest))
 
     async def forget_blob(self, name: str, digest: Digest) -> None:
         """This host just removed the link (a delete)."""
-        await self._local.forget_blob_link(name, digest)
+        await self._learned.forget_blob_link(name, digest)
         self._absent.put(("blob", name, digest), time.monotonic() + self._negative_ttl)
 
     async def forget_manifest(self, name: str, digest: Digest) -> None:
-        await self._local.forget_manifest_link(name, digest)
+        await self._learned.forget_manifest_link(name, digest)
         self._absent.put(("manifest", name, digest), time.monotonic() + self._negative_ttl)
 
     async def close(self) -> None:

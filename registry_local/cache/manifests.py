@@ -26,7 +26,8 @@ from ..mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
 from ..metrics import Metrics
 from ..requestlog import note_cache
 from ..storage.distribution import DistributionStore
-from ..storage.local import LocalStore, TagRecord
+from ..storage.learned import Learned, TagRecord
+from ..storage.local import LocalStore
 from .bounded import BoundedDict
 from .flights import SingleFlight
 from .links import LinkCache
@@ -55,12 +56,14 @@ class ManifestCache:
         self,
         store: DistributionStore,
         local: LocalStore,
+        learned: Learned,
         links: LinkCache,
         tag_ttl: float,
         metrics: Metrics,
     ) -> None:
         self._store = store
         self._local = local
+        self._learned = learned
         self._links = links
         self._tag_ttl = tag_ttl
         self._metrics = metrics
@@ -83,7 +86,7 @@ class ManifestCache:
         """A manifest's bytes, from memory, the cache dir, or the backing store."""
         manifest = self._memo.get(digest)
         if manifest is None:
-            data = await self._local.read_blob(digest)
+            data = await self._local.read_manifest(digest)
             if data is not None:
                 manifest = Manifest(digest, data, inspect_manifest(data))
                 self._memo.put(digest, manifest)
@@ -106,7 +109,7 @@ class ManifestCache:
         if actual != digest:
             raise DigestMismatch(str(digest), str(actual))
         manifest = Manifest(digest, data, inspect_manifest(data))
-        await self._local.write_blob(digest, data)
+        await self._local.write_manifest(digest, data)
         self._memo.put(digest, manifest)
         return manifest
 
@@ -115,7 +118,7 @@ class ManifestCache:
         key = (name, tag)
         record = self._tags.get(key)
         if record is None:
-            record = await self._local.tag(name, tag)
+            record = await self._learned.tag(name, tag)
             if record is not None:
                 self._tags.put(key, record)
         if record is not None and time.time() - record.checked_at < self._tag_ttl:
@@ -146,24 +149,26 @@ class ManifestCache:
         if digest is None:
             self._metrics.tag_revalidations.labels("removed").inc()
             self._tags.pop((name, tag))
-            await self._local.forget_tag(name, tag)
+            await self._learned.forget_tag(name, tag)
             return None
         changed = known is None or known.digest != digest
         self._metrics.tag_revalidations.labels("changed" if changed else "unchanged").inc()
-        self._tags.put((name, tag), await self._local.remember_tag(name, tag, digest))
+        self._tags.put((name, tag), await self._learned.remember_tag(name, tag, digest))
         return digest
 
     async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:
         """This host just stored the manifest (and tag) in the backing store."""
-        await self._local.write_blob(manifest.digest, manifest.data)
+        await self._local.write_manifest(manifest.digest, manifest.data)
         self._memo.put(manifest.digest, manifest)
         if tag is not None:
-            self._tags.put((name, tag), await self._local.remember_tag(name, tag, manifest.digest))
+            self._tags.put(
+                (name, tag), await self._learned.remember_tag(name, tag, manifest.digest)
+            )
 
     async def forget_tag(self, name: str, tag: str) -> None:
         """This host just removed the tag from the backing store."""
         self._tags.pop((name, tag))
-        await self._local.forget_tag(name, tag)
+        await self._learned.forget_tag(name, tag)
 
     async def tags(self, name: str) -> list[str]:
         """All tags of a repository, sorted. Raises NameUnknown."""

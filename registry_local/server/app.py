@@ -3,78 +3,51 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..cache.blobs import BlobCache
-from ..cache.fill import RetryPolicy
-from ..cache.links import LinkCache
-from ..cache.manifests import ManifestCache
+from ..cache.assembly import open_cache
 from ..cache.push import Publisher
-from ..config import PushSettings, Settings, StoreSettings
+from ..config import PushSettings, Settings
 from ..errors import Unsupported
 from ..health import Readiness
 from ..metrics import Metrics
-from ..storage.backend import Backend
-from ..storage.distribution import DistributionStore
-from ..storage.filesystem import FilesystemBackend
-from ..storage.layout import BucketLayout
-from ..storage.local import LocalStore
-from ..storage.s3 import S3Backend
 from ..storage.uploads import Uploads
 from . import blobs, manifests, middleware, uploads
 from .ops import add_ops_routes
 from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS
 
-__all__ = ["build_app", "build_ops_app", "open_store"]
+__all__ = ["build_app", "build_ops_app"]
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.asynccontextmanager
-async def open_store(
-    settings: StoreSettings, metrics: Metrics | None = None
-) -> AsyncIterator[DistributionStore]:
-    """The configured backing store, open for the duration of the block."""
-    layout = BucketLayout(settings.prefix)
-    if settings.s3 is not None:
-        async with S3Backend.connect(settings.s3, metrics) as s3:
-            yield DistributionStore(s3, layout)
-    else:
-        backend: Backend = FilesystemBackend(settings.fs_root)
-        yield DistributionStore(backend, layout)
 
 
 def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
-        async with open_store(settings.store, metrics) as store:
-            local = await LocalStore.open(settings.cache.directory)
-            metrics.track_disk(lambda: float(local.bytes_used), local.layout.root)
-            links = LinkCache(store, local, negative_ttl=settings.cache.tag_ttl)
-            retry = RetryPolicy(attempts=settings.cache.fill_attempts)
-            app[BLOBS] = BlobCache(store, local, links, retry, metrics)
-            app[MANIFESTS] = ManifestCache(store, local, links, settings.cache.tag_ttl, metrics)
+        async with open_cache(settings.cache, settings.store, metrics) as cache:
+            app[BLOBS] = cache.blobs
+            app[MANIFESTS] = cache.manifests
             app[READINESS] = Readiness(
-                local, store.backend, metrics, settings.server.ready_interval
+                cache.local, cache.store.backend, metrics, settings.server.ready_interval
             )
             janitor = None
             if settings.push.allow_push:
-                uploads = Uploads(local.layout, settings.push.upload_expiry)
-                app[PUBLISHER] = Publisher(store, local, links, app[MANIFESTS], uploads)
+                uploads = Uploads(cache.local.layout, settings.push.upload_expiry)
+                app[PUBLISHER] = Publisher(
+                    cache.store, cache.local, cache.links, cache.manifests, uploads
+                )
                 janitor = asyncio.create_task(_expire_uploads(uploads, settings.push))
-            log.info("serving %s, cache in %s", store.backend.description, local.layout.root)
+            log.info(
+                "serving %s, cache in %s", cache.store.backend.description, cache.local.layout.root
+            )
             try:
                 yield
             finally:
                 if janitor is not None:
                     janitor.cancel()
-                await app[BLOBS].close()
-                await app[MANIFESTS].close()
-                await links.close()
 
     return components
 

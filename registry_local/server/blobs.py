@@ -53,7 +53,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             response.headers["Content-Range"] = byte_range.content_range()
         response.content_length = byte_range.length
         await response.prepare(request)
-        if await send_blob(request, reader, byte_range, request.app[METRICS]):
+        if await send_blob(request, response, reader, byte_range, request.app[METRICS]):
             await response.write_eof()
         return response
     finally:

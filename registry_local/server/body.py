@@ -4,7 +4,8 @@ Both cases are one loop: wait until bytes past the current position may be
 sent, then hand that stretch of the file to the kernel (`loop.sendfile`, which
 falls back to read/write where sendfile cannot run, e.g. under TLS). A committed
 blob is one stretch. If the fill fails part-way, the connection is closed
-without the missing bytes, so the client sees a short body and retries.
+without the missing bytes, so the client sees a short body and retries. When
+the cache has no room, chunks come from the backing store (a DirectBlob).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from ..byterange import ByteRange
 from ..cache.blobs import BlobReader
+from ..cache.bypass import DirectBlob
 from ..errors import BackendError, FillFailed
 from ..metrics import Metrics
 from ..requestlog import note_sent
@@ -26,13 +28,22 @@ log = logging.getLogger(__name__)
 
 
 async def send_blob(
-    request: web.Request, reader: BlobReader, byte_range: ByteRange, metrics: Metrics
+    request: web.Request,
+    response: web.StreamResponse,
+    reader: BlobReader | DirectBlob,
+    byte_range: ByteRange,
+    metrics: Metrics,
 ) -> bool:
     """Send the range after the headers; False if the body had to be cut short."""
     loop = asyncio.get_running_loop()
     transport = request.transport
     position = byte_range.start
     try:
+        if isinstance(reader, DirectBlob):  # no room in the cache: from the backing store
+            async for chunk in reader.chunks(byte_range.start, byte_range.end):
+                await response.write(chunk)
+                position += len(chunk)
+            return position == byte_range.end
         while position < byte_range.end:
             if transport is None or transport.is_closing():
                 return False  # the client went away
@@ -47,6 +58,8 @@ async def send_blob(
     except ConnectionError:
         return False  # the client went away
     finally:
-        source = "disk" if reader.fill is None else "fill"
+        source = (
+            "s3" if isinstance(reader, DirectBlob) else "disk" if reader.fill is None else "fill"
+        )
         metrics.blob_bytes_served.labels(source).inc(position - byte_range.start)
         note_sent(position - byte_range.start)

@@ -20,8 +20,12 @@ The cache dir is this host's own, content-addressed and rebuilt from the backing
 store whenever it is lost:
 
     <cache-dir>/
-        blobs/<alg>/<hex[0:2]>/<hex>                committed content, named by digest
-        tmp/<random>.part                           fills in progress, removed at start
+        blobs/<alg>/<hex[0:2]>/<hex>                committed blobs, named by digest;
+                                                    mtime = last access (for LRU)
+        manifests/<alg>/<hex[0:2]>/<hex>            committed manifests, likewise
+        tmp/<pid>.<random>.part                     fills in progress; removed at start
+                                                    once the process <pid> is gone
+        quarantine/<alg>-<hex>                      blobs `verify --repair` set aside
         uploads/<uuid>/data, info.json              push sessions; kept across restarts
                                                     until they expire
         repositories/<name>/
@@ -36,6 +40,7 @@ here can be empty or `..`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +102,19 @@ class CacheLayout:
         return self.root / "blobs"
 
     @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def quarantined(self, digest: Digest) -> Path:
+        return self.quarantine_dir / f"{digest.algorithm}-{digest.hex}"
 
     @property
     def repositories_dir(self) -> Path:
@@ -114,12 +130,17 @@ class CacheLayout:
     def blob(self, digest: Digest) -> Path:
         return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex
 
-    def digest_of_blob_path(self, path: Path) -> Digest | None:
-        """The digest a path under blobs/ stands for, or None for a stray file."""
-        try:
-            relative = path.relative_to(self.blobs_dir).parts
-        except ValueError:
-            return None
+    def manifest(self, digest: Digest) -> Path:
+        return self.manifests_dir / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def digest_of_content_path(self, path: Path) -> Digest | None:
+        """The digest a path under blobs/ or manifests/ stands for, or None."""
+        for top in (self.blobs_dir, self.manifests_dir):
+            with contextlib.suppress(ValueError):
+                return self._digest_of(path.relative_to(top).parts)
+        return None
+
+    def _digest_of(self, relative: tuple[str, ...]) -> Digest | None:
         if len(relative) != 3 or relative[2][:2] != relative[1]:
             return None
         try:

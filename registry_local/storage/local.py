@@ -1,10 +1,16 @@
-"""This host's cache dir: committed blobs, fills in progress, and what we learned
-from the backing store (which repository links what, where tags point).
+"""This host's cached content: committed blobs and manifests, and fills in progress.
 
-Blobs are content-addressed files; a blob exists in the cache only once its bytes
-were verified, fsynced and renamed into `blobs/`. What is on disk is indexed in
-memory at start (`open`), so lookups on the request path touch no disk.
-Layout: see layout.CacheLayout.
+Content is addressed by digest; it exists in the cache only once its bytes were
+verified, fsynced and renamed into `blobs/` (or `manifests/`). What is on disk is
+indexed in memory at start, with each file's size and last access, so lookups
+on the request path touch no disk. Last access lives in the file's mtime,
+written at most every few minutes per blob, so LRU order survives restarts.
+
+Other processes may share the cache dir (`warm`, `verify`, `prune`): a file
+that appeared is found on a miss (`discover`), a file that vanished is
+forgotten when opening it fails, and `reconcile` rescans now and then. Temp
+files carry their process id, so a starting server removes only the leftovers
+of processes that are gone. Layout: see layout.CacheLayout.
 """
 
 from __future__ import annotations
@@ -19,18 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..digest import Digest
-from ..errors import DigestInvalid
 from .layout import CacheLayout
 
-__all__ = ["LocalStore", "TagRecord", "TempBlob"]
+__all__ = ["Entry", "LocalStore", "TempBlob"]
 
 log = logging.getLogger(__name__)
 
+# Write a blob's last access to disk at most this often (seconds).
+TOUCH_INTERVAL = 300.0
 
-@dataclass(frozen=True, slots=True)
-class TagRecord:
-    digest: Digest
-    checked_at: float  # wall-clock time the backing store last confirmed it
+
+@dataclass(slots=True)
+class Entry:
+    size: int
+    accessed: float  # last access, wall clock
+    persisted: float  # last access as written to the file's mtime
+    manifest: bool = False
 
 
 class TempBlob:
@@ -47,60 +57,145 @@ class TempBlob:
 
 
 class LocalStore:
-    """The cache dir. Create with `await LocalStore.open(path)`."""
+    """The cache dir's content. Create with `await LocalStore.open(path)`."""
 
     def __init__(self, layout: CacheLayout) -> None:
         self.layout = layout
-        self._sizes: dict[Digest, int] = {}
-        self._links: set[Path] = set()
+        self._index: dict[Digest, Entry] = {}
+        self._pins: dict[Digest, int] = {}
+        self._used = 0
 
     @classmethod
     async def open(cls, root: Path) -> LocalStore:
-        """Prepare the cache dir: drop leftovers of a crash, index committed blobs."""
+        """Prepare the cache dir: drop leftovers of a crash, index what is committed."""
         store = cls(CacheLayout(root))
+        began = time.monotonic()
         await asyncio.to_thread(store._recover)
+        log.info(
+            "cache index: %d blobs, %d bytes, built in %.2fs",
+            len(store._index),
+            store.bytes_used,
+            time.monotonic() - began,
+        )
         return store
 
     def _recover(self) -> None:
-        for directory in (self.layout.blobs_dir, self.layout.tmp_dir, self.layout.repositories_dir):
+        for directory in (self.layout.blobs_dir, self.layout.manifests_dir, self.layout.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        removed = 0
-        for entry in os.scandir(self.layout.tmp_dir):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed += 1
-        if removed:
-            log.info("removed %d partial files left by an earlier run", removed)
-        for path, size in _walk_files(self.layout.blobs_dir):
-            digest = self.layout.digest_of_blob_path(path)
-            if digest is None:
-                log.warning("ignoring stray file in the cache: %s", path)
-                continue
-            self._sizes[digest] = size
-        log.info("cache index: %d blobs, %d bytes", len(self._sizes), self.bytes_used)
+        _remove_orphaned_temps(self.layout.tmp_dir)
+        self._index = self._scan()
+        self._used = sum(e.size for e in self._index.values())
 
-    # -- blobs ---------------------------------------------------------------
+    def _scan(self) -> dict[Digest, Entry]:
+        found: dict[Digest, Entry] = {}
+        for manifest, top in ((False, self.layout.blobs_dir), (True, self.layout.manifests_dir)):
+            for path, size, mtime in _walk_files(top):
+                digest = self.layout.digest_of_content_path(path)
+                if digest is None:
+                    log.warning("ignoring stray file in the cache: %s", path)
+                    continue
+                found[digest] = Entry(size, mtime, mtime, manifest)
+        return found
+
+    async def reconcile(self) -> None:
+        """Rescan the disk: pick up what other processes added, drop what they removed."""
+        on_disk = await asyncio.to_thread(self._scan)
+        for digest, entry in self._index.items():
+            seen = on_disk.get(digest)
+            if seen is not None:
+                seen.accessed = max(seen.accessed, entry.accessed)
+                seen.persisted = entry.persisted
+        self._index = on_disk
+        self._used = sum(e.size for e in on_disk.values())
+
+    # -- the index -----------------------------------------------------------------
 
     @property
     def bytes_used(self) -> int:
-        return sum(self._sizes.values())
+        return self._used
 
-    def blob_count(self) -> int:
-        return len(self._sizes)
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def entries(self) -> list[tuple[Digest, Entry]]:
+        """A snapshot of the index, for eviction."""
+        return list(self._index.items())
+
+    def _path(self, digest: Digest, manifest: bool) -> Path:
+        return self.layout.manifest(digest) if manifest else self.layout.blob(digest)
 
     def blob(self, digest: Digest) -> tuple[Path, int] | None:
         """Path and size of a committed blob, or None."""
-        size = self._sizes.get(digest)
-        if size is None:
+        entry = self._index.get(digest)
+        if entry is None or entry.manifest:
             return None
-        return self.layout.blob(digest), size
+        return self.layout.blob(digest), entry.size
+
+    def _add(self, digest: Digest, size: int, manifest: bool) -> None:
+        now = time.time()
+        old = self._index.get(digest)
+        if old is not None:
+            self._used -= old.size
+        self._index[digest] = Entry(size, now, now, manifest)
+        self._used += size
 
     def forget(self, digest: Digest) -> None:
-        """Drop a blob from the index (its file vanished under us)."""
-        self._sizes.pop(digest, None)
+        """Drop an entry whose file vanished under us."""
+        entry = self._index.pop(digest, None)
+        if entry is not None:
+            self._used -= entry.size
+
+    async def discover(self, digest: Digest, manifest: bool = False) -> bool:
+        """Index a file another process committed since we last looked."""
+        path = self._path(digest, manifest)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            return False
+        self._add(digest, st.st_size, manifest)
+        return True
+
+    async def touch(self, digest: Digest) -> None:
+        """Note an access; write it to the file's mtime if the last write is old."""
+        entry = self._index.get(digest)
+        if entry is None:
+            return
+        entry.accessed = time.time()
+        if entry.accessed - entry.persisted < TOUCH_INTERVAL:
+            return
+        entry.persisted = entry.accessed
+        path = self._path(digest, entry.manifest)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.utime, path, (entry.accessed, entry.accessed))
+
+    def pin(self, digest: Digest) -> None:
+        """Keep a blob from eviction while it is read (reference counted)."""
+        self._pins[digest] = self._pins.get(digest, 0) + 1
+
+    def unpin(self, digest: Digest) -> None:
+        count = self._pins.get(digest, 0) - 1
+        if count > 0:
+            self._pins[digest] = count
+        else:
+            self._pins.pop(digest, None)
+
+    def pinned(self, digest: Digest) -> bool:
+        return digest in self._pins
+
+    async def remove(self, digest: Digest) -> int:
+        """Delete a committed blob unless it is pinned; the bytes freed."""
+        entry = self._index.get(digest)
+        if entry is None or self.pinned(digest):
+            return 0
+        self.forget(digest)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self._path(digest, entry.manifest).unlink)
+        return entry.size
+
+    # -- writing ---------------------------------------------------------------------
 
     def new_temp(self) -> TempBlob:
-        return TempBlob(self.layout.tmp_dir / f"{uuid.uuid4().hex}.part")
+        return TempBlob(self.layout.tmp_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part")
 
     async def sync(self, temp: TempBlob) -> None:
         """Flush a temp file's bytes to disk and close it (before `publish`)."""
@@ -113,19 +208,23 @@ class LocalStore:
         Synchronous on purpose: callers switch the path readers open in the same
         step, so a reader sees either the temp file or the committed one.
         """
-        return self._place(temp.path, digest, size)
+        return self._place(temp.path, digest, size, manifest=False)
 
-    def _place(self, path: Path, digest: Digest, size: int) -> Path:
-        final = self.layout.blob(digest)
+    def _place(self, path: Path, digest: Digest, size: int, manifest: bool) -> Path:
+        final = self._path(digest, manifest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, final)
-        self._sizes[digest] = size
+        self._add(digest, size, manifest)
         return final
+
+    async def sync_dir(self, path: Path) -> None:
+        """Make a rename into `path`'s directory durable."""
+        await asyncio.to_thread(_fsync_dir, path.parent)
 
     async def adopt(self, path: Path, digest: Digest, size: int) -> None:
         """Make a verified file elsewhere in the cache dir (a finished upload) a
         committed blob, by renaming it; if the blob is cached already, drop it."""
-        if digest in self._sizes:
+        if self.blob(digest) is not None:
             await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
             return
 
@@ -137,129 +236,76 @@ class LocalStore:
                 os.close(fd)
 
         await asyncio.to_thread(sync)
-        await self.sync_dir(self._place(path, digest, size))
-
-    async def sync_dir(self, path: Path) -> None:
-        """Make a rename into `path`'s directory durable."""
-        await asyncio.to_thread(_fsync_dir, path.parent)
-
-    async def commit(self, temp: TempBlob, digest: Digest, size: int) -> Path:
-        """sync, publish and sync_dir in one step, for blobs nobody reads yet."""
-        await self.sync(temp)
-        final = self.publish(temp, digest, size)
-        await self.sync_dir(final)
-        return final
+        await self.sync_dir(self._place(path, digest, size, manifest=False))
 
     def discard(self, temp: TempBlob) -> None:
         temp.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp.path)
 
-    async def write_blob(self, digest: Digest, data: bytes) -> Path:
-        """Commit a small blob held in memory (manifests); the caller verified it."""
-        existing = self.blob(digest)
-        if existing is not None:
-            return existing[0]
+    # -- manifests: small, whole in memory ---------------------------------------------
+
+    async def write_manifest(self, digest: Digest, data: bytes) -> None:
+        """Commit a verified manifest."""
+        entry = self._index.get(digest)
+        if entry is not None and entry.manifest:
+            return
         temp = self.new_temp()
         try:
             await asyncio.to_thread(_write_all, temp.fd, data)
-            return await self.commit(temp, digest, len(data))
+            await self.sync(temp)
+            final = self._place(temp.path, digest, len(data), manifest=True)
         except BaseException:
             self.discard(temp)
             raise
+        await self.sync_dir(final)
 
-    async def read_blob(self, digest: Digest) -> bytes | None:
-        """A committed blob's bytes (for small ones), or None if not cached."""
-        found = self.blob(digest)
-        if found is None:
-            return None
+    async def read_manifest(self, digest: Digest) -> bytes | None:
+        """A committed manifest's bytes, or None if it is not cached."""
+        entry = self._index.get(digest)
+        if entry is None or not entry.manifest:
+            if not await self.discover(digest, manifest=True):
+                return None
         try:
-            return await asyncio.to_thread(found[0].read_bytes)
+            data = await asyncio.to_thread(self.layout.manifest(digest).read_bytes)
         except FileNotFoundError:
             self.forget(digest)
             return None
+        await self.touch(digest)
+        return data
 
-    # -- what the backing store told us ----------------------------------------
 
-    async def _has_marker(self, path: Path) -> bool:
-        if path in self._links:
-            return True
-        if await asyncio.to_thread(path.exists):
-            self._links.add(path)
-            return True
+_STALE_TEMP = 86400.0  # a temp file this old is abandoned whoever owns it
+
+
+def _remove_orphaned_temps(tmp: Path) -> None:
+    """Remove temp files whose writing process is gone (a crash, a kill -9)."""
+    removed = 0
+    now = time.time()
+    for entry in os.scandir(tmp):
+        owner = entry.name.split(".", 1)[0]
+        with contextlib.suppress(FileNotFoundError):
+            young = now - entry.stat().st_mtime < _STALE_TEMP
+            if owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner)) and young:
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed += 1
+    if removed:
+        log.info("removed %d partial files left by an earlier run", removed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-
-    async def _add_marker(self, path: Path) -> None:
-        if path in self._links:
-            return
-
-        def touch() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-
-        await asyncio.to_thread(touch)
-        self._links.add(path)
-
-    async def knows_blob_link(self, name: str, digest: Digest) -> bool:
-        return await self._has_marker(self.layout.layer_marker(name, digest))
-
-    async def remember_blob_link(self, name: str, digest: Digest) -> None:
-        await self._add_marker(self.layout.layer_marker(name, digest))
-
-    async def _remove_marker(self, path: Path) -> None:
-        self._links.discard(path)
-        await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
-
-    async def forget_blob_link(self, name: str, digest: Digest) -> None:
-        await self._remove_marker(self.layout.layer_marker(name, digest))
-
-    async def forget_manifest_link(self, name: str, digest: Digest) -> None:
-        await self._remove_marker(self.layout.manifest_marker(name, digest))
-
-    async def knows_manifest_link(self, name: str, digest: Digest) -> bool:
-        return await self._has_marker(self.layout.manifest_marker(name, digest))
-
-    async def remember_manifest_link(self, name: str, digest: Digest) -> None:
-        await self._add_marker(self.layout.manifest_marker(name, digest))
-
-    async def tag(self, name: str, tag: str) -> TagRecord | None:
-        """The last known target of a tag and when it was confirmed."""
-        path = self.layout.tag_file(name, tag)
-
-        def read() -> TagRecord | None:
-            try:
-                text = path.read_text("ascii").strip()
-                checked_at = path.stat().st_mtime
-            except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
-                return None
-            try:
-                return TagRecord(Digest.parse(text), checked_at)
-            except DigestInvalid:
-                return None
-
-        return await asyncio.to_thread(read)
-
-    async def remember_tag(self, name: str, tag: str, digest: Digest) -> TagRecord:
-        """Record a confirmed tag target; its mtime is the time of confirmation."""
-        path = self.layout.tag_file(name, tag)
-        now = time.time()
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-            tmp.write_text(str(digest), "ascii")
-            os.utime(tmp, (now, now))
-            os.replace(tmp, path)
-
-        await asyncio.to_thread(write)
-        return TagRecord(digest, now)
-
-    async def forget_tag(self, name: str, tag: str) -> None:
-        path = self.layout.tag_file(name, tag)
-        await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
+    except PermissionError:
+        return True
+    return True
 
 
-def _walk_files(top: Path) -> list[tuple[Path, int]]:
+def _walk_files(top: Path) -> list[tuple[Path, int, float]]:
     found = []
     stack = [top]
     while stack:
@@ -268,7 +314,8 @@ def _walk_files(top: Path) -> list[tuple[Path, int]]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                 elif entry.is_file(follow_symlinks=False):
-                    found.append((Path(entry.path), entry.stat(follow_symlinks=False).st_size))
+                    st = entry.stat(follow_symlinks=False)
+                    found.append((Path(entry.path), st.st_size, st.st_mtime))
     return found
 
 

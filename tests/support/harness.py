@@ -22,8 +22,9 @@ from registry_local.digest import Digest
 from registry_local.imagebuild import Image
 from registry_local.metrics import Metrics
 from registry_local.publish import publish
-from registry_local.server.app import build_app, open_store
+from registry_local.server.app import build_app
 from registry_local.server.state import METRICS
+from registry_local.storage.connect import open_store
 
 __all__ = ["RegistryLocal", "fetch", "pull_image", "s3_settings", "seed", "seed_all"]
 

@@ -1,0 +1,67 @@
+"""Serving a blob straight from the backing store, without caching it.
+
+Used while the cache cannot take new blobs (disk full, limit unmeetable: see
+eviction.py). Reads resume after breaks like a fill's do; for a whole-blob
+answer the digest is checked before the last chunk is sent, so corrupt content
+is never served whole here either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..digest import Digest
+from ..errors import DigestMismatch, FillFailed
+from ..metrics import Metrics
+from ..storage.distribution import DistributionStore
+from .reading import RetryPolicy, read_resuming
+
+__all__ = ["DirectBlob"]
+
+
+class DirectBlob:
+    """A blob of known size to stream from the backing store."""
+
+    def __init__(
+        self,
+        store: DistributionStore,
+        digest: Digest,
+        size: int,
+        retry: RetryPolicy,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self.digest = digest
+        self.size = size
+        self._retry = retry
+        self._metrics = metrics
+
+    def _check_size(self, size: int) -> None:
+        if size != self.size:
+            raise FillFailed(str(self.digest), "blob changed size in the backing store")
+
+    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end), in order."""
+        hasher = self.digest.hasher() if (start, end) == (0, self.size) else None
+        held: bytes | None = None
+        async for chunk in read_resuming(
+            self._store,
+            self.digest,
+            self._retry,
+            self._check_size,
+            self._metrics.fill_retries.inc,
+            start,
+            end,
+        ):
+            if hasher is not None:
+                hasher.update(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        if hasher is not None and not self.digest.matches(hasher):
+            raise DigestMismatch(str(self.digest), f"{self.digest.algorithm}:{hasher.hexdigest()}")
+        if held is not None:
+            yield held
+
+    def close(self) -> None:
+        """Nothing held open between chunks."""

@@ -1,0 +1,82 @@
+"""Reading a blob from the backing store to its end, resuming after breaks.
+
+A broken or stalled body is read again from the byte reached (a Range request),
+with backoff; `attempts` consecutive failures without progress end the read.
+Fills and uncached (bypass) responses both read through this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from ..digest import Digest
+from ..errors import BackendUnavailable, BlobUnknown, FillFailed
+from ..storage.distribution import DistributionStore
+
+__all__ = ["CHUNK", "RetryPolicy", "read_resuming"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a read resumes."""
+
+    attempts: int = 5  # consecutive failures without progress before giving up
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.max_delay, self.base_delay * 2 ** (failures - 1)))
+
+
+async def read_resuming(
+    store: DistributionStore,
+    digest: Digest,
+    retry: RetryPolicy,
+    on_size: Callable[[int], None],
+    on_retry: Callable[[], None],
+    start: int = 0,
+    end: int | None = None,
+) -> AsyncIterator[bytes]:
+    """Bytes [start, end or size) of the blob, in order; `on_size` hears the size
+    once it is known, `on_retry` each resumption. Raises BlobUnknown if there is
+    no such blob, FillFailed when the backing store keeps failing or the blob
+    changes under us."""
+    position, failures = start, 0
+    size = stop = -1  # unknown until the first answer
+    while stop < 0 or position < stop:
+        try:
+            stream = await store.open_blob(digest, position)
+            if stream is None:
+                if size < 0:
+                    raise BlobUnknown(detail={"digest": str(digest)})
+                raise FillFailed(str(digest), "blob vanished from the backing store")
+            try:
+                if size < 0:
+                    size = stream.size
+                    stop = size if end is None else min(end, size)
+                    on_size(size)
+                elif stream.size != size:
+                    raise FillFailed(str(digest), "blob changed size in the backing store")
+                while position < stop:
+                    chunk = await stream.read(min(CHUNK, stop - position))
+                    if not chunk:
+                        raise BackendUnavailable("GetObject", str(digest), "body ended early")
+                    position += len(chunk)
+                    failures = 0
+                    yield chunk
+            finally:
+                await stream.close()
+        except BackendUnavailable as exc:
+            failures += 1
+            if failures > retry.attempts:
+                raise FillFailed(str(digest), f"backing store kept failing: {exc}") from None
+            on_retry()
+            log.info("read of %s resumes at byte %d after: %s", digest, position, exc)
+            await asyncio.sleep(retry.delay(failures))
