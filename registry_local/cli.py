@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "however many clients ask at the same time. S3 credentials come from the "
         "standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...).",
     )
-    config.add_options(serve, ("store", "serve"))
+    config.add_options(serve, ("store", "cache", "serve"))
 
     importer = commands.add_parser(
         "import",
@@ -61,6 +61,47 @@ def _parser() -> argparse.ArgumentParser:
     config.add_options(exporter, ("store",))
     exporter.add_argument("image", metavar="NAME[:TAG]")
     exporter.add_argument("dest", type=Path, metavar="DEST")
+
+    warm = commands.add_parser(
+        "warm",
+        help="fetch images into the cache dir ahead of a deploy",
+        description="Fetch the manifests and blobs of each IMAGE (every platform, or those "
+        "given with --platform) from the backing store into --cache-dir, as pulls would. "
+        "Safe beside a server running on the same cache dir, which then serves them "
+        "without asking the backing store.",
+    )
+    config.add_options(warm, ("store", "cache"))
+    warm.add_argument("images", nargs="+", metavar="IMAGE", help="NAME[:TAG] or NAME@DIGEST")
+    warm.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="OS/ARCH[/VARIANT]",
+        help="only these platforms of multi-platform images (repeatable)",
+    )
+    warm.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="blobs fetched at once (default: 4)"
+    )
+
+    verify = commands.add_parser(
+        "verify",
+        help="re-hash every cached blob; exit 1 if any does not match its digest",
+        description="Re-hash every blob and manifest in --cache-dir. Report those that do "
+        "not match their digest and exit 1 if there are any; with --repair, move them to "
+        "quarantine/ so they are fetched again. Safe beside a running server.",
+    )
+    config.add_options(verify, ("cache",))
+    verify.add_argument("--repair", action="store_true", help="quarantine what does not match")
+
+    prune = commands.add_parser(
+        "prune",
+        help="evict least recently used blobs now, down to a size",
+        description="Remove least recently used blobs (manifests last) from --cache-dir "
+        "until it holds at most --to bytes (default: 85%% of --cache-max-bytes). Safe "
+        "beside a running server.",
+    )
+    config.add_options(prune, ("cache",))
+    prune.add_argument("--to", metavar="SIZE", help="e.g. 20GiB, 500MB, 0")
 
     check = commands.add_parser(
         "check",
@@ -111,6 +152,87 @@ async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
         print(f"wrote {name}:{tag} ({digest}) to {args.dest}")
 
 
+async def _warm(settings: config.Settings, args: argparse.Namespace) -> int:
+    from .cache.assembly import open_cache
+    from .cache.warm import Warmer, parse_platform
+    from .metrics import Metrics
+    from .reference import parse_image_reference
+    from .transfer.progress import Progress, human_bytes
+
+    try:
+        platforms = [parse_platform(p) for p in args.platform]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    targets = [parse_image_reference(image) for image in args.images]
+    failed = 0
+    async with open_cache(settings.cache, settings.store, Metrics()) as cache:
+        warmer = Warmer(cache.manifests, cache.blobs, max(1, args.concurrency))
+        for name, reference in targets:
+            progress = Progress(f"warming {name}", 0, 0)
+
+            def blob_done(size: int, progress: Progress = progress) -> None:
+                progress.advance(size)
+                progress.item_done(human_bytes(size))
+
+            try:
+                result = await warmer.warm(name, reference, platforms, blob_done)
+            except (RegistryError, RegistryLocalError) as exc:
+                failed += 1
+                message = exc.message if isinstance(exc, RegistryError) else str(exc)
+                print(f"{name}: {message}", file=sys.stderr)
+                continue
+            progress.finish()
+            print(
+                f"{result.image} ({result.digest}): {result.manifests} manifests, "
+                f"{result.blobs} blobs, {human_bytes(result.bytes)}, "
+                f"{result.fetched_blobs} fetched"
+            )
+    return 1 if failed else 0
+
+
+def _verify(settings: config.Settings, repair: bool) -> int:
+    from .cache.maintenance import verify
+    from .transfer.progress import human_bytes
+
+    def on_file(digest: object, good: bool) -> None:
+        if not good:
+            print(f"MISMATCH {digest}", flush=True)
+
+    report = verify(settings.cache.directory, repair, on_file)
+    print(
+        f"checked {report.checked} files, {human_bytes(report.bytes)}: "
+        f"{len(report.bad)} did not match their digest"
+    )
+    for path in report.quarantined:
+        print(f"quarantined {path}")
+    return 1 if report.bad else 0
+
+
+def _prune(settings: config.Settings, to: str | None) -> int:
+    from .cache.eviction import LOW_WATERMARK, CacheLimit
+    from .cache.maintenance import prune
+    from .transfer.progress import human_bytes
+
+    if to is not None:
+        try:
+            size, share = config.parse_size(to)
+        except ValueError as exc:
+            raise ConfigError(f"--to {to!r}: {exc}") from None
+        target = CacheLimit(size, share).bytes_for(settings.cache.directory) or 0
+    else:
+        limit = CacheLimit(settings.cache.max_bytes, settings.cache.max_share)
+        configured = limit.bytes_for(settings.cache.directory)
+        if configured is None:
+            raise ConfigError("give --to SIZE, or set --cache-max-bytes")
+        target = int(configured * LOW_WATERMARK)
+    report = prune(settings.cache.directory, target)
+    print(
+        f"removed {report.removed} files: {human_bytes(report.before)} -> "
+        f"{human_bytes(report.after)} (target {human_bytes(target)})"
+    )
+    return 0
+
+
 def _check(settings: config.Settings, ready: bool) -> int:
     import urllib.error
     import urllib.request
@@ -144,8 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_import(config.load(args, groups=("store",)), args))
         elif args.command == "export":
             asyncio.run(_export(config.load(args, groups=("store",)), args))
+        elif args.command == "warm":
+            return asyncio.run(_warm(config.load(args, groups=("store", "cache")), args))
+        elif args.command == "verify":
+            return _verify(config.load(args, groups=("cache",)), args.repair)
+        elif args.command == "prune":
+            return _prune(config.load(args, groups=("cache",)), args.to)
         elif args.command == "check":
-            return _check(config.load(args), args.ready)
+            return _check(config.load(args, groups=("serve",)), args.ready)
         elif args.command == "sample":
             _sample(args.dest)
     except ConfigError as exc:

@@ -198,7 +198,7 @@ class Option:
     default: Callable[[], str | None] | str | None = None
     parse: Callable[[str], Any] = str
     metavar: str | None = None
-    group: str = "store"  # which commands take it: "store" (all), "serve"
+    group: str = "store"  # which commands take it: see COMMANDS
     flag: bool = False  # a switch: `--name` alone means true
 
     @property
@@ -212,6 +212,13 @@ class Option:
     def default_text(self) -> str | None:
         return self.default() if callable(self.default) else self.default
 
+
+# The commands that take each group of options.
+COMMANDS = {
+    "store": "serve, import, export, warm",
+    "cache": "serve, warm, verify, prune",
+    "serve": "serve, check",
+}
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -249,7 +256,7 @@ OPTIONS: tuple[Option, ...] = (
         "directory of this host's cache",
         _default_cache_dir,
         metavar="DIR",
-        group="serve",
+        group="cache",
     ),
     Option(
         "tag-ttl",
@@ -257,7 +264,7 @@ OPTIONS: tuple[Option, ...] = (
         "30",
         _seconds,
         "SECONDS",
-        "serve",
+        "cache",
     ),
     Option(
         "fill-attempts",
@@ -265,7 +272,7 @@ OPTIONS: tuple[Option, ...] = (
         "5",
         _positive_int,
         "N",
-        "serve",
+        "cache",
     ),
     Option(
         "cache-max-bytes",
@@ -274,7 +281,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         parse_size,
         "SIZE",
-        "serve",
+        "cache",
     ),
     Option(
         "warm-endpoint",
@@ -425,24 +432,25 @@ def _parsed(values: dict[str, str | None]) -> dict[str, Any]:
 def load(
     args: argparse.Namespace,
     environ: Mapping[str, str] = os.environ,
-    groups: Iterable[str] = ("store", "serve"),
+    groups: Iterable[str] = ("store", "cache", "serve"),
 ) -> Settings:
-    """Settings from parsed flags, the environment and the config file."""
+    """Settings from parsed flags, the environment and the config file; the parts
+    for option groups a command does not take keep their defaults."""
     groups = tuple(groups)
     v = _parsed(_raw_values(args, environ, groups))
-    if v["s3-endpoint"] and not v["s3-bucket"]:
-        raise ConfigError("--s3-endpoint needs --s3-bucket")
-    s3 = None
-    if v["s3-bucket"]:
-        s3 = S3Settings(
-            bucket=v["s3-bucket"],
-            endpoint=v["s3-endpoint"] or None,
-            region=v["s3-region"] or None,
-            read_timeout=v["s3-read-timeout"],
+    store = _store(v) if "store" in groups else StoreSettings(None, Path(_default_fs_root()))
+    cache = CacheSettings(Path(_default_cache_dir()))
+    if "cache" in groups:
+        limit = v["cache-max-bytes"] or (0, 0.0)
+        cache = CacheSettings(
+            directory=Path(v["cache-dir"]),
+            tag_ttl=v["tag-ttl"],
+            fill_attempts=v["fill-attempts"],
+            max_bytes=limit[0],
+            max_share=limit[1],
         )
-    store = StoreSettings(s3=s3, fs_root=Path(v["fs-root"]), prefix=v["s3-prefix"] or "")
     if "serve" not in groups:
-        return Settings(ServerSettings(), CacheSettings(Path(_default_cache_dir())), store)
+        return Settings(ServerSettings(), cache, store)
     host, port = v["listen"]
     return Settings(
         server=ServerSettings(
@@ -454,13 +462,7 @@ def load(
             log_level=v["log-level"],
             log_format=v["log-format"],
         ),
-        cache=CacheSettings(
-            directory=Path(v["cache-dir"]),
-            tag_ttl=v["tag-ttl"],
-            fill_attempts=v["fill-attempts"],
-            max_bytes=(v["cache-max-bytes"] or (0, 0.0))[0],
-            max_share=(v["cache-max-bytes"] or (0, 0.0))[1],
-        ),
+        cache=cache,
         store=store,
         push=PushSettings(
             allow_push=v["allow-push"],
@@ -468,6 +470,20 @@ def load(
             upload_expiry=v["upload-expiry"],
         ),
     )
+
+
+def _store(v: dict[str, Any]) -> StoreSettings:
+    if v["s3-endpoint"] and not v["s3-bucket"]:
+        raise ConfigError("--s3-endpoint needs --s3-bucket")
+    s3 = None
+    if v["s3-bucket"]:
+        s3 = S3Settings(
+            bucket=v["s3-bucket"],
+            endpoint=v["s3-endpoint"] or None,
+            region=v["s3-region"] or None,
+            read_timeout=v["s3-read-timeout"],
+        )
+    return StoreSettings(s3=s3, fs_root=Path(v["fs-root"]), prefix=v["s3-prefix"] or "")
 
 
 def reference_markdown() -> str:
@@ -481,7 +497,7 @@ def reference_markdown() -> str:
         if default and default.startswith(os.path.expanduser("~")):
             default = "~" + default[len(os.path.expanduser("~")) :]
         flag = f"`--{option.name}`" + ("" if option.flag else f" {option.metavar or 'VALUE'}")
-        commands = "serve, check" if option.group == "serve" else "serve, import, export"
+        commands = COMMANDS[option.group]
         rows.append(
             f"| {flag} | `{option.env}` | `{option.name}` | "
             f"{f'`{default}`' if default else '-'} | {commands} | {option.help} |"

@@ -23,7 +23,18 @@ from prometheus_client import (
 
 __all__ = ["CACHE_KINDS", "FILL_OUTCOMES", "ROUTES", "S3_OPERATIONS", "Metrics"]
 
-ROUTES = ("base", "manifest", "blob", "tags", "upload", "metrics", "health", "ready", "other")
+ROUTES = (
+    "base",
+    "manifest",
+    "blob",
+    "tags",
+    "upload",
+    "warm",
+    "metrics",
+    "health",
+    "ready",
+    "other",
+)
 CACHE_KINDS = ("blob", "manifest", "tag")
 FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled", "bypassed")
 S3_OPERATIONS = (

@@ -11,7 +11,14 @@ import re
 from .digest import Digest
 from .errors import NameInvalid, TagInvalid
 
-__all__ = ["NAME_MAX_LENGTH", "parse_image", "parse_name", "parse_reference", "parse_tag"]
+__all__ = [
+    "NAME_MAX_LENGTH",
+    "parse_image",
+    "parse_image_reference",
+    "parse_name",
+    "parse_reference",
+    "parse_tag",
+]
 
 # distribution/reference: path components joined by "/", each lower-case
 # alphanumerics separated by ".", "_", "__" or runs of "-".
@@ -53,3 +60,11 @@ def parse_image(text: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         name, tag = text, "latest"
     return parse_name(name), parse_tag(tag)
+
+
+def parse_image_reference(text: str) -> tuple[str, Digest | str]:
+    """`NAME@DIGEST` or `NAME[:TAG]`."""
+    name, sep, digest = text.partition("@")
+    if sep:
+        return parse_name(name), Digest.parse(digest)
+    return parse_image(text)

@@ -40,9 +40,18 @@ class DirectBlob:
         if size != self.size:
             raise FillFailed(str(self.digest), "blob changed size in the backing store")
 
-    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end), in order."""
-        hasher = self.digest.hasher() if (start, end) == (0, self.size) else None
+    async def chunks(
+        self, start: int, end: int, verify: bool | None = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes [start, end), in order. With `verify` (the default for the whole
+        blob) the blob is read from its first byte, so the digest can be checked
+        before the last chunk goes out, even when the caller needs only a tail (a
+        reader that already had the head from a fill that ran out of room)."""
+        verify = (start, end) == (0, self.size) if verify is None else verify
+        if verify and end != self.size:
+            raise ValueError("only a range that ends with the blob can be verified")
+        hasher = self.digest.hasher() if verify else None
+        position = 0 if verify else start
         held: bytes | None = None
         async for chunk in read_resuming(
             self._store,
@@ -50,11 +59,18 @@ class DirectBlob:
             self._retry,
             self._check_size,
             self._metrics.fill_retries.inc,
-            start,
+            position,
             end,
         ):
             if hasher is not None:
                 hasher.update(chunk)
+            if position < start:  # the head, read only for the digest
+                skip = min(len(chunk), start - position)
+                position += skip
+                chunk = chunk[skip:]
+                if not chunk:
+                    continue
+            position += len(chunk)
             if held is not None:
                 yield held
             held = chunk

@@ -5,9 +5,11 @@ once usage passes the high watermark (95% of the limit), down to the low one
 (85%), and at once when a fill needs room. Pinned blobs (being read or written)
 are never evicted; manifests only when blobs alone cannot make room.
 
-When a fill cannot get room, or the disk says ENOSPC, the cache stops taking
-new blobs: requests are answered by streaming from the backing store without
-caching (bypass), and caching resumes by itself once there is room again.
+The cache also leaves a floor of free space on its filesystem (64 MiB, or 5% of
+a small one). When a fill cannot get room, or the disk says ENOSPC, the cache
+stops taking new blobs: requests are answered by streaming from the backing
+store without caching (bypass), and caching resumes by itself once the blob
+that did not fit would fit.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ log = logging.getLogger(__name__)
 
 HIGH_WATERMARK = 0.95
 LOW_WATERMARK = 0.85
-# Free space the filesystem must have again before caching resumes after ENOSPC.
-RESUME_FREE_BYTES = 64 << 20
+# Free space the filesystem must keep beyond what a blob takes, so that the
+# cache never fills the disk to the last byte: 64 MiB, or 5% of a small disk.
+RESERVE_BYTES = 64 << 20
+RESERVE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Evictor:
         self.limit = limit
         self._metrics = metrics
         self._reserved = 0
+        self._needed = 0  # size of the blob that found the disk full
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.writable = True
@@ -73,6 +78,10 @@ class Evictor:
             if self._local.bytes_used + self._reserved + size > self.limit:
                 self._stop_caching("the cache limit cannot be met: everything left is in use")
                 return False
+        free, floor = await asyncio.to_thread(_space, self._local.layout.root)
+        if free - self._reserved - size < floor:
+            self.disk_full(size)
+            return False
         self._reserved += size
         return True
 
@@ -82,9 +91,10 @@ class Evictor:
         if self.limit is not None and self._local.bytes_used > self.limit * HIGH_WATERMARK:
             self._wake.set()
 
-    def disk_full(self) -> None:
-        """A write failed with ENOSPC."""
-        self._stop_caching("the cache filesystem is full (ENOSPC)")
+    def disk_full(self, needed: int) -> None:
+        """The disk cannot take a blob of `needed` bytes (or a write said ENOSPC)."""
+        self._needed = max(self._needed, needed)
+        self._stop_caching("the cache filesystem is full")
 
     def _stop_caching(self, why: str) -> None:
         if self.writable:
@@ -98,10 +108,11 @@ class Evictor:
         self._wake.set()
 
     async def _recovered(self) -> bool:
-        free = await asyncio.to_thread(_free_bytes, self._local.layout.root)
+        free, floor = await asyncio.to_thread(_space, self._local.layout.root)
         under_limit = self.limit is None or self._local.bytes_used < self.limit * LOW_WATERMARK
-        if free >= RESUME_FREE_BYTES and under_limit:
+        if free - self._reserved >= self._needed + floor and under_limit:
             self.writable = True
+            self._needed = 0
             self._metrics.cache_writable.set(1)
             log.info("caching new blobs again: %d bytes free", free)
         return self.writable
@@ -157,6 +168,8 @@ class Evictor:
                 log.warning("cache maintenance failed: %s", exc)
 
 
-def _free_bytes(directory: Path) -> int:
+def _space(directory: Path) -> tuple[int, int]:
+    """Free bytes on the filesystem, and the floor the cache leaves free."""
     st = os.statvfs(directory)
-    return st.f_bavail * st.f_frsize
+    floor = min(RESERVE_BYTES, int(st.f_blocks * st.f_frsize * RESERVE_SHARE))
+    return st.f_bavail * st.f_frsize, floor

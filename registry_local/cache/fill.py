@@ -29,6 +29,7 @@ from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
 from ..metrics import Metrics
 from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore, TempBlob
+from .bypass import DirectBlob
 from .eviction import Evictor
 from .reading import RetryPolicy, read_resuming
 
@@ -108,6 +109,12 @@ class Fill:
         while not self._committed:
             await self._wait()
 
+    def direct(self) -> DirectBlob:
+        """The same blob from the backing store, for readers of a fill that ran
+        out of room (NoRoom) after they had some of its bytes."""
+        assert self.size is not None
+        return DirectBlob(self._store, self.digest, self.size, self._retry, self._metrics)
+
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error
@@ -154,8 +161,12 @@ class Fill:
             self._fail(exc)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                self._evictor.disk_full()
-            self._fail(FillFailed(str(self.digest), f"cache write failed: {exc.strerror}"))
+                # Its readers go on from the backing store (see `direct`).
+                outcome = "bypassed"
+                self._evictor.disk_full(self.size or 0)
+                self._fail(NoRoom(str(self.digest), self.size))
+            else:
+                self._fail(FillFailed(str(self.digest), f"cache write failed: {exc.strerror}"))
         finally:
             if self._admitted:
                 self._evictor.release(self.size or 0)

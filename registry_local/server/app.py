@@ -10,14 +10,15 @@ from aiohttp import web
 
 from ..cache.assembly import open_cache
 from ..cache.push import Publisher
+from ..cache.warm import Warmer
 from ..config import PushSettings, Settings
 from ..errors import Unsupported
 from ..health import Readiness
 from ..metrics import Metrics
 from ..storage.uploads import Uploads
-from . import blobs, manifests, middleware, uploads
+from . import blobs, manifests, middleware, uploads, warm
 from .ops import add_ops_routes
-from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS
+from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS, WARMER
 
 __all__ = ["build_app", "build_ops_app"]
 
@@ -33,6 +34,8 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[READINESS] = Readiness(
                 cache.local, cache.store.backend, metrics, settings.server.ready_interval
             )
+            if settings.server.warm_endpoint:
+                app[WARMER] = Warmer(cache.manifests, cache.blobs)
             janitor = None
             if settings.push.allow_push:
                 uploads = Uploads(cache.local.layout, settings.push.upload_expiry)
@@ -97,6 +100,8 @@ def build_app(settings: Settings) -> web.Application:
     if settings.push.allow_push and settings.push.allow_delete:
         r.add_delete(manifest_path, manifests.delete_manifest, name="manifest_delete")
         r.add_delete(f"/v2/{name}/blobs/{{digest}}", blobs.delete_blob, name="blob_delete")
+    if settings.server.warm_endpoint:
+        r.add_post("/-/warm", warm.warm, name="warm")
     add_ops_routes(app)
     return app
 

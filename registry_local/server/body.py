@@ -18,6 +18,7 @@ from aiohttp import web
 from ..byterange import ByteRange
 from ..cache.blobs import BlobReader
 from ..cache.bypass import DirectBlob
+from ..cache.fill import NoRoom
 from ..errors import BackendError, FillFailed
 from ..metrics import Metrics
 from ..requestlog import note_sent
@@ -47,7 +48,17 @@ async def send_blob(
         while position < byte_range.end:
             if transport is None or transport.is_closing():
                 return False  # the client went away
-            readable = min(await reader.readable_beyond(position), byte_range.end)
+            try:
+                readable = min(await reader.readable_beyond(position), byte_range.end)
+            except NoRoom:
+                # The fill ran out of disk: go on from the backing store where we are.
+                assert reader.fill is not None
+                direct = reader.fill.direct()
+                verify = byte_range.end == direct.size
+                async for chunk in direct.chunks(position, byte_range.end, verify):
+                    await response.write(chunk)
+                    position += len(chunk)
+                break
             position += await loop.sendfile(transport, reader.file, position, readable - position)
         return position == byte_range.end
     except (FillFailed, BackendError) as exc:

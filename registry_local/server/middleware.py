@@ -82,6 +82,7 @@ ROUTE_LABELS = {
     "blob_delete": "blob",
     "metrics": "metrics",
     "healthz": "health",
+    "warm": "warm",
     "readyz": "ready",
 }
 

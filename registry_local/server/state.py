@@ -7,10 +7,11 @@ from aiohttp import web
 from ..cache.blobs import BlobCache
 from ..cache.manifests import ManifestCache
 from ..cache.push import Publisher
+from ..cache.warm import Warmer
 from ..health import Readiness
 from ..metrics import Metrics
 
-__all__ = ["BLOBS", "MAIN_APP", "MANIFESTS", "METRICS", "PUBLISHER", "READINESS"]
+__all__ = ["BLOBS", "MAIN_APP", "MANIFESTS", "METRICS", "PUBLISHER", "READINESS", "WARMER"]
 
 METRICS = web.AppKey("metrics", Metrics)
 BLOBS = web.AppKey("blobs", BlobCache)
@@ -19,3 +20,4 @@ READINESS = web.AppKey("readiness", Readiness)
 # On the separate metrics listener's app: the main app, whose state it reports.
 MAIN_APP = web.AppKey("main_app", web.Application)
 PUBLISHER = web.AppKey("publisher", Publisher)
+WARMER = web.AppKey("warmer", Warmer)

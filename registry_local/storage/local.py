@@ -19,17 +19,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..digest import Digest
+from ..digest import ALGORITHMS, Digest
 from .layout import CacheLayout
 
 __all__ = ["Entry", "LocalStore", "TempBlob"]
 
 log = logging.getLogger(__name__)
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 # Write a blob's last access to disk at most this often (seconds).
 TOUCH_INTERVAL = 300.0
@@ -87,14 +90,30 @@ class LocalStore:
         self._used = sum(e.size for e in self._index.values())
 
     def _scan(self) -> dict[Digest, Entry]:
+        """Index <top>/<alg>/<hex[0:2]>/<hex> under blobs/ and manifests/. The fixed
+        depth keeps this to one scandir per directory and one stat per file."""
         found: dict[Digest, Entry] = {}
         for manifest, top in ((False, self.layout.blobs_dir), (True, self.layout.manifests_dir)):
-            for path, size, mtime in _walk_files(top):
-                digest = self.layout.digest_of_content_path(path)
-                if digest is None:
-                    log.warning("ignoring stray file in the cache: %s", path)
+            for algorithm in _subdirs(top):
+                length = ALGORITHMS.get(algorithm.name)
+                if length is None:
+                    log.warning("ignoring stray directory in the cache: %s", algorithm.path)
                     continue
-                found[digest] = Entry(size, mtime, mtime, manifest)
+                for prefix in _subdirs(Path(algorithm.path)):
+                    with os.scandir(prefix.path) as files:
+                        for file in files:
+                            name = file.name
+                            if (
+                                len(name) != length
+                                or name[:2] != prefix.name
+                                or not _HEX.fullmatch(name)
+                                or not file.is_file(follow_symlinks=False)
+                            ):
+                                log.warning("ignoring stray file in the cache: %s", file.path)
+                                continue
+                            st = file.stat(follow_symlinks=False)
+                            digest = Digest(algorithm.name, name)
+                            found[digest] = Entry(st.st_size, st.st_mtime, st.st_mtime, manifest)
         return found
 
     async def reconcile(self) -> None:
@@ -305,18 +324,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _walk_files(top: Path) -> list[tuple[Path, int, float]]:
-    found = []
-    stack = [top]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    found.append((Path(entry.path), st.st_size, st.st_mtime))
-    return found
+def _subdirs(path: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as entries:
+        return [e for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -26,7 +26,7 @@ from registry_local.server.app import build_app
 from registry_local.server.state import METRICS
 from registry_local.storage.connect import open_store
 
-__all__ = ["RegistryLocal", "fetch", "pull_image", "s3_settings", "seed", "seed_all"]
+__all__ = ["RegistryLocal", "fetch", "metric", "pull_image", "s3_settings", "seed", "seed_all"]
 
 MANIFEST_ACCEPT = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -58,13 +58,15 @@ class RegistryLocal:
     """The server on 127.0.0.1 and a free port, with a given cache dir and store."""
 
     def __init__(self, cache_dir: Path, store: StoreSettings, **options: Any) -> None:
+        """`options` are fields of CacheSettings, PushSettings or ServerSettings."""
         push = {
             k: options.pop(k)
             for k in ("allow_push", "allow_delete", "upload_expiry")
             if k in options
         }
+        server = {k: options.pop(k) for k in ("warm_endpoint",) if k in options}
         self.settings = Settings(
-            server=ServerSettings(port=0, ready_interval=0),
+            server=ServerSettings(port=0, ready_interval=0, **server),
             cache=CacheSettings(directory=cache_dir, **options),
             store=store,
             push=PushSettings(**push),
@@ -151,3 +153,16 @@ async def pull_image(base: str, name: str, tag: str) -> dict[str, bytes]:
                 assert str(Digest.of(content)) == blob["digest"]
                 got[blob["digest"]] = content
     return got
+
+
+async def metric(base: str, name: str, **labels: str) -> float:
+    """One sample from the server's /metrics (0 if it is not there)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
