@@ -99,3 +99,20 @@ def test_switches_from_flags_env_and_file(tmp_path: Path):
     assert settings.push.allow_push is True and settings.push.upload_expiry == 60
     with pytest.raises(ConfigError, match="allow-push"):
         _load([], {"REGISTRY_LOCAL_ALLOW_PUSH": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("50GiB", (50 << 30, 0.0)), ("500MB", (500_000_000, 0.0)), ("1024", (1024, 0.0)),
+     ("1.5 GiB", (3 << 29, 0.0)), ("80%", (0, 0.8)), ("2t", (2 * 10**12, 0.0))],
+)
+def test_cache_sizes(text, expected):
+    from registry_local.config import parse_size
+
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "5XB", "0%", "120%", "-5GB", "%"])
+def test_bad_cache_sizes(text):
+    with pytest.raises(ConfigError, match="--cache-max-bytes"):
+        _load([f"--cache-max-bytes={text}"])
