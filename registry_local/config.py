@@ -48,6 +48,8 @@ class S3Settings:
     read_timeout: float = 30.0
     max_connections: int = 64
     attempts: int = 3  # per request, for failures a retry may fix
+    circuit_threshold: int = 5  # consecutive failures that open the circuit breaker
+    circuit_cooldown: float = 1.0  # seconds it stays open before a probe (doubling)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class StoreSettings:
     s3: S3Settings | None
     fs_root: Path
     prefix: str = ""
+    max_concurrency: int = 32  # blob bodies read at once
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,13 @@ OPTIONS: tuple[Option, ...] = (
         "30",
         _seconds,
         metavar="SECONDS",
+    ),
+    Option(
+        "s3-max-concurrency",
+        "blob bodies read from S3 at once; more wait their turn, first come first served",
+        "32",
+        _positive_int,
+        metavar="N",
     ),
     Option(
         "fs-root",
@@ -476,14 +486,19 @@ def _store(v: dict[str, Any]) -> StoreSettings:
     if v["s3-endpoint"] and not v["s3-bucket"]:
         raise ConfigError("--s3-endpoint needs --s3-bucket")
     s3 = None
+    concurrency = v["s3-max-concurrency"]
     if v["s3-bucket"]:
         s3 = S3Settings(
             bucket=v["s3-bucket"],
             endpoint=v["s3-endpoint"] or None,
             region=v["s3-region"] or None,
             read_timeout=v["s3-read-timeout"],
+            # Blob reads, plus room for the small requests that never wait for them.
+            max_connections=concurrency + 16,
         )
-    return StoreSettings(s3=s3, fs_root=Path(v["fs-root"]), prefix=v["s3-prefix"] or "")
+    return StoreSettings(
+        s3=s3, fs_root=Path(v["fs-root"]), prefix=v["s3-prefix"] or "", max_concurrency=concurrency
+    )
 
 
 def reference_markdown() -> str:

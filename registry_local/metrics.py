@@ -134,6 +134,25 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.s3_circuit_state = Gauge(
+            p + "s3_circuit_state",
+            "The S3 circuit breaker: 0 closed (normal), 1 half-open (probing), 2 open "
+            "(S3 keeps failing: calls fail at once).",
+            registry=r,
+        )
+        self.s3_circuit_opened = Counter(
+            p + "s3_circuit_opened", "Times the S3 circuit breaker opened.", registry=r
+        )
+        self.s3_slots = Gauge(
+            p + "s3_blob_reads_active",
+            "Blob bodies being read from S3 now (at most --s3-max-concurrency).",
+            registry=r,
+        )
+        self.s3_slot_waiters = Gauge(
+            p + "s3_blob_reads_queued",
+            "Blob reads waiting, first come first served, for a free S3 slot.",
+            registry=r,
+        )
         self.s3_read_bytes = Counter(
             p + "s3_read_bytes", "Bytes read from S3 object bodies.", registry=r
         )

@@ -20,7 +20,7 @@ from registry_local.digest import Digest
 from registry_local.imagebuild import build_image
 from registry_local.server.state import BLOBS
 
-from .support.harness import fetch, pull_image, seed
+from .support.harness import fetch, pull_image, s3_settings, seed
 from .support.s3proxy import Fault, key_endswith
 
 KIB = 1024
@@ -181,17 +181,13 @@ async def test_a_reset_mid_body_resumes_from_the_byte_reached(start_cache, direc
 
 
 async def test_a_stalled_body_is_retried_after_the_read_timeout(
-    start_cache, direct_store, s3proxy, proxied_store
+    start_cache, direct_store, s3proxy, bucket
 ):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     key = _data_key(layer)
     s3proxy.add(Fault(key_endswith(key), times=1, stall_at=300 * KIB))
-    store = proxied_store.__class__(
-        s3=proxied_store.s3.__class__(**{**proxied_store.s3.__dict__, "read_timeout": 0.5}),
-        fs_root=proxied_store.fs_root,
-    )
-    cache = await start_cache(store=store)
+    cache = await start_cache(store=s3_settings(s3proxy.url, bucket, read_timeout=0.5))
 
     status, body = await _wait(_get_body(f"{cache.url}/v2/app/blobs/{layer}"))
 

@@ -19,6 +19,7 @@ from .eviction import CacheLimit, Evictor
 from .links import LinkCache
 from .manifests import ManifestCache
 from .reading import RetryPolicy
+from .slots import FairSlots
 
 __all__ = ["Cache", "open_cache"]
 
@@ -56,7 +57,15 @@ async def open_cache(
             learned,
             links,
             evictor,
-            BlobCache(store, local, links, evictor, retry, metrics),
+            BlobCache(
+                store,
+                local,
+                links,
+                evictor,
+                retry,
+                FairSlots(store_settings.max_concurrency, metrics),
+                metrics,
+            ),
             ManifestCache(store, local, learned, links, cache.tag_ttl, metrics),
         )
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")

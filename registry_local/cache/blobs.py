@@ -26,6 +26,7 @@ from .fill import Fill, NoRoom
 from .flights import SingleFlight
 from .links import LinkCache
 from .reading import RetryPolicy
+from .slots import FairSlots
 
 __all__ = ["BlobCache", "BlobReader", "CommittedBlob"]
 
@@ -71,9 +72,11 @@ class BlobCache:
         links: LinkCache,
         evictor: Evictor,
         retry: RetryPolicy,
+        slots: FairSlots,
         metrics: Metrics,
     ) -> None:
         self._store = store
+        self._slots = slots
         self._local = local
         self._links = links
         self._evictor = evictor
@@ -139,10 +142,18 @@ class BlobCache:
             size = await self._stat(digest)
         self._metrics.cache_bypass.inc()
         note_cache("blob", "bypass")
-        return DirectBlob(self._store, digest, size, self._retry, self._metrics)
+        return DirectBlob(self._store, digest, size, self._retry, self._slots, self._metrics)
 
     def _start(self, digest: Digest) -> Fill:
-        fill = Fill(digest, self._store, self._local, self._evictor, self._retry, self._metrics)
+        fill = Fill(
+            digest,
+            self._store,
+            self._local,
+            self._evictor,
+            self._retry,
+            self._slots,
+            self._metrics,
+        )
         self._fills[digest] = fill
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill

@@ -15,6 +15,7 @@ from ..errors import DigestMismatch, FillFailed
 from ..metrics import Metrics
 from ..storage.distribution import DistributionStore
 from .reading import RetryPolicy, read_resuming
+from .slots import FairSlots
 
 __all__ = ["DirectBlob"]
 
@@ -28,12 +29,14 @@ class DirectBlob:
         digest: Digest,
         size: int,
         retry: RetryPolicy,
+        slots: FairSlots,
         metrics: Metrics,
     ) -> None:
         self._store = store
         self.digest = digest
         self.size = size
         self._retry = retry
+        self._slots = slots
         self._metrics = metrics
 
     def _check_size(self, size: int) -> None:
@@ -57,6 +60,7 @@ class DirectBlob:
             self._store,
             self.digest,
             self._retry,
+            self._slots,
             self._check_size,
             self._metrics.fill_retries.inc,
             position,

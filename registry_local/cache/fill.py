@@ -32,6 +32,7 @@ from ..storage.local import LocalStore, TempBlob
 from .bypass import DirectBlob
 from .eviction import Evictor
 from .reading import RetryPolicy, read_resuming
+from .slots import FairSlots
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -59,9 +60,11 @@ class Fill:
         local: LocalStore,
         evictor: Evictor,
         retry: RetryPolicy,
+        slots: FairSlots,
         metrics: Metrics,
     ) -> None:
         self.digest = digest
+        self._slots = slots
         self._store = store
         self._local = local
         self._evictor = evictor
@@ -113,7 +116,9 @@ class Fill:
         """The same blob from the backing store, for readers of a fill that ran
         out of room (NoRoom) after they had some of its bytes."""
         assert self.size is not None
-        return DirectBlob(self._store, self.digest, self.size, self._retry, self._metrics)
+        return DirectBlob(
+            self._store, self.digest, self.size, self._retry, self._slots, self._metrics
+        )
 
     async def _wait(self) -> None:
         if self._error is not None:
@@ -209,7 +214,7 @@ class Fill:
     async def _copy(self, hasher: _Hash) -> None:
         loop = asyncio.get_running_loop()
         async for chunk in read_resuming(
-            self._store, self.digest, self._retry, self._sized, self._retried
+            self._store, self.digest, self._retry, self._slots, self._sized, self._retried
         ):
             if not self._admitted:
                 await self._admit()

@@ -2,7 +2,8 @@
 
 A broken or stalled body is read again from the byte reached (a Range request),
 with backoff; `attempts` consecutive failures without progress end the read.
-Fills and uncached (bypass) responses both read through this.
+Fills and uncached (bypass) responses both read through this, each attempt
+holding one of the bounded S3 slots (slots.py) while its body streams.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from ..digest import Digest
 from ..errors import BackendUnavailable, BlobUnknown, FillFailed
 from ..storage.distribution import DistributionStore
+from .slots import FairSlots
 
 __all__ = ["CHUNK", "RetryPolicy", "read_resuming"]
 
@@ -39,6 +41,7 @@ async def read_resuming(
     store: DistributionStore,
     digest: Digest,
     retry: RetryPolicy,
+    slots: FairSlots,
     on_size: Callable[[int], None],
     on_retry: Callable[[], None],
     start: int = 0,
@@ -52,27 +55,28 @@ async def read_resuming(
     size = stop = -1  # unknown until the first answer
     while stop < 0 or position < stop:
         try:
-            stream = await store.open_blob(digest, position)
-            if stream is None:
-                if size < 0:
-                    raise BlobUnknown(detail={"digest": str(digest)})
-                raise FillFailed(str(digest), "blob vanished from the backing store")
-            try:
-                if size < 0:
-                    size = stream.size
-                    stop = size if end is None else min(end, size)
-                    on_size(size)
-                elif stream.size != size:
-                    raise FillFailed(str(digest), "blob changed size in the backing store")
-                while position < stop:
-                    chunk = await stream.read(min(CHUNK, stop - position))
-                    if not chunk:
-                        raise BackendUnavailable("GetObject", str(digest), "body ended early")
-                    position += len(chunk)
-                    failures = 0
-                    yield chunk
-            finally:
-                await stream.close()
+            async with slots.slot():
+                stream = await store.open_blob(digest, position)
+                if stream is None:
+                    if size < 0:
+                        raise BlobUnknown(detail={"digest": str(digest)})
+                    raise FillFailed(str(digest), "blob vanished from the backing store")
+                try:
+                    if size < 0:
+                        size = stream.size
+                        stop = size if end is None else min(end, size)
+                        on_size(size)
+                    elif stream.size != size:
+                        raise FillFailed(str(digest), "blob changed size in the backing store")
+                    while position < stop:
+                        chunk = await stream.read(min(CHUNK, stop - position))
+                        if not chunk:
+                            raise BackendUnavailable("GetObject", str(digest), "body ended early")
+                        position += len(chunk)
+                        failures = 0
+                        yield chunk
+                finally:
+                    await stream.close()
         except BackendUnavailable as exc:
             failures += 1
             if failures > retry.attempts:

@@ -3,7 +3,9 @@
 Every botocore and transport exception is translated here, by `_boundary`, into
 BackendUnavailable (network trouble, timeouts, 5xx, throttling: a retry may help)
 or BackendError (access denied, no such bucket: it will not); a missing key is
-None. Nothing above this module ever sees a botocore type.
+None. Nothing above this module ever sees a botocore type. Every request has a
+connect and a read timeout, is retried (bounded, jittered) here, and passes a
+circuit breaker (breaker.py) that stops calls while S3 keeps failing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from botocore import exceptions as boto
 from ..config import S3Settings
 from ..errors import BackendError, BackendUnavailable, ObjectTooLarge
 from ..metrics import Metrics
+from .breaker import CircuitBreaker
 
 __all__ = ["S3Backend"]
 
@@ -100,6 +103,9 @@ class S3Backend:
         self._client = client
         self._bucket = settings.bucket
         self._metrics = metrics
+        self.breaker = CircuitBreaker(
+            metrics, settings.circuit_threshold, settings.circuit_cooldown
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -135,16 +141,25 @@ class S3Backend:
         """Make one S3 call, retrying what a retry may fix (BackendUnavailable)."""
         attempts = self._settings.attempts
         for attempt in range(1, attempts + 1):
+            if not self.breaker.allow():
+                raise BackendUnavailable(operation, key, "circuit open: S3 keeps failing")
             try:
                 with _boundary(operation, key, self._metrics):
-                    return await call()
+                    result = await call()
             except BackendUnavailable:
+                self.breaker.failure()
                 if attempt == attempts:
                     raise
                 if self._metrics is not None:
                     self._metrics.s3_retries.labels(operation).inc()
                 # Full jitter: concurrent callers do not retry in step.
                 await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+            except BackendError:
+                self.breaker.success()  # S3 answered, if with an error
+                raise
+            else:
+                self.breaker.success()
+                return result
         raise AssertionError("unreachable")
 
     async def stat(self, key: str) -> int | None:
@@ -183,10 +198,10 @@ class S3Backend:
         except BackendError as exc:
             if offset and "InvalidRange" in exc.reason:
                 size = await self.stat(key)
-                return None if size is None else _S3Stream(None, key, size, size, None)
+                return None if size is None else _S3Stream(None, key, size, size, None, None)
             raise
         size = _total_size(response)
-        return _S3Stream(response["Body"], key, size, offset, self._metrics)
+        return _S3Stream(response["Body"], key, size, offset, self._metrics, self.breaker)
 
     async def list(self, prefix: str) -> list[str]:
         names: set[str] = set()
@@ -332,10 +347,17 @@ def _total_size(response: dict[str, Any]) -> int:
 
 class _S3Stream:
     def __init__(
-        self, body: Any, key: str, size: int, position: int, metrics: Metrics | None
+        self,
+        body: Any,
+        key: str,
+        size: int,
+        position: int,
+        metrics: Metrics | None,
+        breaker: CircuitBreaker | None,
     ) -> None:
         self._body = body
         self._metrics = metrics
+        self._breaker = breaker
         self._key = key
         self._position = position
         self.size = size
@@ -343,10 +365,15 @@ class _S3Stream:
     async def read(self, n: int) -> bytes:
         if self._body is None or self._position >= self.size:
             return b""
-        with _boundary("GetObject", self._key):
-            chunk: bytes = await self._body.read(n)
-        if not chunk:
-            raise BackendUnavailable("GetObject", self._key, "body ended early")
+        try:
+            with _boundary("GetObject", self._key):
+                chunk: bytes = await self._body.read(n)
+            if not chunk:
+                raise BackendUnavailable("GetObject", self._key, "body ended early")
+        except BackendUnavailable:
+            if self._breaker is not None:
+                self._breaker.failure()
+            raise
         self._position += len(chunk)
         if self._metrics is not None:
             self._metrics.s3_read_bytes.inc(len(chunk))

@@ -37,8 +37,15 @@ MANIFEST_ACCEPT = (
 
 
 def s3_settings(endpoint: str, bucket: str, **kwargs: Any) -> StoreSettings:
+    """Store settings for a test bucket. S3Settings fields may be given too; the
+    circuit breaker's cool-down is 0 unless asked, so a recovered S3 is probed at
+    once (tests do not wait)."""
+    s3 = {"read_timeout": 5.0, "circuit_cooldown": 0.0}
+    for field in ("read_timeout", "circuit_threshold", "circuit_cooldown"):
+        if field in kwargs:
+            s3[field] = kwargs.pop(field)
     return StoreSettings(
-        s3=S3Settings(bucket=bucket, endpoint=endpoint, read_timeout=kwargs.pop("read_timeout", 5)),
+        s3=S3Settings(bucket=bucket, endpoint=endpoint, **s3),  # type: ignore[arg-type]
         fs_root=Path("/nonexistent"),
         **kwargs,
     )
