@@ -103,8 +103,14 @@ def test_switches_from_flags_env_and_file(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("50GiB", (50 << 30, 0.0)), ("500MB", (500_000_000, 0.0)), ("1024", (1024, 0.0)),
-     ("1.5 GiB", (3 << 29, 0.0)), ("80%", (0, 0.8)), ("2t", (2 * 10**12, 0.0))],
+    [
+        ("50GiB", (50 << 30, 0.0)),
+        ("500MB", (500_000_000, 0.0)),
+        ("1024", (1024, 0.0)),
+        ("1.5 GiB", (3 << 29, 0.0)),
+        ("80%", (0, 0.8)),
+        ("2t", (2 * 10**12, 0.0)),
+    ],
 )
 def test_cache_sizes(text, expected):
     from registry_local.config import parse_size

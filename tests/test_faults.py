@@ -1,0 +1,248 @@
+"""S3 faults, each through the fault-injecting proxy in front of moto.
+
+For every fault: what clients see, that nothing corrupt is committed or served
+whole, that retries are bounded and resume where they broke off, that waiting
+clients are released rather than hung, and that the next request after the
+fault clears succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aiohttp
+import pytest
+
+from registry_local.cache.slots import FairSlots
+from registry_local.digest import Digest
+from registry_local.imagebuild import build_image
+from registry_local.metrics import Metrics
+from registry_local.storage.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+
+from .support.harness import fetch, metric, pull_image, s3_settings, seed
+from .support.s3proxy import Fault, key_endswith
+
+MIB = 1 << 20
+BOUND = 60  # seconds: a bug fails the test instead of hanging it
+
+FAULTS = {
+    "503 SlowDown": {"status": 503, "code": "SlowDown"},
+    "500 InternalError": {"status": 500, "code": "InternalError"},
+    "connection refused": {"refuse": True},
+    "reset mid-body": {"reset_at": 700 << 10},
+    "stalled body": {"stall_at": 300 << 10},
+    "short body": {"truncate_at": 900 << 10},
+    "slow bandwidth": {"rate": 2 * MIB},  # 1 s for the blob: slow, yet it flows
+}
+
+
+def _image():
+    image = build_image([{"blob.bin": os.urandom(2 * MIB)}])
+    return image, max(image.blobs, key=lambda d: len(image.blobs[d]))
+
+
+async def _body(url: str) -> tuple[int, bytes | None]:
+    """Status and the whole body, or None when the body was cut short."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        try:
+            return response.status, await response.read()
+        except aiohttp.ClientPayloadError:
+            return response.status, None
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_a_passing_fault_is_absorbed(start_cache, direct_store, s3proxy, bucket, fault):
+    image, layer = _image()
+    await seed(direct_store, "app", "v1", image)
+    s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=2, **FAULTS[fault]))
+    cache = await start_cache(store=s3_settings(s3proxy.url, bucket, read_timeout=0.5))
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    results = await asyncio.wait_for(asyncio.gather(*(_body(url) for _ in range(5))), BOUND)
+
+    assert results == [(200, image.blobs[layer])] * 5  # clients noticed nothing
+    assert cache.blob_path(layer).read_bytes() == image.blobs[layer]
+    gets = [r for r in s3proxy.requests if r.key.endswith(f"{layer.hex}/data")]
+    assert len(gets) <= 3  # the fill absorbed two faults, then one more read
+    resumed = [int(r.range.removeprefix("bytes=").rstrip("-")) for r in gets if r.range]
+    if fault in ("reset mid-body", "stalled body", "short body"):
+        assert resumed and resumed[0] > 0  # resumed where it broke off, not from zero
+
+
+@pytest.mark.parametrize("fault", ["503 SlowDown", "500 InternalError", "connection refused"])
+async def test_a_lasting_fault_releases_every_waiter(
+    start_cache, direct_store, s3proxy, bucket, fault
+):
+    image, layer = _image()
+    await seed(direct_store, "app", "v1", image)
+    injected = s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), **FAULTS[fault]))
+    cache = await start_cache(
+        store=s3_settings(s3proxy.url, bucket, read_timeout=0.5), fill_attempts=2
+    )
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    results = await asyncio.wait_for(asyncio.gather(*(_body(url) for _ in range(5))), BOUND)
+
+    for status, body in results:  # a 503 before the headers, or a cut body: never whole
+        assert status == 503 or body is None, (status, body and len(body))
+    assert not cache.blob_path(layer).exists()
+    assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
+    gets = [r for r in s3proxy.requests if r.key.endswith(f"{layer.hex}/data")]
+    fills = await metric(cache.url, "registry_local_fills_started_total")
+    # Bounded: each fill reads at most 3 times (2 resumes), each read makes at most
+    # 3 requests, and aiohttp re-sends a request once when a reused connection is
+    # dropped under it (RFC 9112 9.3.1.1). A client arriving after a fill failed
+    # starts a fresh one.
+    assert 1 <= fills <= 5 and len(gets) <= fills * 3 * 3 * 2
+
+    injected.times = 0  # S3 recovers
+    assert await asyncio.wait_for(_body(url), BOUND) == (200, image.blobs[layer])
+
+
+@pytest.mark.parametrize("fault", ["reset mid-body", "stalled body", "short body"])
+async def test_a_body_that_keeps_breaking_still_arrives_by_resuming(
+    start_cache, direct_store, s3proxy, bucket, fault
+):
+    """Every response breaks after some bytes; each resume makes progress, so
+    the fill gets there, reading each byte of the blob from S3 once."""
+    image, layer = _image()
+    await seed(direct_store, "app", "v1", image)
+    s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), **FAULTS[fault]))
+    cache = await start_cache(
+        store=s3_settings(s3proxy.url, bucket, read_timeout=0.5), fill_attempts=2
+    )
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    results = await asyncio.wait_for(asyncio.gather(*(_body(url) for _ in range(5))), BOUND)
+
+    assert results == [(200, image.blobs[layer])] * 5
+    starts = [
+        int(r.range.removeprefix("bytes=").rstrip("-")) if r.range else 0
+        for r in s3proxy.requests
+        if r.key.endswith(f"{layer.hex}/data")
+    ]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # always forward
+    assert await metric(cache.url, "registry_local_fills_started_total") == 1
+
+
+async def test_the_circuit_breaker_stops_hammering_a_dead_s3(
+    start_cache, direct_store, s3proxy, bucket
+):
+    cached, _cached_layer = _image()
+    await seed(direct_store, "cached", "v1", cached)
+    cold = [_image() for _ in range(5)]
+    for number, (image, _) in enumerate(cold):
+        await seed(direct_store, f"cold{number}", "v1", image)
+    store = s3_settings(s3proxy.url, bucket, circuit_threshold=3, circuit_cooldown=60)
+    cache = await start_cache(store=store, tag_ttl=0, fill_attempts=1)
+    pulled = await pull_image(cache.url, "cached", "v1")
+    for number in range(5):  # links known: only blob reads are left for S3
+        assert (await fetch(f"{cache.url}/v2/cold{number}/blobs/{cold[number][1]}", method="HEAD"))[
+            0
+        ] == 200
+
+    s3proxy.add(Fault(lambda method, key: True, refuse=True))  # S3 dies
+    status, _, _ = await fetch(f"{cache.url}/v2/cold0/blobs/{cold[0][1]}")
+    assert status == 503
+    assert await metric(cache.url, "registry_local_s3_circuit_state") == OPEN
+    sent = len(s3proxy.requests)
+    for number in range(1, 5):
+        status, _, body = await fetch(f"{cache.url}/v2/cold{number}/blobs/{cold[number][1]}")
+        assert status == 503 and b"UNAVAILABLE" in body
+    assert len(s3proxy.requests) == sent  # nothing more reached S3
+    # What the host has is still served: cached blobs, and the tag it knows.
+    assert await pull_image(cache.url, "cached", "v1") == pulled
+    assert (await fetch(f"{cache.url}/readyz"))[0] == 503
+    assert await metric(cache.url, "registry_local_s3_circuit_opened_total") == 1
+
+
+def test_the_breaker_probes_once_per_cooldown_and_backs_off():
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=2, cooldown=1.0, max_cooldown=4.0, clock=lambda: now[0])
+    breaker.failure()
+    assert breaker.state == CLOSED and breaker.allow()
+    breaker.failure()
+    assert breaker.state == OPEN and not breaker.allow()
+    now[0] = 1.0
+    assert breaker.allow() and breaker.state == HALF_OPEN
+    assert not breaker.allow()  # one probe at a time
+    breaker.failure()  # the probe failed: open again, twice as long
+    now[0] = 2.5
+    assert not breaker.allow()
+    now[0] = 3.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == CLOSED and breaker.allow()
+
+
+async def test_concurrent_blob_reads_from_s3_are_bounded(
+    start_cache, direct_store, s3proxy, bucket
+):
+    images = [_image() for _ in range(6)]
+    for number, (image, _) in enumerate(images):
+        await seed(direct_store, f"app{number}", "v1", image)
+    gates = [
+        s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), gate_at=0)) for _, layer in images
+    ]
+    cache = await start_cache(store=s3_settings(s3proxy.url, bucket, max_concurrency=2))
+    requests = [
+        asyncio.create_task(_body(f"{cache.url}/v2/app{n}/blobs/{layer}"))
+        for n, (_, layer) in enumerate(images)
+    ]
+
+    first = await asyncio.wait_for(
+        asyncio.wait(
+            [asyncio.create_task(g.reached.wait()) for g in gates],
+            return_when=asyncio.FIRST_COMPLETED,
+        ),
+        BOUND,
+    )
+    assert first
+    reached = [g for g in gates if g.reached.is_set()]
+    while len(reached) < 2:  # the second slot is taken as soon as its read starts
+        await asyncio.wait_for(
+            asyncio.wait(
+                [asyncio.create_task(g.reached.wait()) for g in gates if g not in reached],
+                return_when=asyncio.FIRST_COMPLETED,
+            ),
+            BOUND,
+        )
+        reached = [g for g in gates if g.reached.is_set()]
+    assert len(reached) == 2 and len(s3proxy.blob_gets()) == 2
+    for gate in gates:
+        gate.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*requests), BOUND)
+    assert results == [(200, image.blobs[layer]) for image, layer in images]
+
+
+async def test_slots_are_served_first_come_first_served():
+    slots = FairSlots(1, Metrics())
+    order: list[int] = []
+    holder = slots.slot()
+    await holder.__aenter__()
+
+    async def wait_turn(number: int) -> None:
+        async with slots.slot():
+            order.append(number)
+
+    waiters = []
+    for number in range(5):
+        waiters.append(asyncio.create_task(wait_turn(number)))
+        await asyncio.sleep(0)  # let it queue before the next one
+    waiters[2].cancel()  # one gives up while waiting
+    await holder.__aexit__(None, None, None)
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert order == [0, 1, 3, 4]
+
+
+async def test_a_digest_mismatch_mid_storm_commits_nothing(start_cache, direct_store, s3proxy):
+    image, layer = _image()
+    await seed(direct_store, "app", "v1", image)
+    s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, corrupt_at=MIB + 7))
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+    results = await asyncio.wait_for(asyncio.gather(*(_body(url) for _ in range(10))), BOUND)
+    assert all(body is None or Digest.of(body) == layer for _, body in results)
+    assert any(body is None for _, body in results)  # the storm on the bad fill was cut
+    assert await asyncio.wait_for(_body(url), BOUND) == (200, image.blobs[layer])
