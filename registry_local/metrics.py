@@ -8,6 +8,7 @@ scrape. docs/metrics.md describes each metric.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,14 @@ class Metrics:
             "Time from request to the end of the response, by route and method.",
             ["route", "method"],
             buckets=_LATENCY,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            p + "http_requests_in_flight", "Requests being answered now.", registry=r
+        )
+        self.tasks = Gauge(
+            p + "asyncio_tasks",
+            "asyncio tasks alive in the server (steady when nothing leaks).",
             registry=r,
         )
         self.http_bytes = Counter(
@@ -234,6 +243,11 @@ class Metrics:
                 self.http_requests.labels(route, method, "200")
                 self.http_duration.labels(route, method)
 
+    def track_server(self, in_flight: Callable[[], int]) -> None:
+        """Read the request and task gauges at each scrape."""
+        self.http_in_flight.set_function(lambda: float(in_flight()))
+        self.tasks.set_function(_task_count)
+
     def track_disk(self, used: Callable[[], float], directory: Path) -> None:
         """Read the disk gauges at each scrape: `used()`, and the filesystem's space."""
         self.disk_used.set_function(used)
@@ -242,6 +256,13 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # no event loop here
+        return float("nan")
 
 
 def _statvfs(directory: Path, *, free: bool) -> float:

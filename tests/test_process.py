@@ -20,12 +20,24 @@ from .support.s3proxy import Fault, key_endswith
 async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s3proxy, bucket):
     image = build_image([{"big.bin": os.urandom(2 << 20)}])
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    kept = build_image([{"kept.bin": os.urandom(1 << 20)}])
     await seed(direct_store, "app", "v1", image)
+    await seed(direct_store, "kept", "v1", kept)
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, gate_at=256 << 10))
     cache_dir = tmp_path / "cache"
-    args = ("--cache-dir", str(cache_dir), "--s3-endpoint", s3proxy.url, "--s3-bucket", bucket)
+    args = (
+        "--cache-dir",
+        str(cache_dir),
+        "--s3-endpoint",
+        s3proxy.url,
+        "--s3-bucket",
+        bucket,
+        "--tag-ttl",
+        "3600",
+    )
 
     async with serving(*args) as (url, process), aiohttp.ClientSession() as session:
+        kept_content = await pull_image(url, "kept", "v1")  # committed before the crash
         response = await session.get(f"{url}/v2/app/blobs/{layer}")
         assert len(await response.content.readany()) > 0  # the fill is under way
         assert len(list((cache_dir / "tmp").iterdir())) == 1
@@ -33,8 +45,22 @@ async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s
         await process.wait()
         response.close()
 
+    verify = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "verify",
+        "--cache-dir",
+        str(cache_dir),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert await verify.wait() == 0  # everything committed is intact
+
     async with serving(*args) as (url, _):
         assert list((cache_dir / "tmp").iterdir()) == []  # the partial is gone
+        s3proxy.requests.clear()
+        assert await pull_image(url, "kept", "v1") == kept_content
+        assert s3proxy.requests == []  # served from disk alone
         status, _, body = await fetch(f"{url}/v2/app/blobs/{layer}")
         assert status == 200 and Digest.of(body) == layer
         assert set(await pull_image(url, "app", "v1")) == {

@@ -17,8 +17,9 @@ from ..health import Readiness
 from ..metrics import Metrics
 from ..storage.uploads import Uploads
 from . import blobs, manifests, middleware, uploads, warm
+from .inflight import InFlight
 from .ops import add_ops_routes
-from .state import BLOBS, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS, WARMER
+from .state import BLOBS, INFLIGHT, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS, WARMER
 
 __all__ = ["build_app", "build_ops_app"]
 
@@ -76,6 +77,8 @@ async def _unsupported(request: web.Request) -> web.Response:
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[middleware.observe, middleware.errors])
     app[METRICS] = Metrics()
+    app[INFLIGHT] = InFlight()
+    app[METRICS].track_server(lambda: app[INFLIGHT].count)
     app.cleanup_ctx.append(_components(settings))
     app.on_response_prepare.append(middleware.add_api_headers)
     name = "{name:[^{}]+?}"

@@ -17,9 +17,15 @@ from aiohttp.typedefs import Handler
 
 from ..errors import RegistryError, Unsupported, as_registry_error, envelope
 from ..requestlog import traced
-from .state import METRICS
+from .state import INFLIGHT, METRICS
 
-__all__ = ["API_VERSION_HEADERS", "ROUTE_LABELS", "error_response", "errors", "observe"]
+__all__ = [
+    "API_VERSION_HEADERS",
+    "ROUTE_LABELS",
+    "error_response",
+    "errors",
+    "observe",
+]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("registry_local.access")
@@ -102,6 +108,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """
     began = time.monotonic()
     response: web.StreamResponse | None = None
+    in_flight = request.app[INFLIGHT]
+    in_flight.enter()
     with traced() as trace:
         try:
             response = await handler(request)
@@ -113,6 +121,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                     response = web.Response(status=CLIENT_CLOSED)
             return response
         finally:
+            in_flight.leave()
             duration = time.monotonic() - began
             status = response.status if response is not None else 500
             sent = trace.sent_bytes + _body_bytes(request, response)

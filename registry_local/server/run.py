@@ -46,7 +46,13 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
-        log.info("shutting down: finishing requests for up to %ss", server.shutdown_timeout)
+        for runner in runners:
+            for site in list(runner.sites):
+                await site.stop()
+        log.info(
+            "shutting down: no new connections; finishing requests for up to %ss",
+            server.shutdown_timeout,
+        )
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

@@ -10,8 +10,18 @@ from ..cache.push import Publisher
 from ..cache.warm import Warmer
 from ..health import Readiness
 from ..metrics import Metrics
+from .inflight import InFlight
 
-__all__ = ["BLOBS", "MAIN_APP", "MANIFESTS", "METRICS", "PUBLISHER", "READINESS", "WARMER"]
+__all__ = [
+    "BLOBS",
+    "INFLIGHT",
+    "MAIN_APP",
+    "MANIFESTS",
+    "METRICS",
+    "PUBLISHER",
+    "READINESS",
+    "WARMER",
+]
 
 METRICS = web.AppKey("metrics", Metrics)
 BLOBS = web.AppKey("blobs", BlobCache)
@@ -21,3 +31,4 @@ READINESS = web.AppKey("readiness", Readiness)
 MAIN_APP = web.AppKey("main_app", web.Application)
 PUBLISHER = web.AppKey("publisher", Publisher)
 WARMER = web.AppKey("warmer", Warmer)
+INFLIGHT = web.AppKey("in_flight", InFlight)
