@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 __all__ = ["configure"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -53,6 +55,19 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request (a header too long, a broken request line)
+    as an ERROR with a traceback; it is the client's fault: one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "refused a malformed request: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(level: str = "info", fmt: str = "text", stream: TextIO = sys.stderr) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -61,3 +76,6 @@ def configure(level: str = "info", fmt: str = "text", stream: TextIO = sys.stder
     root.setLevel(level.upper())
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorFilter())
