@@ -210,7 +210,10 @@ METHOD = st.sampled_from(
 
 @settings(
     # REGISTRY_LOCAL_FUZZ_EXAMPLES=20000 for a long run; CI runs the same 600 each time.
-    max_examples=int(os.environ.get("REGISTRY_LOCAL_FUZZ_EXAMPLES", "600")), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=int(os.environ.get("REGISTRY_LOCAL_FUZZ_EXAMPLES", "600")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
 @given(METHOD, PATHS, QUERY, HEADERS, st.binary(max_size=1500))
 def test_no_input_gets_a_5xx_or_a_traceback(server, method, path, query, headers, body):
