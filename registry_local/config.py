@@ -10,6 +10,7 @@ dataclasses; each component receives only its own part.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -85,6 +86,10 @@ class ServerSettings:
     metrics_listen: tuple[str, int] | None = None
     shutdown_timeout: float = 30.0
     warm_endpoint: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_htpasswd: Path | None = None
+    auth_token_file: Path | None = None
     ready_interval: float = 2.0  # seconds a readiness probe's answer is reused
     log_level: str = "info"
     log_format: str = "text"
@@ -326,6 +331,29 @@ OPTIONS: tuple[Option, ...] = (
         "serve",
     ),
     Option(
+        "tls-cert",
+        "serve HTTPS with this certificate (PEM, with its chain); needs --tls-key",
+        None,
+        metavar="FILE",
+        group="serve",
+    ),
+    Option("tls-key", "the private key of --tls-cert (PEM)", None, metavar="FILE", group="serve"),
+    Option(
+        "auth-htpasswd",
+        "require credentials for the registry API: users from an htpasswd file "
+        "(bcrypt entries, htpasswd -B)",
+        None,
+        metavar="FILE",
+        group="serve",
+    ),
+    Option(
+        "auth-token-file",
+        "require credentials for the registry API: bearer tokens, one a line",
+        None,
+        metavar="FILE",
+        group="serve",
+    ),
+    Option(
         "metrics-listen",
         "also serve /metrics, /healthz and /readyz on this address",
         None,
@@ -462,13 +490,17 @@ def load(
     if "serve" not in groups:
         return Settings(ServerSettings(), cache, store)
     host, port = v["listen"]
-    return Settings(
+    settings = Settings(
         server=ServerSettings(
             host=host,
             port=port,
             metrics_listen=v["metrics-listen"],
             shutdown_timeout=v["shutdown-timeout"],
             warm_endpoint=v["warm-endpoint"],
+            tls_cert=_path(v["tls-cert"]),
+            tls_key=_path(v["tls-key"]),
+            auth_htpasswd=_path(v["auth-htpasswd"]),
+            auth_token_file=_path(v["auth-token-file"]),
             log_level=v["log-level"],
             log_format=v["log-format"],
         ),
@@ -480,6 +512,42 @@ def load(
             upload_expiry=v["upload-expiry"],
         ),
     )
+    check_exposure(settings)
+    return settings
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse set-ups that would expose writes or credentials to the network."""
+    server = settings.server
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    auth = server.auth_htpasswd is not None or server.auth_token_file is not None
+    writes = settings.push.allow_push or server.warm_endpoint
+    if is_loopback(server.host):
+        return
+    if writes and not auth:
+        raise ConfigError(
+            f"--allow-push or --warm-endpoint on {server.host}, which is not a loopback "
+            "address, needs authentication: --auth-htpasswd or --auth-token-file"
+        )
+    if auth and server.tls_cert is None:
+        raise ConfigError(
+            f"credentials would cross the network to {server.host} in clear text: "
+            "give --tls-cert and --tls-key"
+        )
 
 
 def _store(v: dict[str, Any]) -> StoreSettings:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..cache.assembly import open_cache
 from ..cache.push import Publisher
@@ -17,6 +18,7 @@ from ..health import Readiness
 from ..metrics import Metrics
 from ..storage.uploads import Uploads
 from . import blobs, manifests, middleware, uploads, warm
+from .auth import Authenticator, auth_middleware
 from .inflight import InFlight
 from .ops import add_ops_routes
 from .state import BLOBS, INFLIGHT, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS, WARMER
@@ -75,7 +77,14 @@ async def _unsupported(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[middleware.observe, middleware.errors])
+    """The application; raises ConfigError for unusable auth files."""
+    middlewares: list[Middleware] = [middleware.observe, middleware.errors]
+    authenticator = Authenticator.load(
+        settings.server.auth_htpasswd, settings.server.auth_token_file
+    )
+    if authenticator is not None:
+        middlewares.append(auth_middleware(authenticator))
+    app = web.Application(middlewares=middlewares)
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
     app[METRICS].track_server(lambda: app[INFLIGHT].count)

@@ -11,30 +11,63 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
-from ..config import Settings
+from ..config import Settings, is_loopback
+from ..errors import ConfigError
 from .app import build_app, build_ops_app
 
-__all__ = ["serve"]
+__all__ = ["serve", "tls_context"]
 
 log = logging.getLogger("registry_local")
 
 
-async def _start(app: web.Application, host: str, port: int, drain_seconds: float) -> web.AppRunner:
+async def _start(
+    app: web.Application,
+    host: str,
+    port: int,
+    drain_seconds: float,
+    tls: ssl.SSLContext | None = None,
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     return runner
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    cert, key = settings.server.tls_cert, settings.server.tls_key
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use --tls-cert {cert} / --tls-key {key}: {exc}") from None
+    return context
+
+
 async def serve(settings: Settings) -> None:
     server = settings.server
+    tls = tls_context(settings)
     app = build_app(settings)
-    runners = [await _start(app, server.host, server.port, server.shutdown_timeout)]
-    log.info("listening on http://%s", _address(server.host, server.port))
+    runners = [await _start(app, server.host, server.port, server.shutdown_timeout, tls)]
+    scheme = "https" if tls else "http"
+    log.info("listening on %s://%s", scheme, _address(server.host, server.port))
+    if (
+        not is_loopback(server.host)
+        and server.auth_htpasswd is None
+        and server.auth_token_file is None
+    ):
+        log.warning(
+            "serving pulls without authentication on %s: whoever can reach it can "
+            "read every image in the backing store",
+            server.host,
+        )
     if server.metrics_listen is not None:
         host, port = server.metrics_listen
         runners.append(await _start(build_ops_app(app), host, port, 1.0))

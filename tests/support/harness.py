@@ -23,6 +23,7 @@ from registry_local.imagebuild import Image
 from registry_local.metrics import Metrics
 from registry_local.publish import publish
 from registry_local.server.app import build_app
+from registry_local.server.run import tls_context
 from registry_local.server.state import METRICS
 from registry_local.storage.connect import open_store
 
@@ -71,7 +72,11 @@ class RegistryLocal:
             for k in ("allow_push", "allow_delete", "upload_expiry")
             if k in options
         }
-        server = {k: options.pop(k) for k in ("warm_endpoint",) if k in options}
+        server = {
+            k: options.pop(k)
+            for k in ("warm_endpoint", "auth_htpasswd", "auth_token_file", "tls_cert", "tls_key")
+            if k in options
+        }
         self.settings = Settings(
             server=ServerSettings(port=0, ready_interval=0, **server),
             cache=CacheSettings(directory=cache_dir, **options),
@@ -86,10 +91,11 @@ class RegistryLocal:
         self.app = build_app(self.settings)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        tls = tls_context(self.settings)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return self
 
     async def stop(self) -> None:

@@ -1,0 +1,222 @@
+"""Security defaults: refusing exposed writes, authentication, TLS, no leaked secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import bcrypt
+import pytest
+
+from registry_local.digest import Digest
+from registry_local.imagebuild import build_image
+from registry_local.mediatypes import OCI_MANIFEST
+from registry_local.ocilayout import write_oci_layout
+
+from .support.harness import seed
+from .support.processes import require_tool, sealed_env, serving, skopeo
+
+PASSWORD = "correct horse battery staple"
+TOKEN = "tok-5f1c0a0d9b8e4a37b2c1"
+# TEST-NET-1: not on any interface here, so nothing could be exposed even by a bug.
+NOT_LOOPBACK = "192.0.2.1:5999"
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> tuple[Path, Path]:
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"# CI pushers\nci:{hashed}\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    return htpasswd, tokens
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = require_tool("openssl")
+    cert, key = tmp_path / "tls" / "ca.crt", tmp_path / "server.key"  # skopeo reads tls/
+    cert.parent.mkdir()
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry_local", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=sealed_env(),
+    )
+
+
+def test_refuses_to_expose_writes_or_credentials(credentials, certificate):
+    htpasswd, _ = credentials
+    cert, _ = certificate
+    cases = [
+        (["--allow-push"], "needs authentication"),
+        (["--warm-endpoint"], "needs authentication"),
+        (["--allow-push", "--auth-htpasswd", str(htpasswd)], "in clear text"),
+        (["--tls-cert", str(cert)], "go together"),
+    ]
+    for args, message in cases:
+        result = _serve("--listen", NOT_LOOPBACK, *args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    md5 = htpasswd.with_name("md5")
+    md5.write_text("ci:$apr1$abc$def\n")
+    result = _serve("--auth-htpasswd", str(md5))
+    assert result.returncode == 2 and "only bcrypt" in result.stderr
+
+
+async def test_authentication_guards_the_api(start_cache, credentials, direct_store):
+    htpasswd, tokens = credentials
+    image = build_image([{"f": b"guarded"}])
+    await seed(direct_store, "app", "v1", image)
+    cache = await start_cache(auth_htpasswd=htpasswd, auth_token_file=tokens)
+
+    async def get(path: str, authorization: str | None = None) -> tuple[int, dict, bytes]:
+        headers = {"Authorization": authorization} if authorization else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(cache.url + path, headers=headers) as response,
+        ):
+            return response.status, dict(response.headers), await response.read()
+
+    basic = "Basic " + base64.b64encode(f"ci:{PASSWORD}".encode()).decode()
+    wrong = "Basic " + base64.b64encode(b"ci:guess").decode()
+    status, headers, body = await get("/v2/")
+    assert status == 401 and json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+    assert (
+        headers["WWW-Authenticate"] == 'Basic realm="registry-local", Bearer realm="registry-local"'
+    )
+    for authorization in (wrong, "Bearer nope-nope-nope-nope", "Basic !!!", "Digest x"):
+        status, _, body = await get("/v2/app/manifests/v1", authorization)
+        assert status == 401 and b"guess" not in body and b"nope" not in body
+    for authorization in (basic, basic, f"Bearer {TOKEN}"):  # twice: the remembered path
+        assert (await get("/v2/app/manifests/v1", authorization))[0] == 200
+    for open_path in ("/metrics", "/healthz", "/readyz"):
+        assert (await get(open_path))[0] == 200
+
+
+async def test_push_and_pull_over_tls_with_credentials(
+    start_cache, credentials, certificate, tmp_path
+):
+    htpasswd, _ = credentials
+    cert, key = certificate
+    cache = await start_cache(allow_push=True, auth_htpasswd=htpasswd, tls_cert=cert, tls_key=key)
+    assert cache.url.startswith("https://")
+    image = build_image([{"layer": b"pushed over tls" * 1000}], media_type=OCI_MANIFEST)
+    write_oci_layout(tmp_path / "src", image, "v1")
+    address = cache.url.removeprefix("https://")
+    certs = str(cert.parent)
+    await asyncio.to_thread(
+        skopeo,
+        tmp_path,
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        f"ci:{PASSWORD}",
+        f"oci:{tmp_path / 'src'}:v1",
+        f"docker://{address}/team/app:v1",
+    )
+    await asyncio.to_thread(
+        skopeo,
+        tmp_path,
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-creds",
+        f"ci:{PASSWORD}",
+        f"docker://{address}/team/app:v1",
+        f"oci:{tmp_path / 'out'}:v1",
+    )
+    pulled = {f"sha256:{p.name}" for p in (tmp_path / "out" / "blobs" / "sha256").iterdir()}
+    assert pulled == {str(d) for d in [*image.blobs, *image.manifests]}
+    refused = await asyncio.to_thread(
+        skopeo,
+        tmp_path,
+        "inspect",
+        "--cert-dir",
+        certs,
+        f"docker://{address}/team/app:v1",
+        check=False,
+    )
+    assert refused.returncode != 0 and "unauthorized" in refused.stderr.lower()
+    # A blob over TLS: sendfile cannot run there, and the fallback sends every byte.
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    context = ssl.create_default_context(cafile=str(cert))
+    basic = "Basic " + base64.b64encode(f"ci:{PASSWORD}".encode()).decode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{cache.url}/v2/team/app/blobs/{layer}", ssl=context, headers={"Authorization": basic}
+        ) as response,
+    ):
+        assert Digest.of(await response.read()) == layer
+
+
+async def test_secrets_stay_out_of_logs_metrics_and_errors(credentials, tmp_path):
+    htpasswd, tokens = credentials
+    async with serving(
+        "--fs-root",
+        str(tmp_path / "store"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--auth-htpasswd",
+        str(htpasswd),
+        "--auth-token-file",
+        str(tokens),
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        keep_log=True,
+    ) as (url, process):
+        async with aiohttp.ClientSession() as session:
+            bodies = []
+            for authorization in (
+                f"Bearer {TOKEN}x",
+                "Basic " + base64.b64encode(f"ci:{PASSWORD}x".encode()).decode(),
+                f"Bearer {TOKEN}",
+            ):
+                async with session.get(
+                    f"{url}/v2/nothing/manifests/x", headers={"Authorization": authorization}
+                ) as response:
+                    bodies.append(await response.read())
+            async with session.get(f"{url}/metrics") as response:
+                metrics = await response.read()
+    log = process.log  # type: ignore[attr-defined]
+    encoded = base64.b64encode(f"ci:{PASSWORD}x".encode())
+    for text in (log, metrics, *bodies):
+        for secret in (PASSWORD.encode(), TOKEN.encode(), encoded):
+            assert secret not in text
