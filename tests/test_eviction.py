@@ -191,3 +191,27 @@ def test_the_disk_is_really_full(small_disk):
         f.flush()
         os.fsync(f.fileno())
     assert info.value.errno == errno.ENOSPC
+
+
+async def test_without_room_ranges_are_still_verified(
+    start_cache, direct_store, small_disk, moto, bucket
+):
+    """Found by the soak run: streaming from S3 without caching must not send a
+    corrupt tail, nor unverifiable bytes of a range short of the end."""
+    import boto3
+
+    image, layer = _image(8 * MIB)
+    await seed(direct_store, "app", "v1", image)
+    data = bytearray(image.blobs[layer])
+    data[5 * MIB] ^= 0xFF
+    key = f"docker/registry/v2/blobs/sha256/{layer.hex[:2]}/{layer.hex}/data"
+    boto3.client("s3", endpoint_url=moto).put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    await asyncio.to_thread(_fill_disk, small_disk / "ballast", leave=4 * MIB)
+    cache = await start_cache(cache_dir=small_disk / "cache")
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+    async with aiohttp.ClientSession() as session:
+        for header in ("bytes=4194304-", "bytes=0-10"):
+            async with session.get(url, headers={"Range": header}) as response:
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()
+    assert await metric(cache.url, "registry_local_cache_bypass_total") == 2

@@ -265,3 +265,22 @@ async def test_memory_stays_bounded_for_a_large_blob_and_many_joiners(
         tracemalloc.stop()
     assert digests == [layer] * 20
     assert peak < 24 << 20, f"peak {peak >> 20} MiB for a {size >> 20} MiB blob"
+
+
+async def test_a_range_short_of_the_end_waits_for_the_verified_blob(
+    start_cache, direct_store, s3proxy
+):
+    """Found by the soak run: a bounded range would otherwise get bytes no digest
+    has checked yet. It waits for the commit; if the fill fails, it is cut."""
+    image, (layer,) = _layer_image(LAYER)
+    await seed(direct_store, "app", "v1", image)
+    data = image.blobs[layer]
+    s3proxy.add(Fault(key_endswith(_data_key(layer)), times=1, corrupt_at=100))
+    cache = await start_cache()
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Range": "bytes=0-999"}) as response:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()  # the corrupt fill failed: cut, never wrong bytes
+        async with session.get(url, headers={"Range": "bytes=0-999"}) as response:
+            assert response.status == 206 and await response.read() == data[:1000]

@@ -46,11 +46,12 @@ class DirectBlob:
     async def chunks(
         self, start: int, end: int, verify: bool | None = None
     ) -> AsyncIterator[bytes]:
-        """Bytes [start, end), in order. With `verify` (the default for the whole
-        blob) the blob is read from its first byte, so the digest can be checked
-        before the last chunk goes out, even when the caller needs only a tail (a
-        reader that already had the head from a fill that ran out of room)."""
-        verify = (start, end) == (0, self.size) if verify is None else verify
+        """Bytes [start, end), in order. With `verify` (the default whenever the
+        range reaches the blob's end) the blob is read from its first byte, so the
+        digest is checked before the last chunk goes out, even when the caller
+        needs only a tail. A range that stops short of the end cannot be checked:
+        callers answer such requests with the whole blob instead."""
+        verify = end == self.size if verify is None else verify
         if verify and end != self.size:
             raise ValueError("only a range that ends with the blob can be verified")
         hasher = self.digest.hasher() if verify else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..byterange import parse_range
+from ..cache.bypass import DirectBlob
 from ..digest import Digest
 from ..reference import parse_name
 from .body import send_blob
@@ -46,6 +47,10 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     reader = await request.app[BLOBS].open(name, digest)
     try:
         byte_range = parse_range(request.headers.get("Range"), reader.size)
+        if isinstance(reader, DirectBlob) and byte_range.end < reader.size:
+            # Straight from S3, only a range reaching the end can be verified: send
+            # the whole blob instead (RFC 9110 lets a server ignore Range).
+            byte_range = parse_range(None, reader.size)
         response = web.StreamResponse(
             status=206 if byte_range.partial else 200, headers=_headers(digest)
         )

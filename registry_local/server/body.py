@@ -45,9 +45,11 @@ async def send_blob(
                 await response.write(chunk)
                 position += len(chunk)
             return position == byte_range.end
+        if reader.fill is not None and byte_range.end < reader.size:
+            # A range short of the end gets no held-back byte to protect it: wait
+            # until the fill has verified and committed the blob.
+            await reader.fill.committed()
         while position < byte_range.end:
-            if transport is None or transport.is_closing():
-                return False  # the client went away
             try:
                 readable = min(await reader.readable_beyond(position), byte_range.end)
             except NoRoom:
@@ -59,6 +61,10 @@ async def send_blob(
                     await response.write(chunk)
                     position += len(chunk)
                 break
+            # The client may have gone while we waited for bytes: check just before
+            # sending, as asyncio refuses (RuntimeError) a transport that is closing.
+            if transport is None or transport.is_closing():
+                return False
             position += await loop.sendfile(transport, reader.file, position, readable - position)
         return position == byte_range.end
     except (FillFailed, BackendError) as exc:
