@@ -103,6 +103,34 @@ def _parser() -> argparse.ArgumentParser:
     config.add_options(prune, ("cache",))
     prune.add_argument("--to", metavar="SIZE", help="e.g. 20GiB, 500MB, 0")
 
+    loadtest = commands.add_parser(
+        "loadtest",
+        help="pull an image with many clients at once, and report what it cost",
+        description="N independent clients (separate connection pools, like separate "
+        "engines) each pull IMAGE from the registry at URL the way dockerd does, checking "
+        "every digest. Reports pull latency, time to the first layer byte, throughput and, "
+        "from registry-local's /metrics, the S3 requests the storm cost and its fan-out "
+        "(S3 blob reads per distinct blob). Exits 1 if any pull failed or was corrupt.",
+    )
+    loadtest.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:5000")
+    loadtest.add_argument("image", metavar="IMAGE[:TAG]", help="NAME[:TAG] or NAME@DIGEST")
+    loadtest.add_argument("--clients", type=int, default=20, help="pulls at once (default: 20)")
+    loadtest.add_argument("--waves", type=int, default=1, help="rounds of --clients pulls")
+    loadtest.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="spread each wave's starts over this long (default: 0)",
+    )
+    loadtest.add_argument(
+        "--platform",
+        default="linux/amd64",
+        metavar="OS/ARCH",
+        help="which image of a multi-platform index (default: linux/amd64)",
+    )
+    loadtest.add_argument("--json", action="store_true", help="print the report as JSON")
+
     check = commands.add_parser(
         "check",
         help="exit 0 if the server on --listen answers /healthz (or /readyz with --ready)",
@@ -249,6 +277,18 @@ def _check(settings: config.Settings, ready: bool) -> int:
     return 0 if ok else 1
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from .loadtest import print_report, run_load
+
+    if args.clients < 1 or args.waves < 1 or args.ramp < 0:
+        raise ConfigError("--clients and --waves must be at least 1, --ramp at least 0")
+    report = asyncio.run(
+        run_load(args.url, args.image, args.clients, args.waves, args.ramp, args.platform)
+    )
+    print_report(report, args.json)
+    return 1 if report.pulls_failed else 0
+
+
 def _sample(dest: Path) -> None:
     from .imagebuild import sample_image
     from .ocilayout import write_oci_layout
@@ -272,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(config.load(args, groups=("cache",)), args.repair)
         elif args.command == "prune":
             return _prune(config.load(args, groups=("cache",)), args.to)
+        elif args.command == "loadtest":
+            return _loadtest(args)
         elif args.command == "check":
             return _check(config.load(args, groups=("serve",)), args.ready)
         elif args.command == "sample":

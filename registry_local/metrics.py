@@ -152,6 +152,12 @@ class Metrics:
         self.s3_circuit_opened = Counter(
             p + "s3_circuit_opened", "Times the S3 circuit breaker opened.", registry=r
         )
+        self.s3_blob_reads = Counter(
+            p + "s3_blob_reads",
+            "Blob bodies read from S3 (fills and uncached reads, resumes included): "
+            "divided by the distinct blobs wanted, the fan-out of a storm.",
+            registry=r,
+        )
         self.s3_slots = Gauge(
             p + "s3_blob_reads_active",
             "Blob bodies being read from S3 now (at most --s3-max-concurrency).",

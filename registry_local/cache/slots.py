@@ -47,6 +47,7 @@ class FairSlots:
             finally:
                 self._metrics.s3_slot_waiters.set(len(self._waiters))
         self._metrics.s3_slots.set(self._held)
+        self._metrics.s3_blob_reads.inc()
         try:
             yield
         finally:

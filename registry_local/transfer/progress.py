@@ -21,7 +21,12 @@ class Progress:
     """Counts bytes and items; redraws one line at most 10 times a second on a TTY."""
 
     def __init__(
-        self, label: str, total_bytes: int, total_items: int, stream: TextIO = sys.stderr
+        self,
+        label: str,
+        total_bytes: int,
+        total_items: int,
+        stream: TextIO = sys.stderr,
+        lines_when_piped: bool = True,
     ) -> None:
         self.label = label
         self.total_bytes = total_bytes
@@ -30,6 +35,7 @@ class Progress:
         self.done_items = 0
         self._stream = stream
         self._live = stream.isatty()
+        self._lines = lines_when_piped  # off: nothing at all unless on a terminal
         self._drawn = 0.0
 
     def advance(self, count: int) -> None:
@@ -41,7 +47,7 @@ class Progress:
         self.done_items += 1
         if self._live:
             self._draw()
-        else:
+        elif self._lines:
             print(
                 f"{self.label}: {what} ({self.done_items}/{self.total_items})",
                 file=self._stream,

@@ -1,0 +1,95 @@
+"""The loadtest tool: its report agrees with the server, and it catches corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections import Counter
+
+import boto3
+
+from registry_local.imagebuild import Platform, build_image, build_index
+from registry_local.loadtest import run_load
+
+from .support.harness import metric, seed
+from .support.processes import AWS_ENV, run_docker_registry, sealed_env
+
+
+def _index():
+    per_platform = {
+        Platform("linux", arch): build_image(
+            [{"a": os.urandom(300_000)}, {"b": os.urandom(100_000)}], Platform("linux", arch)
+        )
+        for arch in ("amd64", "arm64")
+    }
+    return build_index(per_platform), per_platform[Platform("linux", "amd64")]
+
+
+async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct_store, s3proxy):
+    image, amd64 = _index()
+    await seed(direct_store, "team/app", "v1", image)
+    cache = await start_cache()
+
+    report = await run_load(cache.url, "team/app:v1", clients=20)
+
+    assert (report.pulls_ok, report.pulls_failed) == (20, 0)
+    assert report.unique_blobs == len(amd64.blobs)  # config and two layers
+    assert report.bytes == 20 * sum(len(d) for d in amd64.blobs.values())
+    assert report.s3 is not None and report.s3["fan_out"] == 1.0
+    assert report.s3["blob_reads"] == len(amd64.blobs)
+    gets = Counter(r.method for r in s3proxy.requests)["GET"]
+    assert report.s3["get_requests"] == gets  # the proxy at the S3 boundary agrees
+    assert report.s3["read_bytes"] == await metric(cache.url, "registry_local_s3_read_bytes_total")
+    assert set(report.latency) == {"p50", "p90", "p99", "max"}
+    assert 0 < report.first_layer_byte["p50"] <= report.latency["max"]
+    # A second wave is all hits: no S3 blob read at all.
+    warm = await run_load(cache.url, "team/app:v1", clients=10, waves=2)
+    assert warm.pulls_ok == 20 and warm.s3 is not None and warm.s3["blob_reads"] == 0
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "loadtest",
+        *args,
+        env=sealed_env(AWS_ENV),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, bucket):
+    image, amd64 = _index()
+    await seed(direct_store, "team/app", "v1", image)
+    cache = await start_cache()
+    code, out, err = await _cli(cache.url, "team/app:v1", "--clients", "5", "--json")
+    assert code == 0 and err == ""  # quiet when not on a terminal
+    assert json.loads(out)["pulls_ok"] == 5
+
+    layer = max(amd64.blobs, key=lambda d: len(amd64.blobs[d]))
+    bad = bytearray(amd64.blobs[layer])
+    bad[1000] ^= 1
+    key = f"docker/registry/v2/blobs/sha256/{layer.hex[:2]}/{layer.hex}/data"
+    boto3.client("s3", endpoint_url=moto).put_object(Bucket=bucket, Key=key, Body=bytes(bad))
+    fresh = await start_cache(cache_dir=cache.settings.cache.directory.parent / "fresh")
+    code, out, _ = await _cli(fresh.url, "team/app:v1", "--clients", "5")
+    assert code == 1
+    assert "pulls: 0 ok, 5 failed" in out
+    assert "ClientPayloadError" in out or "digest mismatch" in out
+
+
+async def test_it_pulls_from_any_registry(tmp_path, moto, bucket):
+    image, amd64 = _index()
+    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+        from .support.harness import s3_settings
+
+        await seed(s3_settings(moto, bucket), "team/app", "v1", image)
+        report = await run_load(registry2, "team/app:v1", clients=4, platform="linux/arm64")
+    assert report.pulls_ok == 4 and report.s3 is None  # no registry-local metrics there
+    assert report.unique_blobs == len(amd64.blobs)
