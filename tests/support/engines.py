@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .processes import _running, free_port, require_tool, sealed_env
+from .processes import _running, free_ports, require_tool, sealed_env
 
 __all__ = [
     "DEPLOY",
@@ -47,26 +47,24 @@ def private_dir(prefix: str) -> Iterator[Path]:
 def run_seaweedfs(log_dir: Path) -> Iterator[str]:
     """SeaweedFS's all-in-one server with S3; yields the S3 endpoint URL."""
     weed = require_tool("weed")
-    ports = {
-        name: free_port()
-        for name in (
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "metricsPort",
-            "s3.metricsPort",
-            "s3.port.iceberg",
-            "debug.port",
-            "s3.debug.port",
-        )
-    }
+    names = (
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+        "metricsPort",
+        "s3.metricsPort",
+        "s3.port.iceberg",
+        "debug.port",
+        "s3.debug.port",
+    )
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     with private_dir("rl-weed-") as data:
         cmd = [
             weed,

@@ -24,6 +24,7 @@ import pytest
 __all__ = [
     "AWS_ENV",
     "free_port",
+    "free_ports",
     "require_tool",
     "run_docker_registry",
     "run_moto",
@@ -40,9 +41,20 @@ AWS_ENV = {
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are chosen, so the
+    kernel cannot hand the same port out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def require_tool(name: str) -> str:

