@@ -169,7 +169,7 @@ class Bench:
         temp.mkdir(exist_ok=True)
         conf = self.work / "nginx.conf"
         conf.write_text(f"""
-daemon off; worker_processes {os.cpu_count()}; pid {self.work}/nginx.pid;
+daemon off; user root; worker_processes {os.cpu_count()}; pid {self.work}/nginx.pid;
 error_log {self.work}/nginx-error.log;
 events {{ worker_connections 4096; }}
 http {{
@@ -193,24 +193,59 @@ http {{
 
     # -- scenarios ---------------------------------------------------------------------
 
-    async def cold_storm(self, proc: Proc, image: str, clients: int) -> dict[str, Any]:
+    async def cold_storm(self, proc: Proc, image: str, clients: int, blobs: Any) -> dict[str, Any]:
+        """A storm on a fresh cache; S3 GETs counted for the image's own blobs."""
         await self.s3_stats(reset=True)
         report = await run_load(proc.url, image, clients=clients)
         s3 = await self.s3_stats()
+        data_keys = {f"/{d.hex}/data" for d in blobs}
+        blob_gets = sum(
+            n for key, n in s3["gets_by_key"].items() if any(key.endswith(k) for k in data_keys)
+        )
         if report.pulls_failed:
             raise RuntimeError(f"{proc.name}: {report.pulls_failed} pulls failed: {report.errors}")
         return {
             "seconds": report.seconds,
             "first_layer_byte_p50": report.first_layer_byte.get("p50"),
             "first_layer_byte_p99": report.first_layer_byte.get("p99"),
-            "s3_blob_gets_per_blob": s3["blob_gets"] / report.unique_blobs,
+            "s3_blob_gets_per_blob": blob_gets / len(data_keys),
             "s3_bytes": s3["body_bytes"],
             "peak_rss": proc.peak_rss(),
         }
 
-    async def wrk(self, url: str, connections: int = 20, head: bool = False) -> dict[str, float]:
-        script = self.work / ("head.lua" if head else "get.lua")
-        method = "HEAD" if head else "GET"
+    async def head_rate(self, url: str, connections: int = 20) -> dict[str, float]:
+        """HEAD requests per second with ApacheBench (wrk waits for a body after a
+        HEAD answer's Content-Length, so it cannot measure HEAD)."""
+        result = subprocess.run(
+            [
+                "ab",
+                "-k",
+                "-i",
+                "-q",
+                "-c",
+                str(connections),
+                "-t",
+                str(self.args.seconds),
+                "-n",
+                "10000000",
+                "-H",
+                f"Accept: {', '.join(MANIFEST_MEDIA_TYPES)}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rate = float(re.search(r"Requests per second:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+        failed = int(re.search(r"Failed requests:\s+(\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+        non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", result.stdout)
+        if failed or non_2xx:
+            raise RuntimeError(f"HEAD {url}: failed or non-2xx answers:\n{result.stdout}")
+        return {"requests_per_second": rate}
+
+    async def wrk(self, url: str, connections: int = 20) -> dict[str, float]:
+        script = self.work / "get.lua"
+        method = "GET"
         script.write_text(
             f'wrk.method = "{method}"\n'
             f'wrk.headers["Accept"] = "{", ".join(MANIFEST_MEDIA_TYPES)}"\n'
@@ -282,10 +317,10 @@ async def main(args: argparse.Namespace) -> None:
         await _until_up(f"{bench.throttle}/__proxy/stats", throttle)
         results: dict[str, Any] = {"settings": vars(args), "cold": {}, "warm": {}}
         try:
-            await _cold_storms(bench, client_counts, results)
+            await _cold_storms(bench, image, client_counts, results)
             await _warm(bench, image, results)
             if big is not None:
-                await _big(bench, results)
+                await _big(bench, big, results)
         finally:
             throttle.terminate()
             throttle.wait()
@@ -294,20 +329,28 @@ async def main(args: argparse.Namespace) -> None:
             Path(args.json).write_text(json.dumps(results, indent=2))
 
 
-async def _cold_storms(bench: Bench, client_counts: list[int], results: dict[str, Any]) -> None:
+async def _cold_storms(
+    bench: Bench, image: Any, client_counts: list[int], results: dict[str, Any]
+) -> None:
     r2 = await bench.registry2("direct")
     try:
         for clients in client_counts:
             row = results["cold"][clients] = {}
             rl = await bench.registry_local(f"cold-{clients}")
             try:
-                row["registry-local"] = await bench.cold_storm(rl, "bench/app:v1", clients)
+                row["registry-local"] = await bench.cold_storm(
+                    rl, "bench/app:v1", clients, image.blobs
+                )
             finally:
                 rl.stop()
-            row["registry:2 on S3"] = await bench.cold_storm(r2, "bench/app:v1", clients)
+            row["registry:2 on S3"] = await bench.cold_storm(
+                r2, "bench/app:v1", clients, image.blobs
+            )
             proxy = await bench.registry2(f"proxy-{clients}", upstream=r2.url)
             try:
-                row["registry:2 proxy"] = await bench.cold_storm(proxy, "bench/app:v1", clients)
+                row["registry:2 proxy"] = await bench.cold_storm(
+                    proxy, "bench/app:v1", clients, image.blobs
+                )
             finally:
                 proxy.stop()
             print(f"cold storm, {clients} clients: done", flush=True)
@@ -339,7 +382,7 @@ async def _warm(bench: Bench, image: Any, results: dict[str, Any]) -> None:
                 for n, p in (("registry-local", rl), ("nginx", nginx), ("registry:2 on S3", r2))
             }
             warm["manifest HEAD"] = {
-                n: await bench.wrk(f"{p.url}/v2/bench/app/manifests/v1", head=True)
+                n: await bench.head_rate(f"{p.url}/v2/bench/app/manifests/v1")
                 for n, p in (("registry-local", rl), ("registry:2 on S3", r2))
             }
             warm["peak_rss"] = rl.peak_rss()
@@ -351,16 +394,16 @@ async def _warm(bench: Bench, image: Any, results: dict[str, Any]) -> None:
     print("warm scenarios: done", flush=True)
 
 
-async def _big(bench: Bench, results: dict[str, Any]) -> None:
+async def _big(bench: Bench, big: Any, results: dict[str, Any]) -> None:
     rl = await bench.registry_local("big")
     try:
         clients = bench.args.big_clients
         one = await bench.registry_local("big-one")
         try:
-            single = await bench.cold_storm(one, "bench/big:v1", 1)
+            single = await bench.cold_storm(one, "bench/big:v1", 1, big.blobs)
         finally:
             one.stop()
-        storm = await bench.cold_storm(rl, "bench/big:v1", clients)
+        storm = await bench.cold_storm(rl, "bench/big:v1", clients, big.blobs)
         results["big"] = {"clients": clients, "one": single, "storm": storm}
     finally:
         rl.stop()

@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -61,6 +62,7 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         p = "registry_local_"
         self.http_requests = Counter(
             p + "http_requests",
@@ -248,6 +250,25 @@ class Metrics:
             for method in ("GET", "HEAD"):
                 self.http_requests.labels(route, method, "200")
                 self.http_duration.labels(route, method)
+
+    def count_request(
+        self, route: str, method: str, status: int, seconds: float, sent: int
+    ) -> None:
+        """One answered request. The labelled children are looked up once and kept:
+        prometheus-client's labels() is costly on every request."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_duration.labels(route, method),
+                self.http_bytes.labels(route),
+            )
+            self._request_children[key] = children
+        requests, duration, sent_bytes = children
+        requests.inc()
+        duration.observe(seconds)
+        sent_bytes.inc(sent)
 
     def track_server(self, in_flight: Callable[[], int]) -> None:
         """Read the request and task gauges at each scrape."""

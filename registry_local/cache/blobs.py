@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from ..digest import Digest
@@ -28,14 +27,18 @@ from .links import LinkCache
 from .reading import RetryPolicy
 from .slots import FairSlots
 
-__all__ = ["BlobCache", "BlobReader", "CommittedBlob"]
+__all__ = ["SMALL", "BlobCache", "BlobReader", "CommittedBlob", "SmallBlob"]
 
 _SIZE_ENTRIES = 100_000
+# Committed blobs up to SMALL bytes are kept in memory (config blobs, mostly),
+# up to _SMALL_MEMO bytes in all.
+SMALL = 128 * 1024
+_SMALL_MEMO = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class CommittedBlob:
-    path: Path
+    path: str
     size: int
 
 
@@ -64,6 +67,20 @@ class BlobReader:
         self._local.unpin(self._digest)
 
 
+@dataclass(frozen=True, slots=True)
+class SmallBlob:
+    """A small committed blob, whole in memory (verified content is immutable)."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class BlobCache:
     def __init__(
         self,
@@ -83,6 +100,9 @@ class BlobCache:
         self._retry = retry
         self._metrics = metrics
         self._fills: dict[Digest, Fill] = {}
+        self._small: BoundedDict[Digest, SmallBlob] = BoundedDict(_SMALL_MEMO, lambda b: b.size)
+        self._hits = metrics.cache_requests.labels("blob", "hit")
+        self._misses = metrics.cache_requests.labels("blob", "miss")
         self._sizes: BoundedDict[Digest, int] = BoundedDict(_SIZE_ENTRIES)
         self._stats: SingleFlight[Digest, int | None] = SingleFlight()
 
@@ -90,9 +110,15 @@ class BlobCache:
         if not await self._links.blob_linked(name, digest):
             raise BlobUnknown(detail={"digest": str(digest)})
 
-    async def open(self, name: str, digest: Digest) -> BlobReader | DirectBlob:
+    async def open(self, name: str, digest: Digest) -> BlobReader | DirectBlob | SmallBlob:
         """The blob, ready to read once its size is known. Raises BlobUnknown."""
         await self._require_link(name, digest)
+        small = self._small.get(digest)
+        if small is not None:
+            self._hits.inc()
+            note_cache("blob", "hit")
+            await self._local.touch(digest)
+            return small
         for _ in range(2):
             try:
                 source = await self.source(digest)
@@ -109,6 +135,14 @@ class BlobCache:
             if isinstance(source, Fill):
                 return BlobReader(file, await source.started(), source, self._local, digest)
             await self._local.touch(digest)
+            if source.size <= SMALL:
+                with file:  # a quick read of a few bytes from the page cache
+                    small = SmallBlob(file.readall())
+                if len(small.data) == source.size:
+                    self._small.put(digest, small)
+                    return small
+                self._local.forget(digest)  # the file changed under us: fetch it again
+                continue
             return BlobReader(file, source.size, None, self._local, digest)
         raise BlobUnknown(detail={"digest": str(digest)})
 
@@ -119,10 +153,10 @@ class BlobCache:
         if committed is None and await self._local.discover(digest):
             committed = self._committed(digest)  # committed by another process
         if committed is not None:
-            self._metrics.cache_requests.labels("blob", "hit").inc()
+            self._hits.inc()
             note_cache("blob", "hit")
             return committed
-        self._metrics.cache_requests.labels("blob", "miss").inc()
+        self._misses.inc()
         fill = self._fills.get(digest)
         if fill is None or fill.failed:
             if not await self._evictor.can_cache():

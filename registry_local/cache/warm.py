@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from ..digest import Digest
 from ..errors import RegistryError
 from ..mediatypes import Descriptor
-from .blobs import BlobCache
+from .blobs import BlobCache, BlobReader
 from .bypass import DirectBlob
 from .manifests import ManifestCache
 
@@ -88,10 +88,11 @@ class Warmer:
             try:
                 if isinstance(reader, DirectBlob):
                     raise RegistryError("no room in the cache for this image", status=507)
-                if reader.fill is not None:
-                    await reader.fill.committed()
+                fill = reader.fill if isinstance(reader, BlobReader) else None
+                if fill is not None:
+                    await fill.committed()
                 on_blob(reader.size)
-                return reader.fill is not None
+                return fill is not None
             finally:
                 reader.close()
 

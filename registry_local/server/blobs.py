@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..byterange import parse_range
+from ..cache.blobs import SmallBlob
 from ..cache.bypass import DirectBlob
 from ..digest import Digest
 from ..reference import parse_name
@@ -45,21 +46,33 @@ async def delete_blob(request: web.Request) -> web.Response:
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
     reader = await request.app[BLOBS].open(name, digest)
+    if isinstance(reader, SmallBlob):
+        # Whole in memory: one write for the headers and the body together.
+        byte_range = parse_range(request.headers.get("Range"), reader.size)
+        response = web.Response(
+            status=206 if byte_range.partial else 200,
+            body=reader.data[byte_range.start : byte_range.end],
+            headers=_headers(digest),
+        )
+        if byte_range.partial:
+            response.headers["Content-Range"] = byte_range.content_range()
+        request.app[METRICS].blob_bytes_served.labels("disk").inc(byte_range.length)
+        return response
     try:
         byte_range = parse_range(request.headers.get("Range"), reader.size)
         if isinstance(reader, DirectBlob) and byte_range.end < reader.size:
             # Straight from S3, only a range reaching the end can be verified: send
             # the whole blob instead (RFC 9110 lets a server ignore Range).
             byte_range = parse_range(None, reader.size)
-        response = web.StreamResponse(
+        stream = web.StreamResponse(
             status=206 if byte_range.partial else 200, headers=_headers(digest)
         )
         if byte_range.partial:
-            response.headers["Content-Range"] = byte_range.content_range()
-        response.content_length = byte_range.length
-        await response.prepare(request)
-        if await send_blob(request, response, reader, byte_range, request.app[METRICS]):
-            await response.write_eof()
-        return response
+            stream.headers["Content-Range"] = byte_range.content_range()
+        stream.content_length = byte_range.length
+        await stream.prepare(request)
+        if await send_blob(request, stream, reader, byte_range, request.app[METRICS]):
+            await stream.write_eof()
+        return stream
     finally:
         reader.close()

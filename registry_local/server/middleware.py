@@ -127,27 +127,25 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             sent = trace.sent_bytes + _body_bytes(request, response)
             route = ROUTE_LABELS.get(request.match_info.route.name or "", "other")
             method = request.method if request.method in _METHODS else "other"
-            metrics = request.app[METRICS]
-            metrics.http_requests.labels(route, method, str(status)).inc()
-            metrics.http_duration.labels(route, method).observe(duration)
-            metrics.http_bytes.labels(route).inc(sent)
-            access_log.info(
-                "%s %s %d",
-                request.method,
-                request.path,
-                status,
-                extra={
-                    "event": "request",
-                    "method": request.method,
-                    "path": request.path_qs,
-                    "status": status,
-                    "bytes": sent,
-                    "duration": round(duration, 6),
-                    "cache": trace.cache_outcome,
-                    "remote": request.remote,
-                    "user_agent": request.headers.get("User-Agent"),
-                },
-            )
+            request.app[METRICS].count_request(route, method, status, duration, sent)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d",
+                    request.method,
+                    request.path,
+                    status,
+                    extra={
+                        "event": "request",
+                        "method": request.method,
+                        "path": request.path_qs,
+                        "status": status,
+                        "bytes": sent,
+                        "duration": round(duration, 6),
+                        "cache": trace.cache_outcome,
+                        "remote": request.remote,
+                        "user_agent": request.headers.get("User-Agent"),
+                    },
+                )
 
 
 async def add_api_headers(request: web.Request, response: web.StreamResponse) -> None:

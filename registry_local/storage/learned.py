@@ -33,49 +33,59 @@ class Learned:
 
     def __init__(self, layout: CacheLayout) -> None:
         self.layout = layout
-        self._links: set[Path] = set()
+        # Links known to exist, as plain tuples: the request path builds no Path.
+        self._known: set[tuple[bool, str, Digest]] = set()
         layout.repositories_dir.mkdir(parents=True, exist_ok=True)
 
-    async def _has_marker(self, path: Path) -> bool:
-        if path in self._links:
+    def _marker(self, manifest: bool, name: str, digest: Digest) -> Path:
+        if manifest:
+            return self.layout.manifest_marker(name, digest)
+        return self.layout.layer_marker(name, digest)
+
+    async def _has_marker(self, manifest: bool, name: str, digest: Digest) -> bool:
+        key = (manifest, name, digest)
+        if key in self._known:
             return True
-        if await asyncio.to_thread(path.exists):
-            self._links.add(path)
+        if await asyncio.to_thread(self._marker(manifest, name, digest).exists):
+            self._known.add(key)
             return True
         return False
 
-    async def _add_marker(self, path: Path) -> None:
-        if path in self._links:
+    async def _add_marker(self, manifest: bool, name: str, digest: Digest) -> None:
+        key = (manifest, name, digest)
+        if key in self._known:
             return
+        path = self._marker(manifest, name, digest)
 
         def touch() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
 
         await asyncio.to_thread(touch)
-        self._links.add(path)
+        self._known.add(key)
 
-    async def _remove_marker(self, path: Path) -> None:
-        self._links.discard(path)
+    async def _remove_marker(self, manifest: bool, name: str, digest: Digest) -> None:
+        self._known.discard((manifest, name, digest))
+        path = self._marker(manifest, name, digest)
         await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
 
     async def knows_blob_link(self, name: str, digest: Digest) -> bool:
-        return await self._has_marker(self.layout.layer_marker(name, digest))
+        return await self._has_marker(False, name, digest)
 
     async def remember_blob_link(self, name: str, digest: Digest) -> None:
-        await self._add_marker(self.layout.layer_marker(name, digest))
+        await self._add_marker(False, name, digest)
 
     async def forget_blob_link(self, name: str, digest: Digest) -> None:
-        await self._remove_marker(self.layout.layer_marker(name, digest))
+        await self._remove_marker(False, name, digest)
 
     async def knows_manifest_link(self, name: str, digest: Digest) -> bool:
-        return await self._has_marker(self.layout.manifest_marker(name, digest))
+        return await self._has_marker(True, name, digest)
 
     async def remember_manifest_link(self, name: str, digest: Digest) -> None:
-        await self._add_marker(self.layout.manifest_marker(name, digest))
+        await self._add_marker(True, name, digest)
 
     async def forget_manifest_link(self, name: str, digest: Digest) -> None:
-        await self._remove_marker(self.layout.manifest_marker(name, digest))
+        await self._remove_marker(True, name, digest)
 
     async def tag(self, name: str, tag: str) -> TagRecord | None:
         """The last known target of a tag and when it was confirmed."""

@@ -44,6 +44,7 @@ class Entry:
     accessed: float  # last access, wall clock
     persisted: float  # last access as written to the file's mtime
     manifest: bool = False
+    path: str | None = None  # the file, once asked for (kept: no Path per request)
 
 
 class TempBlob:
@@ -143,12 +144,14 @@ class LocalStore:
     def _path(self, digest: Digest, manifest: bool) -> Path:
         return self.layout.manifest(digest) if manifest else self.layout.blob(digest)
 
-    def blob(self, digest: Digest) -> tuple[Path, int] | None:
+    def blob(self, digest: Digest) -> tuple[str, int] | None:
         """Path and size of a committed blob, or None."""
         entry = self._index.get(digest)
         if entry is None or entry.manifest:
             return None
-        return self.layout.blob(digest), entry.size
+        if entry.path is None:
+            entry.path = str(self.layout.blob(digest))
+        return entry.path, entry.size
 
     def _add(self, digest: Digest, size: int, manifest: bool) -> None:
         now = time.time()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -179,7 +180,7 @@ class S3Proxy:
             {
                 "requests": len(self.requests),
                 "gets": len(gets),
-                "blob_gets": sum(1 for r in gets if r.key.endswith("/data")),
+                "gets_by_key": dict(Counter(r.key for r in gets)),
                 "body_bytes": self.body_bytes,
             }
         )
