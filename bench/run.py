@@ -341,6 +341,9 @@ async def _cold_storms(
                 row["registry-local"] = await bench.cold_storm(
                     rl, "bench/app:v1", clients, image.blobs
                 )
+                # The same storm again, all hits: what the clients themselves cost.
+                warm = await run_load(rl.url, "bench/app:v1", clients=clients)
+                row["registry-local"]["warm_seconds"] = warm.seconds
             finally:
                 rl.stop()
             row["registry:2 on S3"] = await bench.cold_storm(
@@ -414,15 +417,16 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
     mb = 1 / MIB
     print("\n== cold storms (same image, fresh caches) ==")
     print(
-        f"{'clients':>7} {'contender':18} {'seconds':>8} {'vs 1 client':>11} "
+        f"{'clients':>7} {'contender':18} {'seconds':>8} {'vs 1 client':>11} {'vs warm':>8} "
         f"{'S3 GETs/blob':>12} {'S3 MiB':>8} {'peak RSS MiB':>12}"
     )
     for clients in client_counts:
         for name, row in results["cold"][clients].items():
             one = results["cold"][client_counts[0]][name]["seconds"]
+            warm = _ratio(row["seconds"], row["warm_seconds"]) if "warm_seconds" in row else "-"
             print(
                 f"{clients:7} {name:18} {row['seconds']:8.2f} {_ratio(row['seconds'], one):>11} "
-                f"{row['s3_blob_gets_per_blob']:12.2f} {row['s3_bytes'] * mb:8.1f} "
+                f"{warm:>8} {row['s3_blob_gets_per_blob']:12.2f} {row['s3_bytes'] * mb:8.1f} "
                 f"{row['peak_rss'] * mb:12.1f}"
             )
     warm = results["warm"]
