@@ -11,6 +11,7 @@ import pytest
 
 from registry_local.config import StoreSettings
 
+from .support.engines import run_seaweedfs
 from .support.harness import RegistryLocal, s3_settings
 from .support.processes import AWS_ENV, run_moto
 from .support.s3proxy import S3Proxy
@@ -24,6 +25,13 @@ os.environ.pop("AWS_PROFILE", None)
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server, shared by the session; each test gets its own bucket."""
     with run_moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SeaweedFS's S3 (a real S3 implementation), shared by the session."""
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as url:
         yield url
 
 

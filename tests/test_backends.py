@@ -1,9 +1,12 @@
-"""One conformance suite for every Backend: the directory store and S3 (moto's server)."""
+"""One conformance suite for every Backend: the directory store and S3 (moto's server
+and SeaweedFS, a real S3 implementation)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
+import boto3
 import pytest
 
 from registry_local.config import S3Settings
@@ -15,14 +18,15 @@ from registry_local.storage.s3 import S3Backend
 from .support.processes import free_port
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", "moto", "seaweedfs"])
 async def backend(request, tmp_path) -> AsyncIterator[Backend]:
     if request.param == "filesystem":
         yield FilesystemBackend(tmp_path / "store")
         return
-    bucket = request.getfixturevalue("bucket")
-    moto = request.getfixturevalue("moto")
-    async with S3Backend.connect(S3Settings(bucket=bucket, endpoint=moto)) as s3:
+    endpoint = request.getfixturevalue(request.param)
+    bucket = f"conformance-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    async with S3Backend.connect(S3Settings(bucket=bucket, endpoint=endpoint)) as s3:
         yield s3
 
 
@@ -57,6 +61,28 @@ async def test_stream_from_offsets(backend: Backend):
         await stream.close()
         await stream.close()  # twice is fine
         assert bytes(got) == data[offset:]
+
+
+async def test_stream_of_bounded_ranges(backend: Backend):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    await backend.write("blob/data", data)
+    await backend.write("empty/data", b"")
+    cases = [(0, 1), (0, 65536), (65536, 131072), (len(data) - 1, len(data) + 10)]
+    cases += [(1000, 1000), (len(data), len(data) + 5), (0, len(data) * 2)]
+    for offset, end in cases:
+        stream = await backend.open("blob/data", offset, end)
+        assert stream is not None
+        assert stream.size == len(data)
+        got = bytearray()
+        while chunk := await stream.read(100_000):
+            got += chunk
+        await stream.close()
+        assert bytes(got) == data[offset:end], (offset, end)
+    empty = await backend.open("empty/data", 0, 8 << 20)  # S3 answers 416 to this
+    assert empty is not None and empty.size == 0
+    assert await empty.read(10) == b""
+    await empty.close()
+    assert await backend.open("absent/data", 0, 100) is None
 
 
 async def test_list_gives_immediate_children_sorted(backend: Backend):

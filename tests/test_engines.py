@@ -28,17 +28,10 @@ from .support.engines import (
     private_dir,
     run_containerd,
     run_dockerd,
-    run_seaweedfs,
 )
 from .support.harness import RegistryLocal, pull_image, s3_settings, seed
 from .support.processes import require_tool, sealed_env
 from .support.s3proxy import S3Proxy
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
-    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as url:
-        yield url
 
 
 @dataclass

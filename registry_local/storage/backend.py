@@ -15,7 +15,7 @@ __all__ = ["Backend", "ObjectStream"]
 
 
 class ObjectStream(Protocol):
-    """An open read of one object, from some offset to its end."""
+    """An open read of one object, from some offset to its end (or to a bound)."""
 
     @property
     def size(self) -> int:
@@ -46,9 +46,10 @@ class Backend(Protocol):
         """The whole object, or None if absent. Raises BackendError, also when
         the object is larger than `limit` bytes."""
 
-    async def open(self, key: str, offset: int = 0) -> ObjectStream | None:
-        """A stream of the object from `offset`, or None if absent.
-        Raises BackendError; an offset at or past the end gives an empty stream."""
+    async def open(self, key: str, offset: int = 0, end: int | None = None) -> ObjectStream | None:
+        """A stream of the object's bytes [offset, end) (to its end when `end` is
+        None or past it), or None if absent. Raises BackendError; an offset at or
+        past the end gives an empty stream. S3: one ranged GetObject."""
 
     async def list(self, prefix: str) -> list[str]:
         """Names of the immediate children of a directory-like prefix ending in

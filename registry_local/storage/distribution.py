@@ -70,8 +70,10 @@ class DistributionStore:
     async def blob_size(self, digest: Digest) -> int | None:
         return await self.backend.stat(self.layout.blob_data(digest))
 
-    async def open_blob(self, digest: Digest, offset: int = 0) -> ObjectStream | None:
-        return await self.backend.open(self.layout.blob_data(digest), offset)
+    async def open_blob(
+        self, digest: Digest, offset: int = 0, end: int | None = None
+    ) -> ObjectStream | None:
+        return await self.backend.open(self.layout.blob_data(digest), offset, end)
 
     async def read_blob(self, digest: Digest, limit: int) -> bytes | None:
         return await self.backend.read(self.layout.blob_data(digest), limit)

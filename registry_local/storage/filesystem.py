@@ -64,7 +64,7 @@ class FilesystemBackend:
         except OSError as exc:
             raise BackendError("read", key, exc.strerror or str(exc)) from None
 
-    async def open(self, key: str, offset: int = 0) -> _FileStream | None:
+    async def open(self, key: str, offset: int = 0, end: int | None = None) -> _FileStream | None:
         path = self._path(key)
 
         def open_at() -> _FileStream | None:
@@ -73,8 +73,9 @@ class FilesystemBackend:
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
             size = os.fstat(f.fileno()).st_size
-            f.seek(min(offset, size))
-            return _FileStream(f, size)
+            start = min(offset, size)
+            f.seek(start)
+            return _FileStream(f, size, max(start, size if end is None else min(end, size)))
 
         try:
             return await asyncio.to_thread(open_at)
@@ -168,15 +169,20 @@ class FilesystemBackend:
 
 
 class _FileStream:
-    def __init__(self, file: BinaryIO, size: int) -> None:
+    def __init__(self, file: BinaryIO, size: int, stop: int) -> None:
         self._file = file
+        self._left = stop - file.tell()
         self.size = size
 
     async def read(self, n: int) -> bytes:
+        if self._left <= 0:
+            return b""
         try:
-            return await asyncio.to_thread(self._file.read, n)
+            chunk = await asyncio.to_thread(self._file.read, min(n, self._left))
         except OSError as exc:
             raise BackendError("read", self._file.name, exc.strerror or str(exc)) from None
+        self._left -= len(chunk)
+        return chunk
 
     async def close(self) -> None:
         self._file.close()

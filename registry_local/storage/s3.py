@@ -185,9 +185,14 @@ class S3Backend:
         finally:
             await stream.close()
 
-    async def open(self, key: str, offset: int = 0) -> _S3Stream | None:
+    async def open(self, key: str, offset: int = 0, end: int | None = None) -> _S3Stream | None:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
-        if offset:
+        if end is not None and end <= offset:
+            size = await self.stat(key)
+            return None if size is None else _S3Stream(None, key, size, size, size, None, None)
+        if end is not None:
+            kwargs["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset:
             kwargs["Range"] = f"bytes={offset}-"
         try:
             response = await self._request(
@@ -196,12 +201,14 @@ class S3Backend:
         except _NotFound:
             return None
         except BackendError as exc:
-            if offset and "InvalidRange" in exc.reason:
+            # A range starting at or past the end (also any range of an empty object).
+            if "Range" in kwargs and "InvalidRange" in exc.reason:
                 size = await self.stat(key)
-                return None if size is None else _S3Stream(None, key, size, size, None, None)
+                return None if size is None else _S3Stream(None, key, size, size, size, None, None)
             raise
         size = _total_size(response)
-        return _S3Stream(response["Body"], key, size, offset, self._metrics, self.breaker)
+        stop = size if end is None else min(end, size)
+        return _S3Stream(response["Body"], key, size, offset, stop, self._metrics, self.breaker)
 
     async def list(self, prefix: str) -> list[str]:
         names: set[str] = set()
@@ -352,6 +359,7 @@ class _S3Stream:
         key: str,
         size: int,
         position: int,
+        stop: int,
         metrics: Metrics | None,
         breaker: CircuitBreaker | None,
     ) -> None:
@@ -360,14 +368,15 @@ class _S3Stream:
         self._breaker = breaker
         self._key = key
         self._position = position
+        self._stop = stop
         self.size = size
 
     async def read(self, n: int) -> bytes:
-        if self._body is None or self._position >= self.size:
+        if self._body is None or self._position >= self._stop:
             return b""
         try:
             with _boundary("GetObject", self._key):
-                chunk: bytes = await self._body.read(n)
+                chunk: bytes = await self._body.read(min(n, self._stop - self._position))
             if not chunk:
                 raise BackendUnavailable("GetObject", self._key, "body ended early")
         except BackendUnavailable:
