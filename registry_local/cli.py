@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         "engines) each pull IMAGE from the registry at URL the way dockerd does, checking "
         "every digest. Reports pull latency, time to the first layer byte, throughput and, "
         "from registry-local's /metrics, the S3 requests the storm cost and its fan-out "
-        "(S3 blob reads per distinct blob). Exits 1 if any pull failed or was corrupt.",
+        "(bytes of blobs read from S3 over the bytes of the distinct blobs pulled). "
+        "Exits 1 if any pull failed or was corrupt.",
     )
     loadtest.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:5000")
     loadtest.add_argument("image", metavar="IMAGE[:TAG]", help="NAME[:TAG] or NAME@DIGEST")

@@ -7,8 +7,10 @@ and the layers, three at a time. Every body is hashed as it streams and checked
 against its digest; nothing is held whole in memory.
 
 If the server exports registry-local's metrics, they are read before and after
-the run, for the S3 requests and bytes it cost and the fan-out: blob bodies read
-from S3 per distinct blob the clients wanted (1 is the goal at any client count).
+the run, for the S3 requests and bytes it cost and the fan-out: bytes of blobs
+read from S3 (by fills, and by reads the cache had no room for) over the bytes of
+the distinct blobs the clients wanted. 1 is the goal at any client count; it
+holds for ranged fills too, which read one blob as several parts.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class LoadReport:
     latency: dict[str, float] = field(default_factory=dict)
     first_layer_byte: dict[str, float] = field(default_factory=dict)
     unique_blobs: int = 0
+    unique_bytes: int = 0
     s3: dict[str, float] | None = None
 
     @property
@@ -84,8 +87,9 @@ class LoadReport:
         if self.s3 is not None:
             lines.append(
                 f"S3: {self.s3['get_requests']:.0f} GetObject requests, "
-                f"{human_bytes(self.s3['read_bytes'])} read; {self.s3['blob_reads']:.0f} blob "
-                f"bodies for {self.unique_blobs} distinct blobs: fan-out "
+                f"{human_bytes(self.s3['read_bytes'])} read; "
+                f"{human_bytes(self.s3['blob_bytes'])} of blobs for {self.unique_blobs} "
+                f"distinct blobs of {human_bytes(self.unique_bytes)}: fan-out "
                 f"{self.s3['fan_out']:.2f}"
             )
         lines.extend(f"error: {e}" for e in self.errors[:10])
@@ -119,7 +123,7 @@ class _Client:
         self.reference = reference
         self.platform = platform
         self.progress = progress
-        self.blobs: set[Digest] = set()
+        self.blobs: dict[Digest, int] = {}  # the blobs pulled, and their sizes
 
     async def pull(self) -> Pull:
         result = Pull()
@@ -181,8 +185,8 @@ class _Client:
         began: float,
         layer: bool,
     ) -> None:
-        self.blobs.add(digest)
         hasher = digest.hasher()
+        size = 0
         async with session.get(f"{self.base}/v2/{self.name}/blobs/{digest}") as response:
             if response.status != 200:
                 raise PullFailed(f"GET blob {digest}: {response.status}")
@@ -194,10 +198,12 @@ class _Client:
                     await asyncio.to_thread(hasher.update, chunk)
                 else:
                     hasher.update(chunk)
-                result.bytes += len(chunk)
+                size += len(chunk)
                 self.progress.advance(len(chunk))
         if not digest.matches(hasher):
             raise PullFailed(f"blob {digest}: digest mismatch (corrupt body)")
+        result.bytes += size
+        self.blobs[digest] = size
 
 
 def _digest(text: str) -> Digest:
@@ -209,10 +215,13 @@ def _digest(text: str) -> Digest:
 
 async def _s3_counters(base: str) -> dict[str, float] | None:
     """registry-local's S3 counters from /metrics, or None for another registry."""
+    # (sample, the value of its one label that counts, or None) -> report key
     wanted = {
         ("registry_local_s3_requests_total", "GetObject"): "get_requests",
         ("registry_local_s3_read_bytes_total", None): "read_bytes",
         ("registry_local_s3_blob_reads_total", None): "blob_reads",
+        ("registry_local_fill_bytes_total", None): "blob_bytes",
+        ("registry_local_blob_bytes_served_total", "s3"): "blob_bytes",
     }
     try:
         async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
@@ -225,8 +234,8 @@ async def _s3_counters(base: str) -> dict[str, float] | None:
     seen = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            key = (sample.name, sample.labels.get("operation"))
-            name = wanted.get(key) or wanted.get((sample.name, None))
+            label = sample.labels.get("operation") or sample.labels.get("source")
+            name = wanted.get((sample.name, label)) or wanted.get((sample.name, None))
             if name is not None:
                 found[name] += sample.value
                 seen = True
@@ -250,7 +259,7 @@ async def run_load(
     progress = Progress("loadtest", 0, clients * waves, lines_when_piped=False)
     before = await _s3_counters(base)
     pulls: list[Pull] = []
-    wanted: set[Digest] = set()
+    wanted: dict[Digest, int] = {}
     began = time.monotonic()
     for _ in range(waves):
         workers = [
@@ -266,7 +275,7 @@ async def run_load(
 
         pulls.extend(await asyncio.gather(*(start(n, w) for n, w in enumerate(workers))))
         for worker in workers:
-            wanted |= worker.blobs
+            wanted.update(worker.blobs)
     report.seconds = time.monotonic() - began
     progress.finish()
     after = await _s3_counters(base)
@@ -279,9 +288,10 @@ async def run_load(
         [p.first_layer_byte for p in pulls if p.ok and p.first_layer_byte is not None]
     )
     report.unique_blobs = len(wanted)
+    report.unique_bytes = sum(wanted.values())
     if before is not None and after is not None:
         delta = {k: after[k] - before[k] for k in after}
-        delta["fan_out"] = delta["blob_reads"] / max(1, report.unique_blobs)
+        delta["fan_out"] = delta["blob_bytes"] / max(1, report.unique_bytes)
         report.s3 = delta
     return report
 

@@ -37,8 +37,10 @@ async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct
     assert (report.pulls_ok, report.pulls_failed) == (20, 0)
     assert report.unique_blobs == len(amd64.blobs)  # config and two layers
     assert report.bytes == 20 * sum(len(d) for d in amd64.blobs.values())
+    assert report.unique_bytes == sum(len(d) for d in amd64.blobs.values())
     assert report.s3 is not None and report.s3["fan_out"] == 1.0
     assert report.s3["blob_reads"] == len(amd64.blobs)
+    assert report.s3["blob_bytes"] == report.unique_bytes
     gets = Counter(r.method for r in s3proxy.requests)["GET"]
     assert report.s3["get_requests"] == gets  # the proxy at the S3 boundary agrees
     assert report.s3["read_bytes"] == await metric(cache.url, "registry_local_s3_read_bytes_total")
