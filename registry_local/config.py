@@ -61,6 +61,8 @@ class StoreSettings:
     fs_root: Path
     prefix: str = ""
     max_concurrency: int = 32  # blob bodies read at once
+    part_size: int = 8 << 20  # fills of larger blobs read parts at once; 0: one stream
+    fill_concurrency: int = 8  # parts of one fill read at once
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,16 @@ def parse_size(text: str) -> tuple[int, float]:
     return int(float(match.group(1)) * _UNITS[match.group(2)]), 0.0
 
 
+MIN_PART_SIZE = 64 * 1024
+
+
+def _part_size(text: str) -> int:
+    size, share = parse_size(text)
+    if share or 0 < size < MIN_PART_SIZE:
+        raise ValueError("0 (off) or a size of at least 64KiB, like 8MiB")
+    return size
+
+
 def _level(value: str) -> str:
     level = value.lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -253,8 +265,24 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "s3-max-concurrency",
-        "blob bodies read from S3 at once; more wait their turn, first come first served",
+        "blob bodies read from S3 at once; more wait their turn, fill by fill in turn",
         "32",
+        _positive_int,
+        metavar="N",
+    ),
+    Option(
+        "s3-part-size",
+        "fills of blobs larger than this read them as parts of this size, several at "
+        "once (ranged GETs), e.g. 8MiB; 0 reads every blob as one stream",
+        "8MiB",
+        _part_size,
+        metavar="SIZE",
+    ),
+    Option(
+        "s3-fill-concurrency",
+        "parts of one fill read at once (within --s3-max-concurrency, shared in turn "
+        "with other fills)",
+        "8",
         _positive_int,
         metavar="N",
     ),
@@ -565,7 +593,12 @@ def _store(v: dict[str, Any]) -> StoreSettings:
             max_connections=concurrency + 16,
         )
     return StoreSettings(
-        s3=s3, fs_root=Path(v["fs-root"]), prefix=v["s3-prefix"] or "", max_concurrency=concurrency
+        s3=s3,
+        fs_root=Path(v["fs-root"]),
+        prefix=v["s3-prefix"] or "",
+        max_concurrency=concurrency,
+        part_size=v["s3-part-size"],
+        fill_concurrency=v["s3-fill-concurrency"],
     )
 
 

@@ -55,6 +55,8 @@ S3_OPERATIONS = (
 S3_OUTCOMES = ("ok", "not_found", "error", "unavailable")
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _FILL = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_MB = 1e6
+_THROUGHPUT = tuple(n * _MB for n in (1, 5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200))
 
 
 class Metrics:
@@ -126,6 +128,23 @@ class Metrics:
         self.fill_bytes = Counter(
             p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
         )
+        self.fill_parts = Counter(
+            p + "fill_parts",
+            "Parts of ranged fills read whole from the backing store (see --s3-part-size).",
+            registry=r,
+        )
+        self.fill_part_retries = Counter(
+            p + "fill_part_retries",
+            "Times a part of a ranged fill resumed its read (also counted in fill_retries).",
+            registry=r,
+        )
+        self.fill_throughput = Histogram(
+            p + "fill_throughput_bytes_per_second",
+            "Effective speed of committed fills of 1 MiB or more: size over the whole "
+            "fill's duration, waits for room and S3 slots included.",
+            buckets=_THROUGHPUT,
+            registry=r,
+        )
         self.s3_requests = Counter(
             p + "s3_requests",
             "Requests to S3, by operation and outcome.",
@@ -156,8 +175,8 @@ class Metrics:
         )
         self.s3_blob_reads = Counter(
             p + "s3_blob_reads",
-            "Blob bodies read from S3 (fills and uncached reads, resumes included): "
-            "divided by the distinct blobs wanted, the fan-out of a storm.",
+            "Blob body reads from S3 (fills, each part of a ranged fill, uncached reads "
+            "and resumes).",
             registry=r,
         )
         self.s3_slots = Gauge(
@@ -167,7 +186,7 @@ class Metrics:
         )
         self.s3_slot_waiters = Gauge(
             p + "s3_blob_reads_queued",
-            "Blob reads waiting, first come first served, for a free S3 slot.",
+            "Blob reads waiting for a free S3 slot, served fill by fill in turn.",
             registry=r,
         )
         self.s3_read_bytes = Counter(

@@ -18,6 +18,7 @@ from .blobs import BlobCache
 from .eviction import CacheLimit, Evictor
 from .links import LinkCache
 from .manifests import ManifestCache
+from .parts import PartPolicy
 from .reading import RetryPolicy
 from .slots import FairSlots
 
@@ -64,6 +65,7 @@ async def open_cache(
                 evictor,
                 retry,
                 FairSlots(store_settings.max_concurrency, metrics),
+                PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
                 metrics,
             ),
             ManifestCache(store, local, learned, links, cache.tag_ttl, metrics),

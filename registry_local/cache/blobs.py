@@ -24,6 +24,7 @@ from .eviction import Evictor
 from .fill import Fill, NoRoom
 from .flights import SingleFlight
 from .links import LinkCache
+from .parts import PartPolicy
 from .reading import RetryPolicy
 from .slots import FairSlots
 
@@ -90,10 +91,12 @@ class BlobCache:
         evictor: Evictor,
         retry: RetryPolicy,
         slots: FairSlots,
+        parts: PartPolicy,
         metrics: Metrics,
     ) -> None:
         self._store = store
         self._slots = slots
+        self._parts = parts
         self._local = local
         self._links = links
         self._evictor = evictor
@@ -186,6 +189,7 @@ class BlobCache:
             self._evictor,
             self._retry,
             self._slots,
+            self._parts,
             self._metrics,
         )
         self._fills[digest] = fill

@@ -1,8 +1,10 @@
 """A fill: one blob copied from the backing store into the cache, as a task of its own.
 
-The fill streams the object into a temp file, hashing as it writes. Readers (the
-request that started it and every request that joined) follow the growing file
-and are woken on each chunk, so they get bytes as soon as the fill has them.
+The fill streams the object into a temp file, hashing as it writes; a blob
+larger than one part is read as several ranged parts at once (parts.py) and
+hashed as their contiguous prefix grows. Readers (the request that started it
+and every request that joined) follow the hashed prefix of the growing file and
+are woken as it grows, so they get bytes as soon as the fill has them, in order.
 The last byte is held back until the digest is verified: a corrupt blob is never
 served whole, so a client always sees a short body rather than wrong content.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore, TempBlob
 from .bypass import DirectBlob
 from .eviction import Evictor
+from .parts import PartPolicy, Parts, hash_range, write_at
 from .reading import RetryPolicy, read_resuming
 from .slots import FairSlots
 
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["Fill", "NoRoom"]
 
 log = logging.getLogger(__name__)
+
+_THROUGHPUT_FLOOR = 1 << 20  # smaller fills measure latency, not speed
+_HASH_STEP = 8 << 20  # readers hear of verified bytes at least this often
+_FLUSH_STEP = 64 << 20  # written bytes between flushes to disk behind the fill
 
 
 class NoRoom(FillFailed):
@@ -61,10 +67,12 @@ class Fill:
         evictor: Evictor,
         retry: RetryPolicy,
         slots: FairSlots,
+        parts: PartPolicy,
         metrics: Metrics,
     ) -> None:
         self.digest = digest
         self._slots = slots
+        self._parts = parts
         self._store = store
         self._local = local
         self._evictor = evictor
@@ -76,6 +84,7 @@ class Fill:
         self.joiners = 0
         self.retries = 0
         self._written = 0
+        self._flushed = 0  # where the last flush-behind started
         self._admitted = False  # the evictor made room for it
         self._committed = False
         self._error: BaseException | None = None
@@ -181,6 +190,8 @@ class Fill:
         self._metrics.fills_in_flight.dec()
         self._metrics.fills_finished.labels(outcome).inc()
         self._metrics.fill_duration.labels(outcome).observe(duration)
+        if outcome == "committed" and self._written >= _THROUGHPUT_FLOOR and duration > 0:
+            self._metrics.fill_throughput.observe(self._written / duration)
         quiet = outcome in ("committed", "absent", "bypassed")
         log.log(
             logging.INFO if quiet else logging.WARNING,
@@ -208,22 +219,85 @@ class Fill:
         self.size = size
 
     def _retried(self) -> None:
+        """A retry of this task's own read: the whole blob, or part 0 of a ranged fill."""
+        self._count_retry()
+        if self.size is not None and self._parts.splits(self.size):
+            self._metrics.fill_part_retries.inc()
+
+    def _count_retry(self) -> None:
         self.retries += 1
         self._metrics.fill_retries.inc()
 
     async def _copy(self, hasher: _Hash) -> None:
+        """Part 0 (or all of a blob no larger than a part) is read here, hashed as
+        it is written; the other parts come from `Parts` (parts.py)."""
         loop = asyncio.get_running_loop()
-        async for chunk in read_resuming(
-            self._store, self.digest, self._retry, self._slots, self._sized, self._retried
-        ):
-            if not self._admitted:
+        parts: Parts | None = None
+        try:
+            async for chunk in read_resuming(
+                self._store,
+                self.digest,
+                self._retry,
+                self._slots,
+                self._sized,
+                self._retried,
+                end=self._parts.first_end,
+                owner=self,
+            ):
+                if not self._admitted:
+                    await self._admit()
+                    parts = self._split()
+                await loop.run_in_executor(
+                    None, _absorb, self._temp.fd, hasher, chunk, self._written
+                )
+                self._advanced(len(chunk))
+                self._metrics.fill_bytes.inc(len(chunk))
+                if parts is not None:
+                    parts.check()
+            if not self._admitted:  # an empty blob
                 await self._admit()
-            await loop.run_in_executor(None, _absorb, self._temp.fd, hasher, chunk, self._written)
-            self._written += len(chunk)
-            self._metrics.fill_bytes.inc(len(chunk))
-            self._notify()
-        if not self._admitted:  # an empty blob
-            await self._admit()
+            if parts is not None:
+                await self._follow(parts, hasher)
+        finally:
+            if parts is not None:
+                await parts.close()
+
+    def _split(self) -> Parts | None:
+        """Start fetching parts 1.. if the blob is larger than one part."""
+        assert self.size is not None
+        if not self._parts.splits(self.size):
+            return None
+        return Parts(
+            self.digest,
+            self.size,
+            self._temp.fd,
+            self._parts,
+            self._store,
+            self._retry,
+            self._slots,
+            self._metrics,
+            self._count_retry,
+            owner=self,
+        )
+
+    async def _follow(self, parts: Parts, hasher: _Hash) -> None:
+        """Hash the parts' contiguous prefix as it grows; readers get it after."""
+        assert self.size is not None
+        self._metrics.fill_parts.inc()  # part 0, read above
+        parts.first_done()
+        loop = asyncio.get_running_loop()
+        while self._written < self.size:
+            upto = min(await parts.beyond(self._written), self._written + _HASH_STEP)
+            await loop.run_in_executor(None, hash_range, self._temp.fd, hasher, self._written, upto)
+            self._advanced(upto - self._written)
+
+    def _advanced(self, count: int) -> None:
+        """`count` more bytes are written and hashed: readers may have them."""
+        self._written += count
+        if self._written >= self._flushed + _FLUSH_STEP:
+            self._flushed = self._written
+            self._temp.flush_behind()
+        self._notify()
 
     async def _admit(self) -> None:
         assert self.size is not None
@@ -236,8 +310,4 @@ class Fill:
 def _absorb(fd: int, hasher: _Hash, chunk: bytes, offset: int) -> None:
     """Hash and write one chunk; runs in a thread (both release the GIL)."""
     hasher.update(chunk)
-    view = memoryview(chunk)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
+    write_at(fd, chunk, offset)

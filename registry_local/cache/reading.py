@@ -46,17 +46,19 @@ async def read_resuming(
     on_retry: Callable[[], None],
     start: int = 0,
     end: int | None = None,
+    owner: object = None,
 ) -> AsyncIterator[bytes]:
-    """Bytes [start, end or size) of the blob, in order; `on_size` hears the size
-    once it is known, `on_retry` each resumption. Raises BlobUnknown if there is
-    no such blob, FillFailed when the backing store keeps failing or the blob
-    changes under us."""
+    """Bytes [start, end or size) of the blob, in order, each attempt a read of
+    just that range; `on_size` hears the size once it is known, `on_retry` each
+    resumption; `owner` shares slots fairly (slots.py). Raises BlobUnknown if
+    there is no such blob, FillFailed when the backing store keeps failing or the
+    blob changes under us."""
     position, failures = start, 0
     size = stop = -1  # unknown until the first answer
     while stop < 0 or position < stop:
         try:
-            async with slots.slot():
-                stream = await store.open_blob(digest, position)
+            async with slots.slot(owner):
+                stream = await store.open_blob(digest, position, end)
                 if stream is None:
                     if size < 0:
                         raise BlobUnknown(detail={"digest": str(digest)})

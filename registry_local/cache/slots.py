@@ -1,10 +1,13 @@
-"""A bound on concurrent blob reads from the backing store, served in arrival order.
+"""A bound on concurrent blob reads from the backing store, shared fairly.
 
 Fills and uncached reads each hold a slot while a body streams from S3 (not
-while they back off between attempts). When all are taken, later readers queue
-first come, first served, so one image with many layers cannot starve another.
-Small reads (links, tags, manifests) do not take slots: they must not wait
-behind large blobs.
+while they back off between attempts). When all are taken, later readers
+queue. Readers belong to an owner (a fill reading several parts at once is one
+owner; a reader without one is an owner of its own), and a freed slot goes to
+the owners in turn, each owner's readers first come, first served: one fill
+with many parts, or one image with many layers, cannot starve another. Small
+reads (links, tags, manifests) do not take slots: they must not wait behind
+large blobs.
 """
 
 from __future__ import annotations
@@ -23,29 +26,19 @@ class FairSlots:
     def __init__(self, limit: int, metrics: Metrics) -> None:
         self._limit = limit
         self._held = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # owner -> its waiting readers; owners in the order they are served next
+        self._queues: dict[object, deque[asyncio.Future[None]]] = {}
+        self._waiting = 0
         self._metrics = metrics
         metrics.s3_slots.set(0)
         metrics.s3_slot_waiters.set(0)
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._held < self._limit and not self._waiters:
+    async def slot(self, owner: object = None) -> AsyncIterator[None]:
+        if self._held < self._limit and not self._waiting:
             self._held += 1
         else:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            self._metrics.s3_slot_waiters.set(len(self._waiters))
-            try:
-                await waiter  # a releasing holder hands its slot over
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed over just as we were cancelled: pass it on
-                else:
-                    self._waiters.remove(waiter)
-                raise
-            finally:
-                self._metrics.s3_slot_waiters.set(len(self._waiters))
+            await self._queue(object() if owner is None else owner)
         self._metrics.s3_slots.set(self._held)
         self._metrics.s3_blob_reads.inc()
         try:
@@ -53,9 +46,39 @@ class FairSlots:
         finally:
             self._release()
 
+    async def _queue(self, owner: object) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(owner, deque()).append(waiter)
+        self._waiting += 1
+        self._metrics.s3_slot_waiters.set(self._waiting)
+        try:
+            await waiter  # a releasing holder hands its slot over
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed over just as we were cancelled: pass it on
+            else:
+                self._forget(owner, waiter)
+            raise
+
+    def _forget(self, owner: object, waiter: asyncio.Future[None]) -> None:
+        queue = self._queues.get(owner)
+        if queue is None or waiter not in queue:
+            return  # already passed over by a release
+        queue.remove(waiter)
+        if not queue:
+            del self._queues[owner]
+        self._waiting -= 1
+        self._metrics.s3_slot_waiters.set(self._waiting)
+
     def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        while self._queues:
+            owner = next(iter(self._queues))
+            queue = self._queues.pop(owner)
+            waiter = queue.popleft()
+            if queue:
+                self._queues[owner] = queue  # to the back: the next owner goes first
+            self._waiting -= 1
+            self._metrics.s3_slot_waiters.set(self._waiting)
             if not waiter.done():
                 waiter.set_result(None)  # the slot moves on, still held
                 return

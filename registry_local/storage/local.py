@@ -53,11 +53,30 @@ class TempBlob:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._flushing: asyncio.Future[None] | None = None
+
+    def flush_behind(self) -> None:
+        """Start writing what is written so far to disk, in the background, unless
+        that is already under way: the sync before commit then has little left
+        (a 1 GiB blob would otherwise wait for a whole 1 GiB flush at the end).
+        Errors are the final sync's to report."""
+        if self._flushing is None or self._flushing.done():
+            fd = os.dup(self.fd)  # the thread's own: closing ours cannot pull it away
+            self._flushing = asyncio.get_running_loop().run_in_executor(None, _flush, fd)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _flush(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class LocalStore:

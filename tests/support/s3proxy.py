@@ -20,6 +20,7 @@ from aiohttp import web
 
 __all__ = ["Fault", "Recorded", "S3Proxy"]
 
+_CHUNK = 128 * 1024  # small enough for the shaping to be smooth, large enough to be fast
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer"}
 
 
@@ -28,6 +29,14 @@ class Recorded:
     method: str
     key: str  # "bucket/key..." as in the path-style URL
     range: str | None
+
+    @property
+    def span(self) -> tuple[int, int | None]:
+        """The byte range asked for, [start, end): (0, None) for the whole object."""
+        if self.range is None:
+            return 0, None
+        first, _, last = self.range.removeprefix("bytes=").partition("-")
+        return int(first), int(last) + 1 if last else None
 
 
 @dataclass
@@ -43,10 +52,12 @@ class Fault:
     corrupt_at:  flip the byte at this offset of the body
     rate:        bytes per second for the body (a per-stream cap)
     delay:       seconds before the request goes upstream (latency)
+    starting_at: apply only to requests for a byte range starting at this offset
     """
 
     match: Callable[[str, str], bool]
     times: int | None = None
+    starting_at: int | None = None  # only requests whose byte range starts here
     status: int | None = None
     code: str = "SlowDown"
     refuse: bool = False
@@ -69,16 +80,20 @@ def key_endswith(suffix: str, method: str | None = "GET") -> Callable[[str, str]
 class _Link:
     """A shared cap on the bytes per second of every body together."""
 
+    # Time the link may lag its schedule and catch up: sleeps overshoot (the event
+    # loop's timers are coarse), and without this credit every overshoot would be
+    # lost, so the link would run well below its rate.
+    BURST = 0.02
+
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._free_at = 0.0
 
     async def send(self, size: int) -> None:
-        loop = asyncio.get_running_loop()
-        start = max(loop.time(), self._free_at)
-        self._free_at = start + size / self.rate
-        if self._free_at > loop.time():
-            await asyncio.sleep(self._free_at - loop.time())  # shaping, not waiting for work
+        now = asyncio.get_running_loop().time()
+        self._free_at = max(self._free_at, now - self.BURST) + size / self.rate
+        if self._free_at > now:
+            await asyncio.sleep(self._free_at - now)  # shaping, not waiting for work
 
 
 class S3Proxy:
@@ -90,6 +105,11 @@ class S3Proxy:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.body_bytes = 0
+        self.bytes_by_key: Counter[str] = Counter()  # body bytes sent, per object
+        self.active = 0  # bodies being relayed now
+        self.peak_active = 0
+        self._completed = 0  # bodies relayed to their end
+        self._changed = asyncio.Condition()
         self._link = _Link(link_rate) if link_rate else None
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -130,8 +150,16 @@ class S3Proxy:
                 counts[r.key] = counts.get(r.key, 0) + 1
         return counts
 
-    def _fault_for(self, method: str, key: str) -> Fault | None:
+    async def completed(self, count: int) -> None:
+        """Wait until `count` response bodies have been relayed to their end."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._completed >= count)
+
+    def _fault_for(self, recorded: Recorded) -> Fault | None:
+        method, key = recorded.method, recorded.key
         for fault in self.faults:
+            if fault.starting_at is not None and fault.starting_at != recorded.span[0]:
+                continue
             if fault.match(method, key) and (fault.times is None or fault.applied < fault.times):
                 fault.applied += 1
                 return fault
@@ -141,8 +169,9 @@ class S3Proxy:
         key = request.match_info["path"]
         if key.startswith("__proxy/"):
             return self._control(request, key)
-        self.requests.append(Recorded(request.method, key, request.headers.get("Range")))
-        fault = self._fault_for(request.method, key)
+        recorded = Recorded(request.method, key, request.headers.get("Range"))
+        self.requests.append(recorded)
+        fault = self._fault_for(recorded)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)  # simulated latency
         if fault is not None and fault.refuse:
@@ -167,13 +196,19 @@ class S3Proxy:
                     response.headers[name] = value
             await response.prepare(request)
             if request.method != "HEAD":
-                await self._relay(request, upstream, response, fault)
+                self.active += 1
+                self.peak_active = max(self.peak_active, self.active)
+                try:
+                    await self._relay(request, upstream, response, fault)
+                finally:
+                    self.active -= 1
             return response
 
     def _control(self, request: web.Request, key: str) -> web.Response:
         if key == "__proxy/reset" and request.method == "POST":
             self.requests.clear()
             self.body_bytes = 0
+            self.bytes_by_key.clear()
             return web.json_response({})
         gets = [r for r in self.requests if r.method == "GET"]
         return web.json_response(
@@ -182,6 +217,7 @@ class S3Proxy:
                 "gets": len(gets),
                 "gets_by_key": dict(Counter(r.key for r in gets)),
                 "body_bytes": self.body_bytes,
+                "bytes_by_key": dict(self.bytes_by_key),
             }
         )
 
@@ -195,14 +231,14 @@ class S3Proxy:
         sent = 0
         loop = asyncio.get_running_loop()
         began = loop.time()
-        async for chunk in upstream.content.iter_chunked(16 * 1024):
+        async for chunk in upstream.content.iter_chunked(_CHUNK):
             if fault is not None:
                 chunk = bytearray(chunk)
                 if fault.corrupt_at is not None and sent <= fault.corrupt_at < sent + len(chunk):
                     chunk[fault.corrupt_at - sent] ^= 0xFF
                 for limit in (fault.gate_at, fault.reset_at, fault.stall_at, fault.truncate_at):
                     if limit is not None and sent < limit < sent + len(chunk):
-                        await response.write(bytes(chunk[: limit - sent]))
+                        await self._send(request, response, bytes(chunk[: limit - sent]))
                         chunk, sent = chunk[limit - sent :], limit
                 if sent == fault.gate_at and not fault.gate.is_set():
                     fault.reached.set()
@@ -226,7 +262,14 @@ class S3Proxy:
                         await asyncio.sleep(ahead)  # bandwidth shaping, not waiting for work
             if self._link is not None:
                 await self._link.send(len(chunk))
-            await response.write(bytes(chunk))
+            await self._send(request, response, bytes(chunk))
             sent += len(chunk)
-            self.body_bytes += len(chunk)
         await response.write_eof()
+        async with self._changed:
+            self._completed += 1
+            self._changed.notify_all()
+
+    async def _send(self, request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+        await response.write(data)
+        self.body_bytes += len(data)
+        self.bytes_by_key[request.match_info["path"]] += len(data)
