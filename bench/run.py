@@ -98,15 +98,18 @@ class Bench:
         self.env = sealed_env(AWS_ENV)
         self.results: dict[str, Any] = {}
 
-    async def registry_local(self, tag: str) -> Proc:
+    async def registry_local(self, tag: str, endpoint: str | None = None, **options: str) -> Proc:
+        """registry-local on the throttled S3 (or `endpoint`); `options` are
+        REGISTRY_LOCAL_* settings, e.g. S3_PART_SIZE="0"."""
         port = free_port()
         cache = self.work / f"rl-cache-{tag}"
         shutil.rmtree(cache, ignore_errors=True)
         env = {
             **self.env,
-            "REGISTRY_LOCAL_S3_ENDPOINT": self.throttle,
+            "REGISTRY_LOCAL_S3_ENDPOINT": endpoint or self.throttle,
             "REGISTRY_LOCAL_S3_BUCKET": "bench",
             "REGISTRY_LOCAL_LOG_LEVEL": "warning",
+            **{f"REGISTRY_LOCAL_{name}": value for name, value in options.items()},
         }
         proc = await start(
             "registry-local",
@@ -183,32 +186,39 @@ http {{
         await _until_up(f"http://127.0.0.1:{port}{first}", process)
         return Proc("nginx", process, f"http://127.0.0.1:{port}")
 
-    async def s3_stats(self, reset: bool = False) -> dict[str, int]:
+    async def s3_stats(self, reset: bool = False, throttle: str | None = None) -> dict[str, Any]:
+        throttle = throttle or self.throttle
         async with aiohttp.ClientSession() as session:
             if reset:
-                async with session.post(f"{self.throttle}/__proxy/reset"):
+                async with session.post(f"{throttle}/__proxy/reset"):
                     pass
-            async with session.get(f"{self.throttle}/__proxy/stats") as response:
+            async with session.get(f"{throttle}/__proxy/stats") as response:
                 return dict(await response.json())
 
     # -- scenarios ---------------------------------------------------------------------
 
-    async def cold_storm(self, proc: Proc, image: str, clients: int, blobs: Any) -> dict[str, Any]:
-        """A storm on a fresh cache; S3 GETs counted for the image's own blobs."""
-        await self.s3_stats(reset=True)
+    async def cold_storm(
+        self, proc: Proc, image: str, clients: int, blobs: Any, throttle: str | None = None
+    ) -> dict[str, Any]:
+        """A storm on a fresh cache; S3 GETs and bytes counted for the image's own blobs."""
+        await self.s3_stats(reset=True, throttle=throttle)
         report = await run_load(proc.url, image, clients=clients)
-        s3 = await self.s3_stats()
+        s3 = await self.s3_stats(throttle=throttle)
         data_keys = {f"/{d.hex}/data" for d in blobs}
-        blob_gets = sum(
-            n for key, n in s3["gets_by_key"].items() if any(key.endswith(k) for k in data_keys)
-        )
+
+        def of_blobs(counts: dict[str, int]) -> int:
+            return sum(n for key, n in counts.items() if any(key.endswith(k) for k in data_keys))
+
         if report.pulls_failed:
             raise RuntimeError(f"{proc.name}: {report.pulls_failed} pulls failed: {report.errors}")
         return {
             "seconds": report.seconds,
             "first_layer_byte_p50": report.first_layer_byte.get("p50"),
             "first_layer_byte_p99": report.first_layer_byte.get("p99"),
-            "s3_blob_gets_per_blob": blob_gets / len(data_keys),
+            "s3_blob_gets_per_blob": of_blobs(s3["gets_by_key"]) / len(data_keys),
+            # bytes of the blobs read from S3, over their sizes: 1.00 is each byte once
+            "s3_blob_bytes_ratio": of_blobs(s3["bytes_by_key"])
+            / sum(len(data) for data in blobs.values()),
             "s3_bytes": s3["body_bytes"],
             "peak_rss": proc.peak_rss(),
         }
@@ -297,36 +307,52 @@ async def main(args: argparse.Namespace) -> None:
         big = _image([args.big_mb]) if args.big_mb else None
         if big is not None:
             await seed(s3_settings(s3, "bench"), "bench/big", "v1", big)
-        throttle_port = free_port()
-        throttle = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "throttle.py"),
-                "--upstream",
-                s3,
-                "--port",
-                str(throttle_port),
-                "--latency-ms",
-                str(args.latency_ms),
-                "--stream-mbps",
-                str(args.stream_mbps),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        bench = Bench(work, s3, f"http://127.0.0.1:{throttle_port}", args)
-        await _until_up(f"{bench.throttle}/__proxy/stats", throttle)
+        throttle, throttle_url = await _throttle(s3, args)
+        bench = Bench(work, s3, throttle_url, args)
         results: dict[str, Any] = {"settings": vars(args), "cold": {}, "warm": {}}
+        scenarios = set(args.scenarios.split(","))
         try:
-            await _cold_storms(bench, image, client_counts, results)
-            await _warm(bench, image, results)
-            if big is not None:
+            if "cold" in scenarios:
+                await _cold_storms(bench, image, client_counts, results)
+            if "warm" in scenarios:
+                await _warm(bench, image, results)
+            if big is not None and "big" in scenarios:
                 await _big(bench, big, results)
+            if big is not None and "ranged" in scenarios:
+                await _ranged(bench, big, results)
         finally:
             throttle.terminate()
             throttle.wait()
         _print(results, client_counts)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+async def _throttle(
+    s3: str, args: argparse.Namespace, link_mbps: float = 0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/throttle.py in front of S3: the process and its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "throttle.py"),
+            "--upstream",
+            s3,
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(args.latency_ms),
+            "--stream-mbps",
+            str(args.stream_mbps),
+            "--link-mbps",
+            str(link_mbps),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    await _until_up(f"{url}/__proxy/stats", process)
+    return process, url
 
 
 async def _cold_storms(
@@ -413,12 +439,45 @@ async def _big(bench: Bench, big: Any, results: dict[str, Any]) -> None:
     print("large blob: done", flush=True)
 
 
+async def _ranged(bench: Bench, big: Any, results: dict[str, Any]) -> None:
+    """One cold pull of the large image through an S3 capped per stream and per
+    link: one stream per blob against parallel ranged parts."""
+    link_mbps = bench.args.link_mbps
+    throttle, url = await _throttle(bench.s3, bench.args, link_mbps)
+    size = sum(len(data) for data in big.blobs.values())
+    rows = results["ranged"] = {"link_mbps": link_mbps}
+    try:
+        for mode, options in (("one stream", {"S3_PART_SIZE": "0"}), ("ranged", {})):
+            rl = await bench.registry_local(f"ranged-{len(rows)}", url, **options)
+            try:
+                row = await bench.cold_storm(rl, "bench/big:v1", 1, big.blobs, throttle=url)
+            finally:
+                rl.stop()
+            row["mb_per_second"] = size / row["seconds"] / 1e6
+            rows[mode] = row
+    finally:
+        throttle.terminate()
+        throttle.wait()
+    print("ranged fill: done", flush=True)
+
+
 def _print(results: dict[str, Any], client_counts: list[int]) -> None:
+    if results["cold"]:
+        _print_cold(results, client_counts)
+    if results["warm"]:
+        _print_warm(results["warm"])
+    if "big" in results:
+        _print_big(results)
+    if "ranged" in results:
+        _print_ranged(results)
+
+
+def _print_cold(results: dict[str, Any], client_counts: list[int]) -> None:
     mb = 1 / MIB
     print("\n== cold storms (same image, fresh caches) ==")
     print(
         f"{'clients':>7} {'contender':18} {'seconds':>8} {'vs 1 client':>11} {'vs warm':>8} "
-        f"{'S3 GETs/blob':>12} {'S3 MiB':>8} {'peak RSS MiB':>12}"
+        f"{'S3 GETs/blob':>12} {'S3 bytes/blob':>13} {'S3 MiB':>8} {'peak RSS MiB':>12}"
     )
     for clients in client_counts:
         for name, row in results["cold"][clients].items():
@@ -426,10 +485,13 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
             warm = _ratio(row["seconds"], row["warm_seconds"]) if "warm_seconds" in row else "-"
             print(
                 f"{clients:7} {name:18} {row['seconds']:8.2f} {_ratio(row['seconds'], one):>11} "
-                f"{warm:>8} {row['s3_blob_gets_per_blob']:12.2f} {row['s3_bytes'] * mb:8.1f} "
+                f"{warm:>8} {row['s3_blob_gets_per_blob']:12.2f} "
+                f"{row['s3_blob_bytes_ratio']:12.2f}x {row['s3_bytes'] * mb:8.1f} "
                 f"{row['peak_rss'] * mb:12.1f}"
             )
-    warm = results["warm"]
+
+
+def _print_warm(warm: dict[str, Any]) -> None:
     print("\n== warm (wrk, 20 connections) ==")
     base = warm["throughput"]["nginx"]["bytes_per_second"]
     for name, row in warm["throughput"].items():
@@ -444,17 +506,38 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
                 f"{scenario:12} {name:18} {row['requests_per_second']:9.0f} req/s "
                 f"({_ratio(row['requests_per_second'], base)} {baseline})"
             )
-    if "big" in results:
-        big = results["big"]
-        one, storm = big["one"], big["storm"]
-        print(f"\n== large blob ({results['settings']['big_mb']} MiB), cold ==")
-        for label, row in (("1 client", one), (f"{big['clients']} clients", storm)):
-            print(
-                f"{label:12} {row['seconds']:7.2f} s ({_ratio(row['seconds'], one['seconds'])}),"
-                f" first byte p50 {row['first_layer_byte_p50']:.3f} s p99 "
-                f"{row['first_layer_byte_p99']:.3f} s, S3 GETs/blob "
-                f"{row['s3_blob_gets_per_blob']:.2f}, peak RSS {row['peak_rss'] * mb:.0f} MiB"
-            )
+
+
+def _print_big(results: dict[str, Any]) -> None:
+    big = results["big"]
+    one, storm = big["one"], big["storm"]
+    print(f"\n== large blob ({results['settings']['big_mb']} MiB), cold ==")
+    for label, row in (("1 client", one), (f"{big['clients']} clients", storm)):
+        print(
+            f"{label:12} {row['seconds']:7.2f} s ({_ratio(row['seconds'], one['seconds'])}),"
+            f" first byte p50 {row['first_layer_byte_p50']:.3f} s p99 "
+            f"{row['first_layer_byte_p99']:.3f} s, S3 bytes/blob "
+            f"{row['s3_blob_bytes_ratio']:.2f}x, peak RSS {row['peak_rss'] * 1 / MIB:.0f} MiB"
+        )
+
+
+def _print_ranged(results: dict[str, Any]) -> None:
+    ranged = results["ranged"]
+    link = ranged["link_mbps"]
+    base = ranged["one stream"]["seconds"]
+    print(
+        f"\n== one cold pull of the large image, S3 {results['settings']['stream_mbps']:.0f} MB/s "
+        f"per stream, {link:.0f} MB/s link =="
+    )
+    for mode in ("one stream", "ranged"):
+        row = ranged[mode]
+        print(
+            f"{mode:12} {row['seconds']:7.2f} s  {row['mb_per_second']:6.0f} MB/s "
+            f"({row['mb_per_second'] / link:.0%} of link)  speed-up "
+            f"{_ratio(base, row['seconds'])}  S3 GETs/blob {row['s3_blob_gets_per_blob']:.0f}  "
+            f"S3 bytes/blob {row['s3_blob_bytes_ratio']:.2f}x  "
+            f"peak RSS {row['peak_rss'] / MIB:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":
@@ -471,6 +554,12 @@ if __name__ == "__main__":
     parser.add_argument("--big-clients", type=int, default=100)
     parser.add_argument("--stream-mbps", type=float, default=50, help="S3 MB/s per stream")
     parser.add_argument("--latency-ms", type=float, default=20, help="S3 latency per request")
+    parser.add_argument(
+        "--link-mbps", type=float, default=400, help="S3 link cap of the ranged-fill scenario"
+    )
+    parser.add_argument(
+        "--scenarios", default="cold,warm,big,ranged", help="which to run, comma-separated"
+    )
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--json", help="also write the results here")
