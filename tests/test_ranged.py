@@ -100,6 +100,7 @@ async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
     assert spans == [(k * PART, min((k + 1) * PART, size)) for k in range(parts)]  # each once
     assert _bytes_from_s3(s3proxy, layer) == size  # each byte crossed the link once
     assert 2 <= s3proxy.peak_active <= CONCURRENCY
+    await asyncio.wait_for(asyncio.shield(fill.task), BOUND)  # its last words: metrics
     metrics = cache.metrics
     assert metrics.fill_parts._value.get() == parts
     assert metrics.fill_part_retries._value.get() == 0
