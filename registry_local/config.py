@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,18 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class UpstreamSettings:
+    """An origin registry that fills S3 on a miss, for the names it matches: `*`
+    (all), or a registry host given by containerd's `?ns=` or as the first part
+    of the name (then stripped from the name asked of the origin)."""
+
+    url: str
+    match: str = "*"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     """The backing store: an S3 bucket, or else a directory (the embedded default)."""
 
@@ -63,6 +75,7 @@ class StoreSettings:
     max_concurrency: int = 32  # blob bodies read at once
     part_size: int = 8 << 20  # fills of larger blobs read parts at once; 0: one stream
     fill_concurrency: int = 8  # parts of one fill read at once
+    upstreams: tuple[UpstreamSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,12 @@ def _part_size(text: str) -> int:
     return size
 
 
+def _url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^/\s]+/?", value.strip()):
+        raise ValueError("expected http(s)://host[:port]")
+    return value.strip().rstrip("/")
+
+
 def _level(value: str) -> str:
     level = value.lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -285,6 +304,23 @@ OPTIONS: tuple[Option, ...] = (
         "8",
         _positive_int,
         metavar="N",
+    ),
+    Option(
+        "upstream",
+        "origin registry (http(s)://host[:port]) that fills the bucket on a miss: "
+        "manifests, tags and blobs not in S3 are fetched from it once and written "
+        "through; per-registry origins go in the config file's `upstreams` list",
+        None,
+        _url,
+        metavar="URL",
+    ),
+    Option(
+        "upstream-credentials",
+        "file holding USER:PASSWORD for --upstream (or set REGISTRY_LOCAL_UPSTREAM_USERNAME "
+        "and REGISTRY_LOCAL_UPSTREAM_PASSWORD)",
+        None,
+        str,
+        metavar="FILE",
     ),
     Option(
         "fs-root",
@@ -450,18 +486,58 @@ def _read_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of option names to values")
     known = {o.name for o in OPTIONS}
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("_", "-")
+        if name == "upstreams":
+            values[name] = _upstream_mappings(value, path)
+            continue
         if name not in known:
             raise ConfigError(f"config file {path}: unknown option {key!r}")
         values[name] = "" if value is None else str(value)
     return values
 
 
+def _upstream_mappings(value: Any, path: str) -> list[UpstreamSettings]:
+    """The config file's `upstreams`: a list of {match, url, credentials_file}."""
+    if not isinstance(value, list):
+        raise ConfigError(f"config file {path}: upstreams must be a list")
+    mappings = []
+    for entry in value:
+        if not isinstance(entry, dict) or not {"match", "url"} <= set(entry):
+            raise ConfigError(f"config file {path}: each upstream needs match and url")
+        unknown = set(entry) - {"match", "url", "credentials_file"}
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown upstream keys {sorted(unknown)}")
+        try:
+            url = _url(str(entry["url"]))
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: upstream url: {exc}") from None
+        username, password = _credentials(entry.get("credentials_file"), {})
+        mappings.append(UpstreamSettings(url, str(entry["match"]), username, password))
+    return mappings
+
+
+def _credentials(path: str | None, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """USER:PASSWORD from a file (never a flag: flags show in ps), else from the env."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+        username, sep, password = text.partition(":")
+        if not sep or not username:
+            raise ConfigError(f"credentials file {path} must hold USER:PASSWORD")
+        return username, password
+    from_env = environ.get(ENV_PREFIX + "UPSTREAM_USERNAME")
+    if not from_env:
+        return None, None
+    return from_env, environ.get(ENV_PREFIX + "UPSTREAM_PASSWORD", "")
+
+
 def _raw_values(
     args: argparse.Namespace, environ: Mapping[str, str], groups: Iterable[str]
-) -> dict[str, str | None]:
+) -> dict[str, Any]:
     flags = vars(args)
     config_path = flags.get("config") or environ.get(ENV_PREFIX + "CONFIG")
     from_file = _read_file(config_path) if config_path else {}
@@ -478,13 +554,20 @@ def _raw_values(
             values[option.name] = from_file[option.name]
         else:
             values[option.name] = option.default_text()
+    if "store" in wanted:
+        values["upstreams"] = from_file.get("upstreams", [])
+        username, password = _credentials(values.get("upstream-credentials"), environ)
+        values["upstream-username"], values["upstream-password"] = username, password
     return values
 
 
-def _parsed(values: dict[str, str | None]) -> dict[str, Any]:
+def _parsed(values: dict[str, Any]) -> dict[str, Any]:
     by_name = {o.name: o for o in OPTIONS}
     parsed: dict[str, Any] = {}
     for name, raw in values.items():
+        if name not in by_name:  # already parsed: upstream mappings and credentials
+            parsed[name] = raw
+            continue
         if raw is None or (raw == "" and by_name[name].parse is not str):
             parsed[name] = None
             continue
@@ -599,7 +682,17 @@ def _store(v: dict[str, Any]) -> StoreSettings:
         max_concurrency=concurrency,
         part_size=v["s3-part-size"],
         fill_concurrency=v["s3-fill-concurrency"],
+        upstreams=_upstreams(v),
     )
+
+
+def _upstreams(v: dict[str, Any]) -> tuple[UpstreamSettings, ...]:
+    """The file's mappings first (most specific), then --upstream for every name."""
+    mappings = list(v["upstreams"])
+    if v["upstream"]:
+        username, password = v["upstream-username"], v["upstream-password"]
+        mappings.append(UpstreamSettings(v["upstream"], "*", username, password))
+    return tuple(mappings)
 
 
 def reference_markdown() -> str:

@@ -12,7 +12,8 @@
     │   └── Unavailable                                         503
     ├── BackendError                the backing store (S3 or a directory) failed
     │   ├── BackendUnavailable      unreachable, timed out, 5xx, throttled: worth a retry
-    │   └── ObjectTooLarge          an object is bigger than the reader allows
+    │   ├── ObjectTooLarge          an object is bigger than the reader allows
+    │   └── UpstreamDenied          an origin registry refused our credentials
     ├── FillFailed                  a fill did not commit; its joiners are released with it
     │   └── DigestMismatch          the bytes did not hash to the digest asked for
     └── ConfigError                 the configuration cannot be used (the CLI exits 2)
@@ -52,6 +53,7 @@ __all__ = [
     "TagInvalid",
     "Unavailable",
     "Unsupported",
+    "UpstreamDenied",
     "as_registry_error",
     "envelope",
 ]
@@ -194,6 +196,10 @@ class ObjectTooLarge(BackendError):
         super().__init__("read", key, f"object larger than {limit} bytes")
 
 
+class UpstreamDenied(BackendError):
+    """An origin registry (--upstream) refused our credentials for a repository."""
+
+
 class FillFailed(RegistryLocalError):
     """A fill ended without committing its blob."""
 
@@ -219,6 +225,10 @@ def as_registry_error(exc: BaseException) -> RegistryError | None:
     """The client-facing error for a domain error, or None for a bug."""
     if isinstance(exc, RegistryError):
         return exc
+    if isinstance(exc, UpstreamDenied):
+        return Unavailable(
+            "the upstream registry refused registry-local's credentials for this repository"
+        )
     if isinstance(exc, BackendError):
         # Say which kind of failure, never the key or the endpoint's words.
         return Unavailable("backing store unavailable, try again")

@@ -128,6 +128,23 @@ class Metrics:
         self.fill_bytes = Counter(
             p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
         )
+        self.origin_fetches = Counter(
+            p + "origin_fetches",
+            "Blobs (fills started) and manifests fetched from an origin registry (--upstream).",
+            ["kind"],
+            registry=r,
+        )
+        self.origin_written = Counter(
+            p + "origin_written",
+            "Blobs, manifests and tags from an origin written through to the bucket.",
+            ["kind"],
+            registry=r,
+        )
+        self.origin_write_failures = Counter(
+            p + "origin_write_failures",
+            "Write-throughs to the bucket that failed (the content is still served here).",
+            registry=r,
+        )
         self.fill_parts = Counter(
             p + "fill_parts",
             "Parts of ranged fills read whole from the backing store (see --s3-part-size).",

@@ -3,6 +3,7 @@ and SeaweedFS, a real S3 implementation)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -61,6 +62,14 @@ async def test_stream_from_offsets(backend: Backend):
         await stream.close()
         await stream.close()  # twice is fine
         assert bytes(got) == data[offset:]
+
+
+async def test_modified_is_when_it_was_written(backend: Backend):
+    assert await backend.modified("x/link") is None
+    before = time.time()
+    await backend.write("x/link", b"a")
+    written = await backend.modified("x/link")
+    assert written is not None and before - 5 <= written <= time.time() + 5  # clocks: S3's
 
 
 async def test_stream_of_bounded_ranges(backend: Backend):

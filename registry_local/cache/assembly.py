@@ -18,6 +18,7 @@ from .blobs import BlobCache
 from .eviction import CacheLimit, Evictor
 from .links import LinkCache
 from .manifests import ManifestCache
+from .origins import open_origins
 from .parts import PartPolicy
 from .reading import RetryPolicy
 from .slots import FairSlots
@@ -44,7 +45,10 @@ async def open_cache(
 ) -> AsyncIterator[Cache]:
     """The cache over the backing store, with its maintenance running in the
     background; on exit fills are cancelled and their temp files removed."""
-    async with open_store(store_settings, metrics) as store:
+    async with (
+        open_store(store_settings, metrics) as store,
+        open_origins(store_settings.upstreams) as origins,
+    ):
         local = await LocalStore.open(cache.directory)
         metrics.track_disk(lambda: float(local.bytes_used), local.layout.root)
         learned = Learned(local.layout)
@@ -67,8 +71,9 @@ async def open_cache(
                 FairSlots(store_settings.max_concurrency, metrics),
                 PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
                 metrics,
+                origins,
             ),
-            ManifestCache(store, local, learned, links, cache.tag_ttl, metrics),
+            ManifestCache(store, local, learned, links, cache.tag_ttl, metrics, origins),
         )
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
         if limit is not None:

@@ -3,7 +3,9 @@
 A request for a blob that is not on this host starts a fill, or joins the one
 already running for that digest; it then reads the fill's growing file. See
 fill.py for what a fill guarantees, and eviction.py for when the cache has no
-room and blobs are streamed from the backing store instead (bypass.py).
+room and blobs are streamed from the backing store instead (bypass.py). A blob
+the bucket does not link, in a repository an origin registry serves
+(origins.py), is filled from the origin and then written through (through.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from .eviction import Evictor
 from .fill import Fill, NoRoom
 from .flights import SingleFlight
 from .links import LinkCache
+from .origins import Origins, Route
 from .parts import PartPolicy
 from .reading import RetryPolicy
 from .slots import FairSlots
+from .through import WriteThrough
 
 __all__ = ["SMALL", "BlobCache", "BlobReader", "CommittedBlob", "SmallBlob"]
 
@@ -35,6 +39,7 @@ _SIZE_ENTRIES = 100_000
 # up to _SMALL_MEMO bytes in all.
 SMALL = 128 * 1024
 _SMALL_MEMO = 32 * 1024 * 1024
+_ONE_STREAM = PartPolicy(size=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +98,10 @@ class BlobCache:
         slots: FairSlots,
         parts: PartPolicy,
         metrics: Metrics,
+        origins: Origins | None = None,
     ) -> None:
+        self._origins = origins or Origins()
+        self._through = WriteThrough(store, local, links, metrics)
         self._store = store
         self._slots = slots
         self._parts = parts
@@ -109,13 +117,26 @@ class BlobCache:
         self._sizes: BoundedDict[Digest, int] = BoundedDict(_SIZE_ENTRIES)
         self._stats: SingleFlight[Digest, int | None] = SingleFlight()
 
-    async def _require_link(self, name: str, digest: Digest) -> None:
-        if not await self._links.blob_linked(name, digest):
+    async def _require_link(
+        self, name: str, digest: Digest, namespace: str | None = None
+    ) -> Route | None:
+        """None if the bucket links the blob into the repository; else the origin
+        to fetch it from. Raises BlobUnknown when there is neither."""
+        if await self._links.blob_linked(name, digest):
+            return None
+        route = self._origins.route(name, namespace)
+        if route is None:
             raise BlobUnknown(detail={"digest": str(digest)})
+        return route
 
-    async def open(self, name: str, digest: Digest) -> BlobReader | DirectBlob | SmallBlob:
-        """The blob, ready to read once its size is known. Raises BlobUnknown."""
-        await self._require_link(name, digest)
+    async def open(
+        self, name: str, digest: Digest, namespace: str | None = None
+    ) -> BlobReader | DirectBlob | SmallBlob:
+        """The blob, ready to read once its size is known. Raises BlobUnknown;
+        `namespace` is the registry containerd names with ?ns=."""
+        route = await self._require_link(name, digest, namespace)
+        if route is not None:
+            return await self._from_origin(route, name, digest)
         small = self._small.get(digest)
         if small is not None:
             self._hits.inc()
@@ -149,9 +170,25 @@ class BlobCache:
             return BlobReader(file, source.size, None, self._local, digest)
         raise BlobUnknown(detail={"digest": str(digest)})
 
-    async def source(self, digest: Digest) -> CommittedBlob | Fill:
-        """A committed blob, or the fill bringing it in (started if needed).
-        Raises NoRoom when the cache cannot take it."""
+    async def _from_origin(
+        self, route: Route, name: str, digest: Digest
+    ) -> BlobReader | DirectBlob | SmallBlob:
+        try:
+            source = await self.source(digest, route)
+        except NoRoom as exc:
+            return await self._bypass(digest, exc.size, route)
+        if isinstance(source, Fill):
+            fill, size = source, await source.started()
+        else:
+            fill, size = None, source.size
+        self._through.blob(name, digest, fill)
+        file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
+        return BlobReader(file, size, fill, self._local, digest)
+
+    async def source(self, digest: Digest, route: Route | None = None) -> CommittedBlob | Fill:
+        """A committed blob, or the fill bringing it in (started if needed) from
+        the bucket or from `route`'s origin. Raises NoRoom when the cache cannot
+        take it."""
         committed = self._committed(digest)
         if committed is None and await self._local.discover(digest):
             committed = self._committed(digest)  # committed by another process
@@ -164,7 +201,7 @@ class BlobCache:
         if fill is None or fill.failed:
             if not await self._evictor.can_cache():
                 raise NoRoom(str(digest), None)
-            fill = self._start(digest)
+            fill = self._start(digest, route)
             note_cache("blob", "fill")
         else:
             fill.joiners += 1
@@ -174,27 +211,38 @@ class BlobCache:
         self._sizes.put(digest, size)
         return fill
 
-    async def _bypass(self, digest: Digest, size: int | None) -> DirectBlob:
+    async def _bypass(
+        self, digest: Digest, size: int | None, route: Route | None = None
+    ) -> DirectBlob:
         if size is None:
-            size = await self._stat(digest)
+            size = await self._stat(digest, route)
         self._metrics.cache_bypass.inc()
         note_cache("blob", "bypass")
-        return DirectBlob(self._store, digest, size, self._retry, self._slots, self._metrics)
+        source = route or self._store
+        return DirectBlob(source, digest, size, self._retry, self._slots, self._metrics)
 
-    def _start(self, digest: Digest) -> Fill:
+    def _start(self, digest: Digest, route: Route | None = None) -> Fill:
         fill = Fill(
             digest,
-            self._store,
+            route or self._store,
             self._local,
             self._evictor,
             self._retry,
             self._slots,
-            self._parts,
+            # An origin gets one stream per blob: registries need not honour
+            # ranges, and one pull should not look like a swarm to them.
+            _ONE_STREAM if route is not None else self._parts,
             self._metrics,
         )
         self._fills[digest] = fill
+        if route is not None:
+            self._metrics.origin_fetches.labels("blob").inc()
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
+
+    async def settled(self) -> None:
+        """Wait until blobs fetched from an origin are written through (tests)."""
+        await self._through.settled()
 
     def in_flight(self, digest: Digest) -> Fill | None:
         """The fill running for a digest, if any (await its `task` to follow it)."""
@@ -209,21 +257,24 @@ class BlobCache:
         if self._fills.get(fill.digest) is fill:
             del self._fills[fill.digest]
 
-    async def size(self, name: str, digest: Digest) -> int:
+    async def size(self, name: str, digest: Digest, namespace: str | None = None) -> int:
         """The blob's size, without fetching it. Raises BlobUnknown."""
-        await self._require_link(name, digest)
+        route = await self._require_link(name, digest, namespace)
         committed = self._committed(digest)
         if committed is not None:
             return committed.size
         fill = self._fills.get(digest)
         if fill is not None and fill.size is not None:
             return fill.size
-        return await self._stat(digest)
+        return await self._stat(digest, route)
 
-    async def _stat(self, digest: Digest) -> int:
+    async def _stat(self, digest: Digest, route: Route | None = None) -> int:
         size = self._sizes.get(digest)
         if size is None:
-            size = await self._stats.run(digest, lambda: self._store.blob_size(digest))
+            if route is not None:
+                size = await route.origin.blob_size(route.remote, digest)
+            else:
+                size = await self._stats.run(digest, lambda: self._store.blob_size(digest))
             if size is None:
                 raise BlobUnknown(detail={"digest": str(digest)})
             self._sizes.put(digest, size)
@@ -235,4 +286,5 @@ class BlobCache:
         for fill in fills:
             fill.task.cancel()
         await asyncio.gather(*(f.task for f in fills), return_exceptions=True)
+        await self._through.close()
         await self._stats.close()

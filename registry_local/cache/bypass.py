@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 from ..digest import Digest
 from ..errors import DigestMismatch, FillFailed
 from ..metrics import Metrics
-from ..storage.distribution import DistributionStore
-from .reading import RetryPolicy, read_resuming
+from .reading import BlobSource, RetryPolicy, read_resuming
 from .slots import FairSlots
 
 __all__ = ["DirectBlob"]
@@ -25,7 +24,7 @@ class DirectBlob:
 
     def __init__(
         self,
-        store: DistributionStore,
+        store: BlobSource,
         digest: Digest,
         size: int,
         retry: RetryPolicy,

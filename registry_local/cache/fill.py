@@ -28,12 +28,11 @@ from typing import TYPE_CHECKING
 from ..digest import Digest
 from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
 from ..metrics import Metrics
-from ..storage.distribution import DistributionStore
 from ..storage.local import LocalStore, TempBlob
 from .bypass import DirectBlob
 from .eviction import Evictor
 from .parts import PartPolicy, Parts, hash_range, write_at
-from .reading import RetryPolicy, read_resuming
+from .reading import BlobSource, RetryPolicy, read_resuming
 from .slots import FairSlots
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class Fill:
     def __init__(
         self,
         digest: Digest,
-        store: DistributionStore,
+        store: BlobSource,
         local: LocalStore,
         evictor: Evictor,
         retry: RetryPolicy,

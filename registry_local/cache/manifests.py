@@ -9,6 +9,7 @@ last known target is served (stale-if-error) and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ..storage.local import LocalStore
 from .bounded import BoundedDict
 from .flights import SingleFlight
 from .links import LinkCache
+from .origins import Origins, Route
 
 __all__ = ["Manifest", "ManifestCache"]
 
@@ -60,7 +62,9 @@ class ManifestCache:
         links: LinkCache,
         tag_ttl: float,
         metrics: Metrics,
+        origins: Origins | None = None,
     ) -> None:
+        self._origins = origins or Origins()
         self._store = store
         self._local = local
         self._learned = learned
@@ -73,14 +77,21 @@ class ManifestCache:
         self._tag_flights: SingleFlight[tuple[str, str], Digest | None] = SingleFlight()
         self._list_flights: SingleFlight[str, list[str] | None] = SingleFlight()
 
-    async def by_digest(self, name: str, digest: Digest) -> Manifest:
-        """The manifest, if the repository links it. Raises ManifestUnknown."""
-        if not await self._links.manifest_linked(name, digest):
+    async def by_digest(self, name: str, digest: Digest, namespace: str | None = None) -> Manifest:
+        """The manifest, if the repository links it (or its origin registry has
+        it). Raises ManifestUnknown; `namespace` is containerd's ?ns=."""
+        if await self._links.manifest_linked(name, digest):
+            return await self.content(digest)
+        route = self._origins.route(name, namespace)
+        if route is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
-        return await self.content(digest)
+        return await self._content_flights.run(
+            digest, lambda: self._fetch_from_origin(route, name, digest)
+        )
 
-    async def by_tag(self, name: str, tag: str) -> Manifest:
-        return await self.by_digest(name, await self.resolve_tag(name, tag))
+    async def by_tag(self, name: str, tag: str, namespace: str | None = None) -> Manifest:
+        digest = await self.resolve_tag(name, tag, namespace)
+        return await self.by_digest(name, digest, namespace)
 
     async def content(self, digest: Digest) -> Manifest:
         """A manifest's bytes, from memory, the cache dir, or the backing store."""
@@ -113,7 +124,7 @@ class ManifestCache:
         self._memo.put(digest, manifest)
         return manifest
 
-    async def resolve_tag(self, name: str, tag: str) -> Digest:
+    async def resolve_tag(self, name: str, tag: str, namespace: str | None = None) -> Digest:
         """The tag's target, trusted for the TTL. Raises ManifestUnknown."""
         key = (name, tag)
         record = self._tags.get(key)
@@ -128,7 +139,10 @@ class ManifestCache:
         self._metrics.cache_requests.labels("tag", "miss").inc()
         note_cache("tag", "miss")
         try:
-            digest = await self._tag_flights.run(key, lambda: self._revalidate(name, tag, record))
+            route = self._origins.route(name, namespace)
+            digest = await self._tag_flights.run(
+                key, lambda: self._revalidate(name, tag, record, route)
+            )
         except BackendError as exc:
             if record is None:
                 raise
@@ -140,9 +154,15 @@ class ManifestCache:
             raise ManifestUnknown(detail={"tag": tag})
         return digest
 
-    async def _revalidate(self, name: str, tag: str, known: TagRecord | None) -> Digest | None:
+    async def _revalidate(
+        self, name: str, tag: str, known: TagRecord | None, route: Route | None = None
+    ) -> Digest | None:
         try:
-            digest = await self._store.tag_target(name, tag)
+            digest = None
+            if route is not None:
+                digest = await self._tag_from_origin(route, name, tag)
+            if digest is None:  # no origin, or it does not know the tag: the bucket's
+                digest = await self._store.tag_target(name, tag)
         except BackendError:
             self._metrics.tag_revalidations.labels("error").inc()
             raise
@@ -155,6 +175,62 @@ class ManifestCache:
         self._metrics.tag_revalidations.labels("changed" if changed else "unchanged").inc()
         self._tags.put((name, tag), await self._learned.remember_tag(name, tag, digest))
         return digest
+
+    # -- an origin registry behind the bucket (origins.py) ----------------------------
+
+    async def _tag_from_origin(self, route: Route, name: str, tag: str) -> Digest | None:
+        """The tag's target at the origin, written through to the bucket; None if
+        the origin has no such tag."""
+        # Another host asked the origin less than a TTL ago and wrote its answer
+        # through: take it from the bucket, and the origin is asked once per TTL.
+        with contextlib.suppress(BackendError):
+            written = await self._store.tag_written(name, tag)
+            if written is not None and time.time() - written < self._tag_ttl:
+                digest = await self._store.tag_target(name, tag)
+                if digest is not None:
+                    return digest
+        try:
+            found = await route.origin.manifest(route.remote, tag)
+        except BackendError as exc:
+            # The origin is down: the bucket's tag (a host's last answer), if any.
+            digest = await self._store.tag_target(name, tag)
+            if digest is None:
+                raise
+            self._metrics.stale_served.labels("tag").inc()
+            log.warning("origin failed for %s:%s, serving the bucket's tag: %s", name, tag, exc)
+            return digest
+        if found is None:
+            return None
+        data, _, digest = found
+        await self._keep_from_origin(name, digest, data, tag)
+        return digest
+
+    async def _fetch_from_origin(self, route: Route, name: str, digest: Digest) -> Manifest:
+        found = await route.origin.manifest(route.remote, str(digest))
+        if found is None:
+            raise ManifestUnknown(detail={"digest": str(digest)})
+        return await self._keep_from_origin(name, digest, found[0], None)
+
+    async def _keep_from_origin(
+        self, name: str, digest: Digest, data: bytes, tag: str | None
+    ) -> Manifest:
+        """Commit a verified manifest from the origin here, then write it (and
+        the tag) through to the bucket: content before the links that name it."""
+        manifest = Manifest(digest, data, inspect_manifest(data))
+        self._metrics.origin_fetches.labels("manifest").inc()
+        await self.learned(manifest, name, tag)
+        await self._links.learned_manifest(name, digest)
+        try:
+            await self._store.put_blob(digest, data)
+            await self._store.link_manifest(name, digest)
+            self._metrics.origin_written.labels("manifest").inc()
+            if tag is not None:
+                await self._store.tag(name, tag, digest)
+                self._metrics.origin_written.labels("tag").inc()
+        except BackendError as exc:
+            self._metrics.origin_write_failures.inc()
+            log.warning("could not write %s of %s through to the bucket: %s", digest, name, exc)
+        return manifest
 
     async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:
         """This host just stored the manifest (and tag) in the backing store."""

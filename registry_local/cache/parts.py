@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING
 from ..digest import Digest
 from ..errors import FillFailed
 from ..metrics import Metrics
-from ..storage.distribution import DistributionStore
-from .reading import RetryPolicy, read_resuming
+from .reading import BlobSource, RetryPolicy, read_resuming
 from .slots import FairSlots
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ class Parts:
         size: int,
         fd: int,
         policy: PartPolicy,
-        store: DistributionStore,
+        store: BlobSource,
         retry: RetryPolicy,
         slots: FairSlots,
         metrics: Metrics,

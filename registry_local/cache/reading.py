@@ -12,17 +12,27 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..digest import Digest
 from ..errors import BackendUnavailable, BlobUnknown, FillFailed
-from ..storage.distribution import DistributionStore
+from ..storage.backend import ObjectStream
 from .slots import FairSlots
 
-__all__ = ["CHUNK", "RetryPolicy", "read_resuming"]
+__all__ = ["CHUNK", "BlobSource", "RetryPolicy", "read_resuming"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+
+
+class BlobSource(Protocol):
+    """Where a fill reads a blob: the backing store (DistributionStore) or an
+    origin registry's repository (origins.py)."""
+
+    async def open_blob(
+        self, digest: Digest, offset: int = 0, end: int | None = None
+    ) -> ObjectStream | None: ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class RetryPolicy:
 
 
 async def read_resuming(
-    store: DistributionStore,
+    store: BlobSource,
     digest: Digest,
     retry: RetryPolicy,
     slots: FairSlots,

@@ -31,7 +31,7 @@ def _target(request: web.Request) -> tuple[str, Digest]:
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
-    size = await request.app[BLOBS].size(name, digest)
+    size = await request.app[BLOBS].size(name, digest, request.query.get("ns"))
     response = web.StreamResponse(headers=_headers(digest))
     response.content_length = size
     return response
@@ -45,7 +45,7 @@ async def delete_blob(request: web.Request) -> web.Response:
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
-    reader = await request.app[BLOBS].open(name, digest)
+    reader = await request.app[BLOBS].open(name, digest, request.query.get("ns"))
     if isinstance(reader, SmallBlob):
         # Whole in memory: one write for the headers and the body together.
         byte_range = parse_range(request.headers.get("Range"), reader.size)

@@ -21,18 +21,22 @@ __all__ = ["delete_manifest", "get_manifest", "list_tags", "put_manifest"]
 
 
 async def _select(
-    manifests: ManifestCache, name: str, reference: Digest | str, accepted: frozenset[str]
+    manifests: ManifestCache,
+    name: str,
+    reference: Digest | str,
+    accepted: frozenset[str],
+    namespace: str | None,
 ) -> Manifest:
     """The manifest to answer with, negotiated as mediatypes.py describes."""
     if isinstance(reference, Digest):
-        manifest = await manifests.by_digest(name, reference)
+        manifest = await manifests.by_digest(name, reference, namespace)
     else:
-        manifest = await manifests.by_tag(name, reference)
+        manifest = await manifests.by_tag(name, reference, namespace)
         if manifest.media_type == DOCKER_MANIFEST_LIST and not accepts_manifest_lists(accepted):
             child = manifest.info.platform_child("linux", "amd64")
             if child is None:
                 raise ManifestUnknown("manifest list has no linux/amd64 image for this client")
-            manifest = await manifests.by_digest(name, child)
+            manifest = await manifests.by_digest(name, child, namespace)
     if not acceptable(manifest.media_type, accepted):
         raise ManifestUnknown(
             f"{manifest.media_type} found, but the Accept header does not allow it",
@@ -45,7 +49,8 @@ async def get_manifest(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     reference = parse_reference(request.match_info["reference"])
     accepted = parse_accept(request.headers.getall("Accept", ()))
-    manifest = await _select(request.app[MANIFESTS], name, reference, accepted)
+    namespace = request.query.get("ns")  # containerd: the registry this mirrors
+    manifest = await _select(request.app[MANIFESTS], name, reference, accepted, namespace)
     etag = f'"{manifest.digest}"'
     headers = {
         "Content-Type": manifest.media_type,

@@ -42,6 +42,10 @@ class Backend(Protocol):
     async def stat(self, key: str) -> int | None:
         """Size of the object, or None if there is none. Raises BackendError."""
 
+    async def modified(self, key: str) -> float | None:
+        """When the object was last written (seconds since the epoch, the store's
+        clock), or None if there is none. Raises BackendError."""
+
     async def read(self, key: str, limit: int) -> bytes | None:
         """The whole object, or None if absent. Raises BackendError, also when
         the object is larger than `limit` bytes."""

@@ -57,6 +57,10 @@ class DistributionStore:
         """The digest the tag's `current` link names, or None for no such tag."""
         return await self._read_link(self.layout.tag_current_link(name, tag))
 
+    async def tag_written(self, name: str, tag: str) -> float | None:
+        """When the tag's `current` link was last written (epoch seconds), or None."""
+        return await self.backend.modified(self.layout.tag_current_link(name, tag))
+
     async def tags(self, name: str) -> list[str] | None:
         """The repository's tags, sorted; None when the repository has none at all."""
         names = await self.backend.list(self.layout.tags_dir(name))

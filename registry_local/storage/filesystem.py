@@ -46,6 +46,15 @@ class FilesystemBackend:
         except OSError as exc:
             raise BackendError("stat", key, exc.strerror or str(exc)) from None
 
+    async def modified(self, key: str) -> float | None:
+        path = self._path(key)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise BackendError("stat", key, exc.strerror or str(exc)) from None
+
     async def read(self, key: str, limit: int) -> bytes | None:
         path = self._path(key)
 

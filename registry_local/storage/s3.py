@@ -171,6 +171,15 @@ class S3Backend:
             return None
         return int(head["ContentLength"])
 
+    async def modified(self, key: str) -> float | None:
+        try:
+            head = await self._request(
+                "HeadObject", key, lambda: self._client.head_object(Bucket=self._bucket, Key=key)
+            )
+        except _NotFound:
+            return None
+        return float(head["LastModified"].timestamp())
+
     async def read(self, key: str, limit: int) -> bytes | None:
         stream = await self.open(key)
         if stream is None:

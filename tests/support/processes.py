@@ -138,8 +138,10 @@ def run_docker_registry(
     bucket: str | None = None,
     fs_root: Path | None = None,
     prefix: str = "",
+    htpasswd: Path | None = None,
 ) -> Iterator[str]:
-    """The CNCF registry (Debian's docker-registry) on S3 or a directory; yields its URL."""
+    """The CNCF registry (Debian's docker-registry) on S3 or a directory, with
+    htpasswd auth if given; yields its URL."""
     binary = require_tool("docker-registry")
     port = free_port()
     if s3_endpoint is not None:
@@ -157,6 +159,7 @@ def run_docker_registry(
         + storage
         + "  delete:\n    enabled: true\n  redirect:\n    disable: true\n"
         + f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n" if htpasswd else "")
     )
     url = f"http://127.0.0.1:{port}"
     # Its S3 driver panics at start when AWS_CA_BUNDLE is set; sealed_env drops it.

@@ -96,6 +96,16 @@ class _Link:
             await asyncio.sleep(self._free_at - now)  # shaping, not waiting for work
 
 
+async def serve_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp app on 127.0.0.1 (a free port unless given): runner and URL."""
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 class S3Proxy:
     """The proxy. Besides S3 paths it answers GET /__proxy/stats (counts as JSON)
     and POST /__proxy/reset, for benchmarks that run it as a process of its own."""
@@ -118,12 +128,7 @@ class S3Proxy:
     async def start(self, port: int = 0) -> S3Proxy:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve_app(app, port)
         self._session = aiohttp.ClientSession(auto_decompress=False)
         return self
 
@@ -180,7 +185,10 @@ class S3Proxy:
             return web.Response()
         if fault is not None and fault.status is not None:
             body = f"<Error><Code>{fault.code}</Code><Message>injected</Message></Error>"
-            return web.Response(status=fault.status, text=body, content_type="application/xml")
+            headers = {"Retry-After": "0"} if fault.status == 429 else None
+            return web.Response(
+                status=fault.status, text=body, content_type="application/xml", headers=headers
+            )
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         async with self._session.request(

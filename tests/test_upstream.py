@@ -1,0 +1,185 @@
+"""An origin registry behind the bucket: misses fill S3 from it, once.
+
+The origin is Debian's docker-registry (the CNCF registry) on a directory, with
+htpasswd auth, or behind a bearer-token gate (tests/support/tokens.py). A
+counting proxy (tests/support/s3proxy.py relays any HTTP) sits in front of it,
+so tests see every request the origin got, and can take it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from registry_local.cache.origins import Origins, Route
+from registry_local.cli import _parser
+from registry_local.config import StoreSettings, UpstreamSettings, load
+from registry_local.imagebuild import build_image
+from registry_local.server.state import BLOBS
+from registry_local.storage.connect import open_store
+
+from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.processes import run_docker_registry
+from .support.s3proxy import Fault, S3Proxy
+from .support.tokens import TokenGate
+
+USER, PASSWORD = "puller", "s3cret-pass"
+
+
+@dataclass
+class Origin:
+    proxy: S3Proxy  # counts what the origin was asked; faults take it down
+    image: object
+    tag_digest: str
+
+    def gets(self) -> Counter[str]:
+        return Counter(r.key for r in self.proxy.requests if r.method == "GET")
+
+
+@pytest.fixture
+def image():
+    return build_image([{"a.bin": os.urandom(300 * 1024)}, {"b.txt": b"from the origin"}])
+
+
+@pytest.fixture
+async def origin(tmp_path, image) -> AsyncIterator[Origin]:
+    root = tmp_path / "origin"
+    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{USER}:{hashed}\n")
+    with run_docker_registry(tmp_path, fs_root=root, htpasswd=htpasswd) as url:
+        proxy = await S3Proxy(url).start()
+        try:
+            yield Origin(proxy, image, str(image.top))
+        finally:
+            await proxy.close()
+
+
+def _store(moto: str, bucket: str, url: str, password: str = PASSWORD) -> StoreSettings:
+    return s3_settings(moto, bucket, upstreams=(UpstreamSettings(url, "*", USER, password),))
+
+
+async def test_a_cold_pull_fills_disk_and_the_bucket_once_and_other_hosts_read_the_bucket(
+    start_cache, tmp_path, moto, bucket, origin, image
+):
+    store = _store(moto, bucket, origin.proxy.url)
+    first = await start_cache(tmp_path / "host-1", store)
+
+    pulls = await asyncio.gather(*(pull_image(first.url, "team/app", "v1") for _ in range(5)))
+    await first.app[BLOBS].settled()
+
+    expected = {str(d): data for d, data in [*image.blobs.items(), *image.manifests.items()]}
+    assert all(pull == expected for pull in pulls)
+    blob_gets = {k: n for k, n in origin.gets().items() if "/blobs/" in k}
+    assert sorted(blob_gets.values()) == [1] * len(image.blobs)  # each blob once, 5 clients
+    async with open_store(s3_settings(moto, bucket)) as s3:  # written through, links too
+        for digest, data in image.blobs.items():
+            assert await s3.read_blob(digest, 1 << 30) == data
+            assert await s3.blob_linked("team/app", digest)
+        for digest in image.manifests:
+            assert await s3.manifest_linked("team/app", digest)
+        assert str(await s3.tag_target("team/app", "v1")) == origin.tag_digest
+    metrics = first.metrics
+    assert metrics.origin_fetches.labels("blob")._value.get() == len(image.blobs)
+    assert metrics.origin_written.labels("blob")._value.get() == len(image.blobs)
+
+    origin.proxy.requests.clear()
+    second = await start_cache(tmp_path / "host-2", store)  # another host, same bucket
+    assert await pull_image(second.url, "team/app", "v1") == expected
+    assert origin.proxy.requests == []  # the bucket had it all, the tag fresh
+
+
+async def test_known_tags_are_served_while_the_origin_is_down(
+    start_cache, tmp_path, moto, bucket, origin, image
+):
+    store = _store(moto, bucket, origin.proxy.url)
+    first = await start_cache(tmp_path / "host-1", store, tag_ttl=0)
+    expected = await pull_image(first.url, "team/app", "v1")
+    await first.app[BLOBS].settled()
+    origin.proxy.add(Fault(lambda method, key: True, status=503, code="Unavailable"))
+
+    assert await pull_image(first.url, "team/app", "v1") == expected  # its last answer
+    second = await start_cache(tmp_path / "host-2", store, tag_ttl=0)
+    assert await pull_image(second.url, "team/app", "v1") == expected  # the bucket's tag
+    assert second.metrics.stale_served.labels("tag")._value.get() >= 1
+
+    status, _, body = await fetch(f"{second.url}/v2/team/app/manifests/never-pushed")
+    assert status == 503 and b"UNAVAILABLE" in body  # unknown tag, origin down: say so
+
+
+async def test_wrong_credentials_are_a_clear_error(start_cache, tmp_path, moto, bucket, origin):
+    cache = await start_cache(store=_store(moto, bucket, origin.proxy.url, password="wrong"))
+
+    status, _, body = await fetch(f"{cache.url}/v2/team/app/manifests/v1")
+
+    assert status == 503
+    assert b"upstream registry refused registry-local's credentials" in body
+    assert PASSWORD.encode() not in body and b"wrong" not in body
+
+
+async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
+    start_cache, tmp_path, moto, bucket, image
+):
+    root = tmp_path / "origin"
+    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
+    with run_docker_registry(tmp_path, fs_root=root) as registry:
+        gate = await TokenGate(registry, USER, PASSWORD).start()
+        proxy = await S3Proxy(gate.url).start()
+        try:
+            layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+            proxy.add(Fault(lambda m, key: key.endswith(str(layer)), times=1, status=429))
+            cache = await start_cache(store=_store(moto, bucket, proxy.url))
+
+            pulled = await pull_image(cache.url, "team/app", "v1")
+            await cache.app[BLOBS].settled()
+        finally:
+            await proxy.close()
+            await gate.close()
+    assert pulled[str(layer)] == image.blobs[layer]
+    assert gate.tokens_issued == {"repository:team/app:pull": 1}
+    layer_gets = [r for r in proxy.requests if r.key.endswith(str(layer)) and r.method == "GET"]
+    assert len(layer_gets) == 2  # throttled once, then served
+
+
+async def test_containerd_namespaces_and_name_prefixes_pick_the_origin():
+    hub = object.__new__(type("O", (), {}))  # a stand-in: routing never calls it
+    hub.settings = UpstreamSettings("http://127.0.0.1:1", "docker.io")  # type: ignore[attr-defined]
+    ghcr = object.__new__(type("O", (), {}))
+    ghcr.settings = UpstreamSettings("http://127.0.0.1:2", "ghcr.io")  # type: ignore[attr-defined]
+    origins = Origins([hub, ghcr])  # type: ignore[list-item]
+
+    assert origins.route("library/alpine", "docker.io") == Route(hub, "library/alpine")  # type: ignore[arg-type]
+    assert origins.route("ghcr.io/org/app", None) == Route(ghcr, "org/app")  # type: ignore[arg-type]
+    assert origins.route("org/app", "ghcr.io") == Route(ghcr, "org/app")  # type: ignore[arg-type]
+    assert origins.route("library/alpine", None) is None  # pushed here: the bucket alone
+    assert not Origins()
+
+
+def test_upstream_settings_come_from_flags_env_and_the_config_file(tmp_path: Path):
+
+    creds = tmp_path / "creds"
+    creds.write_text("robot:pa:ss\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "upstreams:\n  - match: ghcr.io\n    url: http://127.0.0.1:7001\n"
+        f"    credentials_file: {creds}\n"
+    )
+    args = _parser().parse_args(
+        ["serve", "--config", str(config), "--upstream", "http://127.0.0.1:7000"]
+    )
+    env = {"REGISTRY_LOCAL_UPSTREAM_USERNAME": "hub", "REGISTRY_LOCAL_UPSTREAM_PASSWORD": "pw"}
+    upstreams = load(args, env).store.upstreams
+
+    assert [(u.match, u.url, u.username, u.password) for u in upstreams] == [
+        ("ghcr.io", "http://127.0.0.1:7001", "robot", "pa:ss"),
+        ("*", "http://127.0.0.1:7000", "hub", "pw"),
+    ]
+    assert "pa:ss" not in repr(upstreams)
