@@ -46,7 +46,13 @@ from registry_local.loadtest import run_load  # noqa: E402
 from registry_local.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
 from tests.support.engines import run_seaweedfs  # noqa: E402
 from tests.support.harness import s3_settings, seed  # noqa: E402
-from tests.support.processes import AWS_ENV, free_port, sealed_env  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    AWS_ENV,
+    free_port,
+    sealed_env,
+    serve_argv,
+    stop_process,
+)
 
 MIB = 1 << 20
 
@@ -65,12 +71,7 @@ class Proc:
         return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 async def _until_up(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -113,16 +114,7 @@ class Bench:
         }
         proc = await start(
             "registry-local",
-            [
-                sys.executable,
-                "-m",
-                "registry_local",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--cache-dir",
-                str(cache),
-            ],
+            serve_argv(port, "--cache-dir", str(cache)),
             f"http://127.0.0.1:{port}/v2/",
             self.work / f"rl-{tag}.log",
             env,

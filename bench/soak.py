@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from registry_local.digest import Digest  # noqa: E402
 from registry_local.imagebuild import build_image  # noqa: E402
 from tests.support.harness import metric, s3_settings, seed  # noqa: E402
-from tests.support.processes import AWS_ENV, free_port, run_moto, sealed_env  # noqa: E402
+from tests.support.processes import AWS_ENV, free_port, run_moto, sealed_env, serve_argv  # noqa: E402
 from tests.support.s3proxy import Fault, S3Proxy  # noqa: E402
 
 FAULTS = [
@@ -134,18 +134,15 @@ async def main(args: argparse.Namespace) -> int:
         )
         server_log = (Path(work) / "server.log").open("wb")
         server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "registry_local",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--cache-dir",
-            str(Path(work) / "cache"),
-            "--cache-max-bytes",
-            args.cache,
-            "--s3-read-timeout",
-            "1",
+            *serve_argv(
+                port,
+                "--cache-dir",
+                str(Path(work) / "cache"),
+                "--cache-max-bytes",
+                args.cache,
+                "--s3-read-timeout",
+                "1",
+            ),
             env=env,
             stderr=server_log,
         )

@@ -309,7 +309,8 @@ OPTIONS: tuple[Option, ...] = (
         "upstream",
         "origin registry (http(s)://host[:port]) that fills the bucket on a miss: "
         "manifests, tags and blobs not in S3 are fetched from it once and written "
-        "through; per-registry origins go in the config file's `upstreams` list",
+        "through (serve and warm; import and export ignore it); per-registry origins go "
+        "in the config file's `upstreams` list",
         None,
         _url,
         metavar="URL",

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from registry_local.imagebuild import sample_image
 from registry_local.ocilayout import write_oci_layout
 
-from .support.processes import free_port, sealed_env
+from .support.processes import free_port, sealed_env, serve_argv
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         capture_output=True,
     )
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "registry_local",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--allow-push",
-        "--allow-delete",
-        "--warm-endpoint",
-    ]
+    command = serve_argv(port, "--allow-push", "--allow-delete", "--warm-endpoint")
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     assert process.stderr is not None
     log = []

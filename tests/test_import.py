@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from registry_local.transfer.files import SourceError
 from registry_local.transfer.importer import import_image
 
 from .support.harness import pull_image
-from .support.processes import sealed_env, skopeo
+from .support.processes import run_cli, sealed_env, skopeo
 
 
 def _index():
@@ -158,17 +157,8 @@ async def test_the_cli_imports_with_progress_and_exports(tmp_path):
     write_oci_layout(tmp_path / "layout", image, "latest")
 
     async def cli(*args: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "registry_local",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await process.communicate()
-        return process.returncode or 0, out.decode()
+        code, out, err = await run_cli(*args, env=env)
+        return code, out + err
 
     code, out = await cli("import", str(tmp_path / "layout"), "app")
     assert code == 0 and f"app:latest is {image.top}" in out

@@ -13,7 +13,7 @@ from registry_local.digest import Digest
 from registry_local.imagebuild import build_image, sample_image
 
 from .support.harness import fetch, pull_image, seed
-from .support.processes import sealed_env, serving, skopeo
+from .support.processes import run_cli, sealed_env, serving, skopeo
 from .support.s3proxy import Fault, key_endswith
 
 
@@ -69,18 +69,9 @@ async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s
 
 
 async def _cli(*args: str, env: dict[str, str]) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry_local",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode() + err.decode()
+    code, out, err = await run_cli(*args, env=env)
+    assert code == 0, err
+    return out + err
 
 
 async def test_quick_start_flow_sample_import_serve_skopeo(tmp_path: Path):

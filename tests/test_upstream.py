@@ -18,7 +18,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from registry_local.cache.origins import Origins, Route
+from registry_local.cache.origins import Origins, Route, open_origins
 from registry_local.cli import _parser
 from registry_local.config import StoreSettings, UpstreamSettings, load
 from registry_local.imagebuild import build_image
@@ -97,6 +97,21 @@ async def test_a_cold_pull_fills_disk_and_the_bucket_once_and_other_hosts_read_t
     assert origin.proxy.requests == []  # the bucket had it all, the tag fresh
 
 
+async def test_a_broken_origin_body_resumes_from_the_byte_reached(
+    start_cache, moto, bucket, origin, image
+):
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    origin.proxy.add(Fault(lambda m, key: key.endswith(str(layer)), times=1, reset_at=100_000))
+    cache = await start_cache(store=_store(moto, bucket, origin.proxy.url))
+
+    pulled = await pull_image(cache.url, "team/app", "v1")
+
+    assert pulled[str(layer)] == image.blobs[layer]
+    gets = [r for r in origin.proxy.requests if r.key.endswith(str(layer)) and r.method == "GET"]
+    assert len(gets) == 2 and 0 < gets[1].span[0] <= 100_000  # resumed, not from zero
+    assert cache.metrics.fill_retries._value.get() == 1
+
+
 async def test_known_tags_are_served_while_the_origin_is_down(
     start_cache, tmp_path, moto, bucket, origin, image
 ):
@@ -150,16 +165,18 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
 
 
 async def test_containerd_namespaces_and_name_prefixes_pick_the_origin():
-    hub = object.__new__(type("O", (), {}))  # a stand-in: routing never calls it
-    hub.settings = UpstreamSettings("http://127.0.0.1:1", "docker.io")  # type: ignore[attr-defined]
-    ghcr = object.__new__(type("O", (), {}))
-    ghcr.settings = UpstreamSettings("http://127.0.0.1:2", "ghcr.io")  # type: ignore[attr-defined]
-    origins = Origins([hub, ghcr])  # type: ignore[list-item]
+    settings = [
+        UpstreamSettings("http://127.0.0.1:1", "docker.io"),
+        UpstreamSettings("http://127.0.0.1:2", "ghcr.io"),
+    ]
+    async with open_origins(settings) as origins:  # routing asks nothing of them
+        hub, ghcr = (origins.route("x", "docker.io"), origins.route("x", "ghcr.io"))
+        assert hub is not None and ghcr is not None and hub.origin is not ghcr.origin
 
-    assert origins.route("library/alpine", "docker.io") == Route(hub, "library/alpine")  # type: ignore[arg-type]
-    assert origins.route("ghcr.io/org/app", None) == Route(ghcr, "org/app")  # type: ignore[arg-type]
-    assert origins.route("org/app", "ghcr.io") == Route(ghcr, "org/app")  # type: ignore[arg-type]
-    assert origins.route("library/alpine", None) is None  # pushed here: the bucket alone
+        assert origins.route("library/alpine", "docker.io") == Route(hub.origin, "library/alpine")
+        assert origins.route("ghcr.io/org/app", None) == Route(ghcr.origin, "org/app")
+        assert origins.route("org/app", "ghcr.io") == Route(ghcr.origin, "org/app")
+        assert origins.route("library/alpine", None) is None  # pushed here: the bucket alone
     assert not Origins()
 
 

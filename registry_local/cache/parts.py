@@ -96,7 +96,8 @@ class Parts:
 
     @property
     def contiguous(self) -> int:
-        """Bytes from the start of part 1 on that are written without a gap, plus part 0."""
+        """Bytes from the blob's start written without a gap (part 0 counts as
+        whole: the fill asks only once it has read it)."""
         if self._frontier >= self._count:
             return self._size
         return self._frontier * self._part + self._done[self._frontier]

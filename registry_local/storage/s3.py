@@ -162,23 +162,22 @@ class S3Backend:
                 return result
         raise AssertionError("unreachable")
 
-    async def stat(self, key: str) -> int | None:
+    async def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            head = await self._request(
+            head: dict[str, Any] = await self._request(
                 "HeadObject", key, lambda: self._client.head_object(Bucket=self._bucket, Key=key)
             )
         except _NotFound:
             return None
-        return int(head["ContentLength"])
+        return head
+
+    async def stat(self, key: str) -> int | None:
+        head = await self._head(key)
+        return None if head is None else int(head["ContentLength"])
 
     async def modified(self, key: str) -> float | None:
-        try:
-            head = await self._request(
-                "HeadObject", key, lambda: self._client.head_object(Bucket=self._bucket, Key=key)
-            )
-        except _NotFound:
-            return None
-        return float(head["LastModified"].timestamp())
+        head = await self._head(key)
+        return None if head is None else float(head["LastModified"].timestamp())
 
     async def read(self, key: str, limit: int) -> bytes | None:
         stream = await self.open(key)

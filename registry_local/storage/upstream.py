@@ -66,10 +66,6 @@ class Origin:
             pair = f"{settings.username}:{settings.password or ''}".encode()
             self._credentials = "Basic " + base64.b64encode(pair).decode()
 
-    @property
-    def description(self) -> str:
-        return self.url
-
     # -- what the cache asks -----------------------------------------------------
 
     async def manifest(self, name: str, reference: str) -> tuple[bytes, str, Digest] | None:
@@ -114,10 +110,11 @@ class Origin:
             if response.status == 416:  # a range at or past the end
                 response.release()
                 size = await self.blob_size(name, digest)
-                return None if size is None else _BlobStream(None, path, size, size)
+                return None if size is None else _BlobStream(None, path, size, 0)
             _check(response, path)
             size, skip = _extent(response, offset)
-            stream = _BlobStream(response, path, size, size if end is None else min(end, size))
+            stop = size if end is None else min(end, size)
+            stream = _BlobStream(response, path, size, max(0, stop - offset))
             await stream.skip(skip)
         except BaseException:
             response.release()
@@ -222,29 +219,33 @@ class _BlobStream:
     """A blob body from the origin, in the ObjectStream protocol (backend.py)."""
 
     def __init__(
-        self, response: aiohttp.ClientResponse | None, path: str, size: int, stop: int
+        self, response: aiohttp.ClientResponse | None, path: str, size: int, wanted: int
     ) -> None:
         self._response = response
         self._path = path
-        self._left = 0 if response is None else stop
+        self._left = wanted if response is not None else 0  # bytes still to hand out
         self.size = size
 
     async def skip(self, count: int) -> None:
         """Drop leading bytes: the origin ignored our Range and sent it all."""
-        self._left += count
         while count > 0:
-            count -= len(await self.read(min(count, _CHUNK)))
+            count -= len(await self._body(min(count, _CHUNK)))
 
     async def read(self, n: int) -> bytes:
-        if self._response is None or self._left <= 0:
+        if self._left <= 0:
             return b""
+        chunk = await self._body(min(n, self._left))
+        self._left -= len(chunk)
+        return chunk
+
+    async def _body(self, n: int) -> bytes:
+        assert self._response is not None
         try:
-            chunk = await self._response.content.read(min(n, self._left))
+            chunk = await self._response.content.read(n)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BackendUnavailable("GET", self._path, f"origin body broke: {exc}") from None
         if not chunk:
             raise BackendUnavailable("GET", self._path, "origin body ended early")
-        self._left -= len(chunk)
         return chunk
 
     async def close(self) -> None:

@@ -46,7 +46,21 @@ def _clean(name: str) -> str:
     return "/".join(parts)
 
 
-class _Directory:
+class _Source:
+    """What both kinds of source share: reading a small file whole, bounded."""
+
+    def open(self, name: str) -> IO[bytes]:
+        raise NotImplementedError
+
+    def read_bytes(self, name: str, limit: int = 64 << 20) -> bytes:
+        with self.open(name) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise SourceError(f"{name} is larger than {limit} bytes")
+        return data
+
+
+class _Directory(_Source):
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -55,13 +69,6 @@ class _Directory:
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
-
-    def read_bytes(self, name: str, limit: int = 64 << 20) -> bytes:
-        with self.open(name) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise SourceError(f"{name} is larger than {limit} bytes")
-        return data
 
     def open(self, name: str) -> IO[bytes]:
         try:
@@ -73,7 +80,7 @@ class _Directory:
         return self._path(name)
 
 
-class _Archive:
+class _Archive(_Source):
     def __init__(self, tar: tarfile.TarFile) -> None:
         self._tar = tar
         self._members = {_clean(m.name): m for m in tar.getmembers() if m.name.strip("./")}
@@ -81,13 +88,6 @@ class _Archive:
     def exists(self, name: str) -> bool:
         member = self._members.get(_clean(name))
         return member is not None and (member.isfile() or member.issym() or member.islnk())
-
-    def read_bytes(self, name: str, limit: int = 64 << 20) -> bytes:
-        with self.open(name) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise SourceError(f"{name} is larger than {limit} bytes")
-        return data
 
     def open(self, name: str) -> IO[bytes]:
         member = self._members.get(_clean(name))

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .processes import _running, free_ports, require_tool, sealed_env
+from .processes import _running, free_ports, require_tool, sealed_env, stop_process
 
 __all__ = [
     "DEPLOY",
@@ -137,12 +137,7 @@ def run_dockerd(mirror: str, log_dir: Path) -> Iterator[Docker]:
             _wait_for(lambda: socket.exists() and _answers(docker), process, "dockerd")
             yield docker
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _answers(docker: Docker) -> bool:
@@ -199,12 +194,7 @@ def run_containerd(mirror: str, log_dir: Path) -> Iterator[tuple[Path, Path]]:
             _wait_for(socket.exists, process, "containerd")
             yield socket, hosts
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def containerd_snapshot_file(socket: Path, name: str) -> list[Path]:

@@ -26,11 +26,14 @@ __all__ = [
     "free_port",
     "free_ports",
     "require_tool",
+    "run_cli",
     "run_docker_registry",
     "run_moto",
     "sealed_env",
+    "serve_argv",
     "serving",
     "skopeo",
+    "stop_process",
 ]
 
 AWS_ENV = {
@@ -38,6 +41,36 @@ AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def serve_argv(port: int, *args: str) -> list[str]:
+    """The command line of `registry-local serve` on 127.0.0.1:port, this Python's."""
+    return [sys.executable, "-m", "registry_local", "serve", "--listen", f"127.0.0.1:{port}", *args]
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """`python -m registry_local ARGS`: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
 
 
 def free_port() -> int:
@@ -112,12 +145,7 @@ def _running(cmd: list[str], ready_url: str, env: dict[str, str], log: Path) -> 
         _wait_http(ready_url, process)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 @contextmanager
@@ -179,13 +207,7 @@ async def serving(
     """
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry_local",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        *args,
+        *serve_argv(port, *args),
         stderr=asyncio.subprocess.PIPE,
         env=sealed_env({**AWS_ENV, **(env or {})}),
     )
