@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -134,7 +135,8 @@ async def test_push_and_pull_over_tls_with_credentials(
     cert, key = certificate
     cache = await start_cache(allow_push=True, auth_htpasswd=htpasswd, tls_cert=cert, tls_key=key)
     assert cache.url.startswith("https://")
-    image = build_image([{"layer": b"pushed over tls" * 1000}], media_type=OCI_MANIFEST)
+    # Larger than the in-memory small-blob cache, so it goes out by the sendfile path.
+    image = build_image([{"layer": os.urandom(400_000)}], media_type=OCI_MANIFEST)
     write_oci_layout(tmp_path / "src", image, "v1")
     address = cache.url.removeprefix("https://")
     certs = str(cert.parent)

@@ -1,9 +1,13 @@
 """Sending blob bytes: sendfile from a committed file, or following a fill.
 
 Both cases are one loop: wait until bytes past the current position may be
-sent, then hand that stretch of the file to the kernel (`loop.sendfile`, which
-falls back to read/write where sendfile cannot run, e.g. under TLS). A committed
-blob is one stretch. If the fill fails part-way, the connection is closed
+sent, then hand that stretch of the file to the kernel. A committed blob is one
+stretch. A stretch first goes to `os.sendfile` directly, as much as the socket
+takes at once: readers following a fill send many short stretches, and each
+`loop.sendfile` costs about ten system calls (pausing reads, registering for
+writability) before it sends a byte. What the socket does not take at once goes
+through `loop.sendfile`, which waits for room (and falls back to read/write
+where sendfile cannot run, e.g. under TLS). If the fill fails part-way, the connection is closed
 without the missing bytes, so the client sees a short body and retries. When
 the cache has no room, chunks come from the backing store (a DirectBlob).
 """
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import BinaryIO
 
 from aiohttp import web
 
@@ -65,7 +71,11 @@ async def send_blob(
             # sending, as asyncio refuses (RuntimeError) a transport that is closing.
             if transport is None or transport.is_closing():
                 return False
-            position += await loop.sendfile(transport, reader.file, position, readable - position)
+            position += _send_now(transport, reader.file, position, readable - position)
+            if position < readable:
+                position += await loop.sendfile(
+                    transport, reader.file, position, readable - position
+                )
         return position == byte_range.end
     except (FillFailed, BackendError) as exc:
         log.warning("cutting %s short at byte %d: %s", request.path, position, exc)
@@ -80,3 +90,20 @@ async def send_blob(
         )
         metrics.blob_bytes_served.labels(source).inc(position - byte_range.start)
         note_sent(position - byte_range.start)
+
+
+def _send_now(transport: asyncio.BaseTransport, file: BinaryIO, offset: int, count: int) -> int:
+    """Bytes of the file the socket takes at once, without waiting; 0 where the
+    transport has bytes of its own queued (they go first) or is not a plain socket."""
+    sock = transport.get_extra_info("socket")
+    if (
+        sock is None
+        or transport.get_extra_info("ssl_object") is not None
+        or not isinstance(transport, asyncio.WriteTransport)
+        or transport.get_write_buffer_size()
+    ):
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), file.fileno(), offset, count)
+    except (BlockingIOError, InterruptedError):
+        return 0
