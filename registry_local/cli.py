@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
         default="linux/amd64",
         metavar="OS/ARCH",
         help="which image of a multi-platform index (default: linux/amd64)",
+    )
+    loadtest.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes the clients are shared among, so that the load tester's "
+        "own CPU does not cap the storm (default: one per CPU, at most one per client)",
     )
     loadtest.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -281,10 +290,20 @@ def _check(settings: config.Settings, ready: bool) -> int:
 def _loadtest(args: argparse.Namespace) -> int:
     from .loadtest import print_report, run_load
 
-    if args.clients < 1 or args.waves < 1 or args.ramp < 0:
-        raise ConfigError("--clients and --waves must be at least 1, --ramp at least 0")
+    if args.clients < 1 or args.waves < 1 or args.processes < 1 or args.ramp < 0:
+        raise ConfigError(
+            "--clients, --waves and --processes must be at least 1, --ramp at least 0"
+        )
     report = asyncio.run(
-        run_load(args.url, args.image, args.clients, args.waves, args.ramp, args.platform)
+        run_load(
+            args.url,
+            args.image,
+            args.clients,
+            args.waves,
+            args.ramp,
+            args.platform,
+            args.processes,
+        )
     )
     print_report(report, args.json)
     return 1 if report.pulls_failed else 0

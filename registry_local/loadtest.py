@@ -1,10 +1,9 @@
 """`registry-local loadtest`: a storm of engine-like pulls, and what it cost S3.
 
 Each client has a connection pool of its own, as separate engines do, and pulls
-the way dockerd does: GET /v2/, HEAD the tag with every manifest type accepted,
-GET the manifest by digest, the platform's manifest of an index, then the config
-and the layers, three at a time. Every body is hashed as it streams and checked
-against its digest; nothing is held whole in memory.
+the way dockerd does, checking every digest (loadclient.py). With `processes`
+above 1 the clients are shared among worker processes (loadworkers.py), so the
+load tester's own CPU does not cap the storm.
 
 If the server exports registry-local's metrics, they are read before and after
 the run, for the S3 requests and bytes it cost and the fan-out: bytes of blobs
@@ -26,29 +25,12 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from .digest import Digest
-from .errors import DigestInvalid, ManifestInvalid
-from .mediatypes import MANIFEST_MEDIA_TYPES, inspect_manifest
+from .loadclient import Pull, Target, run_clients
+from .loadworkers import ClientProcesses
 from .reference import parse_image_reference
 from .transfer.progress import Progress, human_bytes
 
 __all__ = ["LoadReport", "run_load"]
-
-_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
-_LAYERS_AT_ONCE = 3  # dockerd's max-concurrent-downloads
-_CHUNK = 1 << 20
-
-
-class PullFailed(Exception):
-    pass
-
-
-@dataclass
-class Pull:
-    ok: bool = False
-    error: str | None = None
-    seconds: float = 0.0
-    first_layer_byte: float | None = None  # seconds from the start of the pull
-    bytes: int = 0
 
 
 @dataclass
@@ -57,6 +39,7 @@ class LoadReport:
     image: str
     clients: int
     waves: int
+    processes: int = 1
     pulls_ok: int = 0
     pulls_failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -77,7 +60,8 @@ class LoadReport:
 
     def text(self) -> str:
         lines = [
-            f"{self.clients} clients x {self.waves} waves pulling {self.image} from {self.url}",
+            f"{self.clients} clients x {self.waves} waves pulling {self.image} from {self.url}"
+            + (f" ({self.processes} processes)" if self.processes > 1 else ""),
             f"pulls: {self.pulls_ok} ok, {self.pulls_failed} failed",
             f"time: {self.seconds:.2f} s, {human_bytes(self.bytes)} at "
             f"{human_bytes(self.throughput)}/s",
@@ -112,105 +96,6 @@ def _summary(samples: list[float]) -> dict[str, float]:
         else ordered * 99
     )
     return {"p50": cuts[49], "p90": cuts[89], "p99": cuts[98], "max": ordered[-1]}
-
-
-class _Client:
-    def __init__(
-        self, base: str, name: str, reference: str, platform: tuple[str, str], progress: Progress
-    ) -> None:
-        self.base = base
-        self.name = name
-        self.reference = reference
-        self.platform = platform
-        self.progress = progress
-        self.blobs: dict[Digest, int] = {}  # the blobs pulled, and their sizes
-
-    async def pull(self) -> Pull:
-        result = Pull()
-        began = time.monotonic()
-        try:
-            async with aiohttp.ClientSession() as session:  # a pool of its own
-                await self._pull(session, result, began)
-            result.ok = True
-        except (PullFailed, aiohttp.ClientError, TimeoutError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-        result.seconds = time.monotonic() - began
-        return result
-
-    async def _pull(self, session: aiohttp.ClientSession, result: Pull, began: float) -> None:
-        async with session.get(f"{self.base}/v2/") as response:
-            if response.status not in (200, 401):
-                raise PullFailed(f"GET /v2/: {response.status}")
-        url = f"{self.base}/v2/{self.name}/manifests/{self.reference}"
-        async with session.head(url, headers={"Accept": _ACCEPT}) as response:
-            if response.status != 200:
-                raise PullFailed(f"HEAD {self.reference}: {response.status}")
-            digest = response.headers.get("Docker-Content-Digest")
-        if digest is None:
-            raise PullFailed("no Docker-Content-Digest on the tag")
-        info = await self._manifest(session, _digest(digest))
-        if info.is_index:
-            child = info.platform_child(*self.platform)
-            if child is None:
-                raise PullFailed(f"no {'/'.join(self.platform)} image in the index")
-            info = await self._manifest(session, child)
-        config, *layers = info.blobs
-        await self._blob(session, config.digest, result, began, layer=False)
-        turns = asyncio.Semaphore(_LAYERS_AT_ONCE)
-
-        async def layer(digest: Digest) -> None:
-            async with turns:
-                await self._blob(session, digest, result, began, layer=True)
-
-        await asyncio.gather(*(layer(d.digest) for d in layers))
-
-    async def _manifest(self, session: aiohttp.ClientSession, digest: Digest) -> Any:
-        url = f"{self.base}/v2/{self.name}/manifests/{digest}"
-        async with session.get(url, headers={"Accept": _ACCEPT}) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise PullFailed(f"GET manifest {digest}: {response.status}")
-        if Digest.of(body, digest.algorithm) != digest:
-            raise PullFailed(f"manifest {digest}: digest mismatch")
-        try:
-            return inspect_manifest(body)
-        except ManifestInvalid as exc:
-            raise PullFailed(f"manifest {digest}: {exc.message}") from None
-
-    async def _blob(
-        self,
-        session: aiohttp.ClientSession,
-        digest: Digest,
-        result: Pull,
-        began: float,
-        layer: bool,
-    ) -> None:
-        hasher = digest.hasher()
-        size = 0
-        async with session.get(f"{self.base}/v2/{self.name}/blobs/{digest}") as response:
-            if response.status != 200:
-                raise PullFailed(f"GET blob {digest}: {response.status}")
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                if layer and result.first_layer_byte is None:
-                    result.first_layer_byte = time.monotonic() - began
-                # Hashing releases the GIL: a thread lets the other core help.
-                if len(chunk) > 65536:
-                    await asyncio.to_thread(hasher.update, chunk)
-                else:
-                    hasher.update(chunk)
-                size += len(chunk)
-                self.progress.advance(len(chunk))
-        if not digest.matches(hasher):
-            raise PullFailed(f"blob {digest}: digest mismatch (corrupt body)")
-        result.bytes += size
-        self.blobs[digest] = size
-
-
-def _digest(text: str) -> Digest:
-    try:
-        return Digest.parse(text)
-    except DigestInvalid:
-        raise PullFailed(f"invalid digest {text!r}") from None
 
 
 async def _s3_counters(base: str) -> dict[str, float] | None:
@@ -249,36 +134,42 @@ async def run_load(
     waves: int = 1,
     ramp: float = 0.0,
     platform: str = "linux/amd64",
+    processes: int = 1,
 ) -> LoadReport:
+    """Pull `image` from `url` with `clients` clients at once, `waves` times over;
+    with `processes` > 1, the clients run in that many worker processes."""
     name, parsed = parse_image_reference(image)
-    reference = str(parsed)
     os_name, _, arch = platform.partition("/")
-    base = url.rstrip("/")
-    report = LoadReport(base, image, clients, waves)
+    target = Target(url.rstrip("/"), name, str(parsed), (os_name, arch))
+    processes = max(1, min(processes, clients))
+    report = LoadReport(target.base, image, clients, waves, processes)
     # A live line on a terminal; nothing at all when stderr is a pipe or a file.
     progress = Progress("loadtest", 0, clients * waves, lines_when_piped=False)
-    before = await _s3_counters(base)
     pulls: list[Pull] = []
     wanted: dict[Digest, int] = {}
-    began = time.monotonic()
-    for _ in range(waves):
-        workers = [
-            _Client(base, name, reference, (os_name, arch), progress) for _ in range(clients)
-        ]
-
-        async def start(number: int, worker: _Client) -> Pull:
-            if ramp and clients > 1:
-                await asyncio.sleep(ramp * number / (clients - 1))  # a ramp, by design
-            pull = await worker.pull()
-            progress.item_done("ok" if pull.ok else f"failed: {pull.error}")
-            return pull
-
-        pulls.extend(await asyncio.gather(*(start(n, w) for n, w in enumerate(workers))))
-        for worker in workers:
-            wanted.update(worker.blobs)
+    if processes == 1:
+        before = await _s3_counters(target.base)
+        began = time.monotonic()
+        for _ in range(waves):
+            wave = await run_clients(target, range(clients), clients, ramp, progress)
+            pulls.extend(wave[0])
+            wanted.update(wave[1])
+    else:
+        # Spawned (and waited for) in a thread: the registry may share our loop.
+        workers = ClientProcesses(target, processes, clients, ramp)
+        await asyncio.to_thread(workers.start)
+        try:
+            before = await _s3_counters(target.base)
+            began = time.monotonic()
+            for _ in range(waves):
+                wave = await asyncio.to_thread(workers.wave, progress)
+                pulls.extend(wave[0])
+                wanted.update(wave[1])
+        finally:
+            await asyncio.to_thread(workers.stop)
     report.seconds = time.monotonic() - began
     progress.finish()
-    after = await _s3_counters(base)
+    after = await _s3_counters(target.base)
     report.pulls_ok = sum(p.ok for p in pulls)
     report.pulls_failed = len(pulls) - report.pulls_ok
     report.errors = sorted({p.error for p in pulls if p.error})

@@ -9,9 +9,13 @@ import sys
 from collections import Counter
 
 import boto3
+import pytest
 
 from registry_local.imagebuild import Platform, build_image, build_index
+from registry_local.loadclient import Target
 from registry_local.loadtest import run_load
+from registry_local.loadworkers import ClientProcesses, LoadWorkerDied
+from registry_local.transfer.progress import Progress
 
 from .support.harness import metric, seed
 from .support.processes import AWS_ENV, run_docker_registry, sealed_env
@@ -32,9 +36,10 @@ async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache()
 
-    report = await run_load(cache.url, "team/app:v1", clients=20)
+    # Shared among three worker processes, as a storm bigger than one core can pull.
+    report = await run_load(cache.url, "team/app:v1", clients=20, processes=3)
 
-    assert (report.pulls_ok, report.pulls_failed) == (20, 0)
+    assert (report.pulls_ok, report.pulls_failed, report.processes) == (20, 0, 3)
     assert report.unique_blobs == len(amd64.blobs)  # config and two layers
     assert report.bytes == 20 * sum(len(d) for d in amd64.blobs.values())
     assert report.unique_bytes == sum(len(d) for d in amd64.blobs.values())
@@ -46,9 +51,24 @@ async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct
     assert report.s3["read_bytes"] == await metric(cache.url, "registry_local_s3_read_bytes_total")
     assert set(report.latency) == {"p50", "p90", "p99", "max"}
     assert 0 < report.first_layer_byte["p50"] <= report.latency["max"]
-    # A second wave is all hits: no S3 blob read at all.
+    # Again, in this process: all hits, no S3 blob read at all.
     warm = await run_load(cache.url, "team/app:v1", clients=10, waves=2)
     assert warm.pulls_ok == 20 and warm.s3 is not None and warm.s3["blob_reads"] == 0
+    assert warm.bytes == 20 * report.unique_bytes
+
+
+async def test_a_worker_process_that_dies_fails_the_run_clearly():
+    target = Target("http://127.0.0.1:9", "team/app", "v1", ("linux", "amd64"))
+    workers = ClientProcesses(target, 2, 4, 0.0)
+    await asyncio.to_thread(workers.start)
+    processes = [process for process, _ in workers._workers]
+    try:
+        processes[0].kill()
+        with pytest.raises(LoadWorkerDied):
+            await asyncio.to_thread(workers.wave, Progress("t", 0, 4, lines_when_piped=False))
+    finally:
+        await asyncio.to_thread(workers.stop)
+    assert [process.poll() is not None for process in processes] == [True, True]
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
@@ -70,9 +90,11 @@ async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, buc
     image, amd64 = _index()
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache()
-    code, out, err = await _cli(cache.url, "team/app:v1", "--clients", "5", "--json")
+    code, out, err = await _cli(
+        cache.url, "team/app:v1", "--clients", "5", "--processes", "2", "--json"
+    )
     assert code == 0 and err == ""  # quiet when not on a terminal
-    assert json.loads(out)["pulls_ok"] == 5
+    assert (json.loads(out)["pulls_ok"], json.loads(out)["processes"]) == (5, 2)
 
     layer = max(amd64.blobs, key=lambda d: len(amd64.blobs[d]))
     bad = bytearray(amd64.blobs[layer])
