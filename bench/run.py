@@ -55,6 +55,8 @@ from tests.support.processes import (  # noqa: E402
 )
 
 MIB = 1 << 20
+# The load tester's clients run in one worker process per CPU, as separate engines would.
+CLIENT_PROCESSES = os.cpu_count() or 1
 
 
 @dataclass
@@ -194,7 +196,7 @@ http {{
     ) -> dict[str, Any]:
         """A storm on a fresh cache; S3 GETs and bytes counted for the image's own blobs."""
         await self.s3_stats(reset=True, throttle=throttle)
-        report = await run_load(proc.url, image, clients=clients)
+        report = await run_load(proc.url, image, clients=clients, processes=CLIENT_PROCESSES)
         s3 = await self.s3_stats(throttle=throttle)
         data_keys = {f"/{d.hex}/data" for d in blobs}
 
@@ -360,7 +362,9 @@ async def _cold_storms(
                     rl, "bench/app:v1", clients, image.blobs
                 )
                 # The same storm again, all hits: what the clients themselves cost.
-                warm = await run_load(rl.url, "bench/app:v1", clients=clients)
+                warm = await run_load(
+                    rl.url, "bench/app:v1", clients=clients, processes=CLIENT_PROCESSES
+                )
                 row["registry-local"]["warm_seconds"] = warm.seconds
             finally:
                 rl.stop()
