@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         "however many clients ask at the same time. S3 credentials come from the "
         "standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...).",
     )
-    config.add_options(serve, ("store", "cache", "serve"))
+    config.add_options(serve, ("store", "origin", "cache", "serve"))
 
     importer = commands.add_parser(
         "import",
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "Safe beside a server running on the same cache dir, which then serves them "
         "without asking the backing store.",
     )
-    config.add_options(warm, ("store", "cache"))
+    config.add_options(warm, ("store", "origin", "cache"))
     warm.add_argument("images", nargs="+", metavar="IMAGE", help="NAME[:TAG] or NAME@DIGEST")
     warm.add_argument(
         "--platform",
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "export":
             asyncio.run(_export(config.load(args, groups=("store",)), args))
         elif args.command == "warm":
-            return asyncio.run(_warm(config.load(args, groups=("store", "cache")), args))
+            return asyncio.run(_warm(config.load(args, groups=("store", "origin", "cache")), args))
         elif args.command == "verify":
             return _verify(config.load(args, groups=("cache",)), args.repair)
         elif args.command == "prune":

@@ -255,6 +255,7 @@ class Option:
 # The commands that take each group of options.
 COMMANDS = {
     "store": "serve, import, export, warm",
+    "origin": "serve, warm",
     "cache": "serve, warm, verify, prune",
     "serve": "serve, check",
 }
@@ -309,11 +310,11 @@ OPTIONS: tuple[Option, ...] = (
         "upstream",
         "origin registry (http(s)://host[:port]) that fills the bucket on a miss: "
         "manifests, tags and blobs not in S3 are fetched from it once and written "
-        "through (serve and warm; import and export ignore it); per-registry origins go "
-        "in the config file's `upstreams` list",
+        "through; per-registry origins go in the config file's `upstreams` list",
         None,
         _url,
         metavar="URL",
+        group="origin",
     ),
     Option(
         "upstream-credentials",
@@ -322,6 +323,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         str,
         metavar="FILE",
+        group="origin",
     ),
     Option(
         "fs-root",
@@ -555,7 +557,7 @@ def _raw_values(
             values[option.name] = from_file[option.name]
         else:
             values[option.name] = option.default_text()
-    if "store" in wanted:
+    if "origin" in wanted:
         values["upstreams"] = from_file.get("upstreams", [])
         username, password = _credentials(values.get("upstream-credentials"), environ)
         values["upstream-username"], values["upstream-password"] = username, password
@@ -582,7 +584,7 @@ def _parsed(values: dict[str, Any]) -> dict[str, Any]:
 def load(
     args: argparse.Namespace,
     environ: Mapping[str, str] = os.environ,
-    groups: Iterable[str] = ("store", "cache", "serve"),
+    groups: Iterable[str] = ("store", "origin", "cache", "serve"),
 ) -> Settings:
     """Settings from parsed flags, the environment and the config file; the parts
     for option groups a command does not take keep their defaults."""
@@ -688,7 +690,10 @@ def _store(v: dict[str, Any]) -> StoreSettings:
 
 
 def _upstreams(v: dict[str, Any]) -> tuple[UpstreamSettings, ...]:
-    """The file's mappings first (most specific), then --upstream for every name."""
+    """The file's mappings first (most specific), then --upstream for every name;
+    none for a command that does not take the origin options."""
+    if "upstreams" not in v:
+        return ()
     mappings = list(v["upstreams"])
     if v["upstream"]:
         username, password = v["upstream-username"], v["upstream-password"]

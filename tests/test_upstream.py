@@ -27,7 +27,7 @@ from registry_local.storage.connect import open_store
 
 from .support.harness import fetch, pull_image, s3_settings, seed
 from .support.processes import run_docker_registry
-from .support.s3proxy import Fault, S3Proxy
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 from .support.tokens import TokenGate
 
 USER, PASSWORD = "puller", "s3cret-pass"
@@ -110,6 +110,49 @@ async def test_a_broken_origin_body_resumes_from_the_byte_reached(
     gets = [r for r in origin.proxy.requests if r.key.endswith(str(layer)) and r.method == "GET"]
     assert len(gets) == 2 and 0 < gets[1].span[0] <= 100_000  # resumed, not from zero
     assert cache.metrics.fill_retries._value.get() == 1
+
+
+async def test_an_origin_that_ignores_range_is_resumed_by_skipping(
+    start_cache, moto, bucket, origin, image
+):
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    origin.proxy.add(Fault(lambda m, key: key.endswith(str(layer)), times=1, reset_at=100_000))
+    # Every later request for the layer reaches the origin without its Range.
+    origin.proxy.add(Fault(lambda m, key: key.endswith(str(layer)), drop_range=True))
+    cache = await start_cache(store=_store(moto, bucket, origin.proxy.url))
+
+    pulled = await pull_image(cache.url, "team/app", "v1")
+
+    assert pulled[str(layer)] == image.blobs[layer]
+    gets = [r for r in origin.proxy.requests if r.key.endswith(str(layer)) and r.method == "GET"]
+    assert len(gets) == 2 and 0 < gets[1].span[0] <= 100_000  # asked to resume...
+    assert cache.metrics.fill_retries._value.get() == 1  # ...got it all, skipped the start
+
+
+async def test_one_manifest_from_the_bucket_and_from_an_origin_at_once_links_both(
+    start_cache, direct_store, s3proxy, bucket, origin, image
+):
+    await seed(direct_store, "team/app", "v1", image)  # the bucket has team/app
+    upstream = UpstreamSettings(origin.proxy.url, "mirror", USER, PASSWORD)
+    cache = await start_cache(store=s3_settings(s3proxy.url, bucket, upstreams=(upstream,)))
+    top = image.top
+    # Hold the bucket's read of the manifest while the same digest is asked for
+    # in mirror/team/app, which the bucket does not link: an origin fetch.
+    held = Fault(key_endswith(f"/{top.hex}/data"), times=1, gate_at=0)
+    s3proxy.add(held)
+    from_bucket = asyncio.create_task(fetch(f"{cache.url}/v2/team/app/manifests/{top}"))
+    await held.reached.wait()
+
+    # It must not wait for the held bucket read (a timeout here is the failure).
+    status, _, body = await asyncio.wait_for(
+        fetch(f"{cache.url}/v2/mirror/team/app/manifests/{top}"), timeout=30
+    )
+    held.gate.set()
+
+    assert (status, body) == (200, image.manifests[top])
+    assert (await from_bucket)[0] == 200
+    async with open_store(s3_settings(s3proxy.url, bucket)) as s3:
+        assert await s3.manifest_linked("mirror/team/app", top)  # written through
 
 
 async def test_known_tags_are_served_while_the_origin_is_down(
@@ -200,3 +243,19 @@ def test_upstream_settings_come_from_flags_env_and_the_config_file(tmp_path: Pat
         ("*", "http://127.0.0.1:7000", "hub", "pw"),
     ]
     assert "pa:ss" not in repr(upstreams)
+
+
+def test_only_the_commands_that_use_an_origin_take_its_options(tmp_path: Path):
+    config = tmp_path / "config.yml"
+    config.write_text("upstreams:\n  - match: ghcr.io\n    url: http://127.0.0.1:7001\n")
+    warm = _parser().parse_args(
+        ["warm", "--config", str(config), "--upstream", "http://127.0.0.1:7000", "team/app:v1"]
+    )
+    assert len(load(warm, {}, groups=("store", "origin", "cache")).store.upstreams) == 2
+    _parser().parse_args(["import", "src", "team/app:v1"])  # import and export: the bucket only
+    with pytest.raises(SystemExit):
+        _parser().parse_args(
+            ["import", "--upstream", "http://127.0.0.1:7000", "src", "team/app:v1"]
+        )
+    exporter = _parser().parse_args(["export", "--config", str(config), "team/app:v1", "out"])
+    assert load(exporter, {}, groups=("store",)).store.upstreams == ()

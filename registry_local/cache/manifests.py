@@ -74,6 +74,9 @@ class ManifestCache:
         self._memo: BoundedDict[Digest, Manifest] = BoundedDict(_MEMO_BYTES, lambda m: len(m.data))
         self._tags: BoundedDict[tuple[str, str], TagRecord] = BoundedDict(_TAG_ENTRIES)
         self._content_flights: SingleFlight[Digest, Manifest] = SingleFlight()
+        # Keyed by repository too: fetching from an origin also links the
+        # manifest into that repository, which a read of the bucket does not.
+        self._origin_flights: SingleFlight[tuple[str, Digest], Manifest] = SingleFlight()
         self._tag_flights: SingleFlight[tuple[str, str], Digest | None] = SingleFlight()
         self._list_flights: SingleFlight[str, list[str] | None] = SingleFlight()
 
@@ -85,8 +88,8 @@ class ManifestCache:
         route = self._origins.route(name, namespace)
         if route is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
-        return await self._content_flights.run(
-            digest, lambda: self._fetch_from_origin(route, name, digest)
+        return await self._origin_flights.run(
+            (name, digest), lambda: self._fetch_from_origin(route, name, digest)
         )
 
     async def by_tag(self, name: str, tag: str, namespace: str | None = None) -> Manifest:
@@ -254,5 +257,10 @@ class ManifestCache:
         return tags
 
     async def close(self) -> None:
-        for flights in (self._content_flights, self._tag_flights, self._list_flights):
+        for flights in (
+            self._content_flights,
+            self._origin_flights,
+            self._tag_flights,
+            self._list_flights,
+        ):
             await flights.close()

@@ -53,6 +53,8 @@ class Fault:
     rate:        bytes per second for the body (a per-stream cap)
     delay:       seconds before the request goes upstream (latency)
     starting_at: apply only to requests for a byte range starting at this offset
+    drop_range:  forward the request without its Range header, as if the
+                 upstream ignored it (it answers 200 with the whole body)
     """
 
     match: Callable[[str, str], bool]
@@ -70,6 +72,7 @@ class Fault:
     corrupt_at: int | None = None
     rate: float | None = None
     delay: float = 0.0
+    drop_range: bool = False
     applied: int = 0
 
 
@@ -191,6 +194,8 @@ class S3Proxy:
             )
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        if fault is not None and fault.drop_range:
+            headers.pop("Range", None)
         async with self._session.request(
             request.method,
             self.upstream + request.rel_url.path_qs,
