@@ -27,7 +27,7 @@ from .fill import Fill, NoRoom
 from .flights import SingleFlight
 from .links import LinkCache
 from .origins import Origins, Route
-from .parts import PartPolicy
+from .parts import PartPolicy, Reads
 from .reading import RetryPolicy
 from .slots import FairSlots
 from .through import WriteThrough
@@ -103,12 +103,10 @@ class BlobCache:
         self._origins = origins or Origins()
         self._through = WriteThrough(store, local, links, metrics)
         self._store = store
-        self._slots = slots
-        self._parts = parts
+        self._reads = Reads(store, retry, slots, parts, metrics)
         self._local = local
         self._links = links
         self._evictor = evictor
-        self._retry = retry
         self._metrics = metrics
         self._fills: dict[Digest, Fill] = {}
         self._small: BoundedDict[Digest, SmallBlob] = BoundedDict(_SMALL_MEMO, lambda b: b.size)
@@ -219,21 +217,14 @@ class BlobCache:
         self._metrics.cache_bypass.inc()
         note_cache("blob", "bypass")
         source = route or self._store
-        return DirectBlob(source, digest, size, self._retry, self._slots, self._metrics)
+        reads = self._reads
+        return DirectBlob(source, digest, size, reads.retry, reads.slots, self._metrics)
 
     def _start(self, digest: Digest, route: Route | None = None) -> Fill:
-        fill = Fill(
-            digest,
-            route or self._store,
-            self._local,
-            self._evictor,
-            self._retry,
-            self._slots,
-            # An origin gets one stream per blob: registries need not honour
-            # ranges, and one pull should not look like a swarm to them.
-            _ONE_STREAM if route is not None else self._parts,
-            self._metrics,
-        )
+        # An origin gets one stream per blob: registries need not honour ranges,
+        # and one pull should not look like a swarm to them.
+        reads = self._reads if route is None else self._reads.from_(route, _ONE_STREAM)
+        fill = Fill(digest, reads, self._local, self._evictor)
         self._fills[digest] = fill
         if route is not None:
             self._metrics.origin_fetches.labels("blob").inc()

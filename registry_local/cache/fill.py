@@ -27,13 +27,11 @@ from typing import TYPE_CHECKING
 
 from ..digest import Digest
 from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
-from ..metrics import Metrics
 from ..storage.local import LocalStore, TempBlob
 from .bypass import DirectBlob
 from .eviction import Evictor
-from .parts import PartPolicy, Parts, hash_range, write_at
-from .reading import BlobSource, RetryPolicy, read_resuming
-from .slots import FairSlots
+from .parts import Parts, Reads, hash_range, write_at
+from .reading import read_resuming
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -61,22 +59,16 @@ class Fill:
     def __init__(
         self,
         digest: Digest,
-        store: BlobSource,
+        reads: Reads,
         local: LocalStore,
         evictor: Evictor,
-        retry: RetryPolicy,
-        slots: FairSlots,
-        parts: PartPolicy,
-        metrics: Metrics,
     ) -> None:
         self.digest = digest
-        self._slots = slots
-        self._parts = parts
-        self._store = store
+        self._reads = reads
+        self._parts = reads.parts
         self._local = local
         self._evictor = evictor
-        self._retry = retry
-        self._metrics = metrics
+        self._metrics = reads.metrics
         self._temp: TempBlob = local.new_temp()
         self.path: Path = self._temp.path  # the temp file, then the committed one
         self.size: int | None = None
@@ -125,7 +117,12 @@ class Fill:
         out of room (NoRoom) after they had some of its bytes."""
         assert self.size is not None
         return DirectBlob(
-            self._store, self.digest, self.size, self._retry, self._slots, self._metrics
+            self._reads.source,
+            self.digest,
+            self.size,
+            self._reads.retry,
+            self._reads.slots,
+            self._metrics,
         )
 
     async def _wait(self) -> None:
@@ -234,10 +231,10 @@ class Fill:
         parts: Parts | None = None
         try:
             async for chunk in read_resuming(
-                self._store,
+                self._reads.source,
                 self.digest,
-                self._retry,
-                self._slots,
+                self._reads.retry,
+                self._reads.slots,
                 self._sized,
                 self._retried,
                 end=self._parts.first_end,
@@ -266,18 +263,7 @@ class Fill:
         assert self.size is not None
         if not self._parts.splits(self.size):
             return None
-        return Parts(
-            self.digest,
-            self.size,
-            self._temp.fd,
-            self._parts,
-            self._store,
-            self._retry,
-            self._slots,
-            self._metrics,
-            self._count_retry,
-            owner=self,
-        )
+        return Parts(self.digest, self.size, self._temp.fd, self._reads, self._count_retry, self)
 
     async def _follow(self, parts: Parts, hasher: _Hash) -> None:
         """Hash the parts' contiguous prefix as it grows; readers get it after."""

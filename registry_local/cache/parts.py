@@ -23,7 +23,7 @@ import contextlib
 import mmap
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..digest import Digest
@@ -35,7 +35,7 @@ from .slots import FairSlots
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-__all__ = ["PartPolicy", "Parts", "hash_range", "write_at"]
+__all__ = ["PartPolicy", "Parts", "Reads", "hash_range", "write_at"]
 
 MIB = 1 << 20
 BATCH = MIB  # bytes a part gathers before writing them
@@ -58,6 +58,22 @@ class PartPolicy:
         return 0 < self.size < size
 
 
+@dataclass(frozen=True)
+class Reads:
+    """How fills read blobs: from which source, retried how, in turn on which
+    shared S3 slots, split into which parts, counted in which metrics."""
+
+    source: BlobSource
+    retry: RetryPolicy
+    slots: FairSlots
+    parts: PartPolicy
+    metrics: Metrics
+
+    def from_(self, source: BlobSource, parts: PartPolicy) -> Reads:
+        """The same, from another source (an origin registry) split otherwise."""
+        return replace(self, source=source, parts=parts)
+
+
 class Parts:
     """Parts 1.. of one blob, fetched into an open file while the fill reads part 0."""
 
@@ -66,22 +82,16 @@ class Parts:
         digest: Digest,
         size: int,
         fd: int,
-        policy: PartPolicy,
-        store: BlobSource,
-        retry: RetryPolicy,
-        slots: FairSlots,
-        metrics: Metrics,
+        reads: Reads,
         on_retry: Callable[[], None],
         owner: object,
     ) -> None:
         self._digest = digest
         self._size = size
         self._fd = fd
-        self._part = policy.size
-        self._store = store
-        self._retry = retry
-        self._slots = slots
-        self._metrics = metrics
+        self._part = reads.parts.size
+        self._reads = reads
+        self._metrics = reads.metrics
         self._on_retry = on_retry
         self._owner = owner
         self._count = -(-size // self._part)
@@ -91,7 +101,7 @@ class Parts:
         self._error: BaseException | None = None
         self._progress = asyncio.Event()
         # Part 0 is being read: one read fewer until the fill says it is done.
-        workers = min(policy.concurrency - 1, self._count - 1)
+        workers = min(reads.parts.concurrency - 1, self._count - 1)
         self._workers = [self._spawn() for _ in range(workers)]
 
     @property
@@ -159,10 +169,10 @@ class Parts:
         position = received = start
         batch: list[bytes] = []
         async for chunk in read_resuming(
-            self._store,
+            self._reads.source,
             self._digest,
-            self._retry,
-            self._slots,
+            self._reads.retry,
+            self._reads.slots,
             self._same_size,
             self._retried,
             start,
