@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
@@ -117,3 +118,19 @@ async def test_it_pulls_from_any_registry(tmp_path, moto, bucket):
         report = await run_load(registry2, "team/app:v1", clients=4, platform="linux/arm64")
     assert report.pulls_ok == 4 and report.s3 is None  # no registry-local metrics there
     assert report.unique_blobs == len(amd64.blobs)
+
+
+def test_the_live_line_names_a_total_only_when_one_is_known():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for total, line in (
+        (0, "loadtest: 2.0 KiB, 1/3 items"),
+        (4096, "x: 2.0 KiB / 4.0 KiB, 1/3 items"),
+    ):
+        screen = Terminal()
+        progress = Progress("loadtest" if not total else "x", total, 3, stream=screen)
+        progress.advance(2048)
+        progress.item_done("ok")
+        assert screen.getvalue().split("\r")[-1] == line

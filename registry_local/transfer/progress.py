@@ -61,9 +61,10 @@ class Progress:
 
     def _draw(self) -> None:
         self._drawn = time.monotonic()
+        total = f" / {human_bytes(self.total_bytes)}" if self.total_bytes else ""  # 0: unknown
         print(
-            f"\r{self.label}: {human_bytes(self.done_bytes)} / "
-            f"{human_bytes(self.total_bytes)}, {self.done_items}/{self.total_items} items",
+            f"\r{self.label}: {human_bytes(self.done_bytes)}{total}, "
+            f"{self.done_items}/{self.total_items} items",
             end="",
             file=self._stream,
             flush=True,
