@@ -20,6 +20,7 @@ of the storm.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import sys
@@ -170,4 +171,7 @@ def _work(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group; the parent alone decides, and
+    # stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _work(Connection(int(sys.argv[1])))

@@ -6,11 +6,13 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 from collections import Counter
 
 import boto3
 import pytest
+from aiohttp import web
 
 from registry_local.imagebuild import Platform, build_image, build_index
 from registry_local.loadclient import Target
@@ -20,6 +22,7 @@ from registry_local.transfer.progress import Progress
 
 from .support.harness import metric, seed
 from .support.processes import AWS_ENV, run_docker_registry, sealed_env
+from .support.s3proxy import serve_app
 
 
 def _index():
@@ -85,6 +88,50 @@ async def _cli(*args: str) -> tuple[int, str, str]:
     )
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
+    arrived, gone = asyncio.Event(), asyncio.Event()
+    open_requests = 0
+
+    async def never_answers(request: web.Request) -> web.Response:
+        nonlocal open_requests
+        open_requests += 1
+        arrived.set()
+        try:
+            await asyncio.Event().wait()  # hold every client mid-pull
+        finally:
+            open_requests -= 1
+            if open_requests == 0:
+                gone.set()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/v2/", never_answers)
+    runner, url = await serve_app(app)  # cancels a handler when its client goes
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "loadtest",
+        url,
+        "team/app:v1",
+        "--clients",
+        "4",
+        "--processes",
+        "2",
+        env=sealed_env(AWS_ENV),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    await arrived.wait()  # the workers are pulling
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
+
+    out, err = await process.communicate()
+    assert process.returncode == 130 and out == b"" and err == b""  # no tracebacks
+    await gone.wait()  # every worker's connection closed: no process left pulling
+    await runner.cleanup()
 
 
 async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, bucket):
