@@ -71,8 +71,8 @@ class LoadReport:
         if self.s3 is not None:
             lines.append(
                 f"S3: {self.s3['get_requests']:.0f} GetObject requests, "
-                f"{human_bytes(self.s3['read_bytes'])} read; "
-                f"{human_bytes(self.s3['blob_bytes'])} of blobs for {self.unique_blobs} "
+                f"{human_bytes(self.s3['read_bytes'])} read; backing store: "
+                f"{human_bytes(self.s3['blob_bytes'])} of blobs read for {self.unique_blobs} "
                 f"distinct blobs of {human_bytes(self.unique_bytes)}: fan-out "
                 f"{self.s3['fan_out']:.2f}"
             )
