@@ -9,7 +9,9 @@ If the server exports registry-local's metrics, they are read before and after
 the run, for the S3 requests and bytes it cost and the fan-out: bytes of blobs
 read from S3 (by fills, and by reads the cache had no room for) over the bytes of
 the distinct blobs the clients wanted. 1 is the goal at any client count; it
-holds for ranged fills too, which read one blob as several parts.
+holds for ranged fills too, which read one blob as several parts. The blob reads
+per distinct blob (S3 GETs of blob bodies) are reported beside it: 1 for blobs
+up to one part, the number of parts for larger ones.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class LoadReport:
                 f"{human_bytes(self.s3['read_bytes'])} read; backing store: "
                 f"{human_bytes(self.s3['blob_bytes'])} of blobs read for {self.unique_blobs} "
                 f"distinct blobs of {human_bytes(self.unique_bytes)}: fan-out "
-                f"{self.s3['fan_out']:.2f}"
+                f"{self.s3['fan_out']:.2f} ({self.s3['reads_per_blob']:.2f} blob reads "
+                "per distinct blob; a ranged fill reads a large blob as several parts)"
             )
         lines.extend(f"error: {e}" for e in self.errors[:10])
         return "\n".join(lines)
@@ -183,6 +186,7 @@ async def run_load(
     if before is not None and after is not None:
         delta = {k: after[k] - before[k] for k in after}
         delta["fan_out"] = delta["blob_bytes"] / max(1, report.unique_bytes)
+        delta["reads_per_blob"] = delta["blob_reads"] / max(1, report.unique_blobs)
         report.s3 = delta
     return report
 

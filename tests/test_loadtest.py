@@ -49,6 +49,7 @@ async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct
     assert report.unique_bytes == sum(len(d) for d in amd64.blobs.values())
     assert report.s3 is not None and report.s3["fan_out"] == 1.0
     assert report.s3["blob_reads"] == len(amd64.blobs)
+    assert report.s3["reads_per_blob"] == 1.0  # blobs below one part: one GET each
     assert report.s3["blob_bytes"] == report.unique_bytes
     gets = Counter(r.method for r in s3proxy.requests)["GET"]
     assert report.s3["get_requests"] == gets  # the proxy at the S3 boundary agrees
