@@ -4,28 +4,33 @@ interpreter.
 A hundred clients in one Python process receive and hash every byte on one
 core: past a few hundred MB/s the load tester, not the registry, sets the pace.
 Worker processes each run a share of the clients (client n goes to process
-n mod P) in an event loop of their own, and report over a pipe:
+n mod P) in an event loop of their own, and report over a socket:
 
-    parent -> worker   the client numbers of the next wave, or None to stop
-    worker -> parent   ("ready",) once imported; ("bytes", n) and ("pull", what)
-                       as the wave goes; ("done", pulls, blobs) at its end
+    parent -> worker   (target, clients, ramp) first; then the client numbers
+                       of each wave, or None to stop
+    worker -> parent   ("ready", its loadworkers.py) once imported; ("bytes", n)
+                       and ("pull", what) as a wave goes; ("done", pulls, blobs)
+                       at its end
 
 A worker is `python -m registry_local.loadworkers FD`, talking over one end of
 a socket pair: a fresh interpreter that imports only what pulling needs, and
-never the parent's main module (as multiprocessing's spawn would). Workers are
-started and imported before the first wave, so start-up is not timed as part
-of the storm.
+never the parent's main module (as multiprocessing's spawn would). PYTHONPATH
+names the parent's copy of the package, and a worker that imported another
+copy is refused. Workers are started and imported before the first wave, so
+start-up is not timed as part of the storm.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from .digest import Digest
@@ -35,6 +40,7 @@ from .loadclient import Pull, Tally, Target, run_clients
 __all__ = ["ClientProcesses", "LoadWorkerDied"]
 
 _REPORT_EVERY = 0.1  # seconds between byte counts sent to the parent
+_HERE = str(Path(__file__).resolve())
 
 
 class LoadWorkerDied(RegistryLocalError):
@@ -54,6 +60,10 @@ class ClientProcesses:
 
     def start(self) -> None:
         """Start the workers; return once all are ready to pull (blocks)."""
+        # The workers import this very copy of registry_local, installed or not.
+        package_root = str(Path(_HERE).parent.parent)
+        paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         try:
             for _ in range(self._count):
                 ours, theirs = socket.socketpair()
@@ -61,12 +71,14 @@ class ClientProcesses:
                     process = subprocess.Popen(
                         [sys.executable, "-m", __name__, str(theirs.fileno())],
                         pass_fds=[theirs.fileno()],
+                        env=env,
                     )
                 conn = Connection(ours.detach())
                 self._workers.append((process, conn))
                 conn.send((self._target, self._clients, self._ramp))
             for _, conn in self._workers:
-                _expect(conn, "ready")
+                if _receive(conn) != ("ready", _HERE):
+                    raise LoadWorkerDied("a load-test worker did not start this registry_local")
         except BaseException:
             self.stop()
             raise
@@ -124,12 +136,6 @@ def _receive(conn: Connection) -> tuple[Any, ...]:
     return message
 
 
-def _expect(conn: Connection, kind: str) -> None:
-    message = _receive(conn)
-    if message[0] != kind:
-        raise LoadWorkerDied(f"a load-test worker process said {message[0]!r}, not {kind!r}")
-
-
 class _PipeTally:
     """A worker's progress, sent to the parent: pulls at once, bytes in batches."""
 
@@ -158,7 +164,7 @@ def _work(conn: Connection) -> None:
     """A worker process: run each wave's share of clients until told to stop."""
     try:
         target, clients, ramp = conn.recv()
-        conn.send(("ready",))
+        conn.send(("ready", _HERE))
         while (numbers := conn.recv()) is not None:
             tally = _PipeTally(conn)
             pulls, blobs = asyncio.run(run_clients(target, numbers, clients, ramp, tally))
