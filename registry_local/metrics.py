@@ -281,6 +281,10 @@ class Metrics:
             self.tag_revalidations.labels(outcome)
         for kind in ("tag", "manifest", "blob"):
             self.stale_served.labels(kind)
+        for kind in ("blob", "manifest"):
+            self.origin_fetches.labels(kind)
+        for kind in ("blob", "manifest", "tag"):
+            self.origin_written.labels(kind)
         for route in ROUTES:
             self.http_bytes.labels(route)
             for method in ("GET", "HEAD"):
