@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import sys
 from collections import Counter
 
 import boto3
@@ -21,7 +20,7 @@ from registry_local.loadworkers import ClientProcesses, LoadWorkerDied
 from registry_local.transfer.progress import Progress
 
 from .support.harness import metric, seed
-from .support.processes import AWS_ENV, run_docker_registry, sealed_env
+from .support.processes import AWS_ENV, run_cli, run_docker_registry, sealed_env, start_cli
 from .support.s3proxy import serve_app
 
 
@@ -77,18 +76,7 @@ async def test_a_worker_process_that_dies_fails_the_run_clearly():
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry_local",
-        "loadtest",
-        *args,
-        env=sealed_env(AWS_ENV),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
+    return await run_cli("loadtest", *args, env=sealed_env(AWS_ENV))
 
 
 async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
@@ -110,20 +98,10 @@ async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
     app = web.Application()
     app.router.add_get("/v2/", never_answers)
     runner, url = await serve_app(app)  # cancels a handler when its client goes
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "registry_local",
+    process = await start_cli(
         "loadtest",
-        url,
-        "team/app:v1",
-        "--clients",
-        "4",
-        "--processes",
-        "2",
+        *(url, "team/app:v1", "--clients", "4", "--processes", "2"),
         env=sealed_env(AWS_ENV),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
     await arrived.wait()  # the workers are pulling

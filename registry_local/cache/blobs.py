@@ -216,15 +216,16 @@ class BlobCache:
             size = await self._stat(digest, route)
         self._metrics.cache_bypass.inc()
         note_cache("blob", "bypass")
-        source = route or self._store
-        reads = self._reads
-        return DirectBlob(source, digest, size, reads.retry, reads.slots, self._metrics)
+        return DirectBlob(self._reads_from(route), digest, size)
+
+    def _reads_from(self, route: Route | None) -> Reads:
+        """Reads of the bucket, or of an origin: one stream per blob there, as
+        registries need not honour ranges and one pull should not look like a
+        swarm to them."""
+        return self._reads if route is None else self._reads.from_(route, _ONE_STREAM)
 
     def _start(self, digest: Digest, route: Route | None = None) -> Fill:
-        # An origin gets one stream per blob: registries need not honour ranges,
-        # and one pull should not look like a swarm to them.
-        reads = self._reads if route is None else self._reads.from_(route, _ONE_STREAM)
-        fill = Fill(digest, reads, self._local, self._evictor)
+        fill = Fill(digest, self._reads_from(route), self._local, self._evictor)
         self._fills[digest] = fill
         if route is not None:
             self._metrics.origin_fetches.labels("blob").inc()

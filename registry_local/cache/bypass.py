@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 
 from ..digest import Digest
 from ..errors import DigestMismatch, FillFailed
-from ..metrics import Metrics
-from .reading import BlobSource, RetryPolicy, read_resuming
-from .slots import FairSlots
+from .parts import Reads
+from .reading import read_resuming
 
 __all__ = ["DirectBlob"]
 
@@ -22,21 +21,10 @@ __all__ = ["DirectBlob"]
 class DirectBlob:
     """A blob of known size to stream from the backing store."""
 
-    def __init__(
-        self,
-        store: BlobSource,
-        digest: Digest,
-        size: int,
-        retry: RetryPolicy,
-        slots: FairSlots,
-        metrics: Metrics,
-    ) -> None:
-        self._store = store
+    def __init__(self, reads: Reads, digest: Digest, size: int) -> None:
+        self._reads = reads
         self.digest = digest
         self.size = size
-        self._retry = retry
-        self._slots = slots
-        self._metrics = metrics
 
     def _check_size(self, size: int) -> None:
         if size != self.size:
@@ -57,12 +45,12 @@ class DirectBlob:
         position = 0 if verify else start
         held: bytes | None = None
         async for chunk in read_resuming(
-            self._store,
+            self._reads.source,
             self.digest,
-            self._retry,
-            self._slots,
+            self._reads.retry,
+            self._reads.slots,
             self._check_size,
-            self._metrics.fill_retries.inc,
+            self._reads.metrics.fill_retries.inc,
             position,
             end,
         ):

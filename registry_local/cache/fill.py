@@ -116,14 +116,7 @@ class Fill:
         """The same blob from the backing store, for readers of a fill that ran
         out of room (NoRoom) after they had some of its bytes."""
         assert self.size is not None
-        return DirectBlob(
-            self._reads.source,
-            self.digest,
-            self.size,
-            self._reads.retry,
-            self._reads.slots,
-            self._metrics,
-        )
+        return DirectBlob(self._reads, self.digest, self.size)
 
     async def _wait(self) -> None:
         if self._error is not None:

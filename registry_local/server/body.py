@@ -7,9 +7,10 @@ takes at once: readers following a fill send many short stretches, and each
 `loop.sendfile` costs about ten system calls (pausing reads, registering for
 writability) before it sends a byte. What the socket does not take at once goes
 through `loop.sendfile`, which waits for room (and falls back to read/write
-where sendfile cannot run, e.g. under TLS). If the fill fails part-way, the connection is closed
-without the missing bytes, so the client sees a short body and retries. When
-the cache has no room, chunks come from the backing store (a DirectBlob).
+where sendfile cannot run, e.g. under TLS). If the fill fails part-way, the
+connection is closed without the missing bytes, so the client sees a short body
+and retries. When the cache has no room, chunks come from the backing store (a
+DirectBlob).
 """
 
 from __future__ import annotations

@@ -37,23 +37,22 @@ class FilesystemBackend:
             raise BackendError("resolve", key, "invalid key")
         return self.root.joinpath(*[p for p in parts if p])
 
-    async def stat(self, key: str) -> int | None:
+    async def _stat(self, key: str) -> os.stat_result | None:
         path = self._path(key)
         try:
-            return (await asyncio.to_thread(path.stat)).st_size
+            return await asyncio.to_thread(path.stat)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise BackendError("stat", key, exc.strerror or str(exc)) from None
 
+    async def stat(self, key: str) -> int | None:
+        found = await self._stat(key)
+        return None if found is None else found.st_size
+
     async def modified(self, key: str) -> float | None:
-        path = self._path(key)
-        try:
-            return (await asyncio.to_thread(path.stat)).st_mtime
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise BackendError("stat", key, exc.strerror or str(exc)) from None
+        found = await self._stat(key)
+        return None if found is None else found.st_mtime
 
     async def read(self, key: str, limit: int) -> bytes | None:
         path = self._path(key)

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,7 @@ __all__ = [
     "serve_argv",
     "serving",
     "skopeo",
+    "start_cli",
     "stop_process",
 ]
 
@@ -58,9 +60,9 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
         process.wait()
 
 
-async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """`python -m registry_local ARGS`: exit status, stdout, stderr."""
-    process = await asyncio.create_subprocess_exec(
+async def start_cli(*args: str, env: dict[str, str], **options: Any) -> asyncio.subprocess.Process:
+    """`python -m registry_local ARGS` started, stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "registry_local",
@@ -68,7 +70,13 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **options,
     )
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """`python -m registry_local ARGS`: exit status, stdout, stderr."""
+    process = await start_cli(*args, env=env)
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
 
