@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry_local.storage.local import LocalStore
+from registry_local.disk.store import LocalStore
 
 
 def make_cache(root: Path, count: int) -> None:

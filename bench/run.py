@@ -41,9 +41,9 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from registry_local.imagebuild import build_image  # noqa: E402
-from registry_local.loadtest import run_load  # noqa: E402
-from registry_local.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
+from registry_local.loadtest.run import run_load  # noqa: E402
+from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
+from registry_local.transfer.imagebuild import build_image  # noqa: E402
 from tests.support.engines import run_seaweedfs  # noqa: E402
 from tests.support.harness import s3_settings, seed  # noqa: E402
 from tests.support.processes import (  # noqa: E402

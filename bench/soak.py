@@ -30,8 +30,8 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from registry_local.digest import Digest  # noqa: E402
-from registry_local.imagebuild import build_image  # noqa: E402
+from registry_local.oci.digest import Digest  # noqa: E402
+from registry_local.transfer.imagebuild import build_image  # noqa: E402
 from tests.support.harness import metric, s3_settings, seed  # noqa: E402
 from tests.support.processes import AWS_ENV, free_port, run_moto, sealed_env, serve_argv  # noqa: E402
 from tests.support.s3proxy import Fault, S3Proxy  # noqa: E402

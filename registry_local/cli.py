@@ -161,16 +161,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: config.Settings) -> None:
-    from .logs import configure
     from .server.run import serve
+    from .telemetry.logs import configure
 
     configure(settings.server.log_level, settings.server.log_format)
     asyncio.run(serve(settings))
 
 
 async def _import(settings: config.Settings, args: argparse.Namespace) -> None:
-    from .reference import parse_image
-    from .storage.connect import open_store
+    from .backing.opening import open_store
+    from .oci.reference import parse_image
     from .transfer.importer import import_image
 
     name, tag = parse_image(args.image)
@@ -180,8 +180,8 @@ async def _import(settings: config.Settings, args: argparse.Namespace) -> None:
 
 
 async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
-    from .reference import parse_image
-    from .storage.connect import open_store
+    from .backing.opening import open_store
+    from .oci.reference import parse_image
     from .transfer.exporter import export_image
 
     name, tag = parse_image(args.image)
@@ -191,11 +191,11 @@ async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
 
 
 async def _warm(settings: config.Settings, args: argparse.Namespace) -> int:
-    from .cache.assembly import open_cache
     from .cache.warm import Warmer, parse_platform
-    from .metrics import Metrics
-    from .reference import parse_image_reference
-    from .transfer.progress import Progress, human_bytes
+    from .cache.wiring import open_cache
+    from .oci.reference import parse_image_reference
+    from .progress import Progress, human_bytes
+    from .telemetry.metrics import Metrics
 
     try:
         platforms = [parse_platform(p) for p in args.platform]
@@ -229,8 +229,8 @@ async def _warm(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 def _verify(settings: config.Settings, repair: bool) -> int:
-    from .cache.maintenance import verify
-    from .transfer.progress import human_bytes
+    from .disk.maintenance import verify
+    from .progress import human_bytes
 
     def on_file(digest: object, good: bool) -> None:
         if not good:
@@ -247,9 +247,9 @@ def _verify(settings: config.Settings, repair: bool) -> int:
 
 
 def _prune(settings: config.Settings, to: str | None) -> int:
-    from .cache.eviction import LOW_WATERMARK, CacheLimit
-    from .cache.maintenance import prune
-    from .transfer.progress import human_bytes
+    from .disk.eviction import LOW_WATERMARK, CacheLimit
+    from .disk.maintenance import prune
+    from .progress import human_bytes
 
     if to is not None:
         try:
@@ -288,7 +288,7 @@ def _check(settings: config.Settings, ready: bool) -> int:
 
 
 def _loadtest(args: argparse.Namespace) -> int:
-    from .loadtest import print_report, run_load
+    from .loadtest.run import print_report, run_load
 
     if args.clients < 1 or args.waves < 1 or args.processes < 1 or args.ramp < 0:
         raise ConfigError(
@@ -310,8 +310,8 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 def _sample(dest: Path) -> None:
-    from .imagebuild import sample_image
-    from .ocilayout import write_oci_layout
+    from .transfer.imagebuild import sample_image
+    from .transfer.oci_layout import write_oci_layout
 
     write_oci_layout(dest, sample_image(), "latest")
     print(f"wrote the sample image to {dest} (tag latest)")

@@ -11,13 +11,19 @@ import boto3
 import pytest
 from multidict import CIMultiDict
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import Image, Platform, build_image, build_index, sample_image
-from registry_local.mediatypes import (
+from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
+)
+from registry_local.transfer.imagebuild import (
+    Image,
+    Platform,
+    build_image,
+    build_index,
+    sample_image,
 )
 
 from .support.harness import fetch, s3_settings, seed_all

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import boto3
 import pytest
 
+from registry_local.backing.backend import Backend
+from registry_local.backing.filesystem import FilesystemBackend
+from registry_local.backing.s3 import S3Backend
 from registry_local.config import S3Settings
 from registry_local.errors import BackendError, BackendUnavailable, ObjectTooLarge
-from registry_local.storage.backend import Backend
-from registry_local.storage.filesystem import FilesystemBackend
-from registry_local.storage.s3 import S3Backend
 
 from .support.processes import free_port
 

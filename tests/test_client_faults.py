@@ -10,9 +10,9 @@ from pathlib import Path
 
 import aiohttp
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image
+from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS, INFLIGHT
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import pull_image, seed
 from .support.processes import AWS_ENV, free_port, sealed_env

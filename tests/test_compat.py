@@ -14,10 +14,10 @@ import boto3
 import pytest
 
 from registry_local.config import StoreSettings
-from registry_local.digest import Digest
-from registry_local.imagebuild import Image, Platform, build_image, build_index
-from registry_local.mediatypes import OCI_INDEX, OCI_MANIFEST
-from registry_local.ocilayout import write_oci_layout
+from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
+from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
+from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.harness import pull_image, s3_settings, seed
 from .support.processes import run_docker_registry, skopeo

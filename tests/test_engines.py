@@ -18,8 +18,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from registry_local.imagebuild import Image, Platform, build_image, build_index
-from registry_local.storage.connect import open_store
+from registry_local.backing.opening import open_store
+from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
 from registry_local.transfer.importer import import_image
 
 from .support.engines import (

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image
 from registry_local.storage import local as local_module
+
+from registry_local.oci.digest import Digest
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, metric, pull_image, seed
 from .support.s3proxy import Fault, key_endswith

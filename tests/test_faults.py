@@ -14,11 +14,11 @@ import os
 import aiohttp
 import pytest
 
+from registry_local.backing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from registry_local.cache.slots import FairSlots
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image
-from registry_local.metrics import Metrics
-from registry_local.storage.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from registry_local.oci.digest import Digest
+from registry_local.telemetry.metrics import Metrics
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, metric, pull_image, s3_settings, seed
 from .support.s3proxy import Fault, key_endswith

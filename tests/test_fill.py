@@ -16,9 +16,9 @@ import aiohttp
 import boto3
 import pytest
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image
+from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, pull_image, s3_settings, seed
 from .support.s3proxy import Fault, key_endswith

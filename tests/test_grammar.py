@@ -8,8 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry_local.byterange import parse_range
-from registry_local.digest import Digest
 from registry_local.errors import (
     DigestInvalid,
     ManifestInvalid,
@@ -17,7 +15,9 @@ from registry_local.errors import (
     RangeInvalid,
     TagInvalid,
 )
-from registry_local.mediatypes import (
+from registry_local.oci.byterange import parse_range
+from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -27,7 +27,7 @@ from registry_local.mediatypes import (
     inspect_manifest,
     parse_accept,
 )
-from registry_local.reference import parse_name, parse_reference, parse_tag
+from registry_local.oci.reference import parse_name, parse_reference, parse_tag
 
 HEX = "a" * 64
 

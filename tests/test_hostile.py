@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry_local.imagebuild import sample_image
-from registry_local.ocilayout import write_oci_layout
+from registry_local.transfer.imagebuild import sample_image
+from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.processes import free_port, sealed_env, serve_argv
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from registry_local.backing.opening import open_store
 from registry_local.config import StoreSettings
-from registry_local.digest import Digest
-from registry_local.imagebuild import Platform, build_image, build_index
-from registry_local.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from registry_local.ocilayout import write_oci_layout
-from registry_local.storage.connect import open_store
+from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.exporter import export_image
 from registry_local.transfer.files import SourceError
+from registry_local.transfer.imagebuild import Platform, build_image, build_index
 from registry_local.transfer.importer import import_image
+from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.harness import pull_image
 from .support.processes import run_cli, sealed_env, skopeo

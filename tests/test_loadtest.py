@@ -13,11 +13,11 @@ import boto3
 import pytest
 from aiohttp import web
 
-from registry_local.imagebuild import Platform, build_image, build_index
-from registry_local.loadclient import Target
-from registry_local.loadtest import run_load
-from registry_local.loadworkers import ClientProcesses, LoadWorkerDied
-from registry_local.transfer.progress import Progress
+from registry_local.loadtest.client import Target
+from registry_local.loadtest.run import run_load
+from registry_local.loadtest.workers import ClientProcesses, LoadWorkerDied
+from registry_local.progress import Progress
+from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
 from .support.harness import metric, seed
 from .support.processes import AWS_ENV, run_cli, run_docker_registry, sealed_env, start_cli

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiohttp
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import Platform, build_image, build_index
-from registry_local.storage.local import LocalStore
+from registry_local.disk.store import LocalStore
+from registry_local.oci.digest import Digest
+from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
 from .support.harness import fetch, metric, pull_image, seed
 from .support.processes import AWS_ENV, sealed_env

@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry_local.imagebuild import build_image
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, pull_image, seed
 from .support.processes import free_port, require_tool, serving

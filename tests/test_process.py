@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiohttp
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image, sample_image
+from registry_local.oci.digest import Digest
+from registry_local.transfer.imagebuild import build_image, sample_image
 
 from .support.harness import fetch, pull_image, seed
 from .support.processes import run_cli, sealed_env, serving, skopeo

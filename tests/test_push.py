@@ -12,11 +12,11 @@ import aiohttp
 import boto3
 import pytest
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import Platform, build_image, build_index
-from registry_local.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from registry_local.ocilayout import write_oci_layout
+from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.server.state import PUBLISHER
+from registry_local.transfer.imagebuild import Platform, build_image, build_index
+from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.harness import fetch, pull_image, seed
 from .support.processes import run_docker_registry, skopeo

@@ -13,9 +13,9 @@ import os
 
 import aiohttp
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image
+from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import s3_settings, seed
 from .support.s3proxy import Fault, Recorded, S3Proxy, key_endswith

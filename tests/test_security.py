@@ -15,10 +15,10 @@ import aiohttp
 import bcrypt
 import pytest
 
-from registry_local.digest import Digest
-from registry_local.imagebuild import build_image
-from registry_local.mediatypes import OCI_MANIFEST
-from registry_local.ocilayout import write_oci_layout
+from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import OCI_MANIFEST
+from registry_local.transfer.imagebuild import build_image
+from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.harness import seed
 from .support.processes import require_tool, sealed_env, serving, skopeo

@@ -1,4 +1,4 @@
-from registry_local.imagebuild import sample_image
+from registry_local.transfer.imagebuild import sample_image
 
 from .support.harness import fetch, pull_image, seed
 

@@ -3,7 +3,7 @@ everything committed survives a restart and is served with no S3 request."""
 
 from __future__ import annotations
 
-from registry_local.imagebuild import build_image
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, pull_image, seed
 from .support.s3proxy import Fault

@@ -18,12 +18,12 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from registry_local.cache.origins import Origins, Route, open_origins
+from registry_local.backing.opening import open_store
 from registry_local.cli import _parser
 from registry_local.config import StoreSettings, UpstreamSettings, load
-from registry_local.imagebuild import build_image
+from registry_local.origin.routes import Origins, Route, open_origins
 from registry_local.server.state import BLOBS
-from registry_local.storage.connect import open_store
+from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, pull_image, s3_settings, seed
 from .support.processes import run_docker_registry

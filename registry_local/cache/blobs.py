@@ -14,23 +14,23 @@ import asyncio
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..digest import Digest
+from ..backing.distribution import DistributionStore
+from ..disk.eviction import Evictor
+from ..disk.store import LocalStore
 from ..errors import BlobUnknown
-from ..metrics import Metrics
-from ..requestlog import note_cache
-from ..storage.distribution import DistributionStore
-from ..storage.local import LocalStore
-from .bounded import BoundedDict
-from .bypass import DirectBlob
-from .eviction import Evictor
+from ..lru import BoundedDict
+from ..oci.digest import Digest
+from ..origin.routes import Origins, Route
+from ..singleflight import SingleFlight
+from ..telemetry.metrics import Metrics
+from ..telemetry.requestlog import note_cache
+from .direct import DirectBlob
 from .fill import Fill, NoRoom
-from .flights import SingleFlight
 from .links import LinkCache
-from .origins import Origins, Route
 from .parts import PartPolicy, Reads
 from .reading import RetryPolicy
 from .slots import FairSlots
-from .through import WriteThrough
+from .write_through import WriteThrough
 
 __all__ = ["SMALL", "BlobCache", "BlobReader", "CommittedBlob", "SmallBlob"]
 

@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..digest import Digest
+from ..disk.eviction import Evictor
+from ..disk.store import LocalStore, TempBlob
 from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
-from ..storage.local import LocalStore, TempBlob
-from .bypass import DirectBlob
-from .eviction import Evictor
+from ..oci.digest import Digest
+from .direct import DirectBlob
 from .parts import Parts, Reads, hash_range, write_at
 from .reading import read_resuming
 

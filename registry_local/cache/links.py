@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 
-from ..digest import Digest
-from ..storage.distribution import DistributionStore
-from ..storage.learned import Learned
-from .bounded import BoundedDict
-from .flights import SingleFlight
+from ..backing.distribution import DistributionStore
+from ..disk.learned import Learned
+from ..lru import BoundedDict
+from ..oci.digest import Digest
+from ..singleflight import SingleFlight
 
 __all__ = ["LinkCache"]
 

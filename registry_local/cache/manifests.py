@@ -14,7 +14,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..digest import Digest
+from ..backing.distribution import DistributionStore
+from ..disk.learned import Learned, TagRecord
+from ..disk.store import LocalStore
 from ..errors import (
     BackendError,
     DigestMismatch,
@@ -23,16 +25,14 @@ from ..errors import (
     NameUnknown,
     ObjectTooLarge,
 )
-from ..mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
-from ..metrics import Metrics
-from ..requestlog import note_cache
-from ..storage.distribution import DistributionStore
-from ..storage.learned import Learned, TagRecord
-from ..storage.local import LocalStore
-from .bounded import BoundedDict
-from .flights import SingleFlight
+from ..lru import BoundedDict
+from ..oci.digest import Digest
+from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
+from ..origin.routes import Origins, Route
+from ..singleflight import SingleFlight
+from ..telemetry.metrics import Metrics
+from ..telemetry.requestlog import note_cache
 from .links import LinkCache
-from .origins import Origins, Route
 
 __all__ = ["Manifest", "ManifestCache"]
 

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ..digest import Digest
 from ..errors import FillFailed
-from ..metrics import Metrics
+from ..oci.digest import Digest
+from ..telemetry.metrics import Metrics
 from .reading import BlobSource, RetryPolicy, read_resuming
 from .slots import FairSlots
 

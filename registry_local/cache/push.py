@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from ..byterange import upload_range
-from ..digest import Digest
+from ..backing.distribution import DistributionStore
+from ..disk.store import LocalStore
+from ..disk.uploads import Uploads, UploadSession
 from ..errors import (
     BlobUnknown,
     DigestInvalid,
@@ -24,16 +25,15 @@ from ..errors import (
     RangeInvalid,
     SizeInvalid,
 )
-from ..mediatypes import (
+from ..oci.byterange import upload_range
+from ..oci.digest import Digest
+from ..oci.mediatypes import (
     MANIFEST_MEDIA_TYPES,
     SCHEMA1,
     SCHEMA1_SIGNED,
     ManifestInfo,
     inspect_manifest,
 )
-from ..storage.distribution import DistributionStore
-from ..storage.local import LocalStore
-from ..storage.uploads import Uploads, UploadSession
 from .links import LinkCache
 from .manifests import Manifest, ManifestCache
 

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..digest import Digest
+from ..backing.backend import ObjectStream
 from ..errors import BackendUnavailable, BlobUnknown, FillFailed
-from ..storage.backend import ObjectStream
+from ..oci.digest import Digest
 from .slots import FairSlots
 
 __all__ = ["CHUNK", "BlobSource", "RetryPolicy", "read_resuming"]

@@ -17,7 +17,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
-from ..metrics import Metrics
+from ..telemetry.metrics import Metrics
 
 __all__ = ["FairSlots"]
 

@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from ..digest import Digest
 from ..errors import RegistryError
-from ..mediatypes import Descriptor
+from ..oci.digest import Digest
+from ..oci.mediatypes import Descriptor
 from .blobs import BlobCache, BlobReader
-from .bypass import DirectBlob
+from .direct import DirectBlob
 from .manifests import ManifestCache
 
 __all__ = ["WarmResult", "Warmer", "parse_platform"]

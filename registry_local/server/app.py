@@ -9,18 +9,19 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..cache.assembly import open_cache
+from ..cache.health import Readiness
 from ..cache.push import Publisher
 from ..cache.warm import Warmer
+from ..cache.wiring import open_cache
 from ..config import PushSettings, Settings
+from ..disk.uploads import Uploads
 from ..errors import Unsupported
-from ..health import Readiness
-from ..metrics import Metrics
-from ..storage.uploads import Uploads
-from . import blobs, manifests, middleware, uploads, warm
+from ..telemetry.metrics import Metrics
+from . import middleware
 from .auth import Authenticator, auth_middleware
+from .handlers import blobs, manifests, uploads, warm
+from .handlers.ops import add_ops_routes
 from .inflight import InFlight
-from .ops import add_ops_routes
 from .state import BLOBS, INFLIGHT, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS, WARMER
 
 __all__ = ["build_app", "build_ops_app"]

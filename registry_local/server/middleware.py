@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import RegistryError, Unsupported, as_registry_error, envelope
-from ..requestlog import traced
+from ..telemetry.requestlog import traced
 from .state import INFLIGHT, METRICS
 
 __all__ = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..cache.blobs import BlobCache
+from ..cache.health import Readiness
 from ..cache.manifests import ManifestCache
 from ..cache.push import Publisher
 from ..cache.warm import Warmer
-from ..health import Readiness
-from ..metrics import Metrics
+from ..telemetry.metrics import Metrics
 from .inflight import InFlight
 
 __all__ = [

@@ -6,12 +6,12 @@ import asyncio
 import json
 from pathlib import Path
 
-from ..digest import Digest
+from ..backing.distribution import DistributionStore
 from ..errors import ManifestUnknown
-from ..mediatypes import MAX_MANIFEST_BYTES, Descriptor, inspect_manifest
-from ..storage.distribution import DistributionStore
+from ..oci.digest import Digest
+from ..oci.mediatypes import MAX_MANIFEST_BYTES, Descriptor, inspect_manifest
+from ..progress import Progress
 from .files import SourceError
-from .progress import Progress
 
 __all__ = ["export_image"]
 

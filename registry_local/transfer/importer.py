@@ -6,11 +6,11 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from ..digest import Digest
-from ..publish import publish
-from ..storage.distribution import DistributionStore
+from ..backing.distribution import DistributionStore
+from ..oci.digest import Digest
+from ..progress import Progress
 from .files import open_files
-from .progress import Progress
+from .image_writer import publish
 from .sources import Plan, plan_import
 
 __all__ = ["import_image"]

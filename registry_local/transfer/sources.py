@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..digest import Digest
 from ..errors import DigestInvalid, ManifestInvalid
-from ..imagebuild import image_manifest
-from ..mediatypes import DOCKER_MANIFEST, MAX_MANIFEST_BYTES, inspect_manifest
+from ..oci.digest import Digest
+from ..oci.mediatypes import DOCKER_MANIFEST, MAX_MANIFEST_BYTES, inspect_manifest
 from .files import SourceError, SourceFiles, copy_verified
+from .imagebuild import image_manifest
 
 __all__ = ["Plan", "plan_import"]
 

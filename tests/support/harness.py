@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from registry_local.backing.opening import open_store
 from registry_local.config import (
     CacheSettings,
     PushSettings,
@@ -18,14 +19,13 @@ from registry_local.config import (
     Settings,
     StoreSettings,
 )
-from registry_local.digest import Digest
-from registry_local.imagebuild import Image
-from registry_local.metrics import Metrics
-from registry_local.publish import publish
+from registry_local.oci.digest import Digest
 from registry_local.server.app import build_app
 from registry_local.server.run import tls_context
 from registry_local.server.state import METRICS
-from registry_local.storage.connect import open_store
+from registry_local.telemetry.metrics import Metrics
+from registry_local.transfer.image_writer import publish
+from registry_local.transfer.imagebuild import Image
 
 __all__ = ["RegistryLocal", "fetch", "metric", "pull_image", "s3_settings", "seed", "seed_all"]
 

@@ -1,0 +1,90 @@
+"""A circuit breaker: stop hammering a backing store that is down.
+
+After `threshold` consecutive failures that a retry might fix (unreachable,
+timeouts, 5xx, throttling) the circuit opens: calls fail at once, without
+touching the network, for a cool-down. Then one call is let through as a probe
+(half-open): success closes the circuit, failure opens it again for twice as
+long, up to a ceiling. Meanwhile the cache serves what it has (cached blobs,
+last known tags) and everything else gets a quick 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..telemetry.metrics import Metrics
+
+__all__ = ["CircuitBreaker"]
+
+log = logging.getLogger(__name__)
+
+CLOSED, HALF_OPEN, OPEN = 0, 1, 2
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        threshold: int = 5,
+        cooldown: float = 1.0,
+        max_cooldown: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._metrics = metrics
+        self._clock = clock
+        self._threshold = threshold
+        self._base_cooldown = cooldown
+        self._cooldown = cooldown
+        self._max_cooldown = max_cooldown
+        self._failures = 0
+        self._open_until = 0.0
+        self._probing = False
+        self.state = CLOSED
+        self._report()
+
+    def allow(self) -> bool:
+        """Whether a call may go to the backing store now."""
+        if self.state == CLOSED:
+            return True
+        if self.state == OPEN:
+            if self._clock() < self._open_until:
+                return False
+            self.state = HALF_OPEN
+            self._probing = False
+            self._report()
+        if self._probing:
+            return False  # one probe at a time
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        if self.state != CLOSED:
+            log.info("backing store answers again: circuit closed")
+        self.state = CLOSED
+        self._failures = 0
+        self._probing = False
+        self._cooldown = self._base_cooldown
+        self._report()
+
+    def failure(self) -> None:
+        self._failures += 1
+        if self.state == HALF_OPEN:
+            self._cooldown = min(self._cooldown * 2, self._max_cooldown)
+            self._open()
+        elif self.state == CLOSED and self._failures >= self._threshold:
+            self._open()
+
+    def _open(self) -> None:
+        self.state = OPEN
+        self._probing = False
+        self._open_until = self._clock() + self._cooldown
+        log.warning("backing store failing: circuit open for %.1fs", self._cooldown)
+        if self._metrics is not None:
+            self._metrics.s3_circuit_opened.inc()
+        self._report()
+
+    def _report(self) -> None:
+        if self._metrics is not None:
+            self._metrics.s3_circuit_state.set(self.state)

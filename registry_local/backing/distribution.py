@@ -1,0 +1,123 @@
+"""Distribution's registry tree, read and written through any Backend.
+
+This is where "repository X links blob Y" and "tag T points at manifest M" are
+answered the way `registry:2` answers them: by reading link objects whose body is
+the digest. Keys come from layout.BucketLayout; the Backend only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ..errors import BackendError, DigestInvalid
+from ..layout import BucketLayout
+from ..oci.digest import Digest
+from .backend import Backend, ObjectStream
+
+__all__ = ["DistributionStore"]
+
+log = logging.getLogger(__name__)
+
+_LINK_LIMIT = 1024
+
+
+class DistributionStore:
+    """Reads and writes images in distribution's layout on a Backend."""
+
+    def __init__(self, backend: Backend, layout: BucketLayout) -> None:
+        self.backend = backend
+        self.layout = layout
+
+    # -- reads ---------------------------------------------------------------
+
+    async def _read_link(self, key: str) -> Digest | None:
+        body = await self.backend.read(key, _LINK_LIMIT)
+        if body is None:
+            return None
+        try:
+            return Digest.parse(body.decode("ascii", "replace").strip())
+        except DigestInvalid:
+            log.warning("ignoring malformed link object %s", key)
+            return None
+
+    async def _links_to(self, key: str, digest: Digest) -> bool:
+        return await self._read_link(key) == digest
+
+    async def blob_linked(self, name: str, digest: Digest) -> bool:
+        """Whether the repository links the blob (its `_layers` link)."""
+        return await self._links_to(self.layout.layer_link(name, digest), digest)
+
+    async def manifest_linked(self, name: str, digest: Digest) -> bool:
+        """Whether the repository links the manifest (its revision link)."""
+        return await self._links_to(self.layout.revision_link(name, digest), digest)
+
+    async def tag_target(self, name: str, tag: str) -> Digest | None:
+        """The digest the tag's `current` link names, or None for no such tag."""
+        return await self._read_link(self.layout.tag_current_link(name, tag))
+
+    async def tag_written(self, name: str, tag: str) -> float | None:
+        """When the tag's `current` link was last written (epoch seconds), or None."""
+        return await self.backend.modified(self.layout.tag_current_link(name, tag))
+
+    async def tags(self, name: str) -> list[str] | None:
+        """The repository's tags, sorted; None when the repository has none at all."""
+        names = await self.backend.list(self.layout.tags_dir(name))
+        if names:
+            return names
+        # A repository with no tags may still exist (pushed by digest): say [] then.
+        if await self.backend.list(self.layout.repository(name)):
+            return []
+        return None
+
+    async def blob_size(self, digest: Digest) -> int | None:
+        return await self.backend.stat(self.layout.blob_data(digest))
+
+    async def open_blob(
+        self, digest: Digest, offset: int = 0, end: int | None = None
+    ) -> ObjectStream | None:
+        return await self.backend.open(self.layout.blob_data(digest), offset, end)
+
+    async def read_blob(self, digest: Digest, limit: int) -> bytes | None:
+        return await self.backend.read(self.layout.blob_data(digest), limit)
+
+    # -- writes (the order matters: content before the links that name it) ---
+
+    async def put_blob(self, digest: Digest, data: bytes) -> None:
+        if Digest.of(data, digest.algorithm) != digest:
+            raise BackendError("PutObject", str(digest), "content does not match digest")
+        await self.backend.write(self.layout.blob_data(digest), data)
+
+    async def put_blob_file(self, digest: Digest, path: Path) -> None:
+        """Store a verified file as the blob's data, unless the store has it already."""
+        if await self.blob_size(digest) is None:
+            await self.backend.write_file(self.layout.blob_data(digest), path)
+
+    async def link_blob(self, name: str, digest: Digest) -> None:
+        await self.backend.write(self.layout.layer_link(name, digest), str(digest).encode())
+
+    async def link_manifest(self, name: str, digest: Digest) -> None:
+        await self.backend.write(self.layout.revision_link(name, digest), str(digest).encode())
+
+    async def tag(self, name: str, tag: str, digest: Digest) -> None:
+        link = str(digest).encode()
+        await self.backend.write(self.layout.tag_index_link(name, tag, digest), link)
+        await self.backend.write(self.layout.tag_current_link(name, tag), link)
+
+    # -- deletes (links only, as registry:2 does; content is garbage-collected) --
+
+    async def unlink_blob(self, name: str, digest: Digest) -> None:
+        await self.backend.delete(self.layout.layer_link(name, digest))
+
+    async def unlink_manifest(self, name: str, digest: Digest) -> None:
+        await self.backend.delete(self.layout.revision_link(name, digest))
+
+    async def untag(self, name: str, tag: str) -> None:
+        await self.backend.delete_tree(self.layout.tag_dir(name, tag))
+
+    async def tags_of(self, name: str, digest: Digest) -> list[str]:
+        """The repository's tags whose current target is the digest."""
+        tags = await self.tags(name) or []
+        targets = await asyncio.gather(*(self.tag_target(name, tag) for tag in tags))
+        return [tag for tag, target in zip(tags, targets, strict=True) if target == digest]

@@ -1,0 +1,402 @@
+"""The S3 backing store, on aiobotocore. The only module that imports boto.
+
+Every botocore and transport exception is translated here, by `_boundary`, into
+BackendUnavailable (network trouble, timeouts, 5xx, throttling: a retry may help)
+or BackendError (access denied, no such bucket: it will not); a missing key is
+None. Nothing above this module ever sees a botocore type. Every request has a
+connect and a read timeout, is retried (bounded, jittered) here, and passes a
+circuit breaker (breaker.py) that stops calls while S3 keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore import exceptions as boto
+
+from ..config import S3Settings
+from ..errors import BackendError, BackendUnavailable, ObjectTooLarge
+from ..telemetry.metrics import Metrics
+from .breaker import CircuitBreaker
+
+__all__ = ["S3Backend"]
+
+T = TypeVar("T")
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    boto.HTTPClientError,
+    boto.ConnectionError,
+    boto.IncompleteReadError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+_MULTIPART_THRESHOLD = 16 << 20
+_PART_SIZE = 8 << 20
+_MAX_PARTS = 9_000  # S3 allows 10,000
+_PART_CONCURRENCY = 4
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+    }
+)
+
+
+class _NotFound(BackendError):
+    pass
+
+
+@contextlib.contextmanager
+def _boundary(operation: str, key: str, metrics: Metrics | None = None) -> Iterator[None]:
+    """Translate botocore and transport errors; count the request if `metrics`."""
+    began = time.monotonic()
+    outcome = "ok"
+    try:
+        yield
+    except boto.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
+            outcome = "not_found"
+            raise _NotFound(operation, key, code) from None
+        if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+            outcome = "unavailable"
+            raise BackendUnavailable(operation, key, f"{status} {code}") from None
+        outcome = "error"
+        raise BackendError(operation, key, f"{status} {code}") from None
+    except _TRANSPORT_ERRORS as exc:
+        outcome = "unavailable"
+        raise BackendUnavailable(operation, key, type(exc).__name__) from None
+    except boto.BotoCoreError as exc:
+        outcome = "error"
+        raise BackendError(operation, key, type(exc).__name__) from None
+    finally:
+        if metrics is not None:
+            metrics.s3_requests.labels(operation, outcome).inc()
+            metrics.s3_duration.labels(operation).observe(time.monotonic() - began)
+
+
+class S3Backend:
+    """Backend over one bucket; see backend.Backend for the contract."""
+
+    def __init__(self, settings: S3Settings, client: Any, metrics: Metrics | None) -> None:
+        self._settings = settings
+        self._client = client
+        self._bucket = settings.bucket
+        self._metrics = metrics
+        self.breaker = CircuitBreaker(
+            metrics, settings.circuit_threshold, settings.circuit_cooldown
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, settings: S3Settings, metrics: Metrics | None = None
+    ) -> AsyncIterator[S3Backend]:
+        """An open backend; the client's connections close when the block ends."""
+        config = AioConfig(
+            region_name=settings.region or "us-east-1",
+            # Custom endpoints (MinIO, SeaweedFS, moto) want path-style addressing.
+            s3={"addressing_style": "path" if settings.endpoint else "auto"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            # Retries are ours (`_request`): bounded, jittered and counted.
+            retries={"total_max_attempts": 1},
+            max_pool_connections=settings.max_connections,
+            # Checksums only where S3 requires them: keeps older S3 servers working.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = get_session()
+        async with session.create_client(
+            "s3", endpoint_url=settings.endpoint, config=config
+        ) as client:
+            yield cls(settings, client, metrics)
+
+    @property
+    def description(self) -> str:
+        where = self._settings.endpoint or "AWS"
+        return f"s3://{self._bucket} at {where}"
+
+    async def _request(self, operation: str, key: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Make one S3 call, retrying what a retry may fix (BackendUnavailable)."""
+        attempts = self._settings.attempts
+        for attempt in range(1, attempts + 1):
+            if not self.breaker.allow():
+                raise BackendUnavailable(operation, key, "circuit open: S3 keeps failing")
+            try:
+                with _boundary(operation, key, self._metrics):
+                    result = await call()
+            except BackendUnavailable:
+                self.breaker.failure()
+                if attempt == attempts:
+                    raise
+                if self._metrics is not None:
+                    self._metrics.s3_retries.labels(operation).inc()
+                # Full jitter: concurrent callers do not retry in step.
+                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+            except BackendError:
+                self.breaker.success()  # S3 answered, if with an error
+                raise
+            else:
+                self.breaker.success()
+                return result
+        raise AssertionError("unreachable")
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            head: dict[str, Any] = await self._request(
+                "HeadObject", key, lambda: self._client.head_object(Bucket=self._bucket, Key=key)
+            )
+        except _NotFound:
+            return None
+        return head
+
+    async def stat(self, key: str) -> int | None:
+        head = await self._head(key)
+        return None if head is None else int(head["ContentLength"])
+
+    async def modified(self, key: str) -> float | None:
+        head = await self._head(key)
+        return None if head is None else float(head["LastModified"].timestamp())
+
+    async def read(self, key: str, limit: int) -> bytes | None:
+        stream = await self.open(key)
+        if stream is None:
+            return None
+        try:
+            if stream.size > limit:
+                raise ObjectTooLarge(key, limit)
+            chunks = []
+            while chunk := await stream.read(1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            await stream.close()
+
+    async def open(self, key: str, offset: int = 0, end: int | None = None) -> _S3Stream | None:
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        if end is not None and end <= offset:
+            size = await self.stat(key)
+            return None if size is None else _S3Stream(None, key, size, size, size, None, None)
+        if end is not None:
+            kwargs["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        try:
+            response = await self._request(
+                "GetObject", key, lambda: self._client.get_object(**kwargs)
+            )
+        except _NotFound:
+            return None
+        except BackendError as exc:
+            # A range starting at or past the end (also any range of an empty object).
+            if "Range" in kwargs and "InvalidRange" in exc.reason:
+                size = await self.stat(key)
+                return None if size is None else _S3Stream(None, key, size, size, size, None, None)
+            raise
+        size = _total_size(response)
+        stop = size if end is None else min(end, size)
+        return _S3Stream(response["Body"], key, size, offset, stop, self._metrics, self.breaker)
+
+    async def list(self, prefix: str) -> list[str]:
+        names: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._request(
+                "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
+            )
+            for common in page.get("CommonPrefixes", []):
+                names.add(common["Prefix"][len(prefix) :].rstrip("/"))
+            for item in page.get("Contents", []):
+                names.add(item["Key"][len(prefix) :])
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(n for n in names if n)
+
+    async def write(self, key: str, data: bytes) -> None:
+        await self._request(
+            "PutObject",
+            key,
+            lambda: self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType="application/octet-stream"
+            ),
+        )
+        if self._metrics is not None:
+            self._metrics.s3_written_bytes.inc(len(data))
+
+    async def write_file(self, key: str, path: Path) -> None:
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size <= _MULTIPART_THRESHOLD:
+            await self.write(key, await asyncio.to_thread(path.read_bytes))
+            return
+        # Parts are read from the file only when their turn comes: at most
+        # _PART_CONCURRENCY parts are in memory at once, whatever the size.
+        part_size = max(_PART_SIZE, -(-size // _MAX_PARTS))
+        created = await self._request(
+            "CreateMultipartUpload",
+            key,
+            lambda: self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType="application/octet-stream"
+            ),
+        )
+        upload_id = created["UploadId"]
+        turns = asyncio.Semaphore(_PART_CONCURRENCY)
+
+        async def upload_part(number: int, offset: int) -> dict[str, Any]:
+            async with turns:
+                data = await asyncio.to_thread(_read_at, path, offset, part_size)
+                answer = await self._request(
+                    "UploadPart",
+                    key,
+                    functools.partial(
+                        self._client.upload_part,
+                        Bucket=self._bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                    ),
+                )
+                if self._metrics is not None:
+                    self._metrics.s3_written_bytes.inc(len(data))
+                return {"PartNumber": number, "ETag": answer["ETag"]}
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(upload_part(number, offset))
+                    for number, offset in enumerate(range(0, size, part_size), start=1)
+                ]
+            parts = [task.result() for task in tasks]
+            await self._request(
+                "CompleteMultipartUpload",
+                key,
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+        except BaseException as exc:
+            with contextlib.suppress(BackendError):
+                await self._request(
+                    "AbortMultipartUpload",
+                    key,
+                    lambda: self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id
+                    ),
+                )
+            if isinstance(exc, BaseExceptionGroup):
+                raise exc.exceptions[0] from None
+            raise
+
+    async def delete(self, key: str) -> None:
+        await self._request(
+            "DeleteObject", key, lambda: self._client.delete_object(Bucket=self._bucket, Key=key)
+        )
+
+    async def delete_tree(self, prefix: str) -> None:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._request(
+                "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
+            )
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+        for start in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True}
+            await self._request(
+                "DeleteObjects",
+                prefix,
+                functools.partial(self._client.delete_objects, Bucket=self._bucket, Delete=batch),
+            )
+
+    async def check(self) -> None:
+        await self._request(
+            "HeadBucket", self._bucket, lambda: self._client.head_bucket(Bucket=self._bucket)
+        )
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def _total_size(response: dict[str, Any]) -> int:
+    content_range = response.get("ContentRange")
+    if content_range:  # "bytes 100-199/1000"
+        return int(str(content_range).rpartition("/")[2])
+    return int(response["ContentLength"])
+
+
+class _S3Stream:
+    def __init__(
+        self,
+        body: Any,
+        key: str,
+        size: int,
+        position: int,
+        stop: int,
+        metrics: Metrics | None,
+        breaker: CircuitBreaker | None,
+    ) -> None:
+        self._body = body
+        self._metrics = metrics
+        self._breaker = breaker
+        self._key = key
+        self._position = position
+        self._stop = stop
+        self.size = size
+
+    async def read(self, n: int) -> bytes:
+        if self._body is None or self._position >= self._stop:
+            return b""
+        try:
+            with _boundary("GetObject", self._key):
+                chunk: bytes = await self._body.read(min(n, self._stop - self._position))
+            if not chunk:
+                raise BackendUnavailable("GetObject", self._key, "body ended early")
+        except BackendUnavailable:
+            if self._breaker is not None:
+                self._breaker.failure()
+            raise
+        self._position += len(chunk)
+        if self._metrics is not None:
+            self._metrics.s3_read_bytes.inc(len(chunk))
+        return chunk
+
+    async def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None

@@ -1,0 +1,80 @@
+"""Readiness: the cache dir takes writes and the backing store answers.
+
+Probes are cached for a short while and single-flighted, so a busy probe
+endpoint costs the backing store at most one request per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+from ..backing.backend import Backend
+from ..disk.store import LocalStore
+from ..errors import BackendError
+from ..telemetry.metrics import Metrics
+
+__all__ = ["Readiness", "ReadinessReport"]
+
+
+@dataclass(frozen=True)
+class ReadinessReport:
+    disk: str  # "ok" or what failed
+    store: str
+
+    @property
+    def ready(self) -> bool:
+        return self.disk == "ok" and self.store == "ok"
+
+
+class Readiness:
+    def __init__(
+        self, local: LocalStore, backend: Backend, metrics: Metrics, interval: float = 2.0
+    ) -> None:
+        self._local = local
+        self._backend = backend
+        self._metrics = metrics
+        self._interval = interval
+        self._last: tuple[float, ReadinessReport] | None = None
+        self._probe: asyncio.Task[ReadinessReport] | None = None
+
+    async def report(self) -> ReadinessReport:
+        if self._last is not None and time.monotonic() - self._last[0] < self._interval:
+            return self._last[1]
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._run())
+        return await asyncio.shield(self._probe)
+
+    async def _run(self) -> ReadinessReport:
+        disk, store = await asyncio.gather(self._check_disk(), self._check_store())
+        report = ReadinessReport(disk, store)
+        self._last = (time.monotonic(), report)
+        self._metrics.ready.set(1 if report.ready else 0)
+        return report
+
+    async def _check_disk(self) -> str:
+        probe = self._local.layout.tmp_dir / f"ready-{uuid.uuid4().hex}.probe"
+
+        def write_and_remove() -> None:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+
+        try:
+            await asyncio.to_thread(write_and_remove)
+        except OSError as exc:
+            return f"cache dir not writable: {exc.strerror}"
+        return "ok"
+
+    async def _check_store(self) -> str:
+        try:
+            await self._backend.check()
+        except BackendError as exc:
+            return f"backing store unreachable: {exc.reason}"
+        return "ok"

@@ -1,0 +1,87 @@
+"""Putting the cache together: one place, for the server and for `warm`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ..backing.distribution import DistributionStore
+from ..backing.opening import open_store
+from ..config import CacheSettings, StoreSettings
+from ..disk.eviction import CacheLimit, Evictor
+from ..disk.learned import Learned
+from ..disk.store import LocalStore
+from ..origin.routes import open_origins
+from ..telemetry.metrics import Metrics
+from .blobs import BlobCache
+from .links import LinkCache
+from .manifests import ManifestCache
+from .parts import PartPolicy
+from .reading import RetryPolicy
+from .slots import FairSlots
+
+__all__ = ["Cache", "open_cache"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cache:
+    store: DistributionStore
+    local: LocalStore
+    learned: Learned
+    links: LinkCache
+    evictor: Evictor
+    blobs: BlobCache
+    manifests: ManifestCache
+
+
+@contextlib.asynccontextmanager
+async def open_cache(
+    cache: CacheSettings, store_settings: StoreSettings, metrics: Metrics
+) -> AsyncIterator[Cache]:
+    """The cache over the backing store, with its maintenance running in the
+    background; on exit fills are cancelled and their temp files removed."""
+    async with (
+        open_store(store_settings, metrics) as store,
+        open_origins(store_settings.upstreams) as origins,
+    ):
+        local = await LocalStore.open(cache.directory)
+        metrics.track_disk(lambda: float(local.bytes_used), local.layout.root)
+        learned = Learned(local.layout)
+        links = LinkCache(store, learned, negative_ttl=cache.tag_ttl)
+        limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)
+        evictor = Evictor(local, limit, metrics)
+        retry = RetryPolicy(attempts=cache.fill_attempts)
+        parts = Cache(
+            store,
+            local,
+            learned,
+            links,
+            evictor,
+            BlobCache(
+                store,
+                local,
+                links,
+                evictor,
+                retry,
+                FairSlots(store_settings.max_concurrency, metrics),
+                PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
+                metrics,
+                origins,
+            ),
+            ManifestCache(store, local, learned, links, cache.tag_ttl, metrics, origins),
+        )
+        maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
+        if limit is not None:
+            log.info("cache limit: %d bytes", limit)
+        try:
+            yield parts
+        finally:
+            maintenance.cancel()
+            await parts.blobs.close()
+            await parts.manifests.close()
+            await links.close()

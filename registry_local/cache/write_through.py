@@ -1,0 +1,74 @@
+"""Writing what came from an origin registry through to the bucket.
+
+After a blob from an origin is verified and committed here, it is uploaded to
+the bucket (unless the bucket has it already) and linked into the repository,
+in that order, so the bucket never links content it does not hold. This runs
+in the background: readers never wait for it. If it fails, the blob is still
+served from this host, and the next host to miss it fetches it from the origin
+again; the failure is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ..backing.distribution import DistributionStore
+from ..disk.store import LocalStore
+from ..errors import BackendError, FillFailed
+from ..oci.digest import Digest
+from ..telemetry.metrics import Metrics
+from .fill import Fill
+from .links import LinkCache
+
+__all__ = ["WriteThrough"]
+
+log = logging.getLogger(__name__)
+
+
+class WriteThrough:
+    def __init__(
+        self, store: DistributionStore, local: LocalStore, links: LinkCache, metrics: Metrics
+    ) -> None:
+        self._store = store
+        self._local = local
+        self._links = links
+        self._metrics = metrics
+        self._tasks: dict[tuple[str, Digest], asyncio.Task[None]] = {}
+
+    def blob(self, name: str, digest: Digest, fill: Fill | None) -> None:
+        """Upload and link the blob once it is committed here (once per name)."""
+        key = (name, digest)
+        if key not in self._tasks:
+            task = asyncio.create_task(self._blob(name, digest, fill), name=f"through {digest}")
+            self._tasks[key] = task
+            task.add_done_callback(lambda _: self._tasks.pop(key, None))
+
+    async def _blob(self, name: str, digest: Digest, fill: Fill | None) -> None:
+        try:
+            if fill is not None:
+                await fill.committed()
+            found = self._local.blob(digest)
+            if found is None:
+                return  # evicted already: the next miss fetches it again
+            path, _ = found
+            await self._store.put_blob_file(digest, Path(path))
+            await self._store.link_blob(name, digest)
+            await self._links.learned_blob(name, digest)
+            self._metrics.origin_written.labels("blob").inc()
+        except FillFailed:
+            return  # nothing was committed: nothing to write
+        except (BackendError, OSError) as exc:
+            self._metrics.origin_write_failures.inc()
+            log.warning("could not write %s of %s through to the bucket: %s", digest, name, exc)
+
+    async def settled(self) -> None:
+        """Wait for every write-through under way (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)

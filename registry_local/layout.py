@@ -1,0 +1,158 @@
+"""The only module that builds storage keys and cache paths.
+
+The backing store (an S3 bucket, or a directory for the embedded default) holds
+exactly the tree that distribution's storage drivers write, under an optional
+root prefix, so a bucket written by `registry:2` is served as it is and what we
+write is readable by `registry:2`:
+
+    <prefix>/docker/registry/v2/
+        blobs/<alg>/<hex[0:2]>/<hex>/data                     all content, manifests too
+        repositories/<name>/
+            _layers/<alg>/<hex>/link                           the repository links a blob
+            _manifests/revisions/<alg>/<hex>/link              ... a manifest
+            _manifests/tags/<tag>/current/link                 what the tag points at now
+            _manifests/tags/<tag>/index/<alg>/<hex>/link       every digest it pointed at
+            _uploads/<id>/...                                  upload sessions (push)
+
+A link's body is the digest, `sha256:<hex>`, with no newline.
+
+The cache dir is this host's own, content-addressed and rebuilt from the backing
+store whenever it is lost:
+
+    <cache-dir>/
+        blobs/<alg>/<hex[0:2]>/<hex>                committed blobs, named by digest;
+                                                    mtime = last access (for LRU)
+        manifests/<alg>/<hex[0:2]>/<hex>            committed manifests, likewise
+        tmp/<pid>.<random>.part                     fills in progress; removed at start
+                                                    once the process <pid> is gone
+        quarantine/<alg>-<hex>                      blobs `verify --repair` set aside
+        uploads/<uuid>/data, info.json              push sessions; kept across restarts
+                                                    until they expire
+        repositories/<name>/
+            _layers/<alg>/<hex>                      marker: the bucket links this blob
+            _manifests/<alg>/<hex>                   marker: ... this manifest
+            _tags/<tag>                              the tag's digest; mtime = last check
+
+Temp files live outside `blobs/` so a half-written file is never reachable by a
+blob path. Names and tags arrive validated (reference.py), so no component built
+here can be empty or `..`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DigestInvalid
+from .oci.digest import Digest
+
+__all__ = ["BucketLayout", "CacheLayout"]
+
+_V2 = "docker/registry/v2"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketLayout:
+    """Keys of distribution's tree under a root prefix ("" for none)."""
+
+    prefix: str = ""
+
+    def _key(self, path: str) -> str:
+        root = self.prefix.strip("/")
+        return f"{root}/{_V2}/{path}" if root else f"{_V2}/{path}"
+
+    def blob_data(self, digest: Digest) -> str:
+        return self._key(f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data")
+
+    def repository(self, name: str) -> str:
+        return self._key(f"repositories/{name}/")
+
+    def layer_link(self, name: str, digest: Digest) -> str:
+        return self._key(f"repositories/{name}/_layers/{digest.algorithm}/{digest.hex}/link")
+
+    def revision_link(self, name: str, digest: Digest) -> str:
+        return self._key(
+            f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+        )
+
+    def tags_dir(self, name: str) -> str:
+        return self._key(f"repositories/{name}/_manifests/tags/")
+
+    def tag_dir(self, name: str, tag: str) -> str:
+        return self._key(f"repositories/{name}/_manifests/tags/{tag}/")
+
+    def tag_current_link(self, name: str, tag: str) -> str:
+        return self._key(f"repositories/{name}/_manifests/tags/{tag}/current/link")
+
+    def tag_index_link(self, name: str, tag: str, digest: Digest) -> str:
+        return self._key(
+            f"repositories/{name}/_manifests/tags/{tag}/index/{digest.algorithm}/{digest.hex}/link"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLayout:
+    """Paths under the cache dir."""
+
+    root: Path
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def quarantined(self, digest: Digest) -> Path:
+        return self.quarantine_dir / f"{digest.algorithm}-{digest.hex}"
+
+    @property
+    def repositories_dir(self) -> Path:
+        return self.root / "repositories"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    def upload_dir(self, upload_id: str) -> Path:
+        return self.uploads_dir / upload_id
+
+    def blob(self, digest: Digest) -> Path:
+        return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def manifest(self, digest: Digest) -> Path:
+        return self.manifests_dir / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def digest_of_content_path(self, path: Path) -> Digest | None:
+        """The digest a path under blobs/ or manifests/ stands for, or None."""
+        for top in (self.blobs_dir, self.manifests_dir):
+            with contextlib.suppress(ValueError):
+                return self._digest_of(path.relative_to(top).parts)
+        return None
+
+    def _digest_of(self, relative: tuple[str, ...]) -> Digest | None:
+        if len(relative) != 3 or relative[2][:2] != relative[1]:
+            return None
+        try:
+            return Digest.parse(f"{relative[0]}:{relative[2]}")
+        except DigestInvalid:
+            return None
+
+    def layer_marker(self, name: str, digest: Digest) -> Path:
+        return self.repositories_dir / name / "_layers" / digest.algorithm / digest.hex
+
+    def manifest_marker(self, name: str, digest: Digest) -> Path:
+        return self.repositories_dir / name / "_manifests" / digest.algorithm / digest.hex
+
+    def tag_file(self, name: str, tag: str) -> Path:
+        return self.repositories_dir / name / "_tags" / tag

@@ -1,0 +1,308 @@
+"""An origin registry, read over the Registry v2 API: manifests and blobs.
+
+Requests go out anonymously first. A 401 challenge is answered the way engines
+answer it: `Bearer realm=..,service=..,scope=..` gets a token from the realm
+(with our credentials as basic auth, if any), cached per scope until it expires;
+`Basic` gets the credentials on every request. 429 and 503 are retried after
+their Retry-After (bounded). Errors are translated here, once: unreachable, 5xx
+or still throttled -> BackendUnavailable (so stale-if-error applies above);
+refused credentials -> UpstreamDenied; 404 -> None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ..config import UpstreamSettings
+from ..errors import BackendError, BackendUnavailable, DigestInvalid, UpstreamDenied
+from ..oci.digest import Digest
+from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES
+
+__all__ = ["Origin", "UpstreamDenied", "open_origin"]
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 4  # tries of one request that is throttled (429) or unavailable (503)
+_MAX_RETRY_AFTER = 30.0  # seconds we wait at most for one Retry-After
+_TOKEN_MARGIN = 10.0  # seconds before its expiry a token is fetched anew
+_CHUNK = 1 << 20
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float
+
+
+@dataclass
+class _Auth:
+    """What the origin asked for, and what we hold for it."""
+
+    basic: bool = False
+    bearer: dict[str, str] | None = None  # the challenge's realm and service
+    tokens: dict[str, _Token] = field(default_factory=dict)  # by scope
+
+
+class Origin:
+    """One origin registry. Create with `open_origin`."""
+
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.url = settings.url.rstrip("/")
+        self._session = session
+        self._auth = _Auth()
+        self._credentials: str | None = None
+        if settings.username is not None:
+            pair = f"{settings.username}:{settings.password or ''}".encode()
+            self._credentials = "Basic " + base64.b64encode(pair).decode()
+
+    # -- what the cache asks -----------------------------------------------------
+
+    async def manifest(self, name: str, reference: str) -> tuple[bytes, str, Digest] | None:
+        """The manifest (bytes, media type, digest) by tag or digest, or None.
+        The digest is computed, and checked against the one asked for or the
+        origin's Docker-Content-Digest. Raises BackendError."""
+        path = f"/v2/{name}/manifests/{reference}"
+        headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+        response = await self._send("GET", path, name, headers)
+        try:
+            if response.status == 404:
+                return None
+            _check(response, path)
+            data = await _read_limited(response, path)
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            claimed = response.headers.get("Docker-Content-Digest")
+        finally:
+            response.release()
+        wanted = _digest_or_none(reference)
+        if wanted is None and claimed:
+            wanted = _digest_or_none(claimed)
+        algorithm = wanted.algorithm if wanted is not None else "sha256"
+        digest = Digest.of(data, algorithm)
+        if wanted is not None and digest != wanted:
+            raise BackendError("GET", path, f"manifest hashed to {digest}, not {wanted}")
+        return data, media_type, digest
+
+    async def open_blob(
+        self, name: str, digest: Digest, offset: int = 0, end: int | None = None
+    ) -> _BlobStream | None:
+        """A stream of the blob's bytes [offset, end), or None if the origin has
+        no such blob. Raises BackendError."""
+        path = f"/v2/{name}/blobs/{digest}"
+        headers: dict[str, str] = {}
+        if offset or end is not None:
+            headers["Range"] = f"bytes={offset}-" + ("" if end is None else str(end - 1))
+        response = await self._send("GET", path, name, headers)
+        try:
+            if response.status == 404:
+                response.release()
+                return None
+            if response.status == 416:  # a range at or past the end
+                response.release()
+                size = await self.blob_size(name, digest)
+                return None if size is None else _BlobStream(None, path, size, 0)
+            _check(response, path)
+            size, skip = _extent(response, offset)
+            stop = size if end is None else min(end, size)
+            stream = _BlobStream(response, path, size, max(0, stop - offset))
+            await stream.skip(skip)
+        except BaseException:
+            response.release()
+            raise
+        return stream
+
+    async def blob_size(self, name: str, digest: Digest) -> int | None:
+        """The blob's size at the origin, or None. Raises BackendError."""
+        path = f"/v2/{name}/blobs/{digest}"
+        response = await self._send("HEAD", path, name, {})
+        try:
+            if response.status == 404:
+                return None
+            _check(response, path)
+            return int(response.headers.get("Content-Length", "0"))
+        finally:
+            response.release()
+
+    # -- requests, with auth and back-off ---------------------------------------------
+
+    async def _send(
+        self, method: str, path: str, name: str, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """The origin's answer, past auth challenges and back-off requests; the
+        caller releases it."""
+        scope = f"repository:{name}:pull"
+        answered_challenge = False
+        for attempt in range(1, _ATTEMPTS + 1):
+            auth = await self._authorization(scope)
+            try:
+                response = await self._session.request(
+                    method, self.url + path, headers={**headers, **auth}
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BackendUnavailable(method, path, f"origin unreachable: {exc}") from None
+            if response.status == 401 and not answered_challenge:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.release()
+                self._challenged(challenge, path)
+                answered_challenge = True
+                continue
+            if response.status in (429, 503) and attempt < _ATTEMPTS:
+                delay = _retry_after(response.headers.get("Retry-After"), attempt)
+                response.release()
+                log.info("origin %s answered %d; again in %.1f s", path, response.status, delay)
+                await asyncio.sleep(delay)  # the origin asked us to wait
+                continue
+            return response
+        raise BackendUnavailable(method, path, "origin kept asking us to back off")
+
+    async def _authorization(self, scope: str) -> dict[str, str]:
+        if self._auth.bearer is not None:
+            token = self._auth.tokens.get(scope)
+            if token is None or token.expires <= time.monotonic():
+                token = await self._fetch_token(scope)
+            return {"Authorization": f"Bearer {token.value}"}
+        if self._auth.basic and self._credentials is not None:
+            return {"Authorization": self._credentials}
+        return {}
+
+    def _challenged(self, challenge: str, path: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "bearer":
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+            if "realm" not in fields:
+                raise UpstreamDenied("GET", path, "origin's bearer challenge has no realm")
+            self._auth.bearer = fields
+            self._auth.tokens.clear()
+        elif scheme.lower() == "basic":
+            if self._credentials is None:
+                raise UpstreamDenied("GET", path, "origin wants credentials and none are set")
+            self._auth.basic = True
+        else:
+            raise UpstreamDenied("GET", path, f"origin wants {scheme or 'an unknown'} auth")
+
+    async def _fetch_token(self, scope: str) -> _Token:
+        assert self._auth.bearer is not None
+        realm = self._auth.bearer["realm"]
+        query = {"scope": scope}
+        if "service" in self._auth.bearer:
+            query["service"] = self._auth.bearer["service"]
+        headers = {"Authorization": self._credentials} if self._credentials else {}
+        try:
+            async with self._session.get(realm, params=query, headers=headers) as response:
+                if response.status in (401, 403):
+                    raise UpstreamDenied("token", realm, "origin refused our credentials")
+                if response.status != 200:
+                    raise BackendUnavailable("token", realm, f"token server: {response.status}")
+                body: dict[str, Any] = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise BackendUnavailable("token", realm, f"token server: {exc}") from None
+        value = body.get("token") or body.get("access_token")
+        if not isinstance(value, str):
+            raise BackendError("token", realm, "token server answered without a token")
+        lifetime = float(body.get("expires_in") or 60)
+        token = _Token(value, time.monotonic() + max(1.0, lifetime - _TOKEN_MARGIN))
+        self._auth.tokens[scope] = token
+        return token
+
+
+class _BlobStream:
+    """A blob body from the origin, in the ObjectStream protocol (backend.py)."""
+
+    def __init__(
+        self, response: aiohttp.ClientResponse | None, path: str, size: int, wanted: int
+    ) -> None:
+        self._response = response
+        self._path = path
+        self._left = wanted if response is not None else 0  # bytes still to hand out
+        self.size = size
+
+    async def skip(self, count: int) -> None:
+        """Drop leading bytes: the origin ignored our Range and sent it all."""
+        while count > 0:
+            count -= len(await self._body(min(count, _CHUNK)))
+
+    async def read(self, n: int) -> bytes:
+        if self._left <= 0:
+            return b""
+        chunk = await self._body(min(n, self._left))
+        self._left -= len(chunk)
+        return chunk
+
+    async def _body(self, n: int) -> bytes:
+        assert self._response is not None
+        try:
+            chunk = await self._response.content.read(n)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendUnavailable("GET", self._path, f"origin body broke: {exc}") from None
+        if not chunk:
+            raise BackendUnavailable("GET", self._path, "origin body ended early")
+        return chunk
+
+    async def close(self) -> None:
+        if self._response is not None:
+            self._response.release()
+            self._response = None
+
+
+def _check(response: aiohttp.ClientResponse, path: str) -> None:
+    if response.status in (401, 403):
+        raise UpstreamDenied("GET", path, f"origin refused access ({response.status})")
+    if response.status >= 500 or response.status == 429:
+        raise BackendUnavailable("GET", path, f"origin answered {response.status}")
+    if response.status not in (200, 206):
+        raise BackendError("GET", path, f"origin answered {response.status}")
+
+
+async def _read_limited(response: aiohttp.ClientResponse, path: str) -> bytes:
+    data = bytearray()
+    try:
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise BackendError("GET", path, "manifest larger than 4 MiB")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise BackendUnavailable("GET", path, f"origin body broke: {exc}") from None
+    return bytes(data)
+
+
+def _extent(response: aiohttp.ClientResponse, offset: int) -> tuple[int, int]:
+    """The blob's whole size, and how many leading bytes to skip to reach `offset`."""
+    content_range = response.headers.get("Content-Range")
+    if response.status == 206 and content_range:  # "bytes 100-199/1000"
+        return int(content_range.rpartition("/")[2]), 0
+    length = response.headers.get("Content-Length")
+    if length is None:
+        raise BackendError("GET", str(response.url.path), "origin sent no Content-Length")
+    return int(length), offset  # a whole body: skip to where we are
+
+
+def _digest_or_none(text: str) -> Digest | None:
+    try:
+        return Digest.parse(text)
+    except DigestInvalid:
+        return None
+
+
+def _retry_after(value: str | None, attempt: int) -> float:
+    try:
+        seconds = float(value) if value is not None else 0.5 * 2 ** (attempt - 1)
+    except ValueError:
+        seconds = 1.0  # an HTTP date: not worth parsing, wait a little
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+@contextlib.asynccontextmanager
+async def open_origin(settings: UpstreamSettings) -> AsyncIterator[Origin]:
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+        yield Origin(settings, session)

@@ -1,0 +1,66 @@
+"""Origin registries behind the bucket: which one serves a name.
+
+With `--upstream` (or the config file's `upstreams`), a manifest, tag or blob
+that the bucket does not have is fetched from an origin registry, once per host
+(the same single-flight fill, streamed to every joiner), verified, and written
+through to the bucket in distribution's layout, links included, so other hosts
+and `registry:2` find it there. This module only routes: the caches
+(blobs.py, manifests.py) do the fetching and writing.
+
+A mapping matches a request when its `match` is `*`, equals the registry host
+containerd names with `?ns=` (e.g. `docker.io`), or is the first component of
+the repository name (`ghcr.io/org/app`): then that component is dropped from
+the name asked of the origin. Mappings are tried in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from ..backing.backend import ObjectStream
+from ..config import UpstreamSettings
+from ..oci.digest import Digest
+from .client import Origin, open_origin
+
+__all__ = ["Origins", "Route", "open_origins"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One repository at an origin; also a blob source for fills (reading.py)."""
+
+    origin: Origin
+    remote: str  # the repository's name at the origin
+
+    async def open_blob(
+        self, digest: Digest, offset: int = 0, end: int | None = None
+    ) -> ObjectStream | None:
+        return await self.origin.open_blob(self.remote, digest, offset, end)
+
+
+class Origins:
+    def __init__(self, origins: Sequence[Origin] = ()) -> None:
+        self._origins = list(origins)
+
+    def __bool__(self) -> bool:
+        return bool(self._origins)
+
+    def route(self, name: str, namespace: str | None) -> Route | None:
+        """The origin that serves a repository, or None (the bucket alone does)."""
+        for origin in self._origins:
+            match = origin.settings.match
+            if match == "*" or match == namespace:
+                return Route(origin, name)
+            first, sep, rest = name.partition("/")
+            if sep and first == match:
+                return Route(origin, rest)
+        return None
+
+
+@contextlib.asynccontextmanager
+async def open_origins(settings: Sequence[UpstreamSettings]) -> AsyncIterator[Origins]:
+    async with contextlib.AsyncExitStack() as stack:
+        origins = [await stack.enter_async_context(open_origin(s)) for s in settings]
+        yield Origins(origins)

@@ -1,0 +1,78 @@
+"""GET and HEAD /v2/<name>/blobs/<digest>."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...cache.blobs import SmallBlob
+from ...cache.direct import DirectBlob
+from ...oci.byterange import parse_range
+from ...oci.digest import Digest
+from ...oci.reference import parse_name
+from ..sending import send_blob
+from ..state import BLOBS, METRICS, PUBLISHER
+
+__all__ = ["delete_blob", "get_blob", "head_blob"]
+
+
+def _headers(digest: Digest) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+def _target(request: web.Request) -> tuple[str, Digest]:
+    return parse_name(request.match_info["name"]), Digest.parse(request.match_info["digest"])
+
+
+async def head_blob(request: web.Request) -> web.StreamResponse:
+    name, digest = _target(request)
+    size = await request.app[BLOBS].size(name, digest, request.query.get("ns"))
+    response = web.StreamResponse(headers=_headers(digest))
+    response.content_length = size
+    return response
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    name, digest = _target(request)
+    await request.app[PUBLISHER].delete_blob(name, digest)
+    return web.Response(status=202)
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    name, digest = _target(request)
+    reader = await request.app[BLOBS].open(name, digest, request.query.get("ns"))
+    if isinstance(reader, SmallBlob):
+        # Whole in memory: one write for the headers and the body together.
+        byte_range = parse_range(request.headers.get("Range"), reader.size)
+        response = web.Response(
+            status=206 if byte_range.partial else 200,
+            body=reader.data[byte_range.start : byte_range.end],
+            headers=_headers(digest),
+        )
+        if byte_range.partial:
+            response.headers["Content-Range"] = byte_range.content_range()
+        request.app[METRICS].blob_bytes_served.labels("disk").inc(byte_range.length)
+        return response
+    try:
+        byte_range = parse_range(request.headers.get("Range"), reader.size)
+        if isinstance(reader, DirectBlob) and byte_range.end < reader.size:
+            # Straight from S3, only a range reaching the end can be verified: send
+            # the whole blob instead (RFC 9110 lets a server ignore Range).
+            byte_range = parse_range(None, reader.size)
+        stream = web.StreamResponse(
+            status=206 if byte_range.partial else 200, headers=_headers(digest)
+        )
+        if byte_range.partial:
+            stream.headers["Content-Range"] = byte_range.content_range()
+        stream.content_length = byte_range.length
+        await stream.prepare(request)
+        if await send_blob(request, stream, reader, byte_range, request.app[METRICS]):
+            await stream.write_eof()
+        return stream
+    finally:
+        reader.close()

@@ -1,0 +1,119 @@
+"""GET and HEAD /v2/<name>/manifests/<reference>, and GET /v2/<name>/tags/list."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...cache.manifests import Manifest, ManifestCache
+from ...errors import ManifestInvalid, ManifestUnknown, PaginationNumberInvalid
+from ...oci.digest import Digest
+from ...oci.mediatypes import (
+    DOCKER_MANIFEST_LIST,
+    MAX_MANIFEST_BYTES,
+    acceptable,
+    accepts_manifest_lists,
+    parse_accept,
+)
+from ...oci.reference import parse_name, parse_reference
+from ..state import MANIFESTS, PUBLISHER
+
+__all__ = ["delete_manifest", "get_manifest", "list_tags", "put_manifest"]
+
+
+async def _select(
+    manifests: ManifestCache,
+    name: str,
+    reference: Digest | str,
+    accepted: frozenset[str],
+    namespace: str | None,
+) -> Manifest:
+    """The manifest to answer with, negotiated as mediatypes.py describes."""
+    if isinstance(reference, Digest):
+        manifest = await manifests.by_digest(name, reference, namespace)
+    else:
+        manifest = await manifests.by_tag(name, reference, namespace)
+        if manifest.media_type == DOCKER_MANIFEST_LIST and not accepts_manifest_lists(accepted):
+            child = manifest.info.platform_child("linux", "amd64")
+            if child is None:
+                raise ManifestUnknown("manifest list has no linux/amd64 image for this client")
+            manifest = await manifests.by_digest(name, child, namespace)
+    if not acceptable(manifest.media_type, accepted):
+        raise ManifestUnknown(
+            f"{manifest.media_type} found, but the Accept header does not allow it",
+            detail={"mediaType": manifest.media_type},
+        )
+    return manifest
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    reference = parse_reference(request.match_info["reference"])
+    accepted = parse_accept(request.headers.getall("Accept", ()))
+    namespace = request.query.get("ns")  # containerd: the registry this mirrors
+    manifest = await _select(request.app[MANIFESTS], name, reference, accepted, namespace)
+    etag = f'"{manifest.digest}"'
+    headers = {
+        "Content-Type": manifest.media_type,
+        "Docker-Content-Digest": str(manifest.digest),
+        "ETag": etag,
+    }
+    if request.headers.get("If-None-Match") in (etag, str(manifest.digest)):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=manifest.data, headers=headers)
+
+
+async def _read_manifest_body(request: web.Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise ManifestInvalid("manifest larger than 4 MiB", status=413)
+    return bytes(body)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    reference = parse_reference(request.match_info["reference"])
+    data = await _read_manifest_body(request)
+    digest = await request.app[PUBLISHER].put_manifest(
+        name, reference, request.headers.get("Content-Type", ""), data
+    )
+    return web.Response(
+        status=201,
+        headers={
+            "Location": str(
+                request.url.with_path(f"/v2/{name}/manifests/{digest}").with_query(None)
+            ),
+            "Docker-Content-Digest": str(digest),
+        },
+    )
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    reference = parse_reference(request.match_info["reference"])
+    await request.app[PUBLISHER].delete_manifest(name, reference)
+    return web.Response(status=202)
+
+
+def _page_size(request: web.Request) -> int | None:
+    raw = request.query.get("n")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise PaginationNumberInvalid(detail={"n": raw[:20]})
+    return int(raw)
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    limit = _page_size(request)
+    last = request.query.get("last", "")
+    tags = [t for t in await request.app[MANIFESTS].tags(name) if t > last]
+    headers = {}
+    if limit is not None and len(tags) > limit:
+        tags = tags[:limit]
+        url = request.rel_url.update_query(n=str(limit), last=tags[-1]) if tags else None
+        if url is not None:
+            headers["Link"] = f'<{url}>; rel="next"'
+    return web.json_response({"name": name, "tags": tags}, headers=headers)

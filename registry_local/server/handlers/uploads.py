@@ -1,0 +1,101 @@
+"""Blob uploads: POST, PATCH, PUT, GET and DELETE on /v2/<name>/blobs/uploads/."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ...disk.uploads import UploadSession
+from ...errors import DigestInvalid
+from ...oci.byterange import parse_content_range, upload_range
+from ...oci.digest import Digest
+from ...oci.reference import parse_name
+from ..state import PUBLISHER
+
+__all__ = ["cancel_upload", "finish_upload", "patch_upload", "start_upload", "upload_status"]
+
+_CHUNK = 1 << 20
+
+
+def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    return request.content.iter_chunked(_CHUNK)
+
+
+def _url(request: web.Request, path: str) -> str:
+    return str(request.url.with_path(path).with_query(None))
+
+
+def _created(request: web.Request, name: str, digest: Digest) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            "Location": _url(request, f"/v2/{name}/blobs/{digest}"),
+            "Docker-Content-Digest": str(digest),
+        },
+    )
+
+
+def _in_progress(request: web.Request, session: UploadSession, status: int) -> web.Response:
+    return web.Response(
+        status=status,
+        headers={
+            "Location": _url(request, f"/v2/{session.name}/blobs/uploads/{session.id}"),
+            "Range": upload_range(session.size),
+            "Docker-Upload-UUID": session.id,
+        },
+    )
+
+
+def _digest_param(request: web.Request) -> Digest:
+    value = request.query.get("digest")
+    if not value:
+        raise DigestInvalid("the digest query parameter is required")
+    return Digest.parse(value)
+
+
+async def start_upload(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    publisher = request.app[PUBLISHER]
+    mount, source = request.query.get("mount"), request.query.get("from")
+    if mount and source:
+        digest = Digest.parse(mount)
+        if await publisher.mount(name, digest, parse_name(source)):
+            return _created(request, name, digest)
+        # Not linked there: the client gets an ordinary session, as the spec says.
+    elif "digest" in request.query:
+        digest = _digest_param(request)
+        await publisher.upload_whole(name, digest, _chunks(request))
+        return _created(request, name, digest)
+    return _in_progress(request, await publisher.start(name), 202)
+
+
+async def patch_upload(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    content_range = parse_content_range(request.headers.get("Content-Range"))
+    session = await request.app[PUBLISHER].append(
+        name, request.match_info["upload"], _chunks(request), content_range
+    )
+    return _in_progress(request, session, 202)
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    digest = _digest_param(request)
+    content_range = parse_content_range(request.headers.get("Content-Range"))
+    await request.app[PUBLISHER].finish(
+        name, request.match_info["upload"], digest, _chunks(request), content_range
+    )
+    return _created(request, name, digest)
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    session = await request.app[PUBLISHER].session(name, request.match_info["upload"])
+    return _in_progress(request, session, 204)
+
+
+async def cancel_upload(request: web.Request) -> web.Response:
+    name = parse_name(request.match_info["name"])
+    await request.app[PUBLISHER].cancel(name, request.match_info["upload"])
+    return web.Response(status=204)
