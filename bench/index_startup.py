@@ -1,7 +1,7 @@
 """How long a server takes to index its cache dir at start, against the floor.
 
 Creates a cache dir with N committed blobs (default 100,000), then times
-`LocalStore.open` (crash leftovers removed, every blob indexed with its size and
+`DiskStore.open` (crash leftovers removed, every blob indexed with its size and
 last access) against a bare os.walk + stat of the same tree, in the same run.
 
     python bench/index_startup.py [--blobs 100000]
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry_local.disk.store import LocalStore
+from registry_local.disk.store import DiskStore
 
 
 def make_cache(root: Path, count: int) -> None:
@@ -61,7 +61,7 @@ def main() -> None:
         rows = []
         for label, run in [
             ("os.walk + stat (floor)", lambda: walk_and_stat(root)),
-            ("LocalStore.open", lambda: len(asyncio.run(LocalStore.open(root)))),
+            ("DiskStore.open", lambda: len(asyncio.run(DiskStore.open(root)))),
         ]:
             for warmth in ("cold", "warm"):
                 if warmth == "cold":

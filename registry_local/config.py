@@ -54,7 +54,7 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
-class UpstreamSettings:
+class OriginSettings:
     """An origin registry that fills S3 on a miss, for the names it matches: `*`
     (all), or a registry host given by containerd's `?ns=` or as the first part
     of the name (then stripped from the name asked of the origin)."""
@@ -75,7 +75,7 @@ class StoreSettings:
     max_concurrency: int = 32  # blob bodies read at once
     part_size: int = 8 << 20  # fills of larger blobs read parts at once; 0: one stream
     fill_concurrency: int = 8  # parts of one fill read at once
-    upstreams: tuple[UpstreamSettings, ...] = ()
+    upstreams: tuple[OriginSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -501,7 +501,7 @@ def _read_file(path: str) -> dict[str, Any]:
     return values
 
 
-def _upstream_mappings(value: Any, path: str) -> list[UpstreamSettings]:
+def _upstream_mappings(value: Any, path: str) -> list[OriginSettings]:
     """The config file's `upstreams`: a list of {match, url, credentials_file}."""
     if not isinstance(value, list):
         raise ConfigError(f"config file {path}: upstreams must be a list")
@@ -517,7 +517,7 @@ def _upstream_mappings(value: Any, path: str) -> list[UpstreamSettings]:
         except ValueError as exc:
             raise ConfigError(f"config file {path}: upstream url: {exc}") from None
         username, password = _credentials(entry.get("credentials_file"), {})
-        mappings.append(UpstreamSettings(url, str(entry["match"]), username, password))
+        mappings.append(OriginSettings(url, str(entry["match"]), username, password))
     return mappings
 
 
@@ -689,7 +689,7 @@ def _store(v: dict[str, Any]) -> StoreSettings:
     )
 
 
-def _upstreams(v: dict[str, Any]) -> tuple[UpstreamSettings, ...]:
+def _upstreams(v: dict[str, Any]) -> tuple[OriginSettings, ...]:
     """The file's mappings first (most specific), then --upstream for every name;
     none for a command that does not take the origin options."""
     if "upstreams" not in v:
@@ -697,7 +697,7 @@ def _upstreams(v: dict[str, Any]) -> tuple[UpstreamSettings, ...]:
     mappings = list(v["upstreams"])
     if v["upstream"]:
         username, password = v["upstream-username"], v["upstream-password"]
-        mappings.append(UpstreamSettings(v["upstream"], "*", username, password))
+        mappings.append(OriginSettings(v["upstream"], "*", username, password))
     return tuple(mappings)
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from registry_local.storage import local as local_module
 
+from registry_local.disk import store as disk_store
 from registry_local.oci.digest import Digest
 from registry_local.transfer.imagebuild import build_image
 
@@ -86,7 +86,7 @@ async def test_a_blob_being_sent_is_not_evicted_under_it(start_cache, direct_sto
 
 
 async def test_access_order_survives_a_restart(start_cache, direct_store, monkeypatch):
-    monkeypatch.setattr(local_module, "TOUCH_INTERVAL", 0.0)  # write every access to disk
+    monkeypatch.setattr(disk_store, "TOUCH_INTERVAL", 0.0)  # write every access to disk
     images = [_image(MIB) for _ in range(4)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)

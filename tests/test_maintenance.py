@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from registry_local.disk.store import LocalStore
+from registry_local.disk.store import DiskStore
 from registry_local.oci.digest import Digest
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
@@ -182,7 +182,7 @@ async def test_the_warm_endpoint(start_cache, direct_store, s3proxy):
 
 
 async def test_the_index_is_rebuilt_from_disk(tmp_path: Path):
-    store = await LocalStore.open(tmp_path)
+    store = await DiskStore.open(tmp_path)
     digests = []
     for number in range(2000):
         data = f"blob {number}".encode()
@@ -194,7 +194,7 @@ async def test_the_index_is_rebuilt_from_disk(tmp_path: Path):
     (store.layout.blobs_dir / "stray").write_bytes(b"not a blob")
     (store.layout.tmp_dir / "999999999.abc.part").write_bytes(b"a crashed fill")
 
-    rebuilt = await LocalStore.open(tmp_path)
+    rebuilt = await DiskStore.open(tmp_path)
     assert len(rebuilt) == 2000
     assert rebuilt.bytes_used == sum(size for _, size in digests)
     assert all(rebuilt.blob(d) is not None for d, _ in digests[:50])

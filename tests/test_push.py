@@ -14,7 +14,7 @@ import pytest
 
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from registry_local.server.state import PUBLISHER
+from registry_local.server.state import PUSHER
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 from registry_local.transfer.oci_layout import write_oci_layout
 
@@ -320,8 +320,8 @@ async def test_upload_sessions_survive_a_restart_and_expire(start_cache, tmp_pat
     await second.stop()
     third = await start_cache(allow_push=True, cache_dir=tmp_path / "cache")
     # Expiry 0: every idle session is abandoned.
-    third.app[PUBLISHER].uploads._expiry = 0
-    assert await third.app[PUBLISHER].uploads.expire() == 1
+    third.app[PUSHER].uploads._expiry = 0
+    assert await third.app[PUSHER].uploads.expire() == 1
     assert (await _request("GET", headers["Location"].replace(second.url, third.url)))[0] == 404
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from registry_local.backing.opening import open_store
 from registry_local.cli import _parser
-from registry_local.config import StoreSettings, UpstreamSettings, load
-from registry_local.origin.routes import Origins, Route, open_origins
+from registry_local.config import OriginSettings, StoreSettings, load
+from registry_local.origin.mapping import OriginMap, OriginRepo, open_origin_map
 from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
@@ -64,7 +64,7 @@ async def origin(tmp_path, image) -> AsyncIterator[Origin]:
 
 
 def _store(moto: str, bucket: str, url: str, password: str = PASSWORD) -> StoreSettings:
-    return s3_settings(moto, bucket, upstreams=(UpstreamSettings(url, "*", USER, password),))
+    return s3_settings(moto, bucket, upstreams=(OriginSettings(url, "*", USER, password),))
 
 
 async def test_a_cold_pull_fills_disk_and_the_bucket_once_and_other_hosts_read_the_bucket(
@@ -133,7 +133,7 @@ async def test_one_manifest_from_the_bucket_and_from_an_origin_at_once_links_bot
     start_cache, direct_store, s3proxy, bucket, origin, image
 ):
     await seed(direct_store, "team/app", "v1", image)  # the bucket has team/app
-    upstream = UpstreamSettings(origin.proxy.url, "mirror", USER, PASSWORD)
+    upstream = OriginSettings(origin.proxy.url, "mirror", USER, PASSWORD)
     cache = await start_cache(store=s3_settings(s3proxy.url, bucket, upstreams=(upstream,)))
     top = image.top
     # Hold the bucket's read of the manifest while the same digest is asked for
@@ -209,18 +209,20 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
 
 async def test_containerd_namespaces_and_name_prefixes_pick_the_origin():
     settings = [
-        UpstreamSettings("http://127.0.0.1:1", "docker.io"),
-        UpstreamSettings("http://127.0.0.1:2", "ghcr.io"),
+        OriginSettings("http://127.0.0.1:1", "docker.io"),
+        OriginSettings("http://127.0.0.1:2", "ghcr.io"),
     ]
-    async with open_origins(settings) as origins:  # routing asks nothing of them
-        hub, ghcr = (origins.route("x", "docker.io"), origins.route("x", "ghcr.io"))
+    async with open_origin_map(settings) as origins:  # routing asks nothing of them
+        hub, ghcr = (origins.repo_for("x", "docker.io"), origins.repo_for("x", "ghcr.io"))
         assert hub is not None and ghcr is not None and hub.origin is not ghcr.origin
 
-        assert origins.route("library/alpine", "docker.io") == Route(hub.origin, "library/alpine")
-        assert origins.route("ghcr.io/org/app", None) == Route(ghcr.origin, "org/app")
-        assert origins.route("org/app", "ghcr.io") == Route(ghcr.origin, "org/app")
-        assert origins.route("library/alpine", None) is None  # pushed here: the bucket alone
-    assert not Origins()
+        assert origins.repo_for("library/alpine", "docker.io") == OriginRepo(
+            hub.origin, "library/alpine"
+        )
+        assert origins.repo_for("ghcr.io/org/app", None) == OriginRepo(ghcr.origin, "org/app")
+        assert origins.repo_for("org/app", "ghcr.io") == OriginRepo(ghcr.origin, "org/app")
+        assert origins.repo_for("library/alpine", None) is None  # pushed here: the bucket alone
+    assert not OriginMap()
 
 
 def test_upstream_settings_come_from_flags_env_and_the_config_file(tmp_path: Path):

@@ -16,11 +16,11 @@ from typing import BinaryIO
 
 from ..backing.distribution import DistributionStore
 from ..disk.eviction import Evictor
-from ..disk.store import LocalStore
+from ..disk.store import DiskStore
 from ..errors import BlobUnknown
 from ..lru import BoundedDict
 from ..oci.digest import Digest
-from ..origin.routes import Origins, Route
+from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
 from ..telemetry.requestlog import note_cache
@@ -53,14 +53,14 @@ class BlobReader:
     it is open the blob is pinned: eviction leaves it alone."""
 
     def __init__(
-        self, file: BinaryIO, size: int, fill: Fill | None, local: LocalStore, digest: Digest
+        self, file: BinaryIO, size: int, fill: Fill | None, disk: DiskStore, digest: Digest
     ) -> None:
         self.file = file
         self.size = size
         self.fill = fill
-        self._local = local
+        self._disk = disk
         self._digest = digest
-        local.pin(digest)
+        disk.pin(digest)
 
     async def readable_beyond(self, offset: int) -> int:
         """Wait until bytes past `offset` may be sent; how many may. Raises FillFailed."""
@@ -70,7 +70,7 @@ class BlobReader:
 
     def close(self) -> None:
         self.file.close()
-        self._local.unpin(self._digest)
+        self._disk.unpin(self._digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,20 +91,20 @@ class BlobCache:
     def __init__(
         self,
         store: DistributionStore,
-        local: LocalStore,
+        disk: DiskStore,
         links: LinkCache,
         evictor: Evictor,
         retry: RetryPolicy,
         slots: FairSlots,
         parts: PartPolicy,
         metrics: Metrics,
-        origins: Origins | None = None,
+        origins: OriginMap | None = None,
     ) -> None:
-        self._origins = origins or Origins()
-        self._through = WriteThrough(store, local, links, metrics)
+        self._origins = origins or OriginMap()
+        self._through = WriteThrough(store, disk, links, metrics)
         self._store = store
         self._reads = Reads(store, retry, slots, parts, metrics)
-        self._local = local
+        self._disk = disk
         self._links = links
         self._evictor = evictor
         self._metrics = metrics
@@ -117,29 +117,29 @@ class BlobCache:
 
     async def _require_link(
         self, name: str, digest: Digest, namespace: str | None = None
-    ) -> Route | None:
+    ) -> OriginRepo | None:
         """None if the bucket links the blob into the repository; else the origin
         to fetch it from. Raises BlobUnknown when there is neither."""
         if await self._links.blob_linked(name, digest):
             return None
-        route = self._origins.route(name, namespace)
-        if route is None:
+        repo = self._origins.repo_for(name, namespace)
+        if repo is None:
             raise BlobUnknown(detail={"digest": str(digest)})
-        return route
+        return repo
 
     async def open(
         self, name: str, digest: Digest, namespace: str | None = None
     ) -> BlobReader | DirectBlob | SmallBlob:
         """The blob, ready to read once its size is known. Raises BlobUnknown;
         `namespace` is the registry containerd names with ?ns=."""
-        route = await self._require_link(name, digest, namespace)
-        if route is not None:
-            return await self._from_origin(route, name, digest)
+        repo = await self._require_link(name, digest, namespace)
+        if repo is not None:
+            return await self._from_origin(repo, name, digest)
         small = self._small.get(digest)
         if small is not None:
             self._hits.inc()
             note_cache("blob", "hit")
-            await self._local.touch(digest)
+            await self._disk.touch(digest)
             return small
         for _ in range(2):
             try:
@@ -152,43 +152,43 @@ class BlobCache:
                 file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230
             except FileNotFoundError:
                 # Removed under us (prune, another process): fetch it again.
-                self._local.forget(digest)
+                self._disk.forget(digest)
                 continue
             if isinstance(source, Fill):
-                return BlobReader(file, await source.started(), source, self._local, digest)
-            await self._local.touch(digest)
+                return BlobReader(file, await source.started(), source, self._disk, digest)
+            await self._disk.touch(digest)
             if source.size <= SMALL:
                 with file:  # a quick read of a few bytes from the page cache
                     small = SmallBlob(file.readall())
                 if len(small.data) == source.size:
                     self._small.put(digest, small)
                     return small
-                self._local.forget(digest)  # the file changed under us: fetch it again
+                self._disk.forget(digest)  # the file changed under us: fetch it again
                 continue
-            return BlobReader(file, source.size, None, self._local, digest)
+            return BlobReader(file, source.size, None, self._disk, digest)
         raise BlobUnknown(detail={"digest": str(digest)})
 
     async def _from_origin(
-        self, route: Route, name: str, digest: Digest
+        self, repo: OriginRepo, name: str, digest: Digest
     ) -> BlobReader | DirectBlob | SmallBlob:
         try:
-            source = await self.source(digest, route)
+            source = await self.source(digest, repo)
         except NoRoom as exc:
-            return await self._bypass(digest, exc.size, route)
+            return await self._bypass(digest, exc.size, repo)
         if isinstance(source, Fill):
             fill, size = source, await source.started()
         else:
             fill, size = None, source.size
         self._through.blob(name, digest, fill)
         file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
-        return BlobReader(file, size, fill, self._local, digest)
+        return BlobReader(file, size, fill, self._disk, digest)
 
-    async def source(self, digest: Digest, route: Route | None = None) -> CommittedBlob | Fill:
+    async def source(self, digest: Digest, repo: OriginRepo | None = None) -> CommittedBlob | Fill:
         """A committed blob, or the fill bringing it in (started if needed) from
-        the bucket or from `route`'s origin. Raises NoRoom when the cache cannot
+        the bucket or from `repo`'s origin. Raises NoRoom when the cache cannot
         take it."""
         committed = self._committed(digest)
-        if committed is None and await self._local.discover(digest):
+        if committed is None and await self._disk.discover(digest):
             committed = self._committed(digest)  # committed by another process
         if committed is not None:
             self._hits.inc()
@@ -199,7 +199,7 @@ class BlobCache:
         if fill is None or fill.failed:
             if not await self._evictor.can_cache():
                 raise NoRoom(str(digest), None)
-            fill = self._start(digest, route)
+            fill = self._start(digest, repo)
             note_cache("blob", "fill")
         else:
             fill.joiners += 1
@@ -210,24 +210,24 @@ class BlobCache:
         return fill
 
     async def _bypass(
-        self, digest: Digest, size: int | None, route: Route | None = None
+        self, digest: Digest, size: int | None, repo: OriginRepo | None = None
     ) -> DirectBlob:
         if size is None:
-            size = await self._stat(digest, route)
+            size = await self._stat(digest, repo)
         self._metrics.cache_bypass.inc()
         note_cache("blob", "bypass")
-        return DirectBlob(self._reads_from(route), digest, size)
+        return DirectBlob(self._reads_from(repo), digest, size)
 
-    def _reads_from(self, route: Route | None) -> Reads:
+    def _reads_from(self, repo: OriginRepo | None) -> Reads:
         """Reads of the bucket, or of an origin: one stream per blob there, as
         registries need not honour ranges and one pull should not look like a
         swarm to them."""
-        return self._reads if route is None else self._reads.from_(route, _ONE_STREAM)
+        return self._reads if repo is None else self._reads.from_(repo, _ONE_STREAM)
 
-    def _start(self, digest: Digest, route: Route | None = None) -> Fill:
-        fill = Fill(digest, self._reads_from(route), self._local, self._evictor)
+    def _start(self, digest: Digest, repo: OriginRepo | None = None) -> Fill:
+        fill = Fill(digest, self._reads_from(repo), self._disk, self._evictor)
         self._fills[digest] = fill
-        if route is not None:
+        if repo is not None:
             self._metrics.origin_fetches.labels("blob").inc()
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
@@ -242,7 +242,7 @@ class BlobCache:
         return None if fill is None or fill.failed else fill
 
     def _committed(self, digest: Digest) -> CommittedBlob | None:
-        found = self._local.blob(digest)
+        found = self._disk.blob(digest)
         return None if found is None else CommittedBlob(*found)
 
     def _fill_done(self, fill: Fill) -> None:
@@ -251,20 +251,20 @@ class BlobCache:
 
     async def size(self, name: str, digest: Digest, namespace: str | None = None) -> int:
         """The blob's size, without fetching it. Raises BlobUnknown."""
-        route = await self._require_link(name, digest, namespace)
+        repo = await self._require_link(name, digest, namespace)
         committed = self._committed(digest)
         if committed is not None:
             return committed.size
         fill = self._fills.get(digest)
         if fill is not None and fill.size is not None:
             return fill.size
-        return await self._stat(digest, route)
+        return await self._stat(digest, repo)
 
-    async def _stat(self, digest: Digest, route: Route | None = None) -> int:
+    async def _stat(self, digest: Digest, repo: OriginRepo | None = None) -> int:
         size = self._sizes.get(digest)
         if size is None:
-            if route is not None:
-                size = await route.origin.blob_size(route.remote, digest)
+            if repo is not None:
+                size = await repo.origin.blob_size(repo.remote, digest)
             else:
                 size = await self._stats.run(digest, lambda: self._store.blob_size(digest))
             if size is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..disk.eviction import Evictor
-from ..disk.store import LocalStore, TempBlob
+from ..disk.store import DiskStore, TempBlob
 from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
 from ..oci.digest import Digest
 from .direct import DirectBlob
@@ -60,16 +60,16 @@ class Fill:
         self,
         digest: Digest,
         reads: Reads,
-        local: LocalStore,
+        disk: DiskStore,
         evictor: Evictor,
     ) -> None:
         self.digest = digest
         self._reads = reads
         self._parts = reads.parts
-        self._local = local
+        self._disk = disk
         self._evictor = evictor
         self._metrics = reads.metrics
-        self._temp: TempBlob = local.new_temp()
+        self._temp: TempBlob = disk.new_temp()
         self.path: Path = self._temp.path  # the temp file, then the committed one
         self.size: int | None = None
         self.joiners = 0
@@ -143,12 +143,12 @@ class Fill:
                 outcome = "digest_mismatch"
                 actual = f"{self.digest.algorithm}:{hasher.hexdigest()}"
                 raise DigestMismatch(str(self.digest), actual)
-            await self._local.sync(self._temp)
-            self.path = self._local.publish(self._temp, self.digest, self._written)
+            await self._disk.sync(self._temp)
+            self.path = self._disk.commit(self._temp, self.digest, self._written)
             self._committed = True
             outcome = "committed"
             self._notify()
-            await self._local.sync_dir(self.path)
+            await self._disk.sync_dir(self.path)
         except asyncio.CancelledError:
             if not self._committed:
                 outcome = "cancelled"
@@ -200,7 +200,7 @@ class Fill:
 
     def _fail(self, error: BaseException) -> None:
         if not self._committed:
-            self._local.discard(self._temp)
+            self._disk.discard(self._temp)
         self._error = error
         self._notify()
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..backing.backend import Backend
-from ..disk.store import LocalStore
+from ..disk.store import DiskStore
 from ..errors import BackendError
 from ..telemetry.metrics import Metrics
 
@@ -32,9 +32,9 @@ class ReadinessReport:
 
 class Readiness:
     def __init__(
-        self, local: LocalStore, backend: Backend, metrics: Metrics, interval: float = 2.0
+        self, disk: DiskStore, backend: Backend, metrics: Metrics, interval: float = 2.0
     ) -> None:
-        self._local = local
+        self._disk = disk
         self._backend = backend
         self._metrics = metrics
         self._interval = interval
@@ -56,7 +56,7 @@ class Readiness:
         return report
 
     async def _check_disk(self) -> str:
-        probe = self._local.layout.tmp_dir / f"ready-{uuid.uuid4().hex}.probe"
+        probe = self._disk.layout.tmp_dir / f"ready-{uuid.uuid4().hex}.probe"
 
         def write_and_remove() -> None:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

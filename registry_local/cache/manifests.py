@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..backing.distribution import DistributionStore
 from ..disk.learned import Learned, TagRecord
-from ..disk.store import LocalStore
+from ..disk.store import DiskStore
 from ..errors import (
     BackendError,
     DigestMismatch,
@@ -28,7 +28,7 @@ from ..errors import (
 from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
-from ..origin.routes import Origins, Route
+from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
 from ..telemetry.requestlog import note_cache
@@ -57,16 +57,16 @@ class ManifestCache:
     def __init__(
         self,
         store: DistributionStore,
-        local: LocalStore,
+        disk: DiskStore,
         learned: Learned,
         links: LinkCache,
         tag_ttl: float,
         metrics: Metrics,
-        origins: Origins | None = None,
+        origins: OriginMap | None = None,
     ) -> None:
-        self._origins = origins or Origins()
+        self._origins = origins or OriginMap()
         self._store = store
-        self._local = local
+        self._disk = disk
         self._learned = learned
         self._links = links
         self._tag_ttl = tag_ttl
@@ -85,11 +85,11 @@ class ManifestCache:
         it). Raises ManifestUnknown; `namespace` is containerd's ?ns=."""
         if await self._links.manifest_linked(name, digest):
             return await self.content(digest)
-        route = self._origins.route(name, namespace)
-        if route is None:
+        repo = self._origins.repo_for(name, namespace)
+        if repo is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
         return await self._origin_flights.run(
-            (name, digest), lambda: self._fetch_from_origin(route, name, digest)
+            (name, digest), lambda: self._fetch_from_origin(repo, name, digest)
         )
 
     async def by_tag(self, name: str, tag: str, namespace: str | None = None) -> Manifest:
@@ -100,7 +100,7 @@ class ManifestCache:
         """A manifest's bytes, from memory, the cache dir, or the backing store."""
         manifest = self._memo.get(digest)
         if manifest is None:
-            data = await self._local.read_manifest(digest)
+            data = await self._disk.read_manifest(digest)
             if data is not None:
                 manifest = Manifest(digest, data, inspect_manifest(data))
                 self._memo.put(digest, manifest)
@@ -123,7 +123,7 @@ class ManifestCache:
         if actual != digest:
             raise DigestMismatch(str(digest), str(actual))
         manifest = Manifest(digest, data, inspect_manifest(data))
-        await self._local.write_manifest(digest, data)
+        await self._disk.write_manifest(digest, data)
         self._memo.put(digest, manifest)
         return manifest
 
@@ -142,9 +142,9 @@ class ManifestCache:
         self._metrics.cache_requests.labels("tag", "miss").inc()
         note_cache("tag", "miss")
         try:
-            route = self._origins.route(name, namespace)
+            repo = self._origins.repo_for(name, namespace)
             digest = await self._tag_flights.run(
-                key, lambda: self._revalidate(name, tag, record, route)
+                key, lambda: self._revalidate(name, tag, record, repo)
             )
         except BackendError as exc:
             if record is None:
@@ -158,12 +158,12 @@ class ManifestCache:
         return digest
 
     async def _revalidate(
-        self, name: str, tag: str, known: TagRecord | None, route: Route | None = None
+        self, name: str, tag: str, known: TagRecord | None, repo: OriginRepo | None = None
     ) -> Digest | None:
         try:
             digest = None
-            if route is not None:
-                digest = await self._tag_from_origin(route, name, tag)
+            if repo is not None:
+                digest = await self._tag_from_origin(repo, name, tag)
             if digest is None:  # no origin, or it does not know the tag: the bucket's
                 digest = await self._store.tag_target(name, tag)
         except BackendError:
@@ -181,7 +181,7 @@ class ManifestCache:
 
     # -- an origin registry behind the bucket (origins.py) ----------------------------
 
-    async def _tag_from_origin(self, route: Route, name: str, tag: str) -> Digest | None:
+    async def _tag_from_origin(self, repo: OriginRepo, name: str, tag: str) -> Digest | None:
         """The tag's target at the origin, written through to the bucket; None if
         the origin has no such tag."""
         # Another host asked the origin less than a TTL ago and wrote its answer
@@ -193,7 +193,7 @@ class ManifestCache:
                 if digest is not None:
                     return digest
         try:
-            found = await route.origin.manifest(route.remote, tag)
+            found = await repo.origin.manifest(repo.remote, tag)
         except BackendError as exc:
             # The origin is down: the bucket's tag (a host's last answer), if any.
             digest = await self._store.tag_target(name, tag)
@@ -208,8 +208,8 @@ class ManifestCache:
         await self._keep_from_origin(name, digest, data, tag)
         return digest
 
-    async def _fetch_from_origin(self, route: Route, name: str, digest: Digest) -> Manifest:
-        found = await route.origin.manifest(route.remote, str(digest))
+    async def _fetch_from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> Manifest:
+        found = await repo.origin.manifest(repo.remote, str(digest))
         if found is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
         return await self._keep_from_origin(name, digest, found[0], None)
@@ -237,7 +237,7 @@ class ManifestCache:
 
     async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:
         """This host just stored the manifest (and tag) in the backing store."""
-        await self._local.write_manifest(manifest.digest, manifest.data)
+        await self._disk.write_manifest(manifest.digest, manifest.data)
         self._memo.put(manifest.digest, manifest)
         if tag is not None:
             self._tags.put(

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from ..backing.distribution import DistributionStore
-from ..disk.store import LocalStore
+from ..disk.store import DiskStore
 from ..disk.uploads import Uploads, UploadSession
 from ..errors import (
     BlobUnknown,
@@ -37,22 +37,22 @@ from ..oci.mediatypes import (
 from .links import LinkCache
 from .manifests import Manifest, ManifestCache
 
-__all__ = ["Publisher"]
+__all__ = ["Pusher"]
 
 Chunks = AsyncIterator[bytes]
 
 
-class Publisher:
+class Pusher:
     def __init__(
         self,
         store: DistributionStore,
-        local: LocalStore,
+        disk: DiskStore,
         links: LinkCache,
         manifests: ManifestCache,
         uploads: Uploads,
     ) -> None:
         self._store = store
-        self._local = local
+        self._disk = disk
         self._links = links
         self._manifests = manifests
         self.uploads = uploads
@@ -107,7 +107,7 @@ class Publisher:
                 raise DigestInvalid(detail={"expected": str(digest), "actual": str(actual)})
             await self._store.put_blob_file(digest, session.data)
             await self._store.link_blob(name, digest)
-            await self._local.adopt(session.data, digest, session.size)
+            await self._disk.adopt(session.data, digest, session.size)
             await self._links.learned_blob(name, digest)
             await self.uploads.remove(session)
 

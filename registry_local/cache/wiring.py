@@ -13,8 +13,8 @@ from ..backing.opening import open_store
 from ..config import CacheSettings, StoreSettings
 from ..disk.eviction import CacheLimit, Evictor
 from ..disk.learned import Learned
-from ..disk.store import LocalStore
-from ..origin.routes import open_origins
+from ..disk.store import DiskStore
+from ..origin.mapping import open_origin_map
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
 from .links import LinkCache
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Cache:
     store: DistributionStore
-    local: LocalStore
+    disk: DiskStore
     learned: Learned
     links: LinkCache
     evictor: Evictor
@@ -47,24 +47,24 @@ async def open_cache(
     background; on exit fills are cancelled and their temp files removed."""
     async with (
         open_store(store_settings, metrics) as store,
-        open_origins(store_settings.upstreams) as origins,
+        open_origin_map(store_settings.upstreams) as origins,
     ):
-        local = await LocalStore.open(cache.directory)
-        metrics.track_disk(lambda: float(local.bytes_used), local.layout.root)
-        learned = Learned(local.layout)
+        disk = await DiskStore.open(cache.directory)
+        metrics.track_disk(lambda: float(disk.bytes_used), disk.layout.root)
+        learned = Learned(disk.layout)
         links = LinkCache(store, learned, negative_ttl=cache.tag_ttl)
         limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)
-        evictor = Evictor(local, limit, metrics)
+        evictor = Evictor(disk, limit, metrics)
         retry = RetryPolicy(attempts=cache.fill_attempts)
         parts = Cache(
             store,
-            local,
+            disk,
             learned,
             links,
             evictor,
             BlobCache(
                 store,
-                local,
+                disk,
                 links,
                 evictor,
                 retry,
@@ -73,7 +73,7 @@ async def open_cache(
                 metrics,
                 origins,
             ),
-            ManifestCache(store, local, learned, links, cache.tag_ttl, metrics, origins),
+            ManifestCache(store, disk, learned, links, cache.tag_ttl, metrics, origins),
         )
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
         if limit is not None:

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from ..backing.distribution import DistributionStore
-from ..disk.store import LocalStore
+from ..disk.store import DiskStore
 from ..errors import BackendError, FillFailed
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 
 class WriteThrough:
     def __init__(
-        self, store: DistributionStore, local: LocalStore, links: LinkCache, metrics: Metrics
+        self, store: DistributionStore, disk: DiskStore, links: LinkCache, metrics: Metrics
     ) -> None:
         self._store = store
-        self._local = local
+        self._disk = disk
         self._links = links
         self._metrics = metrics
         self._tasks: dict[tuple[str, Digest], asyncio.Task[None]] = {}
@@ -49,7 +49,7 @@ class WriteThrough:
         try:
             if fill is not None:
                 await fill.committed()
-            found = self._local.blob(digest)
+            found = self._disk.blob(digest)
             if found is None:
                 return  # evicted already: the next miss fetches it again
             path, _ = found

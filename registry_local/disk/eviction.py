@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..telemetry.metrics import Metrics
-from .store import LocalStore
+from .store import DiskStore
 
 __all__ = ["CacheLimit", "Evictor"]
 
@@ -50,8 +50,8 @@ class CacheLimit:
 
 
 class Evictor:
-    def __init__(self, local: LocalStore, limit: int | None, metrics: Metrics) -> None:
-        self._local = local
+    def __init__(self, disk: DiskStore, limit: int | None, metrics: Metrics) -> None:
+        self._disk = disk
         self.limit = limit
         self._metrics = metrics
         self._reserved = 0
@@ -73,12 +73,12 @@ class Evictor:
         if not self.writable and not await self._recovered():
             return False
         if self.limit is not None:
-            if self._local.bytes_used + self._reserved + size > self.limit:
+            if self._disk.bytes_used + self._reserved + size > self.limit:
                 await self.evict_to(self.limit - self._reserved - size)
-            if self._local.bytes_used + self._reserved + size > self.limit:
+            if self._disk.bytes_used + self._reserved + size > self.limit:
                 self._stop_caching("the cache limit cannot be met: everything left is in use")
                 return False
-        free, floor = await asyncio.to_thread(_space, self._local.layout.root)
+        free, floor = await asyncio.to_thread(_space, self._disk.layout.root)
         if free - self._reserved - size < floor:
             self.disk_full(size)
             return False
@@ -88,7 +88,7 @@ class Evictor:
     def release(self, size: int) -> None:
         """A reservation ended (committed: now counted as used, or abandoned)."""
         self._reserved = max(0, self._reserved - size)
-        if self.limit is not None and self._local.bytes_used > self.limit * HIGH_WATERMARK:
+        if self.limit is not None and self._disk.bytes_used > self.limit * HIGH_WATERMARK:
             self._wake.set()
 
     def disk_full(self, needed: int) -> None:
@@ -108,8 +108,8 @@ class Evictor:
         self._wake.set()
 
     async def _recovered(self) -> bool:
-        free, floor = await asyncio.to_thread(_space, self._local.layout.root)
-        under_limit = self.limit is None or self._local.bytes_used < self.limit * LOW_WATERMARK
+        free, floor = await asyncio.to_thread(_space, self._disk.layout.root)
+        under_limit = self.limit is None or self._disk.bytes_used < self.limit * LOW_WATERMARK
         if free - self._reserved >= self._needed + floor and under_limit:
             self.writable = True
             self._needed = 0
@@ -124,26 +124,26 @@ class Evictor:
         async with self._lock:
             freed = 0
             for manifests in (False, True):  # manifests only if blobs do not suffice
-                if self._local.bytes_used <= target:
+                if self._disk.bytes_used <= target:
                     break
                 candidates = sorted(
                     (
                         (e.accessed, d)
-                        for d, e in self._local.entries()
-                        if e.manifest == manifests and not self._local.pinned(d)
+                        for d, e in self._disk.entries()
+                        if e.manifest == manifests and not self._disk.pinned(d)
                     ),
                     key=lambda pair: pair[0],
                 )
                 for _, digest in candidates:
-                    if self._local.bytes_used <= target:
+                    if self._disk.bytes_used <= target:
                         break
-                    removed = await self._local.remove(digest)
+                    removed = await self._disk.remove(digest)
                     if removed:
                         freed += removed
                         self._metrics.evictions.inc()
                         self._metrics.evicted_bytes.inc(removed)
             if freed:
-                log.info("evicted %d bytes; %d in use", freed, self._local.bytes_used)
+                log.info("evicted %d bytes; %d in use", freed, self._disk.bytes_used)
             return freed
 
     async def run(self, reconcile_every: float = 600.0) -> None:
@@ -157,13 +157,13 @@ class Evictor:
                 pass
             self._wake.clear()
             try:
-                if self.limit is not None and self._local.bytes_used > self.limit * HIGH_WATERMARK:
+                if self.limit is not None and self._disk.bytes_used > self.limit * HIGH_WATERMARK:
                     await self.evict_to(int(self.limit * LOW_WATERMARK))
                 if not self.writable:
                     await self._recovered()
                 if loop.time() - last_rescan > reconcile_every:
                     last_rescan = loop.time()
-                    await self._local.reconcile()
+                    await self._disk.reconcile()
             except OSError as exc:
                 log.warning("cache maintenance failed: %s", exc)
 

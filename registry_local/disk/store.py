@@ -28,7 +28,7 @@ from pathlib import Path
 from ..layout import CacheLayout
 from ..oci.digest import ALGORITHMS, Digest
 
-__all__ = ["Entry", "LocalStore", "TempBlob"]
+__all__ = ["DiskStore", "Entry", "TempBlob"]
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def _flush(fd: int) -> None:
         os.close(fd)
 
 
-class LocalStore:
-    """The cache dir's content. Create with `await LocalStore.open(path)`."""
+class DiskStore:
+    """The cache dir's content. Create with `await DiskStore.open(path)`."""
 
     def __init__(self, layout: CacheLayout) -> None:
         self.layout = layout
@@ -89,7 +89,7 @@ class LocalStore:
         self._used = 0
 
     @classmethod
-    async def open(cls, root: Path) -> LocalStore:
+    async def open(cls, root: Path) -> DiskStore:
         """Prepare the cache dir: drop leftovers of a crash, index what is committed."""
         store = cls(CacheLayout(root))
         began = time.monotonic()
@@ -239,11 +239,11 @@ class LocalStore:
         return TempBlob(self.layout.tmp_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part")
 
     async def sync(self, temp: TempBlob) -> None:
-        """Flush a temp file's bytes to disk and close it (before `publish`)."""
+        """Flush a temp file's bytes to disk and close it (before `commit`)."""
         await asyncio.to_thread(os.fsync, temp.fd)
         temp.close()
 
-    def publish(self, temp: TempBlob, digest: Digest, size: int) -> Path:
+    def commit(self, temp: TempBlob, digest: Digest, size: int) -> Path:
         """Rename a synced, verified temp file into blobs/ and index it.
 
         Synchronous on purpose: callers switch the path readers open in the same

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from ..config import UpstreamSettings
+from ..config import OriginSettings
 from ..errors import BackendError, BackendUnavailable, DigestInvalid, UpstreamDenied
 from ..oci.digest import Digest
 from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES
@@ -56,7 +56,7 @@ class _Auth:
 class Origin:
     """One origin registry. Create with `open_origin`."""
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: OriginSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.url = settings.url.rstrip("/")
         self._session = session
@@ -302,7 +302,7 @@ def _retry_after(value: str | None, attempt: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def open_origin(settings: UpstreamSettings) -> AsyncIterator[Origin]:
+async def open_origin(settings: OriginSettings) -> AsyncIterator[Origin]:
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
         yield Origin(settings, session)

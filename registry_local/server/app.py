@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..cache.health import Readiness
-from ..cache.push import Publisher
+from ..cache.push import Pusher
 from ..cache.warm import Warmer
 from ..cache.wiring import open_cache
 from ..config import PushSettings, Settings
@@ -22,7 +22,7 @@ from .auth import Authenticator, auth_middleware
 from .handlers import blobs, manifests, uploads, warm
 from .handlers.ops import add_ops_routes
 from .inflight import InFlight
-from .state import BLOBS, INFLIGHT, MAIN_APP, MANIFESTS, METRICS, PUBLISHER, READINESS, WARMER
+from .state import BLOBS, INFLIGHT, MAIN_APP, MANIFESTS, METRICS, PUSHER, READINESS, WARMER
 
 __all__ = ["build_app", "build_ops_app"]
 
@@ -36,19 +36,17 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[BLOBS] = cache.blobs
             app[MANIFESTS] = cache.manifests
             app[READINESS] = Readiness(
-                cache.local, cache.store.backend, metrics, settings.server.ready_interval
+                cache.disk, cache.store.backend, metrics, settings.server.ready_interval
             )
             if settings.server.warm_endpoint:
                 app[WARMER] = Warmer(cache.manifests, cache.blobs)
             janitor = None
             if settings.push.allow_push:
-                uploads = Uploads(cache.local.layout, settings.push.upload_expiry)
-                app[PUBLISHER] = Publisher(
-                    cache.store, cache.local, cache.links, cache.manifests, uploads
-                )
+                uploads = Uploads(cache.disk.layout, settings.push.upload_expiry)
+                app[PUSHER] = Pusher(cache.store, cache.disk, cache.links, cache.manifests, uploads)
                 janitor = asyncio.create_task(_expire_uploads(uploads, settings.push))
             log.info(
-                "serving %s, cache in %s", cache.store.backend.description, cache.local.layout.root
+                "serving %s, cache in %s", cache.store.backend.description, cache.disk.layout.root
             )
             try:
                 yield

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..cache.blobs import BlobCache
 from ..cache.health import Readiness
 from ..cache.manifests import ManifestCache
-from ..cache.push import Publisher
+from ..cache.push import Pusher
 from ..cache.warm import Warmer
 from ..telemetry.metrics import Metrics
 from .inflight import InFlight
@@ -18,7 +18,7 @@ __all__ = [
     "MAIN_APP",
     "MANIFESTS",
     "METRICS",
-    "PUBLISHER",
+    "PUSHER",
     "READINESS",
     "WARMER",
 ]
@@ -29,6 +29,6 @@ MANIFESTS = web.AppKey("manifests", ManifestCache)
 READINESS = web.AppKey("readiness", Readiness)
 # On the separate metrics listener's app: the main app, whose state it reports.
 MAIN_APP = web.AppKey("main_app", web.Application)
-PUBLISHER = web.AppKey("publisher", Publisher)
+PUSHER = web.AppKey("pusher", Pusher)
 WARMER = web.AppKey("warmer", Warmer)
 INFLIGHT = web.AppKey("in_flight", InFlight)

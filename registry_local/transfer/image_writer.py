@@ -13,7 +13,7 @@ from typing import Protocol
 from ..backing.distribution import DistributionStore
 from ..oci.digest import Digest
 
-__all__ = ["ImageContent", "publish"]
+__all__ = ["ImageContent", "write_image"]
 
 _CONCURRENT_BLOBS = 4
 
@@ -31,7 +31,7 @@ class ImageContent(Protocol):
     def blobs(self) -> Mapping[Digest, bytes] | Mapping[Digest, Path]: ...
 
 
-async def publish(
+async def write_image(
     store: DistributionStore,
     name: str,
     tag: str | None,

@@ -10,7 +10,7 @@ from ..backing.distribution import DistributionStore
 from ..oci.digest import Digest
 from ..progress import Progress
 from .files import open_files
-from .image_writer import publish
+from .image_writer import write_image
 from .sources import Plan, plan_import
 
 __all__ = ["import_image"]
@@ -40,6 +40,6 @@ async def import_image(
             writing.advance(content.blobs[digest].stat().st_size)
             writing.item_done(str(digest))
 
-        await publish(store, name, tag, content, on_blob=blob_done)
+        await write_image(store, name, tag, content, on_blob=blob_done)
         writing.finish()
         return content.top

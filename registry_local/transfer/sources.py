@@ -1,7 +1,7 @@
 """Reading an image out of an OCI image layout or a `docker save` archive.
 
 The result is a Plan: every manifest (small, in memory) and every blob as a
-verified file on local disk, ready to publish. An OCI layout is taken as it is,
+verified file on disk disk, ready to write. An OCI layout is taken as it is,
 digests unchanged. A docker-archive holds the config and uncompressed layer
 tars; it becomes what the docker engine pushes: gzipped layers under a Docker
 schema2 manifest, each layer checked against the config's diff_ids.

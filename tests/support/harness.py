@@ -24,7 +24,7 @@ from registry_local.server.app import build_app
 from registry_local.server.run import tls_context
 from registry_local.server.state import METRICS
 from registry_local.telemetry.metrics import Metrics
-from registry_local.transfer.image_writer import publish
+from registry_local.transfer.image_writer import write_image
 from registry_local.transfer.imagebuild import Image
 
 __all__ = ["RegistryLocal", "fetch", "metric", "pull_image", "s3_settings", "seed", "seed_all"]
@@ -59,7 +59,7 @@ async def seed(store: StoreSettings, name: str, tag: str | None, image: Image) -
 
 async def seed_all(store: StoreSettings, entries: Sequence[tuple[str, str | None, Image]]) -> None:
     async with open_store(store) as distribution:
-        await asyncio.gather(*(publish(distribution, *entry) for entry in entries))
+        await asyncio.gather(*(write_image(distribution, *entry) for entry in entries))
 
 
 class RegistryLocal:

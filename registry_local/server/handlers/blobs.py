@@ -10,7 +10,7 @@ from ...oci.byterange import parse_range
 from ...oci.digest import Digest
 from ...oci.reference import parse_name
 from ..sending import send_blob
-from ..state import BLOBS, METRICS, PUBLISHER
+from ..state import BLOBS, METRICS, PUSHER
 
 __all__ = ["delete_blob", "get_blob", "head_blob"]
 
@@ -39,7 +39,7 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
 
 async def delete_blob(request: web.Request) -> web.Response:
     name, digest = _target(request)
-    await request.app[PUBLISHER].delete_blob(name, digest)
+    await request.app[PUSHER].delete_blob(name, digest)
     return web.Response(status=202)
 
 

@@ -15,7 +15,7 @@ from ...oci.mediatypes import (
     parse_accept,
 )
 from ...oci.reference import parse_name, parse_reference
-from ..state import MANIFESTS, PUBLISHER
+from ..state import MANIFESTS, PUSHER
 
 __all__ = ["delete_manifest", "get_manifest", "list_tags", "put_manifest"]
 
@@ -75,7 +75,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     reference = parse_reference(request.match_info["reference"])
     data = await _read_manifest_body(request)
-    digest = await request.app[PUBLISHER].put_manifest(
+    digest = await request.app[PUSHER].put_manifest(
         name, reference, request.headers.get("Content-Type", ""), data
     )
     return web.Response(
@@ -92,7 +92,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 async def delete_manifest(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     reference = parse_reference(request.match_info["reference"])
-    await request.app[PUBLISHER].delete_manifest(name, reference)
+    await request.app[PUSHER].delete_manifest(name, reference)
     return web.Response(status=202)
 
 

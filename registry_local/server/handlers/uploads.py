@@ -11,7 +11,7 @@ from ...errors import DigestInvalid
 from ...oci.byterange import parse_content_range, upload_range
 from ...oci.digest import Digest
 from ...oci.reference import parse_name
-from ..state import PUBLISHER
+from ..state import PUSHER
 
 __all__ = ["cancel_upload", "finish_upload", "patch_upload", "start_upload", "upload_status"]
 
@@ -56,24 +56,24 @@ def _digest_param(request: web.Request) -> Digest:
 
 async def start_upload(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    publisher = request.app[PUBLISHER]
+    pusher = request.app[PUSHER]
     mount, source = request.query.get("mount"), request.query.get("from")
     if mount and source:
         digest = Digest.parse(mount)
-        if await publisher.mount(name, digest, parse_name(source)):
+        if await pusher.mount(name, digest, parse_name(source)):
             return _created(request, name, digest)
         # Not linked there: the client gets an ordinary session, as the spec says.
     elif "digest" in request.query:
         digest = _digest_param(request)
-        await publisher.upload_whole(name, digest, _chunks(request))
+        await pusher.upload_whole(name, digest, _chunks(request))
         return _created(request, name, digest)
-    return _in_progress(request, await publisher.start(name), 202)
+    return _in_progress(request, await pusher.start(name), 202)
 
 
 async def patch_upload(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     content_range = parse_content_range(request.headers.get("Content-Range"))
-    session = await request.app[PUBLISHER].append(
+    session = await request.app[PUSHER].append(
         name, request.match_info["upload"], _chunks(request), content_range
     )
     return _in_progress(request, session, 202)
@@ -83,7 +83,7 @@ async def finish_upload(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     digest = _digest_param(request)
     content_range = parse_content_range(request.headers.get("Content-Range"))
-    await request.app[PUBLISHER].finish(
+    await request.app[PUSHER].finish(
         name, request.match_info["upload"], digest, _chunks(request), content_range
     )
     return _created(request, name, digest)
@@ -91,11 +91,11 @@ async def finish_upload(request: web.Request) -> web.Response:
 
 async def upload_status(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    session = await request.app[PUBLISHER].session(name, request.match_info["upload"])
+    session = await request.app[PUSHER].session(name, request.match_info["upload"])
     return _in_progress(request, session, 204)
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    await request.app[PUBLISHER].cancel(name, request.match_info["upload"])
+    await request.app[PUSHER].cancel(name, request.match_info["upload"])
     return web.Response(status=204)

@@ -20,15 +20,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ..backing.backend import ObjectStream
-from ..config import UpstreamSettings
+from ..config import OriginSettings
 from ..oci.digest import Digest
 from .client import Origin, open_origin
 
-__all__ = ["Origins", "Route", "open_origins"]
+__all__ = ["OriginMap", "OriginRepo", "open_origin_map"]
 
 
 @dataclass(frozen=True)
-class Route:
+class OriginRepo:
     """One repository at an origin; also a blob source for fills (reading.py)."""
 
     origin: Origin
@@ -40,27 +40,27 @@ class Route:
         return await self.origin.open_blob(self.remote, digest, offset, end)
 
 
-class Origins:
+class OriginMap:
     def __init__(self, origins: Sequence[Origin] = ()) -> None:
         self._origins = list(origins)
 
     def __bool__(self) -> bool:
         return bool(self._origins)
 
-    def route(self, name: str, namespace: str | None) -> Route | None:
+    def repo_for(self, name: str, namespace: str | None) -> OriginRepo | None:
         """The origin that serves a repository, or None (the bucket alone does)."""
         for origin in self._origins:
             match = origin.settings.match
             if match == "*" or match == namespace:
-                return Route(origin, name)
+                return OriginRepo(origin, name)
             first, sep, rest = name.partition("/")
             if sep and first == match:
-                return Route(origin, rest)
+                return OriginRepo(origin, rest)
         return None
 
 
 @contextlib.asynccontextmanager
-async def open_origins(settings: Sequence[UpstreamSettings]) -> AsyncIterator[Origins]:
+async def open_origin_map(settings: Sequence[OriginSettings]) -> AsyncIterator[OriginMap]:
     async with contextlib.AsyncExitStack() as stack:
         origins = [await stack.enter_async_context(open_origin(s)) for s in settings]
-        yield Origins(origins)
+        yield OriginMap(origins)
