@@ -102,9 +102,9 @@ async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
     assert 2 <= s3proxy.peak_active <= CONCURRENCY
     await asyncio.wait_for(asyncio.shield(fill.task), BOUND)  # its last words: metrics
     metrics = cache.metrics
-    assert metrics.fill_parts._value.get() == parts
-    assert metrics.fill_part_retries._value.get() == 0
-    assert metrics.fill_throughput._sum.get() > 0
+    assert metrics.sample("fill_parts") == parts
+    assert metrics.sample("fill_part_retries") == 0
+    assert metrics.sample("fill_throughput_bytes_per_second_sum") > 0
 
 
 async def test_a_reset_in_one_part_resumes_that_part_only(
@@ -132,10 +132,10 @@ async def test_a_reset_in_one_part_resumes_that_part_only(
     assert resumed_span[1] == broken + PART  # to that part's end, no further
     assert sorted(s for s in starts if not s % PART) == [k * PART for k in range(parts)]
     metrics = cache.metrics
-    assert metrics.fill_part_retries._value.get() == 1
-    assert metrics.fill_retries._value.get() == 1
+    assert metrics.sample("fill_part_retries") == 1
+    assert metrics.sample("fill_retries") == 1
     link = len(str(layer))  # the _layers link object read before the blob
-    assert metrics.s3_read_bytes._value.get() == size + link  # nothing read twice
+    assert metrics.sample("s3_read_bytes") == size + link  # nothing read twice
 
 
 async def test_a_corrupted_part_fails_the_fill_and_commits_nothing(
@@ -156,7 +156,7 @@ async def test_a_corrupted_part_fails_the_fill_and_commits_nothing(
         assert len(reader.received) < len(image.blobs[layer]) or reader.status != 200
     assert not cache.blob_path(layer).exists()
     assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
-    assert cache.metrics.fills_finished.labels("digest_mismatch")._value.get() == 1
+    assert cache.metrics.sample("fills_finished", outcome="digest_mismatch") == 1
 
     again = Reader(url)  # the next request fills afresh, and right
     await asyncio.wait_for(again.task, BOUND)
@@ -186,7 +186,7 @@ async def test_a_part_refused_for_good_fails_the_fill_cleanly(
     assert reader.received == image.blobs[layer][: len(reader.received)]
     assert not cache.blob_path(layer).exists()
     assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
-    assert cache.metrics.fills_finished.labels("failed")._value.get() == 1
+    assert cache.metrics.sample("fills_finished", outcome="failed") == 1
     assert cache.app[BLOBS].in_flight(layer) is None  # and no part is left running
     assert s3proxy.active == 0
 
@@ -203,7 +203,7 @@ async def test_blobs_up_to_one_part_are_read_with_one_get(
         await asyncio.wait_for(reader.task, BOUND)
         assert (reader.status, bytes(reader.received)) == (200, data)
         assert [r.span for r in _gets(s3proxy, layer)] == [(0, PART)]
-    assert cache.metrics.fill_parts._value.get() == 0
+    assert cache.metrics.sample("fill_parts") == 0
 
 
 async def test_part_size_zero_reads_every_blob_as_one_stream(

@@ -26,7 +26,7 @@ from botocore import exceptions as boto
 
 from ..config import S3Settings
 from ..errors import BackendError, BackendUnavailable, ObjectTooLarge
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import Metrics, S3Operation, S3Outcome
 from .breaker import CircuitBreaker
 
 __all__ = ["S3Backend"]
@@ -65,10 +65,10 @@ class _NotFound(BackendError):
 
 
 @contextlib.contextmanager
-def _boundary(operation: str, key: str, metrics: Metrics | None = None) -> Iterator[None]:
+def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) -> Iterator[None]:
     """Translate botocore and transport errors; count the request if `metrics`."""
     began = time.monotonic()
-    outcome = "ok"
+    outcome: S3Outcome = "ok"
     try:
         yield
     except boto.ClientError as exc:
@@ -91,8 +91,7 @@ def _boundary(operation: str, key: str, metrics: Metrics | None = None) -> Itera
         raise BackendError(operation, key, type(exc).__name__) from None
     finally:
         if metrics is not None:
-            metrics.s3_requests.labels(operation, outcome).inc()
-            metrics.s3_duration.labels(operation).observe(time.monotonic() - began)
+            metrics.s3_request(operation, outcome, time.monotonic() - began)
 
 
 class S3Backend:
@@ -137,7 +136,9 @@ class S3Backend:
         where = self._settings.endpoint or "AWS"
         return f"s3://{self._bucket} at {where}"
 
-    async def _request(self, operation: str, key: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _request(
+        self, operation: S3Operation, key: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
         """Make one S3 call, retrying what a retry may fix (BackendUnavailable)."""
         attempts = self._settings.attempts
         for attempt in range(1, attempts + 1):
@@ -151,7 +152,7 @@ class S3Backend:
                 if attempt == attempts:
                     raise
                 if self._metrics is not None:
-                    self._metrics.s3_retries.labels(operation).inc()
+                    self._metrics.s3_retry(operation)
                 # Full jitter: concurrent callers do not retry in step.
                 await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
             except BackendError:

@@ -1,18 +1,18 @@
-"""Blobs for readers: a committed file, a fill to follow, or (without room) a stream.
+"""Blobs for readers: each request gets one BlobBody (body.py), whatever is behind it.
 
 A request for a blob that is not on this host starts a fill, or joins the one
-already running for that digest; it then reads the fill's growing file. See
-fill.py for what a fill guarantees, and eviction.py for when the cache has no
-room and blobs are streamed from the backing store instead (bypass.py). A blob
-the bucket does not link, in a repository an origin registry serves
-(origins.py), is filled from the origin and then written through (through.py).
+already running for that digest; its body then follows the fill's growing file.
+See fill.py for what a fill guarantees, and disk/eviction.py for when the cache
+has no room and blobs are streamed from the backing store instead (direct.py).
+A blob the bucket does not link, in a repository an origin registry serves
+(origin/mapping.py), is filled from the origin and then written through to the
+bucket (write_through.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from ..backing.distribution import DistributionStore
 from ..disk.eviction import Evictor
@@ -23,7 +23,7 @@ from ..oci.digest import Digest
 from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
-from ..telemetry.requestlog import note_cache
+from .body import BlobBody, DirectBody, FileBody, MemoryBody
 from .direct import DirectBlob
 from .fill import Fill, NoRoom
 from .links import LinkCache
@@ -32,7 +32,7 @@ from .reading import RetryPolicy
 from .slots import FairSlots
 from .write_through import WriteThrough
 
-__all__ = ["SMALL", "BlobCache", "BlobReader", "CommittedBlob", "SmallBlob"]
+__all__ = ["SMALL", "BlobCache", "CommittedBlob"]
 
 _SIZE_ENTRIES = 100_000
 # Committed blobs up to SMALL bytes are kept in memory (config blobs, mostly),
@@ -46,45 +46,6 @@ _ONE_STREAM = PartPolicy(size=0)
 class CommittedBlob:
     path: str
     size: int
-
-
-class BlobReader:
-    """An open blob: a committed file, or a fill's growing file to follow. While
-    it is open the blob is pinned: eviction leaves it alone."""
-
-    def __init__(
-        self, file: BinaryIO, size: int, fill: Fill | None, disk: DiskStore, digest: Digest
-    ) -> None:
-        self.file = file
-        self.size = size
-        self.fill = fill
-        self._disk = disk
-        self._digest = digest
-        disk.pin(digest)
-
-    async def readable_beyond(self, offset: int) -> int:
-        """Wait until bytes past `offset` may be sent; how many may. Raises FillFailed."""
-        if self.fill is None:
-            return self.size
-        return await self.fill.readable_beyond(offset)
-
-    def close(self) -> None:
-        self.file.close()
-        self._disk.unpin(self._digest)
-
-
-@dataclass(frozen=True, slots=True)
-class SmallBlob:
-    """A small committed blob, whole in memory (verified content is immutable)."""
-
-    data: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 class BlobCache:
@@ -109,9 +70,7 @@ class BlobCache:
         self._evictor = evictor
         self._metrics = metrics
         self._fills: dict[Digest, Fill] = {}
-        self._small: BoundedDict[Digest, SmallBlob] = BoundedDict(_SMALL_MEMO, lambda b: b.size)
-        self._hits = metrics.cache_requests.labels("blob", "hit")
-        self._misses = metrics.cache_requests.labels("blob", "miss")
+        self._small: BoundedDict[Digest, MemoryBody] = BoundedDict(_SMALL_MEMO, lambda b: b.size)
         self._sizes: BoundedDict[Digest, int] = BoundedDict(_SIZE_ENTRIES)
         self._stats: SingleFlight[Digest, int | None] = SingleFlight()
 
@@ -127,9 +86,7 @@ class BlobCache:
             raise BlobUnknown(detail={"digest": str(digest)})
         return repo
 
-    async def open(
-        self, name: str, digest: Digest, namespace: str | None = None
-    ) -> BlobReader | DirectBlob | SmallBlob:
+    async def open(self, name: str, digest: Digest, namespace: str | None = None) -> BlobBody:
         """The blob, ready to read once its size is known. Raises BlobUnknown;
         `namespace` is the registry containerd names with ?ns=."""
         repo = await self._require_link(name, digest, namespace)
@@ -137,8 +94,7 @@ class BlobCache:
             return await self._from_origin(repo, name, digest)
         small = self._small.get(digest)
         if small is not None:
-            self._hits.inc()
-            note_cache("blob", "hit")
+            self._metrics.cache_hit("blob")
             await self._disk.touch(digest)
             return small
         for _ in range(2):
@@ -155,22 +111,20 @@ class BlobCache:
                 self._disk.forget(digest)
                 continue
             if isinstance(source, Fill):
-                return BlobReader(file, await source.started(), source, self._disk, digest)
+                return FileBody(file, await source.started(), source, self._disk, digest)
             await self._disk.touch(digest)
             if source.size <= SMALL:
                 with file:  # a quick read of a few bytes from the page cache
-                    small = SmallBlob(file.readall())
-                if len(small.data) == source.size:
+                    small = MemoryBody(file.readall())
+                if small.size == source.size:
                     self._small.put(digest, small)
                     return small
                 self._disk.forget(digest)  # the file changed under us: fetch it again
                 continue
-            return BlobReader(file, source.size, None, self._disk, digest)
+            return FileBody(file, source.size, None, self._disk, digest)
         raise BlobUnknown(detail={"digest": str(digest)})
 
-    async def _from_origin(
-        self, repo: OriginRepo, name: str, digest: Digest
-    ) -> BlobReader | DirectBlob | SmallBlob:
+    async def _from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> BlobBody:
         try:
             source = await self.source(digest, repo)
         except NoRoom as exc:
@@ -181,7 +135,7 @@ class BlobCache:
             fill, size = None, source.size
         self._through.blob(name, digest, fill)
         file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
-        return BlobReader(file, size, fill, self._disk, digest)
+        return FileBody(file, size, fill, self._disk, digest)
 
     async def source(self, digest: Digest, repo: OriginRepo | None = None) -> CommittedBlob | Fill:
         """A committed blob, or the fill bringing it in (started if needed) from
@@ -191,32 +145,29 @@ class BlobCache:
         if committed is None and await self._disk.discover(digest):
             committed = self._committed(digest)  # committed by another process
         if committed is not None:
-            self._hits.inc()
-            note_cache("blob", "hit")
+            self._metrics.cache_hit("blob")
             return committed
-        self._misses.inc()
         fill = self._fills.get(digest)
         if fill is None or fill.failed:
             if not await self._evictor.can_cache():
+                self._metrics.blob_miss(None)
                 raise NoRoom(str(digest), None)
+            self._metrics.blob_miss("fill")
             fill = self._start(digest, repo)
-            note_cache("blob", "fill")
         else:
             fill.joiners += 1
-            self._metrics.fill_joins.inc()
-            note_cache("blob", "join")
+            self._metrics.blob_miss("join")
         size = await fill.started()
         self._sizes.put(digest, size)
         return fill
 
     async def _bypass(
         self, digest: Digest, size: int | None, repo: OriginRepo | None = None
-    ) -> DirectBlob:
+    ) -> BlobBody:
         if size is None:
             size = await self._stat(digest, repo)
-        self._metrics.cache_bypass.inc()
-        note_cache("blob", "bypass")
-        return DirectBlob(self._reads_from(repo), digest, size)
+        self._metrics.blob_bypassed()
+        return DirectBody(DirectBlob(self._reads_from(repo), digest, size))
 
     def _reads_from(self, repo: OriginRepo | None) -> Reads:
         """Reads of the bucket, or of an origin: one stream per blob there, as
@@ -228,7 +179,7 @@ class BlobCache:
         fill = Fill(digest, self._reads_from(repo), self._disk, self._evictor)
         self._fills[digest] = fill
         if repo is not None:
-            self._metrics.origin_fetches.labels("blob").inc()
+            self._metrics.origin_fetched("blob")
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
 

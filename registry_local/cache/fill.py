@@ -29,6 +29,7 @@ from ..disk.eviction import Evictor
 from ..disk.store import DiskStore, TempBlob
 from ..errors import BackendError, BlobUnknown, DigestMismatch, FillFailed
 from ..oci.digest import Digest
+from ..telemetry.metrics import FillOutcome
 from .direct import DirectBlob
 from .parts import Parts, Reads, hash_range, write_at
 from .reading import read_resuming
@@ -40,7 +41,6 @@ __all__ = ["Fill", "NoRoom"]
 
 log = logging.getLogger(__name__)
 
-_THROUGHPUT_FLOOR = 1 << 20  # smaller fills measure latency, not speed
 _HASH_STEP = 8 << 20  # readers hear of verified bytes at least this often
 _FLUSH_STEP = 64 << 20  # written bytes between flushes to disk behind the fill
 
@@ -133,9 +133,8 @@ class Fill:
 
     async def _run(self) -> None:
         began = time.monotonic()
-        self._metrics.fills_started.inc()
-        self._metrics.fills_in_flight.inc()
-        outcome = "failed"
+        self._metrics.fill_started()
+        outcome: FillOutcome = "failed"
         try:
             hasher = self.digest.hasher()
             await self._copy(hasher)
@@ -175,12 +174,8 @@ class Fill:
                 self._evictor.release(self.size or 0)
             self._finished(outcome, time.monotonic() - began)
 
-    def _finished(self, outcome: str, duration: float) -> None:
-        self._metrics.fills_in_flight.dec()
-        self._metrics.fills_finished.labels(outcome).inc()
-        self._metrics.fill_duration.labels(outcome).observe(duration)
-        if outcome == "committed" and self._written >= _THROUGHPUT_FLOOR and duration > 0:
-            self._metrics.fill_throughput.observe(self._written / duration)
+    def _finished(self, outcome: FillOutcome, duration: float) -> None:
+        self._metrics.fill_finished(outcome, duration, self._written)
         quiet = outcome in ("committed", "absent", "bypassed")
         log.log(
             logging.INFO if quiet else logging.WARNING,

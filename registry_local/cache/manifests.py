@@ -31,7 +31,6 @@ from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
 from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
-from ..telemetry.requestlog import note_cache
 from .links import LinkCache
 
 __all__ = ["Manifest", "ManifestCache"]
@@ -105,11 +104,9 @@ class ManifestCache:
                 manifest = Manifest(digest, data, inspect_manifest(data))
                 self._memo.put(digest, manifest)
         if manifest is not None:
-            self._metrics.cache_requests.labels("manifest", "hit").inc()
-            note_cache("manifest", "hit")
+            self._metrics.cache_hit("manifest")
             return manifest
-        self._metrics.cache_requests.labels("manifest", "miss").inc()
-        note_cache("manifest", "miss")
+        self._metrics.cache_miss("manifest")
         return await self._content_flights.run(digest, lambda: self._fetch(digest))
 
     async def _fetch(self, digest: Digest) -> Manifest:
@@ -136,11 +133,9 @@ class ManifestCache:
             if record is not None:
                 self._tags.put(key, record)
         if record is not None and time.time() - record.checked_at < self._tag_ttl:
-            self._metrics.cache_requests.labels("tag", "hit").inc()
-            note_cache("tag", "hit")
+            self._metrics.cache_hit("tag")
             return record.digest
-        self._metrics.cache_requests.labels("tag", "miss").inc()
-        note_cache("tag", "miss")
+        self._metrics.cache_miss("tag")
         try:
             repo = self._origins.repo_for(name, namespace)
             digest = await self._tag_flights.run(
@@ -149,8 +144,7 @@ class ManifestCache:
         except BackendError as exc:
             if record is None:
                 raise
-            self._metrics.stale_served.labels("tag").inc()
-            note_cache("tag", "stale")
+            self._metrics.stale_served("tag")
             log.warning("serving last known %s:%s, backing store failed: %s", name, tag, exc)
             return record.digest
         if digest is None:
@@ -167,15 +161,15 @@ class ManifestCache:
             if digest is None:  # no origin, or it does not know the tag: the bucket's
                 digest = await self._store.tag_target(name, tag)
         except BackendError:
-            self._metrics.tag_revalidations.labels("error").inc()
+            self._metrics.tag_revalidated("error")
             raise
         if digest is None:
-            self._metrics.tag_revalidations.labels("removed").inc()
+            self._metrics.tag_revalidated("removed")
             self._tags.pop((name, tag))
             await self._learned.forget_tag(name, tag)
             return None
         changed = known is None or known.digest != digest
-        self._metrics.tag_revalidations.labels("changed" if changed else "unchanged").inc()
+        self._metrics.tag_revalidated("changed" if changed else "unchanged")
         self._tags.put((name, tag), await self._learned.remember_tag(name, tag, digest))
         return digest
 
@@ -199,7 +193,7 @@ class ManifestCache:
             digest = await self._store.tag_target(name, tag)
             if digest is None:
                 raise
-            self._metrics.stale_served.labels("tag").inc()
+            self._metrics.stale_served("tag")
             log.warning("origin failed for %s:%s, serving the bucket's tag: %s", name, tag, exc)
             return digest
         if found is None:
@@ -220,16 +214,16 @@ class ManifestCache:
         """Commit a verified manifest from the origin here, then write it (and
         the tag) through to the bucket: content before the links that name it."""
         manifest = Manifest(digest, data, inspect_manifest(data))
-        self._metrics.origin_fetches.labels("manifest").inc()
+        self._metrics.origin_fetched("manifest")
         await self.learned(manifest, name, tag)
         await self._links.learned_manifest(name, digest)
         try:
             await self._store.put_blob(digest, data)
             await self._store.link_manifest(name, digest)
-            self._metrics.origin_written.labels("manifest").inc()
+            self._metrics.origin_written_through("manifest")
             if tag is not None:
                 await self._store.tag(name, tag, digest)
-                self._metrics.origin_written.labels("tag").inc()
+                self._metrics.origin_written_through("tag")
         except BackendError as exc:
             self._metrics.origin_write_failures.inc()
             log.warning("could not write %s of %s through to the bucket: %s", digest, name, exc)

@@ -11,11 +11,9 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from ..errors import RegistryError
 from ..oci.digest import Digest
 from ..oci.mediatypes import Descriptor
-from .blobs import BlobCache, BlobReader
-from .direct import DirectBlob
+from .blobs import BlobCache
 from .manifests import ManifestCache
 
 __all__ = ["WarmResult", "Warmer", "parse_platform"]
@@ -84,17 +82,13 @@ class Warmer:
     async def _fetch(self, name: str, digest: Digest, on_blob: Callable[[int], None]) -> bool:
         """Bring one blob in; True if it was not cached before."""
         async with self._turns:
-            reader = await self._blobs.open(name, digest)
+            body = await self._blobs.open(name, digest)
             try:
-                if isinstance(reader, DirectBlob):
-                    raise RegistryError("no room in the cache for this image", status=507)
-                fill = reader.fill if isinstance(reader, BlobReader) else None
-                if fill is not None:
-                    await fill.committed()
-                on_blob(reader.size)
-                return fill is not None
+                fetched = await body.keep()
+                on_blob(body.size)
+                return fetched
             finally:
-                reader.close()
+                body.close()
 
 
 def _chosen(child: Descriptor, wanted: list[tuple[str, str, str | None]]) -> bool:

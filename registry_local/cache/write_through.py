@@ -56,7 +56,7 @@ class WriteThrough:
             await self._store.put_blob_file(digest, Path(path))
             await self._store.link_blob(name, digest)
             await self._links.learned_blob(name, digest)
-            self._metrics.origin_written.labels("blob").inc()
+            self._metrics.origin_written_through("blob")
         except FillFailed:
             return  # nothing was committed: nothing to write
         except (BackendError, OSError) as exc:

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import RegistryError, Unsupported, as_registry_error, envelope
+from ..telemetry.metrics import Route
 from ..telemetry.requestlog import traced
 from .state import INFLIGHT, METRICS
 
@@ -75,7 +76,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"})
-ROUTE_LABELS = {
+ROUTE_LABELS: dict[str, Route] = {
     "base": "base",
     "manifest": "manifest",
     "blob": "blob",

@@ -1,34 +1,31 @@
-"""Sending blob bytes: sendfile from a committed file, or following a fill.
+"""Sending a blob's body: file stretches by sendfile, chunks by plain writes.
 
-Both cases are one loop: wait until bytes past the current position may be
-sent, then hand that stretch of the file to the kernel. A committed blob is one
-stretch. A stretch first goes to `os.sendfile` directly, as much as the socket
-takes at once: readers following a fill send many short stretches, and each
-`loop.sendfile` costs about ten system calls (pausing reads, registering for
-writability) before it sends a byte. What the socket does not take at once goes
-through `loop.sendfile`, which waits for room (and falls back to read/write
-where sendfile cannot run, e.g. under TLS). If the fill fails part-way, the
+The cache hands over one BlobBody (cache/body.py) whatever is behind it; this
+module only moves its pieces to the socket in order. A file stretch first goes
+to `os.sendfile` directly, as much as the socket takes at once: readers
+following a fill send many short stretches, and each `loop.sendfile` costs
+about ten system calls (pausing reads, registering for writability) before it
+sends a byte. What the socket does not take at once goes through
+`loop.sendfile`, which waits for room (and falls back to read/write where
+sendfile cannot run, e.g. under TLS). If the body fails part-way, the
 connection is closed without the missing bytes, so the client sees a short body
-and retries. When the cache has no room, chunks come from the backing store (a
-DirectBlob).
+and retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import BinaryIO
 
 from aiohttp import web
 
-from ..cache.blobs import BlobReader
-from ..cache.direct import DirectBlob
-from ..cache.fill import NoRoom
+from ..cache.body import BlobBody
 from ..errors import BackendError, FillFailed
 from ..oci.byterange import ByteRange
 from ..telemetry.metrics import Metrics
-from ..telemetry.requestlog import note_sent
 
 __all__ = ["send_blob"]
 
@@ -38,7 +35,7 @@ log = logging.getLogger(__name__)
 async def send_blob(
     request: web.Request,
     response: web.StreamResponse,
-    reader: BlobReader | DirectBlob,
+    body: BlobBody,
     byte_range: ByteRange,
     metrics: Metrics,
 ) -> bool:
@@ -47,36 +44,20 @@ async def send_blob(
     transport = request.transport
     position = byte_range.start
     try:
-        if isinstance(reader, DirectBlob):  # no room in the cache: from the backing store
-            async for chunk in reader.chunks(byte_range.start, byte_range.end):
-                await response.write(chunk)
-                position += len(chunk)
-            return position == byte_range.end
-        if reader.fill is not None and byte_range.end < reader.size:
-            # A range short of the end gets no held-back byte to protect it: wait
-            # until the fill has verified and committed the blob.
-            await reader.fill.committed()
-        while position < byte_range.end:
-            try:
-                readable = min(await reader.readable_beyond(position), byte_range.end)
-            except NoRoom:
-                # The fill ran out of disk: go on from the backing store where we are.
-                assert reader.fill is not None
-                direct = reader.fill.direct()
-                verify = byte_range.end == direct.size
-                async for chunk in direct.chunks(position, byte_range.end, verify):
-                    await response.write(chunk)
-                    position += len(chunk)
-                break
-            # The client may have gone while we waited for bytes: check just before
-            # sending, as asyncio refuses (RuntimeError) a transport that is closing.
-            if transport is None or transport.is_closing():
-                return False
-            position += _send_now(transport, reader.file, position, readable - position)
-            if position < readable:
-                position += await loop.sendfile(
-                    transport, reader.file, position, readable - position
-                )
+        async with contextlib.aclosing(body.pieces(byte_range.start, byte_range.end)) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, bytes):
+                    await response.write(piece)
+                    position += len(piece)
+                    continue
+                # The client may have gone while we waited for bytes: check just
+                # before sending, as asyncio refuses (RuntimeError) a closing transport.
+                if transport is None or transport.is_closing():
+                    return False
+                end = piece.offset + piece.count
+                position += _send_now(transport, piece.file, position, end - position)
+                if position < end:
+                    position += await loop.sendfile(transport, piece.file, position, end - position)
         return position == byte_range.end
     except (FillFailed, BackendError) as exc:
         log.warning("cutting %s short at byte %d: %s", request.path, position, exc)
@@ -86,11 +67,7 @@ async def send_blob(
     except ConnectionError:
         return False  # the client went away
     finally:
-        source = (
-            "s3" if isinstance(reader, DirectBlob) else "disk" if reader.fill is None else "fill"
-        )
-        metrics.blob_bytes_served.labels(source).inc(position - byte_range.start)
-        note_sent(position - byte_range.start)
+        metrics.blob_bytes_sent(body.source, position - byte_range.start, by_sendfile=True)
 
 
 def _send_now(transport: asyncio.BaseTransport, file: BinaryIO, offset: int, count: int) -> int:

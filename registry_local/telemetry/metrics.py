@@ -12,7 +12,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,23 +23,32 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["CACHE_KINDS", "FILL_OUTCOMES", "ROUTES", "S3_OPERATIONS", "Metrics"]
+from .requestlog import note_cache, note_sent
 
-ROUTES = (
-    "base",
-    "manifest",
-    "blob",
-    "tags",
-    "upload",
-    "warm",
-    "metrics",
-    "health",
-    "ready",
-    "other",
-)
-CACHE_KINDS = ("blob", "manifest", "tag")
-FILL_OUTCOMES = ("committed", "failed", "digest_mismatch", "absent", "cancelled", "bypassed")
-S3_OPERATIONS = (
+__all__ = [
+    "CACHE_KINDS",
+    "FILL_OUTCOMES",
+    "ROUTES",
+    "S3_OPERATIONS",
+    "BlobMiss",
+    "ByteSource",
+    "CacheKind",
+    "FillOutcome",
+    "Metrics",
+    "OriginKind",
+    "Revalidation",
+    "Route",
+    "S3Operation",
+    "S3Outcome",
+    "WrittenKind",
+]
+
+Route = Literal[
+    "base", "manifest", "blob", "tags", "upload", "warm", "metrics", "health", "ready", "other"
+]
+CacheKind = Literal["blob", "manifest", "tag"]
+FillOutcome = Literal["committed", "failed", "digest_mismatch", "absent", "cancelled", "bypassed"]
+S3Operation = Literal[
     "GetObject",
     "HeadObject",
     "ListObjectsV2",
@@ -51,11 +60,25 @@ S3_OPERATIONS = (
     "AbortMultipartUpload",
     "DeleteObject",
     "DeleteObjects",
-)
-S3_OUTCOMES = ("ok", "not_found", "error", "unavailable")
+]
+S3Outcome = Literal["ok", "not_found", "error", "unavailable"]
+ByteSource = Literal["disk", "fill", "s3"]  # where the bytes of a blob sent came from
+Revalidation = Literal["unchanged", "changed", "removed", "error"]
+OriginKind = Literal["blob", "manifest"]
+WrittenKind = Literal["blob", "manifest", "tag"]
+# What a request's trace notes for a blob miss: a fill started, or joined.
+BlobMiss = Literal["fill", "join"]
+
+ROUTES: tuple[Route, ...] = get_args(Route)
+CACHE_KINDS: tuple[CacheKind, ...] = get_args(CacheKind)
+FILL_OUTCOMES: tuple[FillOutcome, ...] = get_args(FillOutcome)
+S3_OPERATIONS: tuple[S3Operation, ...] = get_args(S3Operation)
+S3_OUTCOMES: tuple[S3Outcome, ...] = get_args(S3Outcome)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _FILL = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_PREFIX = "registry_local_"
 _MB = 1e6
+_THROUGHPUT_FLOOR = 1 << 20  # smaller fills measure latency, not speed
 _THROUGHPUT = tuple(n * _MB for n in (1, 5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200))
 
 
@@ -65,14 +88,14 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
-        p = "registry_local_"
-        self.http_requests = Counter(
+        p = _PREFIX
+        self._http_requests = Counter(
             p + "http_requests",
             "HTTP requests answered, by route, method and status.",
             ["route", "method", "status"],
             registry=r,
         )
-        self.http_duration = Histogram(
+        self._http_duration = Histogram(
             p + "http_request_duration_seconds",
             "Time from request to the end of the response, by route and method.",
             ["route", "method"],
@@ -87,16 +110,16 @@ class Metrics:
             "asyncio tasks alive in the server (steady when nothing leaks).",
             registry=r,
         )
-        self.http_bytes = Counter(
+        self._http_bytes = Counter(
             p + "http_response_bytes", "Response body bytes sent, by route.", ["route"], registry=r
         )
-        self.cache_requests = Counter(
+        self._cache_requests = Counter(
             p + "cache_requests",
             "Lookups answered from this host (hit) or needing the backing store (miss).",
             ["kind", "result"],
             registry=r,
         )
-        self.blob_bytes_served = Counter(
+        self._blob_bytes_served = Counter(
             p + "blob_bytes_served",
             "Blob bytes sent to clients: from a committed file (disk), a fill in progress "
             "(fill), or straight from the backing store when the cache had no room (s3).",
@@ -106,10 +129,10 @@ class Metrics:
         self.fills_started = Counter(
             p + "fills_started", "Fills started (one per blob missing on this host).", registry=r
         )
-        self.fills_finished = Counter(
+        self._fills_finished = Counter(
             p + "fills_finished", "Fills ended, by outcome.", ["outcome"], registry=r
         )
-        self.fill_duration = Histogram(
+        self._fill_duration = Histogram(
             p + "fill_duration_seconds",
             "Duration of fills, by outcome.",
             ["outcome"],
@@ -128,13 +151,13 @@ class Metrics:
         self.fill_bytes = Counter(
             p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
         )
-        self.origin_fetches = Counter(
+        self._origin_fetches = Counter(
             p + "origin_fetches",
             "Blobs (fills started) and manifests fetched from an origin registry (--upstream).",
             ["kind"],
             registry=r,
         )
-        self.origin_written = Counter(
+        self._origin_written = Counter(
             p + "origin_written",
             "Blobs, manifests and tags from an origin written through to the bucket.",
             ["kind"],
@@ -162,20 +185,20 @@ class Metrics:
             buckets=_THROUGHPUT,
             registry=r,
         )
-        self.s3_requests = Counter(
+        self._s3_requests = Counter(
             p + "s3_requests",
             "Requests to S3, by operation and outcome.",
             ["operation", "outcome"],
             registry=r,
         )
-        self.s3_duration = Histogram(
+        self._s3_duration = Histogram(
             p + "s3_request_duration_seconds",
             "Time to the response headers of S3 requests, by operation.",
             ["operation"],
             buckets=_LATENCY,
             registry=r,
         )
-        self.s3_retries = Counter(
+        self._s3_retries = Counter(
             p + "s3_retries",
             "S3 requests made again after a failure a retry may fix.",
             ["operation"],
@@ -210,13 +233,13 @@ class Metrics:
             p + "s3_read_bytes", "Bytes read from S3 object bodies.", registry=r
         )
         self.s3_written_bytes = Counter(p + "s3_written_bytes", "Bytes written to S3.", registry=r)
-        self.tag_revalidations = Counter(
+        self._tag_revalidations = Counter(
             p + "tag_revalidations",
             "Tag lookups in the backing store after the tag TTL ran out, by outcome.",
             ["outcome"],
             registry=r,
         )
-        self.stale_served = Counter(
+        self._stale_served = Counter(
             p + "stale_served",
             "Answers given from the last known state because the backing store failed.",
             ["kind"],
@@ -261,38 +284,105 @@ class Metrics:
             p + "disk_size_bytes", "Size of the cache dir's filesystem.", registry=r
         )
         ProcessCollector(registry=r)
+        self._hits = {kind: self._cache_requests.labels(kind, "hit") for kind in CACHE_KINDS}
+        self._misses = {kind: self._cache_requests.labels(kind, "miss") for kind in CACHE_KINDS}
         self._zero()
 
     def _zero(self) -> None:
         for kind in CACHE_KINDS:
             for result in ("hit", "miss"):
-                self.cache_requests.labels(kind, result)
-        for source in ("disk", "fill", "s3"):
-            self.blob_bytes_served.labels(source)
+                self._cache_requests.labels(kind, result)
+        for source in get_args(ByteSource):
+            self._blob_bytes_served.labels(source)
         for outcome in FILL_OUTCOMES:
-            self.fills_finished.labels(outcome)
-            self.fill_duration.labels(outcome)
+            self._fills_finished.labels(outcome)
+            self._fill_duration.labels(outcome)
         for operation in S3_OPERATIONS:
-            self.s3_duration.labels(operation)
-            self.s3_retries.labels(operation)
+            self._s3_duration.labels(operation)
+            self._s3_retries.labels(operation)
             for s3_outcome in S3_OUTCOMES:
-                self.s3_requests.labels(operation, s3_outcome)
-        for outcome in ("unchanged", "changed", "removed", "error"):
-            self.tag_revalidations.labels(outcome)
-        for kind in ("tag", "manifest", "blob"):
-            self.stale_served.labels(kind)
-        for kind in ("blob", "manifest"):
-            self.origin_fetches.labels(kind)
-        for kind in ("blob", "manifest", "tag"):
-            self.origin_written.labels(kind)
+                self._s3_requests.labels(operation, s3_outcome)
+        for revalidation in get_args(Revalidation):
+            self._tag_revalidations.labels(revalidation)
+        for kind in CACHE_KINDS:
+            self._stale_served.labels(kind)
+        for kind in get_args(OriginKind):
+            self._origin_fetches.labels(kind)
+        for kind in get_args(WrittenKind):
+            self._origin_written.labels(kind)
         for route in ROUTES:
-            self.http_bytes.labels(route)
+            self._http_bytes.labels(route)
             for method in ("GET", "HEAD"):
-                self.http_requests.labels(route, method, "200")
-                self.http_duration.labels(route, method)
+                self._http_requests.labels(route, method, "200")
+                self._http_duration.labels(route, method)
+
+    # -- what happened, recorded by intent (each also noted on the request's trace)
+
+    def cache_hit(self, kind: CacheKind) -> None:
+        self._hits[kind].inc()
+        note_cache(kind, "hit")
+
+    def cache_miss(self, kind: CacheKind) -> None:
+        self._misses[kind].inc()
+        note_cache(kind, "miss")
+
+    def blob_miss(self, then: BlobMiss | None) -> None:
+        """A blob not on this host; `then` a fill was started or joined for it
+        (None: the cache had no room to start one)."""
+        self._misses["blob"].inc()
+        if then == "join":
+            self.fill_joins.inc()
+        if then is not None:
+            note_cache("blob", then)
+
+    def blob_bypassed(self) -> None:
+        """A blob served straight from the backing store: no room in the cache."""
+        self.cache_bypass.inc()
+        note_cache("blob", "bypass")
+
+    def stale_served(self, kind: CacheKind) -> None:
+        """The last known answer served because the backing store or origin failed."""
+        self._stale_served.labels(kind).inc()
+        note_cache(kind, "stale")
+
+    def tag_revalidated(self, outcome: Revalidation) -> None:
+        self._tag_revalidations.labels(outcome).inc()
+
+    def blob_bytes_sent(self, source: ByteSource, count: int, *, by_sendfile: bool) -> None:
+        """Blob body bytes sent to a client; `by_sendfile`: outside aiohttp's writer,
+        so the request's trace counts them here."""
+        self._blob_bytes_served.labels(source).inc(count)
+        if by_sendfile:
+            note_sent(count)
+
+    def fill_started(self) -> None:
+        self.fills_started.inc()
+        self.fills_in_flight.inc()
+
+    def fill_finished(self, outcome: FillOutcome, seconds: float, size: int) -> None:
+        self.fills_in_flight.dec()
+        self._fills_finished.labels(outcome).inc()
+        self._fill_duration.labels(outcome).observe(seconds)
+        if outcome == "committed" and size >= _THROUGHPUT_FLOOR and seconds > 0:
+            self.fill_throughput.observe(size / seconds)
+
+    def origin_fetched(self, kind: OriginKind) -> None:
+        """A blob or manifest asked of an origin registry (a fill or a fetch started)."""
+        self._origin_fetches.labels(kind).inc()
+
+    def origin_written_through(self, kind: WrittenKind) -> None:
+        """Something from an origin registry written through to the bucket."""
+        self._origin_written.labels(kind).inc()
+
+    def s3_request(self, operation: S3Operation, outcome: S3Outcome, seconds: float) -> None:
+        self._s3_requests.labels(operation, outcome).inc()
+        self._s3_duration.labels(operation).observe(seconds)
+
+    def s3_retry(self, operation: S3Operation) -> None:
+        self._s3_retries.labels(operation).inc()
 
     def count_request(
-        self, route: str, method: str, status: int, seconds: float, sent: int
+        self, route: Route, method: str, status: int, seconds: float, sent: int
     ) -> None:
         """One answered request. The labelled children are looked up once and kept:
         prometheus-client's labels() is costly on every request."""
@@ -300,9 +390,9 @@ class Metrics:
         children = self._request_children.get(key)
         if children is None:
             children = (
-                self.http_requests.labels(route, method, str(status)),
-                self.http_duration.labels(route, method),
-                self.http_bytes.labels(route),
+                self._http_requests.labels(route, method, str(status)),
+                self._http_duration.labels(route, method),
+                self._http_bytes.labels(route),
             )
             self._request_children[key] = children
         requests, duration, sent_bytes = children
@@ -323,6 +413,16 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample's value, by its exposed name with or without the
+        `registry_local_` prefix and a counter's `_total` (0 if absent)."""
+        full = name if name.startswith(_PREFIX) else _PREFIX + name
+        for candidate in (full, full + "_total"):
+            value = self.registry.get_sample_value(candidate, labels)
+            if value is not None:
+                return value
+        return 0.0
 
 
 def _task_count() -> float:

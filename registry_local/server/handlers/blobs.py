@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...cache.blobs import SmallBlob
-from ...cache.direct import DirectBlob
 from ...oci.byterange import parse_range
 from ...oci.digest import Digest
 from ...oci.reference import parse_name
@@ -45,34 +43,24 @@ async def delete_blob(request: web.Request) -> web.Response:
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
-    reader = await request.app[BLOBS].open(name, digest, request.query.get("ns"))
-    if isinstance(reader, SmallBlob):
-        # Whole in memory: one write for the headers and the body together.
-        byte_range = parse_range(request.headers.get("Range"), reader.size)
-        response = web.Response(
-            status=206 if byte_range.partial else 200,
-            body=reader.data[byte_range.start : byte_range.end],
-            headers=_headers(digest),
-        )
-        if byte_range.partial:
-            response.headers["Content-Range"] = byte_range.content_range()
-        request.app[METRICS].blob_bytes_served.labels("disk").inc(byte_range.length)
-        return response
+    body = await request.app[BLOBS].open(name, digest, request.query.get("ns"))
     try:
-        byte_range = parse_range(request.headers.get("Range"), reader.size)
-        if isinstance(reader, DirectBlob) and byte_range.end < reader.size:
-            # Straight from S3, only a range reaching the end can be verified: send
-            # the whole blob instead (RFC 9110 lets a server ignore Range).
-            byte_range = parse_range(None, reader.size)
-        stream = web.StreamResponse(
-            status=206 if byte_range.partial else 200, headers=_headers(digest)
-        )
+        byte_range = body.fit(parse_range(request.headers.get("Range"), body.size))
+        headers = _headers(digest)
         if byte_range.partial:
-            stream.headers["Content-Range"] = byte_range.content_range()
+            headers["Content-Range"] = byte_range.content_range()
+        status = 206 if byte_range.partial else 200
+        if body.whole is not None:
+            # Whole in memory: one write for the headers and the body together.
+            request.app[METRICS].blob_bytes_sent(body.source, byte_range.length, by_sendfile=False)
+            return web.Response(
+                status=status, body=body.whole[byte_range.start : byte_range.end], headers=headers
+            )
+        stream = web.StreamResponse(status=status, headers=headers)
         stream.content_length = byte_range.length
         await stream.prepare(request)
-        if await send_blob(request, stream, reader, byte_range, request.app[METRICS]):
+        if await send_blob(request, stream, body, byte_range, request.app[METRICS]):
             await stream.write_eof()
         return stream
     finally:
-        reader.close()
+        body.close()
