@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         "however many clients ask at the same time. S3 credentials come from the "
         "standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...).",
     )
-    config.add_options(serve, ("store", "origin", "cache", "serve"))
+    config.add_options(serve, "serve")
 
     importer = commands.add_parser(
         "import",
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         "into the backing store in distribution's layout as NAME:TAG. A docker-archive is "
         "converted as the docker engine pushes it: gzipped layers, a schema2 manifest.",
     )
-    config.add_options(importer, ("store",))
+    config.add_options(importer, "import")
     importer.add_argument("source", type=Path, metavar="SOURCE")
     importer.add_argument("image", metavar="NAME[:TAG]")
     importer.add_argument(
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Read NAME:TAG, every platform, from the backing store, verify every "
         "digest, and write it to DEST as an OCI image layout directory.",
     )
-    config.add_options(exporter, ("store",))
+    config.add_options(exporter, "export")
     exporter.add_argument("image", metavar="NAME[:TAG]")
     exporter.add_argument("dest", type=Path, metavar="DEST")
 
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "Safe beside a server running on the same cache dir, which then serves them "
         "without asking the backing store.",
     )
-    config.add_options(warm, ("store", "origin", "cache"))
+    config.add_options(warm, "warm")
     warm.add_argument("images", nargs="+", metavar="IMAGE", help="NAME[:TAG] or NAME@DIGEST")
     warm.add_argument(
         "--platform",
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         "not match their digest and exit 1 if there are any; with --repair, move them to "
         "quarantine/ so they are fetched again. Safe beside a running server.",
     )
-    config.add_options(verify, ("cache",))
+    config.add_options(verify, "verify")
     verify.add_argument("--repair", action="store_true", help="quarantine what does not match")
 
     prune = commands.add_parser(
@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "until it holds at most --to bytes (default: 85%% of --cache-max-bytes). Safe "
         "beside a running server.",
     )
-    config.add_options(prune, ("cache",))
+    config.add_options(prune, "prune")
     prune.add_argument("--to", metavar="SIZE", help="e.g. 20GiB, 500MB, 0")
 
     loadtest = commands.add_parser(
@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Probe a running server, for container health checks and scripts. "
         "Reads --listen like `serve` does (flag, environment, --config).",
     )
-    config.add_options(check, ("serve",))
+    config.add_options(check, "check")
     check.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
 
     sample = commands.add_parser(
@@ -323,19 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             _serve(config.load(args))
         elif args.command == "import":
-            asyncio.run(_import(config.load(args, groups=("store",)), args))
+            asyncio.run(_import(config.load(args), args))
         elif args.command == "export":
-            asyncio.run(_export(config.load(args, groups=("store",)), args))
+            asyncio.run(_export(config.load(args), args))
         elif args.command == "warm":
-            return asyncio.run(_warm(config.load(args, groups=("store", "origin", "cache")), args))
+            return asyncio.run(_warm(config.load(args), args))
         elif args.command == "verify":
-            return _verify(config.load(args, groups=("cache",)), args.repair)
+            return _verify(config.load(args), args.repair)
         elif args.command == "prune":
-            return _prune(config.load(args, groups=("cache",)), args.to)
+            return _prune(config.load(args), args.to)
         elif args.command == "loadtest":
             return _loadtest(args)
         elif args.command == "check":
-            return _check(config.load(args, groups=("serve",)), args.ready)
+            return _check(config.load(args), args.ready)
         elif args.command == "sample":
             _sample(args.dest)
     except ConfigError as exc:

@@ -83,7 +83,7 @@ def _load_config(values: dict):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "config.yaml"
         path.write_text(yaml.safe_dump(values))
-        return load(argparse.Namespace(config=str(path)), {})
+        return load(argparse.Namespace(command="serve", config=str(path)), {})
 
 
 def test_the_systemd_config_example_is_valid():

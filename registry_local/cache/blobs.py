@@ -39,7 +39,7 @@ _SIZE_ENTRIES = 100_000
 # up to _SMALL_MEMO bytes in all.
 SMALL = 128 * 1024
 _SMALL_MEMO = 32 * 1024 * 1024
-_ONE_STREAM = PartPolicy(size=0)
+_ONE_STREAM = PartPolicy(size=0, concurrency=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,8 @@ class PartPolicy:
     """How a fill splits a large blob: parts of `size` bytes (0: one stream for
     the whole blob), at most `concurrency` read at once."""
 
-    size: int = 8 * MIB
-    concurrency: int = 8
+    size: int
+    concurrency: int
 
     @property
     def first_end(self) -> int | None:

@@ -39,7 +39,7 @@ class BlobSource(Protocol):
 class RetryPolicy:
     """How often and how patiently a read resumes."""
 
-    attempts: int = 5  # consecutive failures without progress before giving up
+    attempts: int  # consecutive failures without progress before giving up
     base_delay: float = 0.1
     max_delay: float = 5.0
 

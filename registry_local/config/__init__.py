@@ -1,0 +1,36 @@
+"""Configuration: one table of options (options.py), read from flags, the
+environment and a YAML file (load.py) into frozen settings (settings.py), whose
+fields hold every default once. Option values as text are parsed in values.py."""
+
+from .load import check_exposure, load
+from .options import COMMANDS, OPTIONS, Command, Option, add_options, reference_markdown
+from .settings import (
+    CacheSettings,
+    OriginSettings,
+    PushSettings,
+    S3Settings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+)
+from .values import is_loopback, parse_size
+
+__all__ = [
+    "COMMANDS",
+    "OPTIONS",
+    "CacheSettings",
+    "Command",
+    "Option",
+    "OriginSettings",
+    "PushSettings",
+    "S3Settings",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+    "add_options",
+    "check_exposure",
+    "is_loopback",
+    "load",
+    "parse_size",
+    "reference_markdown",
+]

@@ -1,0 +1,238 @@
+"""Reading the options: flags win over the environment, the environment over the
+file, the file over the defaults. The result is parsed once into the frozen
+settings (settings.py); each component receives only its own part."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from ..errors import ConfigError
+from . import options as o
+from .options import COMMANDS, ENV_PREFIX, OPTIONS, Command, Option
+from .settings import (
+    CacheSettings,
+    OriginSettings,
+    PushSettings,
+    S3Settings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+)
+from .values import is_loopback, origin_url
+
+__all__ = ["check_exposure", "load"]
+
+T = TypeVar("T")
+
+
+class _Values:
+    """The raw text each option was given (flag, env or file), parsed on request."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, option: Option[T]) -> T:
+        raw = self._raw.get(option.name)
+        if raw is None:
+            return option.default()
+        try:
+            return option.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"--{option.name} {raw!r}: {exc}") from None
+
+
+class _File:
+    """The config file: option values as text, and the `upstreams` list."""
+
+    def __init__(self, path: str | None) -> None:
+        self.options: dict[str, str] = {}
+        self.upstreams: list[OriginSettings] = []
+        if path is None:
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of option names to values")
+        known = {option.name for option in OPTIONS}
+        for key, value in data.items():
+            name = str(key).replace("_", "-")
+            if name == "upstreams":
+                self.upstreams = _upstream_mappings(value, path)
+            elif name in known:
+                self.options[name] = "" if value is None else str(value)
+            else:
+                raise ConfigError(f"config file {path}: unknown option {key!r}")
+
+
+def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
+    """The config file's `upstreams`: a list of {match, url, credentials_file}."""
+    if not isinstance(value, list):
+        raise ConfigError(f"config file {path}: upstreams must be a list")
+    mappings = []
+    for entry in value:
+        if not isinstance(entry, dict) or not {"match", "url"} <= set(entry):
+            raise ConfigError(f"config file {path}: each upstream needs match and url")
+        unknown = set(entry) - {"match", "url", "credentials_file"}
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown upstream keys {sorted(unknown)}")
+        try:
+            url = origin_url(str(entry["url"]))
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: upstream url: {exc}") from None
+        username, password = _credentials(entry.get("credentials_file"), {})
+        mappings.append(OriginSettings(url, str(entry["match"]), username, password))
+    return mappings
+
+
+def _credentials(path: str | None, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """USER:PASSWORD from a file (never a flag: flags show in ps), else from the env."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+        username, sep, password = text.partition(":")
+        if not sep or not username:
+            raise ConfigError(f"credentials file {path} must hold USER:PASSWORD")
+        return username, password
+    from_env = environ.get(ENV_PREFIX + "UPSTREAM_USERNAME")
+    if not from_env:
+        return None, None
+    return from_env, environ.get(ENV_PREFIX + "UPSTREAM_PASSWORD", "")
+
+
+def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings for `args.command` from its flags, the environment and the config
+    file; the parts for option groups the command does not take keep their
+    defaults."""
+    command: Command = args.command
+    groups = COMMANDS[command]
+    flags = vars(args)
+    file = _File(flags.get("config") or environ.get(ENV_PREFIX + "CONFIG"))
+    raw: dict[str, str] = {}
+    for option in OPTIONS:
+        if option.group not in groups:
+            continue
+        if option.dest in flags:
+            raw[option.name] = flags[option.dest]
+        elif option.env in environ:
+            raw[option.name] = environ[option.env]
+        elif option.name in file.options:
+            raw[option.name] = file.options[option.name]
+    v = _Values(raw)
+    settings = Settings(
+        store=_store(v, file, environ, "origin" in groups)
+        if "store" in groups
+        else StoreSettings(),
+        cache=_cache(v) if "cache" in groups else CacheSettings(),
+    )
+    if "serve" not in groups:
+        return settings
+    host, port = v[o.LISTEN]
+    settings = Settings(
+        server=ServerSettings(
+            host=host,
+            port=port,
+            metrics_listen=v[o.METRICS_LISTEN],
+            shutdown_timeout=v[o.SHUTDOWN_TIMEOUT],
+            warm_endpoint=v[o.WARM_ENDPOINT],
+            tls_cert=v[o.TLS_CERT],
+            tls_key=v[o.TLS_KEY],
+            auth_htpasswd=v[o.AUTH_HTPASSWD],
+            auth_token_file=v[o.AUTH_TOKEN_FILE],
+            log_level=v[o.LOG_LEVEL],
+            log_format=v[o.LOG_FORMAT],
+        ),
+        cache=settings.cache,
+        store=settings.store,
+        push=PushSettings(
+            allow_push=v[o.ALLOW_PUSH],
+            allow_delete=v[o.ALLOW_DELETE],
+            upload_expiry=v[o.UPLOAD_EXPIRY],
+        ),
+    )
+    check_exposure(settings)
+    return settings
+
+
+def _cache(v: _Values) -> CacheSettings:
+    max_bytes, max_share = v[o.CACHE_MAX_BYTES] or (0, 0.0)
+    return CacheSettings(
+        directory=v[o.CACHE_DIR],
+        tag_ttl=v[o.TAG_TTL],
+        fill_attempts=v[o.FILL_ATTEMPTS],
+        max_bytes=max_bytes,
+        max_share=max_share,
+    )
+
+
+def _store(
+    v: _Values, file: _File, environ: Mapping[str, str], with_origins: bool
+) -> StoreSettings:
+    bucket, endpoint = v[o.S3_BUCKET], v[o.S3_ENDPOINT]
+    if endpoint and not bucket:
+        raise ConfigError("--s3-endpoint needs --s3-bucket")
+    concurrency = v[o.S3_MAX_CONCURRENCY]
+    s3 = None
+    if bucket:
+        s3 = S3Settings(
+            bucket=bucket,
+            endpoint=endpoint,
+            region=v[o.S3_REGION],
+            read_timeout=v[o.S3_READ_TIMEOUT],
+            # Blob reads, plus room for the small requests that never wait for them.
+            max_connections=concurrency + 16,
+        )
+    return StoreSettings(
+        s3=s3,
+        fs_root=v[o.FS_ROOT],
+        prefix=v[o.S3_PREFIX],
+        max_concurrency=concurrency,
+        part_size=v[o.S3_PART_SIZE],
+        fill_concurrency=v[o.S3_FILL_CONCURRENCY],
+        upstreams=_upstreams(v, file, environ) if with_origins else (),
+    )
+
+
+def _upstreams(v: _Values, file: _File, environ: Mapping[str, str]) -> tuple[OriginSettings, ...]:
+    """The file's mappings first (most specific), then --upstream for every name."""
+    mappings = list(file.upstreams)
+    username, password = _credentials(v[o.UPSTREAM_CREDENTIALS], environ)
+    url = v[o.UPSTREAM]
+    if url:
+        mappings.append(OriginSettings(url, "*", username, password))
+    return tuple(mappings)
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse set-ups that would expose writes or credentials to the network."""
+    server = settings.server
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    auth = server.auth_htpasswd is not None or server.auth_token_file is not None
+    writes = settings.push.allow_push or server.warm_endpoint
+    if is_loopback(server.host):
+        return
+    if writes and not auth:
+        raise ConfigError(
+            f"--allow-push or --warm-endpoint on {server.host}, which is not a loopback "
+            "address, needs authentication: --auth-htpasswd or --auth-token-file"
+        )
+    if auth and server.tls_cert is None:
+        raise ConfigError(
+            f"credentials would cross the network to {server.host} in clear text: "
+            "give --tls-cert and --tls-key"
+        )

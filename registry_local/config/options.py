@@ -1,0 +1,417 @@
+"""The option table: every setting's flag, environment variable and file key.
+
+Each option in `OPTIONS` is a command-line flag `--name`, an environment variable
+`REGISTRY_LOCAL_NAME` (dashes become underscores) and a key `name` in the file
+given by `--config`. Its default is read from the settings field it sets
+(settings.py), so `--help`, docs/configuration.md and the program agree.
+`COMMANDS` is the one table of which option groups each command takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from . import values
+from .settings import (
+    CacheSettings,
+    PushSettings,
+    S3Settings,
+    ServerSettings,
+    StoreSettings,
+)
+
+__all__ = [
+    "COMMANDS",
+    "ENV_PREFIX",
+    "OPTIONS",
+    "Command",
+    "Group",
+    "Option",
+    "add_options",
+    "reference_markdown",
+]
+
+T = TypeVar("T")
+ENV_PREFIX = "REGISTRY_LOCAL_"
+
+Group = Literal["store", "origin", "cache", "serve"]
+Command = Literal["serve", "import", "export", "warm", "verify", "prune", "check"]
+
+# The option groups each command takes.
+COMMANDS: dict[Command, tuple[Group, ...]] = {
+    "serve": ("store", "origin", "cache", "serve"),
+    "import": ("store",),
+    "export": ("store",),
+    "warm": ("store", "origin", "cache"),
+    "verify": ("cache",),
+    "prune": ("cache",),
+    "check": ("serve",),
+}
+
+
+def _field(owner: type[Any], name: str) -> Callable[[], Any]:
+    """The default of a settings field, read when asked (some depend on $HOME)."""
+    spec = {f.name: f for f in dataclasses.fields(owner)}[name]
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory
+    default = spec.default
+    return lambda: default
+
+
+def _unset() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One setting: a flag, an environment variable and a config-file key."""
+
+    name: str
+    help: str
+    parse: Callable[[str], T]
+    default: Callable[[], T]
+    show: Callable[[T], str | None] = lambda value: None if value is None else str(value)
+    metavar: str | None = None
+    group: Group = "store"
+    flag: bool = False  # a switch: `--name` alone means true
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def default_text(self) -> str | None:
+        return self.show(self.default())
+
+
+def _show_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+S3_ENDPOINT: Option[str | None] = Option(
+    "s3-endpoint",
+    "S3 endpoint URL (omit for AWS); path-style addressing is used",
+    values.optional(values.text),
+    _field(S3Settings, "endpoint"),
+    metavar="URL",
+)
+S3_BUCKET: Option[str | None] = Option(
+    "s3-bucket",
+    "S3 bucket holding distribution's layout; without it the backing "
+    "store is the directory --fs-root",
+    values.optional(values.text),
+    _unset,
+    metavar="NAME",
+)
+S3_REGION: Option[str | None] = Option(
+    "s3-region",
+    "S3 region",
+    values.optional(values.text),
+    _field(S3Settings, "region"),
+    metavar="REGION",
+)
+S3_PREFIX: Option[str] = Option(
+    "s3-prefix",
+    "key prefix in the bucket (distribution's rootdirectory)",
+    values.text,
+    _field(StoreSettings, "prefix"),
+    metavar="PREFIX",
+)
+S3_READ_TIMEOUT: Option[float] = Option(
+    "s3-read-timeout",
+    "seconds a read from S3 may stall before it is retried",
+    values.seconds,
+    _field(S3Settings, "read_timeout"),
+    values.show_seconds,
+    metavar="SECONDS",
+)
+S3_MAX_CONCURRENCY: Option[int] = Option(
+    "s3-max-concurrency",
+    "blob bodies read from S3 at once; more wait their turn, fill by fill in turn",
+    values.positive_int,
+    _field(StoreSettings, "max_concurrency"),
+    metavar="N",
+)
+S3_PART_SIZE: Option[int] = Option(
+    "s3-part-size",
+    "fills of blobs larger than this read them as parts of this size, several at "
+    "once (ranged GETs), e.g. 8MiB; 0 reads every blob as one stream",
+    values.part_size,
+    _field(StoreSettings, "part_size"),
+    values.show_size,
+    metavar="SIZE",
+)
+S3_FILL_CONCURRENCY: Option[int] = Option(
+    "s3-fill-concurrency",
+    "parts of one fill read at once (within --s3-max-concurrency, shared in turn with other fills)",
+    values.positive_int,
+    _field(StoreSettings, "fill_concurrency"),
+    metavar="N",
+)
+UPSTREAM: Option[str | None] = Option(
+    "upstream",
+    "origin registry (http(s)://host[:port]) that fills the bucket on a miss: "
+    "manifests, tags and blobs not in S3 are fetched from it once and written "
+    "through; per-registry origins go in the config file's `upstreams` list",
+    values.optional(values.origin_url),
+    _unset,
+    metavar="URL",
+    group="origin",
+)
+UPSTREAM_CREDENTIALS: Option[str | None] = Option(
+    "upstream-credentials",
+    "file holding USER:PASSWORD for --upstream (or set REGISTRY_LOCAL_UPSTREAM_USERNAME "
+    "and REGISTRY_LOCAL_UPSTREAM_PASSWORD)",
+    values.optional(values.text),
+    _unset,
+    metavar="FILE",
+    group="origin",
+)
+FS_ROOT: Option[Path] = Option(
+    "fs-root",
+    "directory of the embedded backing store (distribution's filesystem "
+    "layout), used when no --s3-bucket is given",
+    values.path,
+    _field(StoreSettings, "fs_root"),
+    metavar="DIR",
+)
+LISTEN: Option[tuple[str, int]] = Option(
+    "listen",
+    "address to serve on",
+    values.listen,
+    lambda: (_field(ServerSettings, "host")(), _field(ServerSettings, "port")()),
+    values.show_listen,
+    "HOST:PORT",
+    "serve",
+)
+CACHE_DIR: Option[Path] = Option(
+    "cache-dir",
+    "directory of this host's cache",
+    values.path,
+    _field(CacheSettings, "directory"),
+    metavar="DIR",
+    group="cache",
+)
+TAG_TTL: Option[float] = Option(
+    "tag-ttl",
+    "seconds a tag's target is trusted before it is checked again",
+    values.seconds,
+    _field(CacheSettings, "tag_ttl"),
+    values.show_seconds,
+    "SECONDS",
+    "cache",
+)
+FILL_ATTEMPTS: Option[int] = Option(
+    "fill-attempts",
+    "consecutive failed reads of one blob before its fill gives up",
+    values.positive_int,
+    _field(CacheSettings, "fill_attempts"),
+    metavar="N",
+    group="cache",
+)
+CACHE_MAX_BYTES: Option[tuple[int, float] | None] = Option(
+    "cache-max-bytes",
+    "limit of the cache dir, e.g. 50GiB, 500MB or 80% (of its filesystem); least "
+    "recently used blobs are evicted past it; none if unset",
+    values.optional(values.parse_size),
+    _unset,
+    metavar="SIZE",
+    group="cache",
+)
+WARM_ENDPOINT: Option[bool] = Option(
+    "warm-endpoint",
+    "accept POST /-/warm to fetch images into the cache ahead of a deploy",
+    values.boolean,
+    _field(ServerSettings, "warm_endpoint"),
+    _show_bool,
+    group="serve",
+    flag=True,
+)
+ALLOW_PUSH: Option[bool] = Option(
+    "allow-push",
+    "accept pushes (blob uploads, manifest PUTs), written through to the backing store",
+    values.boolean,
+    _field(PushSettings, "allow_push"),
+    _show_bool,
+    group="serve",
+    flag=True,
+)
+ALLOW_DELETE: Option[bool] = Option(
+    "allow-delete",
+    "with --allow-push, also accept DELETE of manifests, tags and blob links",
+    values.boolean,
+    _field(PushSettings, "allow_delete"),
+    _show_bool,
+    group="serve",
+    flag=True,
+)
+UPLOAD_EXPIRY: Option[float] = Option(
+    "upload-expiry",
+    "seconds an idle upload session is kept before it is removed",
+    values.seconds,
+    _field(PushSettings, "upload_expiry"),
+    values.show_seconds,
+    "SECONDS",
+    "serve",
+)
+TLS_CERT: Option[Path | None] = Option(
+    "tls-cert",
+    "serve HTTPS with this certificate (PEM, with its chain); needs --tls-key",
+    values.optional(values.path),
+    _field(ServerSettings, "tls_cert"),
+    metavar="FILE",
+    group="serve",
+)
+TLS_KEY: Option[Path | None] = Option(
+    "tls-key",
+    "the private key of --tls-cert (PEM)",
+    values.optional(values.path),
+    _field(ServerSettings, "tls_key"),
+    metavar="FILE",
+    group="serve",
+)
+AUTH_HTPASSWD: Option[Path | None] = Option(
+    "auth-htpasswd",
+    "require credentials for the registry API: users from an htpasswd file "
+    "(bcrypt entries, htpasswd -B)",
+    values.optional(values.path),
+    _field(ServerSettings, "auth_htpasswd"),
+    metavar="FILE",
+    group="serve",
+)
+AUTH_TOKEN_FILE: Option[Path | None] = Option(
+    "auth-token-file",
+    "require credentials for the registry API: bearer tokens, one a line",
+    values.optional(values.path),
+    _field(ServerSettings, "auth_token_file"),
+    metavar="FILE",
+    group="serve",
+)
+METRICS_LISTEN: Option[tuple[str, int] | None] = Option(
+    "metrics-listen",
+    "also serve /metrics, /healthz and /readyz on this address",
+    values.optional(values.listen),
+    _field(ServerSettings, "metrics_listen"),
+    values.show_listen,
+    "HOST:PORT",
+    "serve",
+)
+SHUTDOWN_TIMEOUT: Option[float] = Option(
+    "shutdown-timeout",
+    "seconds requests in progress get to finish on SIGTERM",
+    values.seconds,
+    _field(ServerSettings, "shutdown_timeout"),
+    values.show_seconds,
+    "SECONDS",
+    "serve",
+)
+LOG_LEVEL: Option[str] = Option(
+    "log-level",
+    "debug, info, warning or error",
+    values.log_level,
+    _field(ServerSettings, "log_level"),
+    metavar="LEVEL",
+    group="serve",
+)
+LOG_FORMAT: Option[str] = Option(
+    "log-format",
+    "json (one object per line) or text",
+    values.log_format,
+    _field(ServerSettings, "log_format"),
+    metavar="FORMAT",
+    group="serve",
+)
+
+OPTIONS: tuple[Option[Any], ...] = (
+    S3_ENDPOINT,
+    S3_BUCKET,
+    S3_REGION,
+    S3_PREFIX,
+    S3_READ_TIMEOUT,
+    S3_MAX_CONCURRENCY,
+    S3_PART_SIZE,
+    S3_FILL_CONCURRENCY,
+    UPSTREAM,
+    UPSTREAM_CREDENTIALS,
+    FS_ROOT,
+    LISTEN,
+    CACHE_DIR,
+    TAG_TTL,
+    FILL_ATTEMPTS,
+    CACHE_MAX_BYTES,
+    WARM_ENDPOINT,
+    ALLOW_PUSH,
+    ALLOW_DELETE,
+    UPLOAD_EXPIRY,
+    TLS_CERT,
+    TLS_KEY,
+    AUTH_HTPASSWD,
+    AUTH_TOKEN_FILE,
+    METRICS_LISTEN,
+    SHUTDOWN_TIMEOUT,
+    LOG_LEVEL,
+    LOG_FORMAT,
+)
+
+
+def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
+    """Add the flags of the option groups `command` takes, plus --config."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"YAML file with any of these options as keys (env {ENV_PREFIX}CONFIG)",
+    )
+    wanted = COMMANDS[command]
+    for option in OPTIONS:
+        if option.group not in wanted:
+            continue
+        default = option.default_text()
+        shown = f" (default: {default})" if default and not option.flag else ""
+        help_text = f"{option.help}{shown}; env {option.env}".replace("%", "%%")
+        if option.flag:
+            parser.add_argument(
+                f"--{option.name}",
+                dest=option.dest,
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                f"--{option.name}",
+                dest=option.dest,
+                metavar=option.metavar,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+
+
+def reference_markdown() -> str:
+    """The table of every option, for docs/configuration.md (a test keeps it current)."""
+    rows = [
+        "| flag | environment | config key | default | commands | what |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    home = os.path.expanduser("~")
+    for option in OPTIONS:
+        default = option.default_text()
+        if default and default.startswith(home):
+            default = "~" + default[len(home) :]
+        flag = f"`--{option.name}`" + ("" if option.flag else f" {option.metavar or 'VALUE'}")
+        commands = ", ".join(c for c, groups in COMMANDS.items() if option.group in groups)
+        rows.append(
+            f"| {flag} | `{option.env}` | `{option.name}` | "
+            f"{f'`{default}`' if default else '-'} | {commands} | {option.help} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,116 @@
+"""What each component is configured with: frozen dataclasses, parsed once.
+
+Every default is stated here, once: the option table (options.py) shows these
+values in `--help` and docs/configuration.md, and components never carry
+defaults of their own for what an option sets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "CacheSettings",
+    "OriginSettings",
+    "PushSettings",
+    "S3Settings",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+    "default_cache_dir",
+    "default_fs_root",
+]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "registry-local")
+
+
+def default_fs_root() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base, "registry-local", "store")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """What the S3 backend needs; credentials come from the standard AWS chain."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_connections: int = 64
+    attempts: int = 3  # per request, for failures a retry may fix
+    circuit_threshold: int = 5  # consecutive failures that open the circuit breaker
+    circuit_cooldown: float = 1.0  # seconds it stays open before a probe (doubling)
+
+
+@dataclass(frozen=True)
+class OriginSettings:
+    """An origin registry that fills S3 on a miss, for the names it matches: `*`
+    (all), or a registry host given by containerd's `?ns=` or as the first part
+    of the name (then stripped from the name asked of the origin)."""
+
+    url: str
+    match: str = "*"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The backing store: an S3 bucket, or else a directory (the embedded default)."""
+
+    s3: S3Settings | None = None
+    fs_root: Path = field(default_factory=default_fs_root)
+    prefix: str = ""
+    max_concurrency: int = 32  # blob bodies read at once
+    part_size: int = 8 << 20  # fills of larger blobs read parts at once; 0: one stream
+    fill_concurrency: int = 8  # parts of one fill read at once
+    upstreams: tuple[OriginSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    directory: Path = field(default_factory=default_cache_dir)
+    tag_ttl: float = 30.0
+    fill_attempts: int = 5  # consecutive failed reads of one blob before a fill gives up
+    max_bytes: int = 0  # 0 and max_share 0: no limit
+    max_share: float = 0.0  # of the cache dir's filesystem
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    allow_push: bool = False
+    allow_delete: bool = False
+    upload_expiry: float = 86400.0  # idle seconds before an upload session is removed
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    metrics_listen: tuple[str, int] | None = None
+    shutdown_timeout: float = 30.0
+    warm_endpoint: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_htpasswd: Path | None = None
+    auth_token_file: Path | None = None
+    ready_interval: float = 2.0  # seconds a readiness probe's answer is reused
+    log_level: str = "info"
+    log_format: str = "text"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    push: PushSettings = field(default_factory=PushSettings)

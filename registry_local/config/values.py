@@ -1,0 +1,175 @@
+"""Option values as text: parsing what users write, and showing defaults back.
+
+Each parser raises ValueError with a short description of what it expects;
+load.py turns that into a ConfigError naming the option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = [
+    "MIN_PART_SIZE",
+    "boolean",
+    "is_loopback",
+    "listen",
+    "log_format",
+    "log_level",
+    "optional",
+    "origin_url",
+    "parse_size",
+    "part_size",
+    "path",
+    "positive_int",
+    "seconds",
+    "show_listen",
+    "show_seconds",
+    "show_size",
+    "text",
+]
+
+T = TypeVar("T")
+
+
+def text(value: str) -> str:
+    return value
+
+
+def optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
+    """`parse`, with an empty value meaning unset."""
+
+    def parse_optional(value: str) -> T | None:
+        return parse(value) if value != "" else None
+
+    return parse_optional
+
+
+def path(value: str) -> Path:
+    return Path(value)
+
+
+def listen(value: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
+    if not match:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:5000 or [::1]:5000")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError("port out of range")
+    return host, port
+
+
+def show_listen(value: tuple[str, int] | None) -> str | None:
+    if value is None:
+        return None
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def seconds(value: str) -> float:
+    number = float(value)
+    if number < 0 or number != number:
+        raise ValueError("must be a number of seconds >= 0")
+    return number
+
+
+def show_seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+
+def parse_size(value: str) -> tuple[int, float]:
+    """`50GiB`, `500MB`, `1024` (bytes) or `80%` (of the filesystem): (bytes, share)."""
+    compact = value.strip().lower().replace(" ", "")
+    if compact.endswith("%"):
+        share = float(compact[:-1])
+        if not 0 < share <= 100:
+            raise ValueError("a percentage between 0 and 100")
+        return 0, share / 100
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", compact)
+    if match is None or match.group(2) not in _UNITS:
+        raise ValueError("a size like 50GiB, 500MB, 1073741824 or 80%")
+    return int(float(match.group(1)) * _UNITS[match.group(2)]), 0.0
+
+
+def show_size(value: int) -> str:
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _UNITS[unit.lower()]
+        if value and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+MIN_PART_SIZE = 64 * 1024
+
+
+def part_size(value: str) -> int:
+    size, share = parse_size(value)
+    if share or 0 < size < MIN_PART_SIZE:
+        raise ValueError("0 (off) or a size of at least 64KiB, like 8MiB")
+    return size
+
+
+def origin_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^/\s]+/?", value.strip()):
+        raise ValueError("expected http(s)://host[:port]")
+    return value.strip().rstrip("/")
+
+
+def log_level(value: str) -> str:
+    level = value.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("one of debug, info, warning, error")
+    return level
+
+
+def log_format(value: str) -> str:
+    if value not in ("json", "text"):
+        raise ValueError("json or text")
+    return value
+
+
+def boolean(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("true or false")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
