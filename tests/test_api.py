@@ -27,7 +27,9 @@ from registry_local.transfer.imagebuild import (
 )
 
 from .support.harness import fetch, s3_settings, seed_all
+from .support.images import blob_key
 from .support.rawhttp import raw_request
+from .support.s3proxy import S3Proxy
 
 V2 = "registry/2.0"
 
@@ -184,15 +186,11 @@ async def test_blob_get_and_head(start_cache, images, s3proxy):
         assert headers["Content-Length"] == str(len(data))
     status, headers, _ = await fetch(url, method="HEAD")
     assert status == 200 and headers["Content-Length"] == str(len(data))
-    assert s3proxy.blob_gets() == {f"{s3proxy_bucket(s3proxy)}/{_data_key(digest)}": 1}
+    assert s3proxy.blob_gets() == {f"{s3proxy_bucket(s3proxy)}/{blob_key(digest)}": 1}
 
 
-def s3proxy_bucket(proxy) -> str:
+def s3proxy_bucket(proxy: S3Proxy) -> str:
     return next(r.key for r in proxy.requests if r.key.endswith("/data")).split("/")[0]
-
-
-def _data_key(digest: Digest) -> str:
-    return f"docker/registry/v2/blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
 
 
 @pytest.mark.parametrize("warm", [False, True])

@@ -15,6 +15,7 @@ from registry_local.server.state import BLOBS, INFLIGHT
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import pull_image, seed
+from .support.images import cached_blob
 from .support.processes import AWS_ENV, free_port, sealed_env
 from .support.s3proxy import Fault, key_endswith
 
@@ -154,7 +155,7 @@ async def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
         assert await asyncio.wait_for(server.process.wait(), BOUND) == 0
     finally:
         await server.stop()
-    assert (tmp_path / "cache" / "blobs" / "sha256" / layer.hex[:2] / layer.hex).exists()
+    assert cached_blob(tmp_path / "cache", layer).exists()
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
 
 
@@ -197,5 +198,5 @@ async def test_sigterm_cuts_what_outlasts_the_deadline(
         await server.stop()
     cache = tmp_path / "cache"
     assert list((cache / "tmp").iterdir()) == []  # the unfinished fill left nothing
-    assert not (cache / "blobs" / "sha256" / other_layer.hex[:2] / other_layer.hex).exists()
+    assert not cached_blob(cache, other_layer).exists()
     assert any("stopped" in line for line in server.lines)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -27,7 +28,7 @@ DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes" / "registry-local.yaml"
 
 
-def _manifests() -> list[dict]:
+def _manifests() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(KUBERNETES.read_text()) if d]
 
 
@@ -78,7 +79,7 @@ def test_the_daemonset_is_what_a_node_needs():
     )
 
 
-def _load_config(values: dict):
+def _load_config(values: dict[str, Any]):
     """Settings from a config file with these values, as `serve --config` reads it."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "config.yaml"

@@ -18,18 +18,12 @@ import pytest
 
 from registry_local.disk import store as disk_store
 from registry_local.oci.digest import Digest
-from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, metric, pull_image, seed
+from .support.images import blob_key, image_with_layer
 from .support.s3proxy import Fault, key_endswith
 
 MIB = 1 << 20
-
-
-def _image(size: int):
-    image = build_image([{"blob.bin": os.urandom(size)}])
-    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
-    return image, layer
 
 
 async def _get(url: str) -> bytes:
@@ -39,7 +33,7 @@ async def _get(url: str) -> bytes:
 
 
 async def test_lru_eviction_keeps_the_cache_within_its_limit(start_cache, direct_store):
-    images = [_image(MIB) for _ in range(6)]
+    images = [image_with_layer(MIB) for _ in range(6)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
     limit = int(3.5 * MIB)
@@ -64,8 +58,8 @@ async def test_lru_eviction_keeps_the_cache_within_its_limit(start_cache, direct
 
 
 async def test_a_blob_being_sent_is_not_evicted_under_it(start_cache, direct_store):
-    big, big_layer = _image(48 * MIB)
-    other, other_layer = _image(24 * MIB)
+    big, big_layer = image_with_layer(48 * MIB)
+    other, other_layer = image_with_layer(24 * MIB)
     await seed(direct_store, "big", "v1", big)
     await seed(direct_store, "other", "v1", other)
     cache = await start_cache(max_bytes=64 * MIB)
@@ -87,7 +81,7 @@ async def test_a_blob_being_sent_is_not_evicted_under_it(start_cache, direct_sto
 
 async def test_access_order_survives_a_restart(start_cache, direct_store, monkeypatch):
     monkeypatch.setattr(disk_store, "TOUCH_INTERVAL", 0.0)  # write every access to disk
-    images = [_image(MIB) for _ in range(4)]
+    images = [image_with_layer(MIB) for _ in range(4)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
     first = await start_cache()
@@ -141,8 +135,8 @@ def _fill_disk(path: Path, leave: int = 0) -> None:
 async def test_no_room_on_disk_serves_from_s3_and_resumes_by_itself(
     start_cache, direct_store, small_disk
 ):
-    image, layer = _image(8 * MIB)
-    small, small_layer = _image(MIB // 2)
+    image, layer = image_with_layer(8 * MIB)
+    small, small_layer = image_with_layer(MIB // 2)
     await seed(direct_store, "app", "v1", image)
     await seed(direct_store, "small", "v1", small)
     ballast = small_disk / "ballast"
@@ -163,7 +157,7 @@ async def test_no_room_on_disk_serves_from_s3_and_resumes_by_itself(
 
 
 async def test_enospc_in_the_middle_of_a_fill(start_cache, direct_store, small_disk, s3proxy):
-    image, layer = _image(8 * MIB)
+    image, layer = image_with_layer(8 * MIB)
     await seed(direct_store, "app", "v1", image)
     gate = s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, gate_at=MIB))
     cache = await start_cache(cache_dir=small_disk / "cache")
@@ -200,11 +194,11 @@ async def test_without_room_ranges_are_still_verified(
     corrupt tail, nor unverifiable bytes of a range short of the end."""
     import boto3
 
-    image, layer = _image(8 * MIB)
+    image, layer = image_with_layer(8 * MIB)
     await seed(direct_store, "app", "v1", image)
     data = bytearray(image.blobs[layer])
     data[5 * MIB] ^= 0xFF
-    key = f"docker/registry/v2/blobs/sha256/{layer.hex[:2]}/{layer.hex}/data"
+    key = blob_key(layer)
     boto3.client("s3", endpoint_url=moto).put_object(Bucket=bucket, Key=key, Body=bytes(data))
     await asyncio.to_thread(_fill_disk, small_disk / "ballast", leave=4 * MIB)
     cache = await start_cache(cache_dir=small_disk / "cache")

@@ -9,7 +9,7 @@ fault clears succeeds.
 from __future__ import annotations
 
 import asyncio
-import os
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,15 +18,15 @@ from registry_local.backing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreak
 from registry_local.cache.slots import FairSlots
 from registry_local.oci.digest import Digest
 from registry_local.telemetry.metrics import Metrics
-from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, metric, pull_image, s3_settings, seed
+from .support.images import image_with_layer
 from .support.s3proxy import Fault, key_endswith
 
 MIB = 1 << 20
 BOUND = 60  # seconds: a bug fails the test instead of hanging it
 
-FAULTS = {
+FAULTS: dict[str, dict[str, Any]] = {
     "503 SlowDown": {"status": 503, "code": "SlowDown"},
     "500 InternalError": {"status": 500, "code": "InternalError"},
     "connection refused": {"refuse": True},
@@ -35,11 +35,6 @@ FAULTS = {
     "short body": {"truncate_at": 900 << 10},
     "slow bandwidth": {"rate": 2 * MIB},  # 1 s for the blob: slow, yet it flows
 }
-
-
-def _image():
-    image = build_image([{"blob.bin": os.urandom(2 * MIB)}])
-    return image, max(image.blobs, key=lambda d: len(image.blobs[d]))
 
 
 async def _body(url: str) -> tuple[int, bytes | None]:
@@ -53,7 +48,7 @@ async def _body(url: str) -> tuple[int, bytes | None]:
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_a_passing_fault_is_absorbed(start_cache, direct_store, s3proxy, bucket, fault):
-    image, layer = _image()
+    image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=2, **FAULTS[fault]))
     cache = await start_cache(store=s3_settings(s3proxy.url, bucket, read_timeout=0.5))
@@ -74,7 +69,7 @@ async def test_a_passing_fault_is_absorbed(start_cache, direct_store, s3proxy, b
 async def test_a_lasting_fault_releases_every_waiter(
     start_cache, direct_store, s3proxy, bucket, fault
 ):
-    image, layer = _image()
+    image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     injected = s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), **FAULTS[fault]))
     cache = await start_cache(
@@ -106,7 +101,7 @@ async def test_a_body_that_keeps_breaking_still_arrives_by_resuming(
 ):
     """Every response breaks after some bytes; each resume makes progress, so
     the fill gets there, reading each byte of the blob from S3 once."""
-    image, layer = _image()
+    image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), **FAULTS[fault]))
     cache = await start_cache(
@@ -125,9 +120,9 @@ async def test_a_body_that_keeps_breaking_still_arrives_by_resuming(
 async def test_the_circuit_breaker_stops_hammering_a_dead_s3(
     start_cache, direct_store, s3proxy, bucket
 ):
-    cached, _cached_layer = _image()
+    cached, _cached_layer = image_with_layer(2 * MIB)
     await seed(direct_store, "cached", "v1", cached)
-    cold = [_image() for _ in range(5)]
+    cold = [image_with_layer(2 * MIB) for _ in range(5)]
     for number, (image, _) in enumerate(cold):
         await seed(direct_store, f"cold{number}", "v1", image)
     store = s3_settings(s3proxy.url, bucket, circuit_threshold=3, circuit_cooldown=60)
@@ -175,7 +170,7 @@ def test_the_breaker_probes_once_per_cooldown_and_backs_off():
 async def test_concurrent_blob_reads_from_s3_are_bounded(
     start_cache, direct_store, s3proxy, bucket
 ):
-    images = [_image() for _ in range(6)]
+    images = [image_with_layer(2 * MIB) for _ in range(6)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
     gates = [
@@ -254,7 +249,7 @@ async def test_slots_go_to_owners_in_turn():
 
 
 async def test_a_digest_mismatch_mid_storm_commits_nothing(start_cache, direct_store, s3proxy):
-    image, layer = _image()
+    image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, corrupt_at=MIB + 7))
     cache = await start_cache()

@@ -21,6 +21,7 @@ from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.images import blob_key
 from .support.s3proxy import Fault, key_endswith
 
 KIB = 1024
@@ -32,10 +33,6 @@ def _layer_image(*payloads: bytes):
     image = build_image([{f"f{i}.bin": p} for i, p in enumerate(payloads)])
     layers = [d for d, data in image.blobs.items() if len(data) > 4 * KIB]
     return image, layers
-
-
-def _data_key(digest: Digest) -> str:
-    return f"/blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
 
 
 async def _wait(awaitable, seconds: float = 60):
@@ -76,7 +73,7 @@ async def test_joiners_get_bytes_while_the_fill_is_still_running(
 ):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
-    gate = s3proxy.add(Fault(key_endswith(_data_key(layer)), gate_at=256 * KIB))
+    gate = s3proxy.add(Fault(key_endswith(blob_key(layer)), gate_at=256 * KIB))
     cache = await start_cache()
     url = f"{cache.url}/v2/app/blobs/{layer}"
     first_bytes = [asyncio.Event() for _ in range(25)]
@@ -99,13 +96,13 @@ async def test_joiners_get_bytes_while_the_fill_is_still_running(
     gate.gate.set()
     bodies = await _wait(asyncio.gather(*clients))
     assert all(Digest.of(body) == layer for body in bodies)
-    assert s3proxy.count("GET", _data_key(layer)) == 1
+    assert s3proxy.count("GET", blob_key(layer)) == 1
 
 
 async def test_a_client_that_leaves_does_not_stop_the_fill(start_cache, direct_store, s3proxy):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
-    gate = s3proxy.add(Fault(key_endswith(_data_key(layer)), gate_at=128 * KIB))
+    gate = s3proxy.add(Fault(key_endswith(blob_key(layer)), gate_at=128 * KIB))
     cache = await start_cache()
     url = f"{cache.url}/v2/app/blobs/{layer}"
 
@@ -122,7 +119,7 @@ async def test_a_client_that_leaves_does_not_stop_the_fill(start_cache, direct_s
     assert Digest.of(cache.blob_path(layer).read_bytes()) == layer
     status, _, body = await fetch(url)
     assert status == 200 and Digest.of(body) == layer
-    assert s3proxy.count("GET", _data_key(layer)) == 1  # the second request was a hit
+    assert s3proxy.count("GET", blob_key(layer)) == 1  # the second request was a hit
 
 
 @pytest.mark.parametrize("where", ["in the bucket", "in transit"])
@@ -132,7 +129,7 @@ async def test_corrupt_bytes_are_never_committed_or_served_whole(
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     good = image.blobs[layer]
-    key = f"docker/registry/v2{_data_key(layer)}"
+    key = blob_key(layer)
     if where == "in the bucket":
         bad = bytearray(good)
         bad[len(bad) // 2] ^= 1
@@ -163,7 +160,7 @@ async def test_corrupt_bytes_are_never_committed_or_served_whole(
 async def test_a_reset_mid_body_resumes_from_the_byte_reached(start_cache, direct_store, s3proxy):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
-    key = _data_key(layer)
+    key = blob_key(layer)
     s3proxy.add(Fault(key_endswith(key), times=1, reset_at=700 * KIB))
     cache = await start_cache()
 
@@ -185,7 +182,7 @@ async def test_a_stalled_body_is_retried_after_the_read_timeout(
 ):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
-    key = _data_key(layer)
+    key = blob_key(layer)
     s3proxy.add(Fault(key_endswith(key), times=1, stall_at=300 * KIB))
     cache = await start_cache(store=s3_settings(s3proxy.url, bucket, read_timeout=0.5))
 
@@ -199,7 +196,7 @@ async def test_a_stalled_body_is_retried_after_the_read_timeout(
 async def test_an_s3_that_keeps_failing_releases_every_waiter(start_cache, direct_store, s3proxy):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
-    key = _data_key(layer)
+    key = blob_key(layer)
     fault = s3proxy.add(Fault(key_endswith(key), status=500, code="InternalError"))
     cache = await start_cache(fill_attempts=1)
     url = f"{cache.url}/v2/app/blobs/{layer}"
@@ -222,7 +219,7 @@ async def test_several_clients_resume_with_ranges_during_a_cold_fill(
 ):
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
-    gate = s3proxy.add(Fault(key_endswith(_data_key(layer)), gate_at=512 * KIB))
+    gate = s3proxy.add(Fault(key_endswith(blob_key(layer)), gate_at=512 * KIB))
     cache = await start_cache()
     url = f"{cache.url}/v2/app/blobs/{layer}"
     data = image.blobs[layer]
@@ -236,7 +233,7 @@ async def test_several_clients_resume_with_ranges_during_a_cold_fill(
     ):
         assert status == (200 if start == 0 else 206)
         assert body == data[start:]
-    assert s3proxy.count("GET", _data_key(layer)) == 1
+    assert s3proxy.count("GET", blob_key(layer)) == 1
 
 
 async def test_memory_stays_bounded_for_a_large_blob_and_many_joiners(
@@ -275,7 +272,7 @@ async def test_a_range_short_of_the_end_waits_for_the_verified_blob(
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     data = image.blobs[layer]
-    s3proxy.add(Fault(key_endswith(_data_key(layer)), times=1, corrupt_at=100))
+    s3proxy.add(Fault(key_endswith(blob_key(layer)), times=1, corrupt_at=100))
     cache = await start_cache()
     url = f"{cache.url}/v2/app/blobs/{layer}"
     async with aiohttp.ClientSession() as session:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import sys
 from collections import Counter
 
 import boto3
@@ -20,6 +21,7 @@ from registry_local.progress import Progress
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
 from .support.harness import metric, seed
+from .support.images import blob_key
 from .support.processes import AWS_ENV, run_cli, run_docker_registry, sealed_env, start_cli
 from .support.s3proxy import serve_app
 
@@ -126,13 +128,40 @@ async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, buc
     layer = max(amd64.blobs, key=lambda d: len(amd64.blobs[d]))
     bad = bytearray(amd64.blobs[layer])
     bad[1000] ^= 1
-    key = f"docker/registry/v2/blobs/sha256/{layer.hex[:2]}/{layer.hex}/data"
+    key = blob_key(layer)
     boto3.client("s3", endpoint_url=moto).put_object(Bucket=bucket, Key=key, Body=bytes(bad))
     fresh = await start_cache(cache_dir=cache.settings.cache.directory.parent / "fresh")
     code, out, _ = await _cli(fresh.url, "team/app:v1", "--clients", "5")
     assert code == 1
     assert "pulls: 0 ok, 5 failed" in out
     assert "ClientPayloadError" in out or "digest mismatch" in out
+
+
+async def test_workers_import_the_parents_copy_whatever_the_directory_holds(
+    start_cache, direct_store, tmp_path
+):
+    """Run from a directory holding another registry_local (a source checkout
+    beside an installed copy): the workers still import the parent's copy."""
+    image, _ = _index()
+    await seed(direct_store, "team/app", "v1", image)
+    cache = await start_cache()
+    decoy = tmp_path / "checkout" / "registry_local"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text(
+        "raise SystemExit('the decoy registry_local was imported')\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        # -P: the parent itself does not see the decoy, as an installed script would not
+        *(sys.executable, "-P", "-m", "registry_local", "loadtest", cache.url, "team/app:v1"),
+        *("--clients", "4", "--processes", "2", "--json"),
+        cwd=decoy.parent,
+        env=sealed_env(AWS_ENV),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert json.loads(out)["pulls_ok"] == 4
 
 
 async def test_it_pulls_from_any_registry(tmp_path, moto, bucket):

@@ -14,6 +14,7 @@ from registry_local.oci.digest import Digest
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
 from .support.harness import fetch, metric, pull_image, seed
+from .support.images import image_with_layer
 from .support.processes import AWS_ENV, sealed_env
 
 
@@ -31,15 +32,10 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]
     return process.returncode or 0, out.decode()
 
 
-def _image(size: int = 200_000):
-    image = build_image([{"f": os.urandom(size)}])
-    return image, max(image.blobs, key=lambda d: len(image.blobs[d]))
-
-
 async def test_verify_finds_a_flipped_byte_and_repair_quarantines_it(
     start_cache, direct_store, s3proxy
 ):
-    image, layer = _image()
+    image, layer = image_with_layer(200_000)
     await seed(direct_store, "app", "v1", image)
     cache = await start_cache()
     await pull_image(cache.url, "app", "v1")
@@ -68,7 +64,7 @@ async def test_verify_finds_a_flipped_byte_and_repair_quarantines_it(
 
 
 async def test_prune_beside_a_running_server(start_cache, direct_store):
-    images = [_image() for _ in range(3)]
+    images = [image_with_layer(200_000) for _ in range(3)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
     cache = await start_cache()
@@ -145,7 +141,7 @@ async def test_warm_one_platform_and_errors(direct_store, s3proxy, bucket, tmp_p
 
 
 async def test_the_warm_endpoint(start_cache, direct_store, s3proxy):
-    image, layer = _image()
+    image, layer = image_with_layer(200_000)
     await seed(direct_store, "app", "v1", image)
     cache = await start_cache(warm_endpoint=True)
     async with aiohttp.ClientSession() as session:

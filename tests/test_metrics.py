@@ -35,8 +35,11 @@ async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     }
 
 
+_Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
 class Delta:
-    def __init__(self, before: dict, after: dict) -> None:
+    def __init__(self, before: _Samples, after: _Samples) -> None:
         self.before, self.after = before, after
 
     def __call__(self, name: str, **labels: str) -> float:
@@ -46,7 +49,7 @@ class Delta:
     def total(self, name: str, **labels: str) -> float:
         """Summed over every series of `name` whose labels include `labels`."""
 
-        def matching(samples: dict) -> float:
+        def matching(samples: _Samples) -> float:
             return sum(
                 v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)
             )

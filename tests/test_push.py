@@ -19,6 +19,7 @@ from registry_local.transfer.imagebuild import Platform, build_image, build_inde
 from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.harness import fetch, pull_image, seed
+from .support.images import blob_key
 from .support.processes import run_docker_registry, skopeo
 
 BLOB = os.urandom(300_000)
@@ -339,7 +340,7 @@ async def test_large_blobs_go_to_s3_in_parts(pusher, s3proxy, moto, bucket):
     assert (await _request("PUT", f"{location}?digest={digest}"))[0] == 201
     assert s3proxy.count("POST", f"{digest.hex}/data") == 2  # create and complete
     assert s3proxy.count("PUT", f"{digest.hex}/data") == 5  # 5 parts of 8 MiB
-    key = f"docker/registry/v2/blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
+    key = blob_key(digest)
     stored = boto3.client("s3", endpoint_url=moto).get_object(Bucket=bucket, Key=key)["Body"].read()
     assert stored == data
 

@@ -18,19 +18,13 @@ from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import s3_settings, seed
+from .support.images import image_with_layer
 from .support.s3proxy import Fault, Recorded, S3Proxy, key_endswith
 
 KIB = 1024
 PART = 256 * KIB
 CONCURRENCY = 4
 BOUND = 60  # seconds: a bug fails the test instead of hanging it
-
-
-def _image(size: int):
-    """An image whose one layer is `size` bytes of random data, give or take the tar."""
-    image = build_image([{"f.bin": os.urandom(size)}])
-    (layer,) = [d for d, data in image.blobs.items() if len(data) >= size]
-    return image, layer
 
 
 def _gets(proxy: S3Proxy, layer: Digest) -> list[Recorded]:
@@ -69,7 +63,7 @@ async def _ranged_cache(start_cache, bucket, s3proxy, **store):
 async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
     start_cache, direct_store, s3proxy, bucket
 ):
-    image, layer = _image(2048 * KIB)
+    image, layer = image_with_layer(2048 * KIB)
     size = len(image.blobs[layer])
     await seed(direct_store, "app", "v1", image)
     match = key_endswith(f"{layer.hex}/data")
@@ -110,7 +104,7 @@ async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
 async def test_a_reset_in_one_part_resumes_that_part_only(
     start_cache, direct_store, s3proxy, bucket
 ):
-    image, layer = _image(2048 * KIB)
+    image, layer = image_with_layer(2048 * KIB)
     size = len(image.blobs[layer])
     await seed(direct_store, "app", "v1", image)
     broken = 3 * PART
@@ -141,7 +135,7 @@ async def test_a_reset_in_one_part_resumes_that_part_only(
 async def test_a_corrupted_part_fails_the_fill_and_commits_nothing(
     start_cache, direct_store, s3proxy, bucket
 ):
-    image, layer = _image(2048 * KIB)
+    image, layer = image_with_layer(2048 * KIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(
         Fault(key_endswith(f"{layer.hex}/data"), times=1, starting_at=5 * PART, corrupt_at=77)
@@ -167,7 +161,7 @@ async def test_a_corrupted_part_fails_the_fill_and_commits_nothing(
 async def test_a_part_refused_for_good_fails_the_fill_cleanly(
     start_cache, direct_store, s3proxy, bucket
 ):
-    image, layer = _image(2048 * KIB)
+    image, layer = image_with_layer(2048 * KIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(
         Fault(
@@ -209,7 +203,7 @@ async def test_blobs_up_to_one_part_are_read_with_one_get(
 async def test_part_size_zero_reads_every_blob_as_one_stream(
     start_cache, direct_store, s3proxy, bucket
 ):
-    image, layer = _image(2048 * KIB)
+    image, layer = image_with_layer(2048 * KIB)
     await seed(direct_store, "app", "v1", image)
     cache = await _ranged_cache(start_cache, bucket, s3proxy, part_size=0)
 

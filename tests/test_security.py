@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import bcrypt
@@ -104,7 +105,7 @@ async def test_authentication_guards_the_api(start_cache, credentials, direct_st
     await seed(direct_store, "app", "v1", image)
     cache = await start_cache(auth_htpasswd=htpasswd, auth_token_file=tokens)
 
-    async def get(path: str, authorization: str | None = None) -> tuple[int, dict, bytes]:
+    async def get(path: str, authorization: str | None = None) -> tuple[int, dict[str, Any], bytes]:
         headers = {"Authorization": authorization} if authorization else {}
         async with (
             aiohttp.ClientSession() as session,

@@ -3,6 +3,7 @@ everything committed survives a restart and is served with no S3 request."""
 
 from __future__ import annotations
 
+from registry_local.layout import BucketLayout
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import fetch, pull_image, seed
@@ -51,7 +52,7 @@ async def test_a_deleted_tag_disappears_after_the_ttl(start_cache, direct_store,
     cache = await start_cache(tag_ttl=0)
     assert (await _tag_digest(cache.url))[0] == 200
     s3 = boto3.client("s3", endpoint_url=moto)
-    prefix = "docker/registry/v2/repositories/app/_manifests/tags/v1/"
+    prefix = BucketLayout().tag_dir("app", "v1")
     for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
         s3.delete_object(Bucket=bucket, Key=item["Key"])
     status, _, body = await fetch(f"{cache.url}/v2/app/manifests/v1")

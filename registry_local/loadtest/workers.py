@@ -12,11 +12,13 @@ n mod P) in an event loop of their own, and report over a socket:
                        and ("pull", what) as a wave goes; ("done", pulls, blobs)
                        at its end
 
-A worker is `python -m registry_local.loadtest.workers FD`, talking over one end of
-a socket pair: a fresh interpreter that imports only what pulling needs, and
-never the parent's main module (as multiprocessing's spawn would). PYTHONPATH
-names the parent's copy of the package, and a worker that imported another
-copy is refused. Workers are started and imported before the first wave, so
+A worker is `python -P -m registry_local.loadtest.workers FD`, talking over one
+end of a socket pair: a fresh interpreter that imports only what pulling needs,
+and never the parent's main module (as multiprocessing's spawn would).
+PYTHONPATH names the parent's copy of the package, and `-P` keeps the working
+directory off `sys.path` (plain `-m` puts it first, so a source checkout there
+would win over an installed copy); a worker that imported another copy is
+refused. Workers are started and imported before the first wave, so
 start-up is not timed as part of the storm.
 """
 
@@ -69,7 +71,7 @@ class ClientProcesses:
                 ours, theirs = socket.socketpair()
                 with theirs:
                     process = subprocess.Popen(
-                        [sys.executable, "-m", __name__, str(theirs.fileno())],
+                        [sys.executable, "-P", "-m", __name__, str(theirs.fileno())],
                         pass_fds=[theirs.fileno()],
                         env=env,
                     )

@@ -27,6 +27,8 @@ from registry_local.telemetry.metrics import Metrics
 from registry_local.transfer.image_writer import write_image
 from registry_local.transfer.imagebuild import Image
 
+from .images import cached_blob
+
 __all__ = ["RegistryLocal", "fetch", "metric", "pull_image", "s3_settings", "seed", "seed_all"]
 
 MANIFEST_ACCEPT = (
@@ -109,9 +111,7 @@ class RegistryLocal:
         return self.app[METRICS]
 
     def blob_path(self, digest: Digest) -> Path:
-        return (
-            self.settings.cache.directory / "blobs" / digest.algorithm / digest.hex[:2] / digest.hex
-        )
+        return cached_blob(self.settings.cache.directory, digest)
 
 
 async def fetch(

@@ -246,9 +246,10 @@ class S3Proxy:
         began = loop.time()
         async for chunk in upstream.content.iter_chunked(_CHUNK):
             if fault is not None:
-                chunk = bytearray(chunk)
                 if fault.corrupt_at is not None and sent <= fault.corrupt_at < sent + len(chunk):
-                    chunk[fault.corrupt_at - sent] ^= 0xFF
+                    flipped = bytearray(chunk)
+                    flipped[fault.corrupt_at - sent] ^= 0xFF
+                    chunk = bytes(flipped)
                 for limit in (fault.gate_at, fault.reset_at, fault.stall_at, fault.truncate_at):
                     if limit is not None and sent < limit < sent + len(chunk):
                         await self._send(request, response, bytes(chunk[: limit - sent]))
