@@ -1,7 +1,7 @@
 """Serving a blob straight from the backing store, without caching it.
 
 Used while the cache cannot take new blobs (disk full, limit unmeetable: see
-eviction.py). Reads resume after breaks like a fill's do; for a whole-blob
+disk/eviction.py). Reads resume after breaks like a fill's do; for a whole-blob
 answer the digest is checked before the last chunk is sent, so corrupt content
 is never served whole here either.
 """

@@ -12,7 +12,7 @@ Reads that break resume from the byte reached (reading.py). A digest mismatch, a
 backing store that keeps failing, or a shutdown ends the fill with an error;
 nothing is committed and every reader is released with that error. If the
 cache has no room for the blob, the fill ends with NoRoom before any byte is
-written, and its readers stream from the backing store instead (bypass.py).
+written, and its readers stream from the backing store instead (direct.py).
 The task never depends on any reader staying connected.
 """
 

@@ -173,7 +173,7 @@ class ManifestCache:
         self._tags.put((name, tag), await self._learned.remember_tag(name, tag, digest))
         return digest
 
-    # -- an origin registry behind the bucket (origins.py) ----------------------------
+    # -- an origin registry behind the bucket (origin/mapping.py) ---------------------
 
     async def _tag_from_origin(self, repo: OriginRepo, name: str, tag: str) -> Digest | None:
         """The tag's target at the origin, written through to the bucket; None if

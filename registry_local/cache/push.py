@@ -11,9 +11,12 @@ pushing host never reads it back from S3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from ..backing.distribution import DistributionStore
+from ..config import PushSettings
 from ..disk.store import DiskStore
 from ..disk.uploads import Uploads, UploadSession
 from ..errors import (
@@ -36,8 +39,11 @@ from ..oci.mediatypes import (
 )
 from .links import LinkCache
 from .manifests import Manifest, ManifestCache
+from .wiring import Cache
 
-__all__ = ["Pusher"]
+__all__ = ["Pusher", "UploadSession", "open_pusher"]
+
+log = logging.getLogger(__name__)
 
 Chunks = AsyncIterator[bytes]
 
@@ -195,3 +201,25 @@ class Pusher:
             raise BlobUnknown(detail={"digest": str(digest)})
         await self._store.unlink_blob(name, digest)
         await self._links.forget_blob(name, digest)
+
+
+@contextlib.asynccontextmanager
+async def open_pusher(cache: Cache, settings: PushSettings) -> AsyncIterator[Pusher]:
+    """The push API over `cache`, with abandoned upload sessions swept in the
+    background while it is open."""
+    uploads = Uploads(cache.disk.layout, settings.upload_expiry)
+    janitor = asyncio.create_task(_expire_uploads(uploads, settings), name="upload expiry")
+    try:
+        yield Pusher(cache.store, cache.disk, cache.links, cache.manifests, uploads)
+    finally:
+        janitor.cancel()
+
+
+async def _expire_uploads(uploads: Uploads, settings: PushSettings) -> None:
+    """Remove abandoned upload sessions now and then (a background task)."""
+    while True:
+        try:
+            await uploads.expire()
+        except OSError as exc:
+            log.warning("could not sweep upload sessions: %s", exc)
+        await asyncio.sleep(min(600.0, max(1.0, settings.upload_expiry / 10)))

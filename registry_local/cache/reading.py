@@ -28,7 +28,7 @@ CHUNK = 1 << 20
 
 class BlobSource(Protocol):
     """Where a fill reads a blob: the backing store (DistributionStore) or an
-    origin registry's repository (origins.py)."""
+    origin registry's repository (origin/mapping.py)."""
 
     async def open_blob(
         self, digest: Digest, offset: int = 0, end: int | None = None

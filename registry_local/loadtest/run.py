@@ -1,8 +1,8 @@
 """`registry-local loadtest`: a storm of engine-like pulls, and what it cost S3.
 
 Each client has a connection pool of its own, as separate engines do, and pulls
-the way dockerd does, checking every digest (loadclient.py). With `processes`
-above 1 the clients are shared among worker processes (loadworkers.py), so the
+the way dockerd does, checking every digest (client.py). With `processes`
+above 1 the clients are shared among worker processes (workers.py), so the
 load tester's own CPU does not cap the storm.
 
 If the server exports registry-local's metrics, they are read before and after

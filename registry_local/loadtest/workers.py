@@ -8,7 +8,7 @@ n mod P) in an event loop of their own, and report over a socket:
 
     parent -> worker   (target, clients, ramp) first; then the client numbers
                        of each wave, or None to stop
-    worker -> parent   ("ready", its loadworkers.py) once imported; ("bytes", n)
+    worker -> parent   ("ready", its workers.py) once imported; ("bytes", n)
                        and ("pull", what) as a wave goes; ("done", pulls, blobs)
                        at its end
 

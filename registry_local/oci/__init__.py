@@ -1,0 +1,2 @@
+"""The distribution-spec's vocabulary: digests, repository names and tags, manifest
+media types, byte ranges."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -10,11 +10,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..cache.health import Readiness
-from ..cache.push import Pusher
+from ..cache.push import open_pusher
 from ..cache.warm import Warmer
 from ..cache.wiring import open_cache
-from ..config import PushSettings, Settings
-from ..disk.uploads import Uploads
+from ..config import Settings
 from ..errors import Unsupported
 from ..telemetry.metrics import Metrics
 from . import middleware
@@ -40,31 +39,17 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             )
             if settings.server.warm_endpoint:
                 app[WARMER] = Warmer(cache.manifests, cache.blobs)
-            janitor = None
-            if settings.push.allow_push:
-                uploads = Uploads(cache.disk.layout, settings.push.upload_expiry)
-                app[PUSHER] = Pusher(cache.store, cache.disk, cache.links, cache.manifests, uploads)
-                janitor = asyncio.create_task(_expire_uploads(uploads, settings.push))
-            log.info(
-                "serving %s, cache in %s", cache.store.backend.description, cache.disk.layout.root
-            )
-            try:
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.push.allow_push:
+                    app[PUSHER] = await stack.enter_async_context(open_pusher(cache, settings.push))
+                log.info(
+                    "serving %s, cache in %s",
+                    cache.store.backend.description,
+                    cache.disk.layout.root,
+                )
                 yield
-            finally:
-                if janitor is not None:
-                    janitor.cancel()
 
     return components
-
-
-async def _expire_uploads(uploads: Uploads, settings: PushSettings) -> None:
-    """Remove abandoned upload sessions now and then (a background task)."""
-    while True:
-        try:
-            await uploads.expire()
-        except OSError as exc:
-            log.warning("could not sweep upload sessions: %s", exc)
-        await asyncio.sleep(min(600.0, max(1.0, settings.upload_expiry / 10)))
 
 
 async def _base(request: web.Request) -> web.Response:

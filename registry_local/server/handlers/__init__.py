@@ -1,0 +1,1 @@
+"""Thin request handlers: parse, ask the cache, write the answer."""

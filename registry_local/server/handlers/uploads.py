@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ...disk.uploads import UploadSession
+from ...cache.push import UploadSession
 from ...errors import DigestInvalid
 from ...oci.byterange import parse_content_range, upload_range
 from ...oci.digest import Digest
