@@ -3,6 +3,7 @@ and SeaweedFS, a real S3 implementation)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -46,6 +47,29 @@ async def test_write_read_stat(backend: Backend):
         await backend.read("x/y/link", 5)
     await backend.write("x/y/link", b"new")  # overwrite is whole
     assert await backend.read("x/y/link", 100) == b"new"
+
+
+async def test_conditional_writes_compare_and_set(backend: Backend):
+    """create: only where nothing is; replace: only over the version read."""
+    first = await backend.create("leases/a", b'{"n": 1}')
+    assert first is not None
+    assert await backend.create("leases/a", b'{"n": 2}') is None  # taken already
+    assert await backend.read_versioned("leases/a", 100) == (b'{"n": 1}', first)
+
+    second = await backend.replace("leases/a", b'{"n": 3}', first)
+    assert second is not None and second != first
+    assert await backend.replace("leases/a", b'{"n": 4}', first) is None  # stale version
+    assert await backend.read_versioned("leases/a", 100) == (b'{"n": 3}', second)
+
+    await backend.delete("leases/a")
+    assert await backend.read_versioned("leases/a", 100) is None
+    assert await backend.replace("leases/a", b'{"n": 5}', second) is None  # gone
+    assert await backend.create("leases/a", b'{"n": 6}') is not None  # free again
+
+
+async def test_only_one_of_many_concurrent_creates_wins(backend: Backend):
+    results = await asyncio.gather(*(backend.create("leases/b", b"%d" % i) for i in range(8)))
+    assert sum(r is not None for r in results) == 1
 
 
 async def test_stream_from_offsets(backend: Backend):

@@ -1,7 +1,9 @@
 """The narrow interface every backing store implements (S3, a directory, test doubles).
 
 Keys are opaque strings built by layout.py; a backend never interprets them
-beyond mapping them onto its own namespace. An absent object is `None`, not an
+beyond mapping them onto its own namespace. `create` and `replace` are
+conditional writes (compare-and-set on an object's version), the primitive
+hosts coordinate through (fleet/leases.py). An absent object is `None`, not an
 exception: only failures raise, and they raise BackendUnavailable (worth a retry)
 or BackendError (it is not).
 """
@@ -61,6 +63,20 @@ class Backend(Protocol):
 
     async def write(self, key: str, data: bytes) -> None:
         """Store a small object whole, atomically. Raises BackendError."""
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        """Store a small object only if there is none under `key`: its version, or
+        None when there is one already (S3: PutObject with If-None-Match: *).
+        Raises BackendError."""
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        """Store a small object only if the one under `key` is still at `version`:
+        the new version, or None when it changed or is gone (S3: If-Match).
+        Raises BackendError."""
+
+    async def read_versioned(self, key: str, limit: int) -> tuple[bytes, str] | None:
+        """The whole object and its version, or None if absent. Raises
+        BackendError, also when the object is larger than `limit` bytes."""
 
     async def write_file(self, key: str, path: Path) -> None:
         """Store a local file's content as an object, streaming it (S3: multipart

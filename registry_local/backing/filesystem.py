@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -108,13 +111,8 @@ class FilesystemBackend:
         path = self._path(key)
 
         def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            tmp = _staged(path.parent, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -125,6 +123,47 @@ class FilesystemBackend:
             await asyncio.to_thread(write)
         except OSError as exc:
             raise BackendError("write", key, exc.strerror or str(exc)) from None
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        path = self._path(key)
+
+        def create() -> str | None:
+            tmp = _staged(path.parent, data)
+            try:
+                os.link(tmp, path)  # atomic, and refused when the name exists
+            except FileExistsError:
+                return None
+            finally:
+                os.unlink(tmp)
+            return _version(data)
+
+        try:
+            return await asyncio.to_thread(create)
+        except OSError as exc:
+            raise BackendError("create", key, exc.strerror or str(exc)) from None
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        path = self._path(key)
+
+        def replace() -> str | None:
+            with _locked(path.parent):  # compare and set, against other processes too
+                try:
+                    current = path.read_bytes()
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+                if _version(current) != version:
+                    return None
+                os.replace(_staged(path.parent, data), path)
+            return _version(data)
+
+        try:
+            return await asyncio.to_thread(replace)
+        except OSError as exc:
+            raise BackendError("replace", key, exc.strerror or str(exc)) from None
+
+    async def read_versioned(self, key: str, limit: int) -> tuple[bytes, str] | None:
+        data = await self.read(key, limit)
+        return None if data is None else (data, _version(data))
 
     async def write_file(self, key: str, path: Path) -> None:
         target = self._path(key)
@@ -194,3 +233,35 @@ class _FileStream:
 
     async def close(self) -> None:
         self._file.close()
+
+
+def _staged(directory: Path, data: bytes) -> str:
+    """A durable temp file holding `data` in `directory`, to be renamed or linked."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _version(data: bytes) -> str:
+    """An object's version: its content's MD5, as S3 gives a simple PUT's ETag."""
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a directory (flock), across processes."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -64,6 +64,15 @@ class _NotFound(BackendError):
     pass
 
 
+class _Refused(BackendError):
+    """A conditional write whose condition did not hold."""
+
+
+# A conditional write that lost: 412, or 409 when another conditional write of
+# the same key was under way (AWS asks to retry; the caller reads again instead).
+_REFUSED_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
 @contextlib.contextmanager
 def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) -> Iterator[None]:
     """Translate botocore and transport errors; count the request if `metrics`."""
@@ -75,6 +84,9 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _REFUSED_CODES or status in (409, 412):
+            outcome = "refused"
+            raise _Refused(operation, key, code) from None
         if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
             outcome = "not_found"
             raise _NotFound(operation, key, code) from None
@@ -247,6 +259,48 @@ class S3Backend:
         )
         if self._metrics is not None:
             self._metrics.s3_written_bytes.inc(len(data))
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        return await self._put_if(key, data, IfNoneMatch="*")
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        return await self._put_if(key, data, IfMatch=version)
+
+    async def _put_if(self, key: str, data: bytes, **condition: str) -> str | None:
+        try:
+            response = await self._request(
+                "PutObject",
+                key,
+                lambda: self._client.put_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType="application/json",
+                    **condition,
+                ),
+            )
+        except (_Refused, _NotFound):
+            return None  # If-Match on a key that is gone: 404 on some stores
+        if self._metrics is not None:
+            self._metrics.s3_written_bytes.inc(len(data))
+        return str(response["ETag"])
+
+    async def read_versioned(self, key: str, limit: int) -> tuple[bytes, str] | None:
+        try:
+            response = await self._request(
+                "GetObject", key, lambda: self._client.get_object(Bucket=self._bucket, Key=key)
+            )
+        except _NotFound:
+            return None
+        body = response["Body"]
+        try:
+            if _total_size(response) > limit:
+                raise ObjectTooLarge(key, limit)
+            with _boundary("GetObject", key):
+                data: bytes = await body.read()
+        finally:
+            body.close()
+        return data, str(response["ETag"])
 
     async def write_file(self, key: str, path: Path) -> None:
         size = (await asyncio.to_thread(path.stat)).st_size

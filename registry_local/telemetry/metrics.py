@@ -61,7 +61,7 @@ S3Operation = Literal[
     "DeleteObject",
     "DeleteObjects",
 ]
-S3Outcome = Literal["ok", "not_found", "error", "unavailable"]
+S3Outcome = Literal["ok", "not_found", "refused", "error", "unavailable"]
 ByteSource = Literal["disk", "fill", "s3"]  # where the bytes of a blob sent came from
 Revalidation = Literal["unchanged", "changed", "removed", "error"]
 OriginKind = Literal["blob", "manifest"]
