@@ -16,6 +16,19 @@ write is readable by `registry:2`:
 
 A link's body is the digest, `sha256:<hex>`, with no newline.
 
+Beside distribution's tree, under the same prefix, registry-local keeps the
+leases hosts coordinate through (fleet/leases.py). `registry:2` and its garbage
+collector only walk `docker/registry/v2/`, so they never see them:
+
+    <prefix>/registry-local/
+        leases/blobs/<alg>/<hex>                         one host reads this blob
+        leases/manifests/<alg>/<hex>                     ... this manifest
+        leases/tags/<name>/<tag>                         ... resolves this tag
+        probes/<uuid>                                    conditional-write probe at start
+
+A lease's body is JSON: the holder's peer URL, its host id, the lease's
+time to live and a renewal count.
+
 The cache dir is this host's own, content-addressed and rebuilt from the backing
 store whenever it is lost:
 
@@ -50,6 +63,7 @@ from .oci.digest import Digest
 __all__ = ["BucketLayout", "CacheLayout"]
 
 _V2 = "docker/registry/v2"
+_OWN = "registry-local"  # our own keys, outside distribution's tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,22 @@ class BucketLayout:
 
     def tag_current_link(self, name: str, tag: str) -> str:
         return self._key(f"repositories/{name}/_manifests/tags/{tag}/current/link")
+
+    def _own(self, path: str) -> str:
+        root = self.prefix.strip("/")
+        return f"{root}/{_OWN}/{path}" if root else f"{_OWN}/{path}"
+
+    def blob_lease(self, digest: Digest) -> str:
+        return self._own(f"leases/blobs/{digest.algorithm}/{digest.hex}")
+
+    def manifest_lease(self, digest: Digest) -> str:
+        return self._own(f"leases/manifests/{digest.algorithm}/{digest.hex}")
+
+    def tag_lease(self, name: str, tag: str) -> str:
+        return self._own(f"leases/tags/{name}/{tag}")
+
+    def probe(self, token: str) -> str:
+        return self._own(f"probes/{token}")
 
     def tag_index_link(self, name: str, tag: str, digest: Digest) -> str:
         return self._key(

@@ -56,6 +56,25 @@ def test_config_file_from_env(tmp_path: Path):
         ([], "no_such_option: 1\n", "unknown option"),
         ([], "- a list\n", "mapping"),
         ([], "listen: [unclosed\n", "not valid YAML"),
+        (["--peer-listen", "127.0.0.1:5000"], None, "listener of its own"),
+        (
+            ["--peer-listen", "0.0.0.0:5002", "--advertise-url", "http://10.0.0.7:5002"],
+            None,
+            "needs --peer-token-file",
+        ),
+        (["--peer-listen", "0.0.0.0:5002"], None, "give --advertise-url"),
+        (["--advertise-url", "http://10.0.0.7:5002"], None, "need --peer-listen"),
+        (
+            ["--peer-listen", "127.0.0.1:5002", "--advertise-url", "10.0.0.7"],
+            None,
+            "--advertise-url",
+        ),
+        (["--peer-listen", "127.0.0.1:5002", "--lease-ttl", "0"], None, "--lease-ttl"),
+        (
+            ["--peer-listen", "127.0.0.1:5002", "--peer-token-file", "/nonexistent/token"],
+            None,
+            "cannot read --peer-token-file",
+        ),
     ],
 )
 def test_bad_configuration(tmp_path: Path, argv, file_text, message):
@@ -122,3 +141,28 @@ def test_cache_sizes(text, expected):
 def test_bad_cache_sizes(text):
     with pytest.raises(ConfigError, match="--cache-max-bytes"):
         _load([f"--cache-max-bytes={text}"])
+
+
+def test_fleet_settings(tmp_path: Path):
+    assert _load([]).fleet is None  # off unless a peer listener is asked for
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    fleet = _load(["--peer-listen", "127.0.0.1:5002"]).fleet
+    assert fleet is not None
+    assert (fleet.advertise_url, fleet.token, fleet.lease_ttl) == (
+        "http://127.0.0.1:5002",
+        None,
+        15,
+    )
+    fleet = _load(
+        ["--peer-listen", "0.0.0.0:5002", "--peer-token-file", str(token)],
+        {"REGISTRY_LOCAL_ADVERTISE_URL": "http://10.0.0.7:5002", "REGISTRY_LOCAL_LEASE_TTL": "4"},
+    ).fleet
+    assert fleet is not None
+    assert (fleet.peer_host, fleet.peer_port) == ("0.0.0.0", 5002)
+    assert (fleet.advertise_url, fleet.token, fleet.lease_ttl) == (
+        "http://10.0.0.7:5002",
+        "s3cret",
+        4,
+    )
+    assert "s3cret" not in repr(fleet)  # the secret never shows in a repr or a log line

@@ -68,9 +68,24 @@ def test_the_daemonset_is_what_a_node_needs():
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert any(v.get("hostPath") for v in spec["volumes"])
-    # The ConfigMap is a valid registry-local config, listening on loopback only.
+    # The ConfigMap is a valid registry-local config, listening on loopback only,
+    # with the environment the pod gives it: the advertised peer URL from the
+    # node's IP, and the peer token from its Secret.
     config = yaml.safe_load(by_kind["ConfigMap"]["data"]["config.yaml"])
-    settings = _load_config(config)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    advertised = env["REGISTRY_LOCAL_ADVERTISE_URL"]["value"].replace("$(NODE_IP)", "10.1.2.3")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "peer-token")
+    assert config["peer-token-file"].startswith(mount["mountPath"] + "/")
+    with tempfile.TemporaryDirectory() as directory:
+        token = Path(directory) / "token"
+        token.write_text("secret\n")
+        config["peer-token-file"] = str(token)
+        settings = _load_config(config, {"REGISTRY_LOCAL_ADVERTISE_URL": advertised})
+    assert settings.fleet is not None
+    assert settings.fleet.advertise_url == "http://10.1.2.3:5002"
+    peer_port = next(p for p in container["ports"] if p["name"] == "peers")["containerPort"]
+    assert settings.fleet.peer_port == peer_port
     assert settings.server.host == "127.0.0.1"
     assert settings.server.metrics_listen == ("0.0.0.0", 5001)
     assert (
@@ -79,12 +94,12 @@ def test_the_daemonset_is_what_a_node_needs():
     )
 
 
-def _load_config(values: dict[str, Any]):
+def _load_config(values: dict[str, Any], environ: dict[str, str] | None = None):
     """Settings from a config file with these values, as `serve --config` reads it."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "config.yaml"
         path.write_text(yaml.safe_dump(values))
-        return load(argparse.Namespace(command="serve", config=str(path)), {})
+        return load(argparse.Namespace(command="serve", config=str(path)), environ or {})
 
 
 def test_the_systemd_config_example_is_valid():

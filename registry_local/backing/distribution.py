@@ -89,10 +89,13 @@ class DistributionStore:
             raise BackendError("PutObject", str(digest), "content does not match digest")
         await self.backend.write(self.layout.blob_data(digest), data)
 
-    async def put_blob_file(self, digest: Digest, path: Path) -> None:
-        """Store a verified file as the blob's data, unless the store has it already."""
-        if await self.blob_size(digest) is None:
-            await self.backend.write_file(self.layout.blob_data(digest), path)
+    async def put_blob_file(self, digest: Digest, path: Path) -> bool:
+        """Store a verified file as the blob's data, unless the store has it
+        already; True if it was written."""
+        if await self.blob_size(digest) is not None:
+            return False
+        await self.backend.write_file(self.layout.blob_data(digest), path)
+        return True
 
     async def link_blob(self, name: str, digest: Digest) -> None:
         await self.backend.write(self.layout.layer_link(name, digest), str(digest).encode())

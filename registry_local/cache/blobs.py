@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..backing.distribution import DistributionStore
 from ..disk.eviction import Evictor
@@ -26,6 +27,7 @@ from ..telemetry.metrics import Metrics
 from .body import BlobBody, DirectBody, FileBody, MemoryBody
 from .direct import DirectBlob
 from .fill import Fill, NoRoom
+from .fleet import Fleet
 from .links import LinkCache
 from .parts import PartPolicy, Reads
 from .reading import RetryPolicy
@@ -60,8 +62,10 @@ class BlobCache:
         parts: PartPolicy,
         metrics: Metrics,
         origins: OriginMap | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self._origins = origins or OriginMap()
+        self._fleet = fleet
         self._through = WriteThrough(store, disk, links, metrics)
         self._store = store
         self._reads = Reads(store, retry, slots, parts, metrics)
@@ -126,7 +130,7 @@ class BlobCache:
 
     async def _from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> BlobBody:
         try:
-            source = await self.source(digest, repo)
+            source = await self.source(digest, repo, name)
         except NoRoom as exc:
             return await self._bypass(digest, exc.size, repo)
         if isinstance(source, Fill):
@@ -137,10 +141,12 @@ class BlobCache:
         file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
         return FileBody(file, size, fill, self._disk, digest)
 
-    async def source(self, digest: Digest, repo: OriginRepo | None = None) -> CommittedBlob | Fill:
+    async def source(
+        self, digest: Digest, repo: OriginRepo | None = None, name: str = ""
+    ) -> CommittedBlob | Fill:
         """A committed blob, or the fill bringing it in (started if needed) from
-        the bucket or from `repo`'s origin. Raises NoRoom when the cache cannot
-        take it."""
+        the bucket or from `repo`'s origin for the repository `name`. Raises
+        NoRoom when the cache cannot take it."""
         committed = self._committed(digest)
         if committed is None and await self._disk.discover(digest):
             committed = self._committed(digest)  # committed by another process
@@ -153,7 +159,7 @@ class BlobCache:
                 self._metrics.blob_miss(None)
                 raise NoRoom(str(digest), None)
             self._metrics.blob_miss("fill")
-            fill = self._start(digest, repo)
+            fill = self._start(digest, repo, name)
         else:
             fill.joiners += 1
             self._metrics.blob_miss("join")
@@ -175,17 +181,47 @@ class BlobCache:
         swarm to them."""
         return self._reads if repo is None else self._reads.from_(repo, _ONE_STREAM)
 
-    def _start(self, digest: Digest, repo: OriginRepo | None = None) -> Fill:
-        fill = Fill(digest, self._reads_from(repo), self._disk, self._evictor)
+    def _start(self, digest: Digest, repo: OriginRepo | None = None, name: str = "") -> Fill:
+        if repo is not None and self._fleet is not None:
+            # The fleet decides: this host reads the origin, or follows the host
+            # that does. The write-through, started with the fill, lets go of
+            # the fleet's lease when it ends, whether the fill succeeds or not.
+            fleet_blob = self._fleet.blob(repo, digest)
+            fill = Fill(
+                digest, self._reads.from_(fleet_blob, _ONE_STREAM), self._disk, self._evictor
+            )
+            self._through.blob(name, digest, fill, fleet_blob)
+        else:
+            fill = Fill(digest, self._reads_from(repo), self._disk, self._evictor)
+            if repo is not None:
+                self._metrics.origin_fetched("blob")
         self._fills[digest] = fill
-        if repo is not None:
-            self._metrics.origin_fetched("blob")
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
 
     async def settled(self) -> None:
         """Wait until blobs fetched from an origin are written through (tests)."""
         await self._through.settled()
+
+    async def peer_body(self, digest: Digest) -> BlobBody | None:
+        """What this host has of a blob, committed or still filling, for another
+        host of the fleet; None if neither. Starts nothing; raises the fill's
+        error if it fails before its size is known."""
+        for _ in range(2):
+            fill = self.in_flight(digest)
+            if fill is not None:
+                size, path = await fill.started(), fill.path
+            else:
+                committed = self._committed(digest)
+                if committed is None:
+                    return None
+                size, path = committed.size, Path(committed.path)
+            try:
+                file = open(path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
+            except FileNotFoundError:
+                continue  # renamed as it committed, or removed: look again
+            return FileBody(file, size, fill, self._disk, digest)
+        return None
 
     def in_flight(self, digest: Digest) -> Fill | None:
         """The fill running for a digest, if any (await its `task` to follow it)."""

@@ -24,6 +24,7 @@ __all__ = ["Readiness", "ReadinessReport"]
 class ReadinessReport:
     disk: str  # "ok" or what failed
     store: str
+    fleet: str = "off"  # coordination with other hosts: "on", "off", or why it is off
 
     @property
     def ready(self) -> bool:
@@ -32,8 +33,14 @@ class ReadinessReport:
 
 class Readiness:
     def __init__(
-        self, disk: DiskStore, backend: Backend, metrics: Metrics, interval: float = 2.0
+        self,
+        disk: DiskStore,
+        backend: Backend,
+        metrics: Metrics,
+        interval: float = 2.0,
+        fleet: str = "off",
     ) -> None:
+        self._fleet = fleet
         self._disk = disk
         self._backend = backend
         self._metrics = metrics
@@ -50,7 +57,7 @@ class Readiness:
 
     async def _run(self) -> ReadinessReport:
         disk, store = await asyncio.gather(self._check_disk(), self._check_store())
-        report = ReadinessReport(disk, store)
+        report = ReadinessReport(disk, store, self._fleet)
         self._last = (time.monotonic(), report)
         self._metrics.ready.set(1 if report.ready else 0)
         return report

@@ -31,6 +31,7 @@ from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
 from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
+from .fleet import Fleet
 from .links import LinkCache
 
 __all__ = ["Manifest", "ManifestCache"]
@@ -62,8 +63,10 @@ class ManifestCache:
         tag_ttl: float,
         metrics: Metrics,
         origins: OriginMap | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self._origins = origins or OriginMap()
+        self._fleet = fleet
         self._store = store
         self._disk = disk
         self._learned = learned
@@ -177,15 +180,30 @@ class ManifestCache:
 
     async def _tag_from_origin(self, repo: OriginRepo, name: str, tag: str) -> Digest | None:
         """The tag's target at the origin, written through to the bucket; None if
-        the origin has no such tag."""
-        # Another host asked the origin less than a TTL ago and wrote its answer
-        # through: take it from the bucket, and the origin is asked once per TTL.
+        the origin has no such tag. Another host asked the origin less than a TTL
+        ago and wrote its answer through: take it from the bucket, so the origin
+        is asked about a tag once per TTL. With a fleet, hosts asking at the same
+        moment wait for the one that holds the tag's lease."""
+        fresh = await self._fresh_tag(name, tag)
+        if fresh is not None:
+            return fresh
+        if self._fleet is None:
+            return await self._ask_origin_for_tag(repo, name, tag)
+        return await self._fleet.once(
+            self._store.layout.tag_lease(name, tag),
+            lambda: self._ask_origin_for_tag(repo, name, tag),
+            lambda: self._fresh_tag(name, tag),
+        )
+
+    async def _fresh_tag(self, name: str, tag: str) -> Digest | None:
+        """The bucket's tag, if a host wrote it less than a TTL ago."""
         with contextlib.suppress(BackendError):
             written = await self._store.tag_written(name, tag)
             if written is not None and time.time() - written < self._tag_ttl:
-                digest = await self._store.tag_target(name, tag)
-                if digest is not None:
-                    return digest
+                return await self._store.tag_target(name, tag)
+        return None
+
+    async def _ask_origin_for_tag(self, repo: OriginRepo, name: str, tag: str) -> Digest | None:
         try:
             found = await repo.origin.manifest(repo.remote, tag)
         except BackendError as exc:
@@ -203,6 +221,26 @@ class ManifestCache:
         return digest
 
     async def _fetch_from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> Manifest:
+        if self._fleet is None:
+            return await self._ask_origin_for_manifest(repo, name, digest)
+        return await self._fleet.once(
+            self._store.layout.manifest_lease(digest),
+            lambda: self._ask_origin_for_manifest(repo, name, digest),
+            lambda: self._linked_in_bucket(name, digest),
+        )
+
+    async def _linked_in_bucket(self, name: str, digest: Digest) -> Manifest | None:
+        """The manifest from the bucket, if another host wrote it and linked it
+        into this repository."""
+        if not await self._store.manifest_linked(name, digest):
+            return None
+        manifest = await self._fetch(digest)
+        await self._links.learned_manifest(name, digest)
+        return manifest
+
+    async def _ask_origin_for_manifest(
+        self, repo: OriginRepo, name: str, digest: Digest
+    ) -> Manifest:
         found = await repo.origin.manifest(repo.remote, str(digest))
         if found is None:
             raise ManifestUnknown(detail={"digest": str(digest)})

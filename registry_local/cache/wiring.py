@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from ..backing.distribution import DistributionStore
 from ..backing.opening import open_store
-from ..config import CacheSettings, StoreSettings
+from ..config import CacheSettings, FleetSettings, StoreSettings
 from ..disk.eviction import CacheLimit, Evictor
 from ..disk.learned import Learned
 from ..disk.store import DiskStore
 from ..origin.mapping import open_origin_map
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
+from .fleet import open_fleet
 from .links import LinkCache
 from .manifests import ManifestCache
 from .parts import PartPolicy
@@ -26,6 +27,8 @@ from .slots import FairSlots
 __all__ = ["Cache", "open_cache"]
 
 log = logging.getLogger(__name__)
+
+_UNSUPPORTED = "off: the backing store does not honour conditional writes"
 
 
 @dataclass
@@ -37,18 +40,28 @@ class Cache:
     evictor: Evictor
     blobs: BlobCache
     manifests: ManifestCache
+    fleet: str  # coordination with the other hosts: "on", "off" or why it is off
 
 
 @contextlib.asynccontextmanager
 async def open_cache(
-    cache: CacheSettings, store_settings: StoreSettings, metrics: Metrics
+    cache: CacheSettings,
+    store_settings: StoreSettings,
+    metrics: Metrics,
+    fleet_settings: FleetSettings | None = None,
 ) -> AsyncIterator[Cache]:
     """The cache over the backing store, with its maintenance running in the
     background; on exit fills are cancelled and their temp files removed."""
-    async with (
-        open_store(store_settings, metrics) as store,
-        open_origin_map(store_settings.upstreams) as origins,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(store_settings, metrics))
+        origins = await stack.enter_async_context(open_origin_map(store_settings.upstreams))
+        fleet = None
+        if fleet_settings is not None:
+            read_timeout = store_settings.s3.read_timeout if store_settings.s3 else 30.0
+            fleet = await stack.enter_async_context(
+                open_fleet(fleet_settings, store.backend, store, read_timeout, metrics)
+            )
+        fleet_state = "off" if fleet_settings is None else "on" if fleet else _UNSUPPORTED
         disk = await DiskStore.open(cache.directory)
         metrics.track_disk(lambda: float(disk.bytes_used), disk.layout.root)
         learned = Learned(disk.layout)
@@ -72,8 +85,10 @@ async def open_cache(
                 PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
                 metrics,
                 origins,
+                fleet,
             ),
-            ManifestCache(store, disk, learned, links, cache.tag_ttl, metrics, origins),
+            ManifestCache(store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet),
+            fleet_state,
         )
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
         if limit is not None:

@@ -20,6 +20,7 @@ from ..errors import BackendError, FillFailed
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
 from .fill import Fill
+from .fleet import FleetBlob
 from .links import LinkCache
 
 __all__ = ["WriteThrough"]
@@ -35,33 +36,54 @@ class WriteThrough:
         self._disk = disk
         self._links = links
         self._metrics = metrics
-        self._tasks: dict[tuple[str, Digest], asyncio.Task[None]] = {}
+        # One task per repository and fill (its joiners ask again; a later fill
+        # of the same blob is a new one).
+        self._tasks: dict[tuple[str, Digest, Fill | None], asyncio.Task[None]] = {}
 
-    def blob(self, name: str, digest: Digest, fill: Fill | None) -> None:
-        """Upload and link the blob once it is committed here (once per name)."""
-        key = (name, digest)
+    def blob(
+        self, name: str, digest: Digest, fill: Fill | None, fleet_blob: FleetBlob | None = None
+    ) -> None:
+        """Upload and link the blob once it is committed here (once per name).
+        With `fleet_blob`, the fleet's lease is released once this is done; a
+        host that followed another leaves the upload to that host."""
+        key = (name, digest, fill)
         if key not in self._tasks:
-            task = asyncio.create_task(self._blob(name, digest, fill), name=f"through {digest}")
+            task = asyncio.create_task(
+                self._blob(name, digest, fill, fleet_blob), name=f"through {digest}"
+            )
             self._tasks[key] = task
             task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
-    async def _blob(self, name: str, digest: Digest, fill: Fill | None) -> None:
+    async def _blob(
+        self, name: str, digest: Digest, fill: Fill | None, fleet_blob: FleetBlob | None
+    ) -> None:
         try:
             if fill is not None:
                 await fill.committed()
+            if fleet_blob is not None and not fleet_blob.holds:
+                # The holder writes the content and its link; only a link that
+                # this repository still lacks afterwards is ours to write.
+                await fleet_blob.holder_done()
+                if await self._store.blob_linked(name, digest):
+                    await self._links.learned_blob(name, digest)
+                    return
             found = self._disk.blob(digest)
             if found is None:
                 return  # evicted already: the next miss fetches it again
             path, _ = found
-            await self._store.put_blob_file(digest, Path(path))
+            written = await self._store.put_blob_file(digest, Path(path))
             await self._store.link_blob(name, digest)
             await self._links.learned_blob(name, digest)
-            self._metrics.origin_written_through("blob")
+            if written:  # counted once per blob the bucket did not have
+                self._metrics.origin_written_through("blob")
         except FillFailed:
             return  # nothing was committed: nothing to write
         except (BackendError, OSError) as exc:
             self._metrics.origin_write_failures.inc()
             log.warning("could not write %s of %s through to the bucket: %s", digest, name, exc)
+        finally:
+            if fleet_blob is not None:
+                await fleet_blob.release()
 
     async def settled(self) -> None:
         """Wait for every write-through under way (tests, shutdown)."""

@@ -6,6 +6,7 @@ from .load import check_exposure, load
 from .options import COMMANDS, OPTIONS, Command, Option, add_options, reference_markdown
 from .settings import (
     CacheSettings,
+    FleetSettings,
     OriginSettings,
     PushSettings,
     S3Settings,
@@ -20,6 +21,7 @@ __all__ = [
     "OPTIONS",
     "CacheSettings",
     "Command",
+    "FleetSettings",
     "Option",
     "OriginSettings",
     "PushSettings",

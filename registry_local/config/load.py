@@ -17,6 +17,7 @@ from . import options as o
 from .options import COMMANDS, ENV_PREFIX, OPTIONS, Command, Option
 from .settings import (
     CacheSettings,
+    FleetSettings,
     OriginSettings,
     PushSettings,
     S3Settings,
@@ -163,6 +164,7 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
             allow_delete=v[o.ALLOW_DELETE],
             upload_expiry=v[o.UPLOAD_EXPIRY],
         ),
+        fleet=_fleet(v, (host, port)),
     )
     check_exposure(settings)
     return settings
@@ -215,6 +217,43 @@ def _upstreams(v: _Values, file: _File, environ: Mapping[str, str]) -> tuple[Ori
     if url:
         mappings.append(OriginSettings(url, "*", username, password))
     return tuple(mappings)
+
+
+def _fleet(v: _Values, listen: tuple[str, int]) -> FleetSettings | None:
+    peer = v[o.PEER_LISTEN]
+    advertise, token_file = v[o.ADVERTISE_URL], v[o.PEER_TOKEN_FILE]
+    if peer is None:
+        if advertise or token_file:
+            raise ConfigError("--advertise-url and --peer-token-file need --peer-listen")
+        return None
+    host, port = peer
+    if peer == listen:
+        raise ConfigError("--peer-listen needs a listener of its own, not the --listen address")
+    if advertise is None:
+        if host in ("0.0.0.0", "::", ""):
+            raise ConfigError(
+                f"--peer-listen {host} is every address: give --advertise-url, the one "
+                "the other hosts reach this host at"
+            )
+        advertise = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    token = _secret(token_file) if token_file else None
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"--peer-listen on {host}, which is not a loopback address, needs "
+            "--peer-token-file: peers must prove they belong to the fleet"
+        )
+    return FleetSettings(host, port, advertise, token, v[o.LEASE_TTL])
+
+
+def _secret(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read --peer-token-file {path}: {reason}") from None
+    if not token:
+        raise ConfigError(f"--peer-token-file {path} is empty")
+    return token
 
 
 def check_exposure(settings: Settings) -> None:

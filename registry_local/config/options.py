@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 from . import values
 from .settings import (
     CacheSettings,
+    FleetSettings,
     PushSettings,
     S3Settings,
     ServerSettings,
@@ -331,6 +332,46 @@ LOG_FORMAT: Option[str] = Option(
     group="serve",
 )
 
+PEER_LISTEN: Option[tuple[str, int] | None] = Option(
+    "peer-listen",
+    "coordinate with the other hosts of the bucket, so the fleet reads each blob from "
+    "the origin once: serve fills in progress to them on this address (a listener of "
+    "its own, reachable from the other hosts)",
+    values.optional(values.listen),
+    _unset,
+    values.show_listen,
+    "HOST:PORT",
+    "serve",
+)
+ADVERTISE_URL: Option[str | None] = Option(
+    "advertise-url",
+    "how the other hosts reach this host's --peer-listen, e.g. http://10.0.0.7:5001 "
+    "(default: http://HOST:PORT of --peer-listen)",
+    values.optional(values.origin_url),
+    _unset,
+    metavar="URL",
+    group="serve",
+)
+PEER_TOKEN_FILE: Option[Path | None] = Option(
+    "peer-token-file",
+    "file holding the fleet's shared secret: peers must present it (needed when "
+    "--peer-listen is not a loopback address)",
+    values.optional(values.path),
+    _unset,
+    metavar="FILE",
+    group="serve",
+)
+LEASE_TTL: Option[float] = Option(
+    "lease-ttl",
+    "seconds a host's lease on a blob or tag stays valid without renewal; a host that "
+    "dies holding one is taken over after this",
+    values.positive_seconds,
+    _field(FleetSettings, "lease_ttl"),
+    values.show_seconds,
+    "SECONDS",
+    "serve",
+)
+
 OPTIONS: tuple[Option[Any], ...] = (
     S3_ENDPOINT,
     S3_BUCKET,
@@ -360,6 +401,10 @@ OPTIONS: tuple[Option[Any], ...] = (
     SHUTDOWN_TIMEOUT,
     LOG_LEVEL,
     LOG_FORMAT,
+    PEER_LISTEN,
+    ADVERTISE_URL,
+    PEER_TOKEN_FILE,
+    LEASE_TTL,
 )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "CacheSettings",
+    "FleetSettings",
     "OriginSettings",
     "PushSettings",
     "S3Settings",
@@ -109,8 +110,21 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """Coordinating with the other hosts of the bucket: one origin read per blob
+    for the fleet. On when a peer listener is configured."""
+
+    peer_host: str
+    peer_port: int
+    advertise_url: str  # how other hosts reach this one's peer listener
+    token: str | None = field(default=None, repr=False)  # shared secret of the fleet
+    lease_ttl: float = 15.0  # seconds a lease stays valid without renewal
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     push: PushSettings = field(default_factory=PushSettings)
+    fleet: FleetSettings | None = None

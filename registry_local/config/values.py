@@ -25,6 +25,7 @@ __all__ = [
     "part_size",
     "path",
     "positive_int",
+    "positive_seconds",
     "seconds",
     "show_listen",
     "show_seconds",
@@ -74,6 +75,13 @@ def seconds(value: str) -> float:
     number = float(value)
     if number < 0 or number != number:
         raise ValueError("must be a number of seconds >= 0")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    number = seconds(value)
+    if number == 0:
+        raise ValueError("must be a number of seconds > 0")
     return number
 
 

@@ -31,11 +31,15 @@ log = logging.getLogger(__name__)
 def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
-        async with open_cache(settings.cache, settings.store, metrics) as cache:
+        async with open_cache(settings.cache, settings.store, metrics, settings.fleet) as cache:
             app[BLOBS] = cache.blobs
             app[MANIFESTS] = cache.manifests
             app[READINESS] = Readiness(
-                cache.disk, cache.store.backend, metrics, settings.server.ready_interval
+                cache.disk,
+                cache.store.backend,
+                metrics,
+                settings.server.ready_interval,
+                cache.fleet,
             )
             if settings.server.warm_endpoint:
                 app[WARMER] = Warmer(cache.manifests, cache.blobs)

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..config import Settings, is_loopback
 from ..errors import ConfigError
 from .app import build_app, build_ops_app
+from .peer import build_peer_app
 
 __all__ = ["serve", "tls_context"]
 
@@ -72,6 +73,11 @@ async def serve(settings: Settings) -> None:
         host, port = server.metrics_listen
         runners.append(await _start(build_ops_app(app), host, port, 1.0))
         log.info("metrics on http://%s/metrics", _address(host, port))
+    if settings.fleet is not None:
+        fleet = settings.fleet
+        peers = build_peer_app(app, fleet.token)
+        runners.append(await _start(peers, fleet.peer_host, fleet.peer_port, 1.0))
+        log.info("peer listener on http://%s", _address(fleet.peer_host, fleet.peer_port))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,18 +18,60 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import BinaryIO
 
 from aiohttp import web
 
 from ..cache.body import BlobBody
 from ..errors import BackendError, FillFailed
-from ..oci.byterange import ByteRange
-from ..telemetry.metrics import Metrics
+from ..oci.byterange import ByteRange, parse_range
+from ..oci.digest import Digest
 
-__all__ = ["send_blob"]
+__all__ = ["Count", "answer_blob", "blob_headers", "send_blob"]
+
+# Records body bytes sent: how many, and whether they went around aiohttp's
+# writer (sendfile), so the request's trace must count them itself.
+Count = Callable[[int, bool], None]
 
 log = logging.getLogger(__name__)
+
+
+def blob_headers(digest: Digest) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+async def answer_blob(
+    request: web.Request, digest: Digest, body: BlobBody, count: Count
+) -> web.StreamResponse:
+    """The whole answer to a GET of a blob: status, headers, the requested
+    range of `body` (closed when done)."""
+    try:
+        byte_range = body.fit(parse_range(request.headers.get("Range"), body.size))
+        headers = blob_headers(digest)
+        if byte_range.partial:
+            headers["Content-Range"] = byte_range.content_range()
+        status = 206 if byte_range.partial else 200
+        if body.whole is not None:
+            # Whole in memory: one write for the headers and the body together.
+            count(byte_range.length, False)
+            return web.Response(
+                status=status, body=body.whole[byte_range.start : byte_range.end], headers=headers
+            )
+        stream = web.StreamResponse(status=status, headers=headers)
+        stream.content_length = byte_range.length
+        await stream.prepare(request)
+        if await send_blob(request, stream, body, byte_range, count):
+            await stream.write_eof()
+        return stream
+    finally:
+        body.close()
 
 
 async def send_blob(
@@ -37,7 +79,7 @@ async def send_blob(
     response: web.StreamResponse,
     body: BlobBody,
     byte_range: ByteRange,
-    metrics: Metrics,
+    count: Count,
 ) -> bool:
     """Send the range after the headers; False if the body had to be cut short."""
     loop = asyncio.get_running_loop()
@@ -67,7 +109,7 @@ async def send_blob(
     except ConnectionError:
         return False  # the client went away
     finally:
-        metrics.blob_bytes_sent(body.source, position - byte_range.start, by_sendfile=True)
+        count(position - byte_range.start, True)
 
 
 def _send_now(transport: asyncio.BaseTransport, file: BinaryIO, offset: int, count: int) -> int:

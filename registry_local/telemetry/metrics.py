@@ -34,8 +34,10 @@ __all__ = [
     "ByteSource",
     "CacheKind",
     "FillOutcome",
+    "LeaseEvent",
     "Metrics",
     "OriginKind",
+    "PeerDirection",
     "Revalidation",
     "Route",
     "S3Operation",
@@ -66,6 +68,9 @@ ByteSource = Literal["disk", "fill", "s3"]  # where the bytes of a blob sent cam
 Revalidation = Literal["unchanged", "changed", "removed", "error"]
 OriginKind = Literal["blob", "manifest"]
 WrittenKind = Literal["blob", "manifest", "tag"]
+# What happened to a lease in the bucket (fleet/leases.py).
+LeaseEvent = Literal["taken", "followed", "taken_over", "refused"]
+PeerDirection = Literal["served", "received"]
 # What a request's trace notes for a blob miss: a fill started, or joined.
 BlobMiss = Literal["fill", "join"]
 
@@ -271,6 +276,32 @@ class Metrics:
             "Blob requests answered from the backing store without caching (no room).",
             registry=r,
         )
+        self._leases = Counter(
+            p + "fleet_leases",
+            "Leases in the bucket: taken (this host reads for the fleet), followed "
+            "(another host does), taken over (its holder died), refused (lost a race "
+            "to renew or take over).",
+            ["event"],
+            registry=r,
+        )
+        self._peer_bytes = Counter(
+            p + "peer_bytes",
+            "Blob bytes sent to (served) and read from (received) other hosts of the fleet.",
+            ["direction"],
+            registry=r,
+        )
+        self.fleet_fallbacks = Counter(
+            p + "fleet_bucket_fallbacks",
+            "Times a follower could not stream from the lease holder and waited for "
+            "the bucket instead.",
+            registry=r,
+        )
+        self.fleet_coordination = Gauge(
+            p + "fleet_coordination",
+            "1 while this host coordinates origin reads with the fleet through the "
+            "bucket; 0 when it is off or the backing store refuses conditional writes.",
+            registry=r,
+        )
         self.evictions = Counter(
             p + "evictions", "Blobs (or manifests) evicted to stay within the limit.", registry=r
         )
@@ -308,6 +339,10 @@ class Metrics:
             self._stale_served.labels(kind)
         for kind in get_args(OriginKind):
             self._origin_fetches.labels(kind)
+        for event in get_args(LeaseEvent):
+            self._leases.labels(event)
+        for direction in get_args(PeerDirection):
+            self._peer_bytes.labels(direction)
         for kind in get_args(WrittenKind):
             self._origin_written.labels(kind)
         for route in ROUTES:
@@ -373,6 +408,12 @@ class Metrics:
     def origin_written_through(self, kind: WrittenKind) -> None:
         """Something from an origin registry written through to the bucket."""
         self._origin_written.labels(kind).inc()
+
+    def lease(self, event: LeaseEvent) -> None:
+        self._leases.labels(event).inc()
+
+    def peer_bytes(self, direction: PeerDirection, count: int) -> None:
+        self._peer_bytes.labels(direction).inc(count)
 
     def s3_request(self, operation: S3Operation, outcome: S3Outcome, seconds: float) -> None:
         self._s3_requests.labels(operation, outcome).inc()

@@ -55,6 +55,8 @@ class Fault:
     starting_at: apply only to requests for a byte range starting at this offset
     drop_range:  forward the request without its Range header, as if the
                  upstream ignored it (it answers 200 with the whole body)
+    drop_conditions: forward the request without If-None-Match and If-Match, as
+                 a store without conditional writes would ignore them
     """
 
     match: Callable[[str, str], bool]
@@ -73,6 +75,7 @@ class Fault:
     rate: float | None = None
     delay: float = 0.0
     drop_range: bool = False
+    drop_conditions: bool = False
     applied: int = 0
 
 
@@ -196,6 +199,9 @@ class S3Proxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         if fault is not None and fault.drop_range:
             headers.pop("Range", None)
+        if fault is not None and fault.drop_conditions:
+            headers.pop("If-None-Match", None)
+            headers.pop("If-Match", None)
         async with self._session.request(
             request.method,
             self.upstream + request.rel_url.path_qs,

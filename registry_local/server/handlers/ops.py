@@ -35,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": "ready" if report.ready else "unavailable",
-            "checks": {"disk": report.disk, "store": report.store},
+            "checks": {"disk": report.disk, "store": report.store, "fleet": report.fleet},
         },
         status=200 if report.ready else 503,
     )

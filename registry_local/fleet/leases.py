@@ -1,0 +1,200 @@
+"""Leases in the bucket: which host reads a blob (or resolves a tag) for the fleet.
+
+A lease is a small object beside distribution's tree (layout.py draws where),
+written with S3's conditional writes, so the bucket every host already shares is
+the only coordinator:
+
+- take: create it only if absent (If-None-Match: *); one host wins, the others
+  learn who holds it;
+- renew: the holder rewrites it every third of its time to live, only over the
+  version it wrote (If-Match), so a host that lost it finds out;
+- take over: a lease whose version has not changed for its whole time to live,
+  on the observer's own clock, belongs to a host that died; it is replaced over
+  that version (If-Match), so only one observer wins;
+- release: the holder deletes it once its work is in the bucket.
+
+Expiry is judged by each observer's monotonic clock, never by comparing hosts'
+wall clocks, so clock skew between hosts cannot make a live lease look dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from ..backing.backend import Backend
+from ..errors import BackendError
+from ..layout import BucketLayout
+from ..telemetry.metrics import Metrics
+
+__all__ = ["Held", "Leases", "Seen"]
+
+log = logging.getLogger(__name__)
+
+_MAX_LEASE_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Another host's lease, as observed: unchanged since `since` (monotonic)."""
+
+    key: str
+    version: str
+    holder: str | None  # its peer URL; None when the body is not ours to read
+    host: str | None
+    ttl: float
+    since: float
+
+    def stale(self, now: float) -> bool:
+        return now - self.since >= self.ttl
+
+
+class Held:
+    """A lease this host holds, renewed in the background until released."""
+
+    def __init__(self, leases: Leases, key: str, version: str) -> None:
+        self._leases = leases
+        self.key = key
+        self.version = version
+        self.lost = False
+        self._released = False
+        self._renewal = asyncio.create_task(self._renew(), name=f"lease {key}")
+
+    async def _renew(self) -> None:
+        interval = self._leases.ttl / 3
+        serial = 0
+        while True:
+            await asyncio.sleep(interval)
+            serial += 1
+            try:
+                version = await self._leases.backend.replace(
+                    self.key, self._leases.body(serial), self.version
+                )
+            except BackendError as exc:
+                log.warning("could not renew lease %s: %s", self.key, exc)
+                continue  # it stays valid for a while yet: try again next time
+            if version is None:
+                self.lost = True
+                self._leases.metrics.lease("refused")
+                log.warning("lease %s was taken over by another host", self.key)
+                return
+            self.version = version
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours; safe to call twice."""
+        if self._released:
+            return
+        self._released = True
+        self._renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._renewal
+        if self.lost:
+            return
+        try:
+            found = await self._leases.backend.read_versioned(self.key, _MAX_LEASE_BYTES)
+            if found is not None and found[1] == self.version:
+                await self._leases.backend.delete(self.key)
+        except BackendError as exc:
+            # It expires by itself: others take it over after its time to live.
+            log.warning("could not release lease %s: %s", self.key, exc)
+
+
+class Leases:
+    """Taking, watching and taking over leases in one backing store."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        layout: BucketLayout,
+        holder: str,
+        ttl: float,
+        metrics: Metrics,
+    ) -> None:
+        self.backend = backend
+        self.layout = layout
+        self.holder = holder  # this host's peer URL
+        self.host = uuid.uuid4().hex  # this process, for telling restarts apart
+        self.ttl = ttl
+        self.metrics = metrics
+
+    def body(self, serial: int = 0) -> bytes:
+        return json.dumps(
+            {"holder": self.holder, "host": self.host, "ttl": self.ttl, "serial": serial},
+            separators=(",", ":"),
+        ).encode()
+
+    async def take(self, key: str) -> Held | Seen | None:
+        """The lease, if it was free; else who holds it (None: it vanished as
+        we looked, try again). Raises BackendError."""
+        version = await self.backend.create(key, self.body())
+        if version is not None:
+            self.metrics.lease("taken")
+            return Held(self, key, version)
+        seen = await self.look(key)
+        if seen is not None:
+            self.metrics.lease("followed")
+        return seen
+
+    async def look(self, key: str, before: Seen | None = None) -> Seen | None:
+        """The lease as it is now (None: there is none). `before` carries the time
+        its version was first seen, so expiry is measured on this host's clock."""
+        found = await self.backend.read_versioned(key, _MAX_LEASE_BYTES)
+        if found is None:
+            return None
+        data, version = found
+        if before is not None and before.version == version:
+            return before
+        holder, host, ttl = _parse(data)
+        return Seen(key, version, holder, host, ttl or self.ttl, time.monotonic())
+
+    def abandoned(self, seen: Seen) -> bool:
+        """True if the holder is dead: the lease went unrenewed for its time to
+        live, or it names this host's URL with another process's id (this host
+        restarted while holding it)."""
+        if seen.holder == self.holder and seen.host not in (None, self.host):
+            return True
+        return seen.stale(time.monotonic())
+
+    async def take_over(self, seen: Seen) -> Held | None:
+        """Replace an abandoned lease; None if another host changed it first."""
+        version = await self.backend.replace(seen.key, self.body(), seen.version)
+        if version is None:
+            self.metrics.lease("refused")
+            return None
+        self.metrics.lease("taken_over")
+        log.warning("took over lease %s from %s", seen.key, seen.holder or "an unknown holder")
+        return Held(self, seen.key, version)
+
+    async def probe(self) -> bool:
+        """Whether the store refuses a second create of one key, as leases need.
+        Raises BackendError when the store cannot be asked."""
+        key = self.layout.probe(uuid.uuid4().hex)
+        try:
+            first = await self.backend.create(key, b"{}")
+            second = await self.backend.create(key, b"{}")
+            return first is not None and second is None
+        finally:
+            with contextlib.suppress(BackendError):
+                await self.backend.delete(key)
+
+
+def _parse(data: bytes) -> tuple[str | None, str | None, float | None]:
+    """Holder URL, host id and time to live from a lease body; Nones for what is
+    not there (a lease written by a later version, or damaged)."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None, None, None
+    if not isinstance(body, dict):
+        return None, None, None
+    holder, host, ttl = body.get("holder"), body.get("host"), body.get("ttl")
+    return (
+        holder if isinstance(holder, str) else None,
+        host if isinstance(host, str) else None,
+        float(ttl) if isinstance(ttl, int | float) and ttl > 0 else None,
+    )
