@@ -12,7 +12,9 @@ same run:
 - scenarios: cold storms at 1, 20, 50 and 100 clients (wall time, S3 blob GETs
   per distinct blob, S3 bytes, peak RSS); warm throughput (wrk, 20
   connections); manifest HEAD and small-blob request rates (wrk, 20
-  connections); a large blob pulled cold by 100 clients.
+  connections); a large blob pulled cold by 100 clients; a fleet (4 hosts x 10
+  clients, an origin registry behind a throttle, an empty bucket) with and
+  without coordination, against one host alone.
 
     python bench/run.py [--quick] [--json results.json]
 
@@ -41,6 +43,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from registry_local.config import StoreSettings  # noqa: E402
 from registry_local.loadtest.run import run_load  # noqa: E402
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
 from registry_local.transfer.imagebuild import build_image  # noqa: E402
@@ -124,9 +127,14 @@ class Bench:
         proc.extra["cache"] = cache
         return proc
 
-    async def registry2(self, tag: str, upstream: str | None = None) -> Proc:
+    async def registry2(
+        self, tag: str, upstream: str | None = None, fs_root: Path | None = None
+    ) -> Proc:
         port = free_port()
-        if upstream is None:
+        if fs_root is not None:
+            storage = f"  filesystem:\n    rootdirectory: {fs_root}\n"
+            proxy = ""
+        elif upstream is None:
             storage = (
                 f"  s3:\n    region: us-east-1\n    bucket: bench\n"
                 f"    regionendpoint: {self.throttle}\n    accesskey: testing\n"
@@ -314,6 +322,8 @@ async def main(args: argparse.Namespace) -> None:
                 await _big(bench, big, results)
             if big is not None and "ranged" in scenarios:
                 await _ranged(bench, big, results)
+            if "fleet" in scenarios:
+                await _fleet(bench, image, results)
         finally:
             throttle.terminate()
             throttle.wait()
@@ -457,6 +467,78 @@ async def _ranged(bench: Bench, big: Any, results: dict[str, Any]) -> None:
     print("ranged fill: done", flush=True)
 
 
+async def _fleet(bench: Bench, image: Any, results: dict[str, Any]) -> None:
+    """Hosts over one empty bucket, an origin registry behind them (throttled per
+    stream like S3): one host alone, then the fleet each on its own, then the
+    fleet coordinating through the bucket (--peer-listen)."""
+    args = bench.args
+    hosts, clients = args.fleet_hosts, args.fleet_clients
+    root = bench.work / "origin-store"
+    await seed(StoreSettings(s3=None, fs_root=root), "bench/app", "v1", image)
+    origin_registry = await bench.registry2("origin", fs_root=root)
+    throttle, origin = await _throttle(origin_registry.url, args)
+    blob_bytes = sum(len(data) for data in image.blobs.values())
+    rows = results["fleet"] = {"hosts": hosts, "clients": clients}
+    s3 = boto3.client("s3", endpoint_url=bench.s3, region_name="us-east-1")
+    try:
+        for mode, count, coordinated in (
+            ("one host", 1, False),
+            ("fleet, each on its own", hosts, False),
+            ("fleet, coordinated", hosts, True),
+        ):
+            bucket = f"fleet-{len(rows)}"
+            s3.create_bucket(Bucket=bucket)
+            procs = []
+            for n in range(count):
+                options = {"S3_BUCKET": bucket, "UPSTREAM": origin, "LOG_LEVEL": "warning"}
+                if coordinated:
+                    options["PEER_LISTEN"] = f"127.0.0.1:{free_port()}"
+                procs.append(await bench.registry_local(f"fleet-{len(rows)}-{n}", **options))
+            try:
+                await bench.s3_stats(reset=True, throttle=origin)
+                began = time.monotonic()
+                reports = await asyncio.gather(
+                    *(run_load(p.url, "bench/app:v1", clients=clients, processes=1) for p in procs)
+                )
+                seconds = time.monotonic() - began
+                stats = await bench.s3_stats(throttle=origin)
+            finally:
+                for p in procs:
+                    p.stop()
+            if any(r.pulls_failed for r in reports):
+                raise RuntimeError(f"fleet {mode}: pulls failed: {[r.errors for r in reports]}")
+            of_blobs = sum(n for key, n in stats["bytes_by_key"].items() if "/blobs/" in key)
+            rows[mode] = {
+                "hosts": count,
+                "seconds": seconds,
+                "origin_bytes_ratio": of_blobs / blob_bytes,
+                "first_layer_byte_p50": sorted(r.first_layer_byte["p50"] for r in reports),
+            }
+    finally:
+        throttle.terminate()
+        throttle.wait()
+        origin_registry.stop()
+    print("fleet: done", flush=True)
+
+
+def _print_fleet(results: dict[str, Any]) -> None:
+    fleet = results["fleet"]
+    one = fleet["one host"]["seconds"]
+    print(
+        f"\n== fleet: {fleet['hosts']} hosts x {fleet['clients']} clients, an origin behind an "
+        f"empty bucket ({results['settings']['stream_mbps']:.0f} MB/s per stream) =="
+    )
+    for mode in ("one host", "fleet, each on its own", "fleet, coordinated"):
+        row = fleet[mode]
+        firsts = row["first_layer_byte_p50"]
+        print(
+            f"{mode:24} {row['seconds']:6.2f} s ({_ratio(row['seconds'], one)} one host)  "
+            f"origin bytes/blob bytes {row['origin_bytes_ratio']:.2f}  first layer byte p50 "
+            f"per host {' '.join(f'{s:.3f}' for s in firsts)} s "
+            f"(slowest {_ratio(firsts[-1], firsts[0])} fastest)"
+        )
+
+
 def _print(results: dict[str, Any], client_counts: list[int]) -> None:
     if results["cold"]:
         _print_cold(results, client_counts)
@@ -466,6 +548,8 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
         _print_big(results)
     if "ranged" in results:
         _print_ranged(results)
+    if "fleet" in results:
+        _print_fleet(results)
 
 
 def _print_cold(results: dict[str, Any], client_counts: list[int]) -> None:
@@ -554,8 +638,10 @@ if __name__ == "__main__":
         "--link-mbps", type=float, default=400, help="S3 link cap of the ranged-fill scenario"
     )
     parser.add_argument(
-        "--scenarios", default="cold,warm,big,ranged", help="which to run, comma-separated"
+        "--scenarios", default="cold,warm,big,ranged,fleet", help="which to run, comma-separated"
     )
+    parser.add_argument("--fleet-hosts", type=int, default=4)
+    parser.add_argument("--fleet-clients", type=int, default=10, help="clients per host")
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--json", help="also write the results here")

@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_FIRST_DELAY = 0.05  # seconds between looks at the bucket, doubling...
-_MAX_DELAY = 1.0  # ...up to this
+_FIRST_DELAY = 0.02  # seconds between looks at the bucket, doubling...
+_MAX_DELAY = 0.25  # ...up to this: a few small requests a second per waiting host
 _PEER_TRIES = 2  # failed reads from a holder before a follower stops asking it
 
 
@@ -142,6 +142,7 @@ class FleetBlob:
         self._started = False
         self._peer_failures = 0
         self._reading = False  # the holder has made its first read
+        self._in_bucket = False  # found in the bucket after all: read it there
 
     @property
     def holds(self) -> bool:
@@ -152,6 +153,8 @@ class FleetBlob:
     async def open_blob(
         self, digest: Digest, offset: int = 0, end: int | None = None
     ) -> ObjectStream | None:
+        if self._in_bucket:
+            return await self._fleet.store.open_blob(self._digest, offset, end)
         if not self._started:
             self._started = True
             self._state = await self._fleet.leases.take(self._key)
@@ -173,7 +176,7 @@ class FleetBlob:
             stream = await self._fleet.store.open_blob(self._digest, offset, end)
             if stream is not None:
                 await self.release()
-                self._state = None
+                self._state, self._in_bucket = None, True
                 return stream
             self._fleet.metrics.origin_fetched("blob")
         return await self._repo.open_blob(self._digest, offset, end)

@@ -49,10 +49,6 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise BackendUnavailable("peer", url, f"unreachable: {exc}") from None
         try:
-            if response.status == 416:  # nothing left past the offset
-                size = int(response.headers.get("Content-Range", "*/0").rpartition("/")[2])
-                response.release()
-                return _PeerStream(None, url, size, 0, self._metrics)
             if response.status not in (200, 206):
                 raise BackendUnavailable("peer", url, f"answered {response.status}")
             size, first = _extent(response)
