@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -226,8 +227,11 @@ def as_registry_error(exc: BaseException) -> RegistryError | None:
     if isinstance(exc, RegistryError):
         return exc
     if isinstance(exc, UpstreamDenied):
+        origin = re.match(r"https?://[^/\s]+", exc.key)
+        where = f" at {origin.group(0)}" if origin else ""
         return Unavailable(
-            "the upstream registry refused registry-local's credentials for this repository"
+            f"the upstream registry{where} refused registry-local's credentials, or none "
+            "could be found for it, for this repository"
         )
     if isinstance(exc, BackendError):
         # Say which kind of failure, never the key or the endpoint's words.

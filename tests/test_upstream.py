@@ -179,7 +179,8 @@ async def test_wrong_credentials_are_a_clear_error(start_cache, tmp_path, moto, 
     status, _, body = await fetch(f"{cache.url}/v2/team/app/manifests/v1")
 
     assert status == 503
-    assert b"upstream registry refused registry-local's credentials" in body
+    assert b"refused registry-local's credentials" in body
+    assert f"upstream registry at {origin.proxy.url}".encode() in body  # names the origin
     assert PASSWORD.encode() not in body and b"wrong" not in body
 
 

@@ -86,15 +86,30 @@ def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
     for entry in value:
         if not isinstance(entry, dict) or not {"match", "url"} <= set(entry):
             raise ConfigError(f"config file {path}: each upstream needs match and url")
-        unknown = set(entry) - {"match", "url", "credentials_file"}
+        unknown = set(entry) - {"match", "url", "credentials_file", "auth_file", "credentials"}
         if unknown:
             raise ConfigError(f"config file {path}: unknown upstream keys {sorted(unknown)}")
         try:
             url = origin_url(str(entry["url"]))
         except ValueError as exc:
             raise ConfigError(f"config file {path}: upstream url: {exc}") from None
+        kind = entry.get("credentials")
+        if kind not in (None, "ecr"):
+            raise ConfigError(f"config file {path}: upstream credentials: only 'ecr' is known")
+        sources = [k for k in ("credentials_file", "auth_file", "credentials") if entry.get(k)]
+        if len(sources) > 1:
+            raise ConfigError(f"config file {path}: an upstream takes one of {sources}")
         username, password = _credentials(entry.get("credentials_file"), {})
-        mappings.append(OriginSettings(url, str(entry["match"]), username, password))
+        mappings.append(
+            OriginSettings(
+                url,
+                str(entry["match"]),
+                username,
+                password,
+                auth_file=_auth_file(entry.get("auth_file")),
+                ecr=kind == "ecr",
+            )
+        )
     return mappings
 
 
@@ -212,11 +227,29 @@ def _store(
 def _upstreams(v: _Values, file: _File, environ: Mapping[str, str]) -> tuple[OriginSettings, ...]:
     """The file's mappings first (most specific), then --upstream for every name."""
     mappings = list(file.upstreams)
+    auth_file = v[o.UPSTREAM_AUTH_FILE]
+    if auth_file is not None and v[o.UPSTREAM_CREDENTIALS]:
+        raise ConfigError("--upstream-credentials and --upstream-auth-file: give one")
     username, password = _credentials(v[o.UPSTREAM_CREDENTIALS], environ)
     url = v[o.UPSTREAM]
     if url:
-        mappings.append(OriginSettings(url, "*", username, password))
+        mappings.append(
+            OriginSettings(url, "*", username, password, auth_file=_auth_file(auth_file))
+        )
     return tuple(mappings)
+
+
+def _auth_file(path: object) -> Path | None:
+    """A docker config.json given for an origin: it must be readable now (it is
+    read again whenever it changes)."""
+    if not path:
+        return None
+    file = Path(str(path))
+    try:
+        file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read upstream auth file {file}: {exc.strerror}") from None
+    return file
 
 
 def _fleet(v: _Values, listen: tuple[str, int]) -> FleetSettings | None:

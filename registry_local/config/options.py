@@ -177,6 +177,16 @@ UPSTREAM_CREDENTIALS: Option[str | None] = Option(
     metavar="FILE",
     group="origin",
 )
+UPSTREAM_AUTH_FILE: Option[Path | None] = Option(
+    "upstream-auth-file",
+    "credentials for --upstream the way engines find them: a docker config.json or "
+    "containers auth.json (auths, credHelpers, credsStore; helpers run as "
+    "docker-credential-NAME); read again when it changes",
+    values.optional(values.path),
+    _unset,
+    metavar="FILE",
+    group="origin",
+)
 FS_ROOT: Option[Path] = Option(
     "fs-root",
     "directory of the embedded backing store (distribution's filesystem "
@@ -383,6 +393,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     S3_FILL_CONCURRENCY,
     UPSTREAM,
     UPSTREAM_CREDENTIALS,
+    UPSTREAM_AUTH_FILE,
     FS_ROOT,
     LISTEN,
     CACHE_DIR,

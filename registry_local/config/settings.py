@@ -62,6 +62,9 @@ class OriginSettings:
     match: str = "*"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    auth_file: Path | None = None  # a docker config.json or containers auth.json
+    ecr: bool = False  # Amazon ECR: the token from the AWS API
+    helper_timeout: float = 10.0  # seconds a credential helper may take
 
 
 @dataclass(frozen=True)

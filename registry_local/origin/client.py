@@ -12,11 +12,11 @@ refused credentials -> UpstreamDenied; 404 -> None.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ from ..config import OriginSettings
 from ..errors import BackendError, BackendUnavailable, DigestInvalid, UpstreamDenied
 from ..oci.digest import Digest
 from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES
+from .credentials import AuthFile, Credentials, Ecr, Secret, Static, ecr_client
 
 __all__ = ["Origin", "UpstreamDenied", "open_origin"]
 
@@ -56,15 +57,17 @@ class _Auth:
 class Origin:
     """One origin registry. Create with `open_origin`."""
 
-    def __init__(self, settings: OriginSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        settings: OriginSettings,
+        session: aiohttp.ClientSession,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.settings = settings
         self.url = settings.url.rstrip("/")
         self._session = session
         self._auth = _Auth()
-        self._credentials: str | None = None
-        if settings.username is not None:
-            pair = f"{settings.username}:{settings.password or ''}".encode()
-            self._credentials = "Basic " + base64.b64encode(pair).decode()
+        self._credentials = credentials
 
     # -- what the cache asks -----------------------------------------------------
 
@@ -78,7 +81,7 @@ class Origin:
         try:
             if response.status == 404:
                 return None
-            _check(response, path)
+            _check(response, self.url + path)
             data = await _read_limited(response, path)
             media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             claimed = response.headers.get("Docker-Content-Digest")
@@ -111,7 +114,7 @@ class Origin:
                 response.release()
                 size = await self.blob_size(name, digest)
                 return None if size is None else _BlobStream(None, path, size, 0)
-            _check(response, path)
+            _check(response, self.url + path)
             size, skip = _extent(response, offset)
             stop = size if end is None else min(end, size)
             stream = _BlobStream(response, path, size, max(0, stop - offset))
@@ -128,7 +131,7 @@ class Origin:
         try:
             if response.status == 404:
                 return None
-            _check(response, path)
+            _check(response, self.url + path)
             return int(response.headers.get("Content-Length", "0"))
         finally:
             response.release()
@@ -141,7 +144,7 @@ class Origin:
         """The origin's answer, past auth challenges and back-off requests; the
         caller releases it."""
         scope = f"repository:{name}:pull"
-        answered_challenge = False
+        answered_challenge = refreshed = False
         for attempt in range(1, _ATTEMPTS + 1):
             auth = await self._authorization(scope)
             try:
@@ -153,8 +156,16 @@ class Origin:
             if response.status == 401 and not answered_challenge:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
-                self._challenged(challenge, path)
+                self._challenged(challenge, self.url + path)
                 answered_challenge = True
+                continue
+            if response.status == 401 and not refreshed and self._credentials is not None:
+                # Refused: the credentials may have changed (a new ECR token, a
+                # helper's rotation, an edited file): fetch them afresh, once.
+                response.release()
+                self._credentials.refused()
+                self._auth.tokens.clear()
+                refreshed = True
                 continue
             if response.status in (429, 503) and attempt < _ATTEMPTS:
                 delay = _retry_after(response.headers.get("Retry-After"), attempt)
@@ -171,9 +182,21 @@ class Origin:
             if token is None or token.expires <= time.monotonic():
                 token = await self._fetch_token(scope)
             return {"Authorization": f"Bearer {token.value}"}
-        if self._auth.basic and self._credentials is not None:
-            return {"Authorization": self._credentials}
+        if self._auth.basic:
+            secret = await self._secret()
+            if secret is None or secret.identity_token is not None:
+                raise UpstreamDenied("GET", self.url, "origin wants a password and none is set")
+            return {"Authorization": secret.basic()}
         return {}
+
+    async def _secret(self) -> Secret | None:
+        if self._credentials is None:
+            return None
+        try:
+            return await self._credentials.get()
+        except BackendError as exc:
+            exc.key = f"{self.url} ({exc.key})"
+            raise
 
     def _challenged(self, challenge: str, path: str) -> None:
         scheme, _, params = challenge.partition(" ")
@@ -196,10 +219,24 @@ class Origin:
         query = {"scope": scope}
         if "service" in self._auth.bearer:
             query["service"] = self._auth.bearer["service"]
-        headers = {"Authorization": self._credentials} if self._credentials else {}
+        secret = await self._secret()
         try:
-            async with self._session.get(realm, params=query, headers=headers) as response:
+            if secret is not None and secret.identity_token is not None:
+                # An identity token is an OAuth2 refresh token (docker login's).
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": secret.identity_token,
+                    "client_id": "registry-local",
+                    **query,
+                }
+                request = self._session.post(realm, data=form)
+            else:
+                headers = {"Authorization": secret.basic()} if secret is not None else {}
+                request = self._session.get(realm, params=query, headers=headers)
+            async with request as response:
                 if response.status in (401, 403):
+                    if self._credentials is not None:
+                        self._credentials.refused()
                     raise UpstreamDenied("token", realm, "origin refused our credentials")
                 if response.status != 200:
                     raise BackendUnavailable("token", realm, f"token server: {response.status}")
@@ -304,5 +341,16 @@ def _retry_after(value: str | None, attempt: int) -> float:
 @contextlib.asynccontextmanager
 async def open_origin(settings: OriginSettings) -> AsyncIterator[Origin]:
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-        yield Origin(settings, session)
+    host = urllib.parse.urlsplit(settings.url).netloc
+    async with (
+        aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        credentials: Credentials | None = None
+        if settings.ecr:
+            credentials = Ecr(host, await stack.enter_async_context(ecr_client(host)))
+        elif settings.auth_file is not None:
+            credentials = AuthFile(settings.auth_file, host, settings.helper_timeout)
+        elif settings.username is not None:
+            credentials = Static(settings.username, settings.password or "")
+        yield Origin(settings, session, credentials)
