@@ -27,6 +27,7 @@ from registry_local.transfer.imagebuild import Image, build_image
 from .support.harness import fetch, pull_image, s3_settings, seed
 from .support.processes import require_tool, run_docker_registry, sealed_env
 from .support.s3proxy import S3Proxy
+from .support.tokens import TokenGate
 
 USER, PASSWORD = "puller", "s3cret-pass"
 ECR_PASSWORD = "123456789012-auth-token"  # what moto's GetAuthorizationToken hands out
@@ -116,6 +117,25 @@ async def test_a_credential_helper_is_asked_with_the_registry_host(
         cache = await start_cache(store=_store(moto, bucket, url=url, auth_file=config))
         assert await pull_image(cache.url, "team/app", "v1") == _expected(image)
     assert asked.read_text() == _host(url)  # credHelpers win over auths, as in docker
+
+
+async def test_an_identity_token_is_exchanged_at_the_token_realm(
+    start_cache, tmp_path, moto, bucket, image
+):
+    """What `docker login` leaves for registries with OAuth2: an identitytoken,
+    sent to the realm as a refresh token (POST), never as a password."""
+    root = tmp_path / "origin"
+    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
+    with run_docker_registry(tmp_path, fs_root=root) as registry:
+        gate = await TokenGate(registry, USER, PASSWORD, refresh_token="refresh-me").start()
+        try:
+            entry = {"identitytoken": "refresh-me"}
+            config = _docker_config(tmp_path / "config.json", {"auths": {_host(gate.url): entry}})
+            cache = await start_cache(store=_store(moto, bucket, url=gate.url, auth_file=config))
+            assert await pull_image(cache.url, "team/app", "v1") == _expected(image)
+            assert gate.tokens_issued["repository:team/app:pull"] >= 1
+        finally:
+            await gate.close()
 
 
 @pytest.mark.parametrize(

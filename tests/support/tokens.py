@@ -2,8 +2,10 @@
 
 Requests to /v2/ without a valid token get a 401 with a `Bearer` challenge
 naming the token endpoint (/token on the same server), the service and the
-scope. /token checks basic-auth credentials and hands out a token for the
-scope asked; tokens are remembered, so a test can see how many were fetched.
+scope. /token checks basic-auth credentials (GET), or an OAuth2 refresh token
+(POST, `grant_type=refresh_token`, as docker sends an `identitytoken`), and
+hands out a token for the scope asked; tokens are remembered, so a test can see
+how many were fetched.
 Everything else is relayed to the registry behind it.
 """
 
@@ -22,8 +24,11 @@ __all__ = ["TokenGate"]
 
 
 class TokenGate:
-    def __init__(self, upstream: str, username: str, password: str) -> None:
+    def __init__(
+        self, upstream: str, username: str, password: str, refresh_token: str | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/")
+        self._refresh_token = refresh_token
         self._expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         self._tokens: dict[str, str] = {}  # token -> scope
         self.tokens_issued: Counter[str] = Counter()  # by scope
@@ -34,6 +39,7 @@ class TokenGate:
     async def start(self) -> TokenGate:
         app = web.Application()
         app.router.add_get("/token", self._token)
+        app.router.add_post("/token", self._oauth)
         app.router.add_route("*", "/v2/{path:.*}", self._relay)
         self._runner, self.url = await serve_app(app)
         self._session = aiohttp.ClientSession(auto_decompress=False)
@@ -53,6 +59,20 @@ class TokenGate:
         self._tokens[token] = scope
         self.tokens_issued[scope] += 1
         return web.json_response({"token": token, "expires_in": 300})
+
+    async def _oauth(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if (
+            self._refresh_token is None
+            or form.get("grant_type") != "refresh_token"
+            or form.get("refresh_token") != self._refresh_token
+        ):
+            return web.json_response({"details": "bad refresh token"}, status=401)
+        scope = str(form.get("scope", ""))
+        token = secrets.token_hex(16)
+        self._tokens[token] = scope
+        self.tokens_issued[scope] += 1
+        return web.json_response({"access_token": token, "expires_in": 300})
 
     async def _relay(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
