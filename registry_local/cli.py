@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import config
 from .errors import ConfigError, RegistryError, RegistryLocalError
+from .loadtest.client import LAYERS_AT_ONCE
 
 __all__ = ["main"]
 
@@ -138,6 +139,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes the clients are shared among, so that the load tester's "
         "own CPU does not cap the storm (default: one per CPU, at most one per client)",
+    )
+    loadtest.add_argument(
+        "--layer-concurrency",
+        type=int,
+        default=LAYERS_AT_ONCE,
+        metavar="N",
+        help=f"layers each pull fetches at once, as engines do (default: {LAYERS_AT_ONCE}, "
+        "as dockerd and containerd)",
     )
     loadtest.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -290,9 +299,11 @@ def _check(settings: config.Settings, ready: bool) -> int:
 def _loadtest(args: argparse.Namespace) -> int:
     from .loadtest.run import print_report, run_load
 
-    if args.clients < 1 or args.waves < 1 or args.processes < 1 or args.ramp < 0:
+    counts = (args.clients, args.waves, args.processes, args.layer_concurrency)
+    if min(counts) < 1 or args.ramp < 0:
         raise ConfigError(
-            "--clients, --waves and --processes must be at least 1, --ramp at least 0"
+            "--clients, --waves, --processes and --layer-concurrency must be at least 1, "
+            "--ramp at least 0"
         )
     report = asyncio.run(
         run_load(
@@ -303,6 +314,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             args.ramp,
             args.platform,
             args.processes,
+            args.layer_concurrency,
         )
     )
     print_report(report, args.json)

@@ -52,7 +52,7 @@ async def _get_body(url: str) -> tuple[int, bytes | Exception]:
 async def test_storm_of_25_cold_clients_reads_every_object_once(start_cache, direct_store, s3proxy):
     image, _ = _layer_image(LAYER, os.urandom(300 * KIB), b"small")
     await seed(direct_store, "library/app", "v1", image)
-    cache = await start_cache()
+    cache = await start_cache(prefetch=False)  # exact counts of client fills and joins
 
     pulls = await _wait(
         asyncio.gather(*(pull_image(cache.url, "library/app", "v1") for _ in range(25)))

@@ -17,6 +17,7 @@ from aiohttp import web
 from registry_local.loadtest.client import Target
 from registry_local.loadtest.run import run_load
 from registry_local.loadtest.workers import ClientProcesses, LoadWorkerDied
+from registry_local.oci.digest import Digest
 from registry_local.progress import Progress
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
@@ -189,3 +190,45 @@ def test_the_live_line_names_a_total_only_when_one_is_known():
         progress.advance(2048)
         progress.item_done("ok")
         assert screen.getvalue().split("\r")[-1] == line
+
+
+@pytest.mark.parametrize("layers_at_once", [1, 2])
+async def test_each_pull_fetches_layer_concurrency_layers_at_once(layers_at_once: int):
+    """A registry that holds every blob answer until `layers_at_once` are asked
+    for at once: the pull finishes only if it asks that many, and never more."""
+    image = build_image([{f"l{n}": os.urandom(1000)} for n in range(4)])
+    config = json.loads(image.top_manifest)["config"]["digest"]
+    active, peak = 0, 0
+    enough = asyncio.Event()
+
+    async def manifest(request: web.Request) -> web.Response:
+        data = image.manifests[image.top]
+        headers = {"Docker-Content-Digest": str(image.top), "Content-Type": image.media_type}
+        return web.Response(body=data, headers=headers)
+
+    async def blob(request: web.Request) -> web.Response:
+        nonlocal active, peak
+        digest = Digest.parse(request.match_info["digest"])
+        data = image.blobs[digest]
+        if str(digest) != config:
+            active += 1
+            peak = max(peak, active)
+            if active >= layers_at_once:
+                enough.set()
+            await enough.wait()
+            active -= 1
+        return web.Response(body=data, headers={"Docker-Content-Digest": str(digest)})
+
+    async def base(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v2/", base)
+    app.router.add_get("/v2/team/app/manifests/{reference}", manifest)
+    app.router.add_get("/v2/team/app/blobs/{digest}", blob)
+    runner, url = await serve_app(app)
+    try:
+        report = await run_load(url, "team/app:v1", clients=1, layer_concurrency=layers_at_once)
+    finally:
+        await runner.cleanup()
+    assert report.pulls_ok == 1 and peak == layers_at_once

@@ -62,7 +62,7 @@ async def test_exact_deltas_for_a_cold_storm_then_a_warm_one(start_cache, direct
     await seed(direct_store, "app", "v1", image)
     blob_bytes = sum(len(data) for data in image.blobs.values())
     blobs = len(image.blobs)  # config + 3 layers
-    cache = await start_cache(tag_ttl=3600)
+    cache = await start_cache(tag_ttl=3600, prefetch=False)  # exact client-driven counts
 
     before = await scrape(cache.url)
     await asyncio.gather(*(pull_image(cache.url, "app", "v1") for _ in range(20)))
@@ -157,6 +157,7 @@ async def test_metrics_listener_and_json_logs_without_credentials(
         "json",
         "--log-level",
         "debug",
+        "--no-prefetch",  # each blob request starts its own fill: one line says so
     )
     async with serving(*args, env={"AWS_SECRET_ACCESS_KEY": secret}, keep_log=True) as (
         url,

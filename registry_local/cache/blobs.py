@@ -66,6 +66,10 @@ class BlobCache:
     ) -> None:
         self._origins = origins or OriginMap()
         self._fleet = fleet
+        self._slots = slots
+        # Blobs a prefetch committed that no client has read yet (for the metric
+        # of prefetches wasted by eviction).
+        self._unread: set[Digest] = set()
         self._through = WriteThrough(store, disk, links, metrics)
         self._store = store
         self._reads = Reads(store, retry, slots, parts, metrics)
@@ -98,6 +102,7 @@ class BlobCache:
             return await self._from_origin(repo, name, digest)
         small = self._small.get(digest)
         if small is not None:
+            self._unread.discard(digest)
             self._metrics.cache_hit("blob")
             await self._disk.touch(digest)
             return small
@@ -151,6 +156,7 @@ class BlobCache:
         if committed is None and await self._disk.discover(digest):
             committed = self._committed(digest)  # committed by another process
         if committed is not None:
+            self._unread.discard(digest)
             self._metrics.cache_hit("blob")
             return committed
         fill = self._fills.get(digest)
@@ -162,6 +168,7 @@ class BlobCache:
             fill = self._start(digest, repo, name)
         else:
             fill.joiners += 1
+            self._slots.foreground(fill)  # a client waits for it now, if a prefetch did not
             self._metrics.blob_miss("join")
         size = await fill.started()
         self._sizes.put(digest, size)
@@ -202,6 +209,38 @@ class BlobCache:
     async def settled(self) -> None:
         """Wait until blobs fetched from an origin are written through (tests)."""
         await self._through.settled()
+
+    async def prefetch(
+        self, name: str, digest: Digest, size: int, namespace: str | None
+    ) -> Fill | None:
+        """Start filling a blob of `size` bytes (as the manifest says) that no
+        client asked for yet, behind client reads for S3 slots; None when it is
+        here or on its way already, or the cache has no room for it. Raises
+        BlobUnknown when the repository does not link it."""
+        repo = await self._require_link(name, digest, namespace)
+        if self._committed(digest) is not None or self.in_flight(digest) is not None:
+            return None
+        if not self._evictor.could_hold(size) or not await self._evictor.can_cache():
+            self._metrics.prefetch_skipped()
+            return None
+        fill = self._start(digest, repo, name)
+        self._slots.background(fill)
+        self._metrics.prefetch_started()
+        fill.task.add_done_callback(lambda _: self._prefetch_done(fill))
+        return fill
+
+    def _prefetch_done(self, fill: Fill) -> None:
+        self._slots.foreground(fill)
+        if not fill.task.cancelled() and not fill.failed and fill.size is not None:
+            self._metrics.prefetch_bytes.inc(fill.size)
+            if not fill.joiners:
+                self._unread.add(fill.digest)
+
+    def evicted(self, digest: Digest) -> None:
+        """The evictor removed a blob: count it if a prefetch brought it for nothing."""
+        if digest in self._unread:
+            self._unread.discard(digest)
+            self._metrics.prefetch_evicted_unread.inc()
 
     async def peer_body(self, digest: Digest) -> BlobBody | None:
         """What this host has of a blob, committed or still filling, for another

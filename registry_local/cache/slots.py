@@ -5,9 +5,10 @@ while they back off between attempts). When all are taken, later readers
 queue. Readers belong to an owner (a fill reading several parts at once is one
 owner; a reader without one is an owner of its own), and a freed slot goes to
 the owners in turn, each owner's readers first come, first served: one fill
-with many parts, or one image with many layers, cannot starve another. Small
-reads (links, tags, manifests) do not take slots: they must not wait behind
-large blobs.
+with many parts, or one image with many layers, cannot starve another.
+Owners marked as background (prefetches nobody asked for yet) get a freed slot
+only when no other owner waits, until a client joins them. Small reads (links,
+tags, manifests) do not take slots: they must not wait behind large blobs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class FairSlots:
         # owner -> its waiting readers; owners in the order they are served next
         self._queues: dict[object, deque[asyncio.Future[None]]] = {}
         self._waiting = 0
+        self._background: set[object] = set()  # owners served after all others
         self._metrics = metrics
         metrics.s3_slots.set(0)
         metrics.s3_slot_waiters.set(0)
@@ -70,9 +72,23 @@ class FairSlots:
         self._waiting -= 1
         self._metrics.s3_slot_waiters.set(self._waiting)
 
+    def background(self, owner: object) -> None:
+        """Serve `owner` after every other owner (a prefetch), until `foreground`."""
+        self._background.add(owner)
+
+    def foreground(self, owner: object) -> None:
+        """Serve `owner` in turn again (a client now waits for it); also when it ends."""
+        self._background.discard(owner)
+
+    def _next_owner(self) -> object:
+        for owner in self._queues:
+            if owner not in self._background:
+                return owner
+        return next(iter(self._queues))
+
     def _release(self) -> None:
         while self._queues:
-            owner = next(iter(self._queues))
+            owner = self._next_owner()
             queue = self._queues.pop(owner)
             waiter = queue.popleft()
             if queue:

@@ -90,6 +90,7 @@ async def open_cache(
             ManifestCache(store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet),
             fleet_state,
         )
+        evictor.on_evict = parts.blobs.evicted
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
         if limit is not None:
             log.info("cache limit: %d bytes", limit)

@@ -143,7 +143,8 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
         if option.group not in groups:
             continue
         if option.dest in flags:
-            raw[option.name] = flags[option.dest]
+            given = flags[option.dest]  # text, or a bool from --[no-]name
+            raw[option.name] = str(given).lower() if isinstance(given, bool) else given
         elif option.env in environ:
             raw[option.name] = environ[option.env]
         elif option.name in file.options:
@@ -171,6 +172,8 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
             auth_token_file=v[o.AUTH_TOKEN_FILE],
             log_level=v[o.LOG_LEVEL],
             log_format=v[o.LOG_FORMAT],
+            prefetch=v[o.PREFETCH],
+            prefetch_concurrency=v[o.PREFETCH_CONCURRENCY],
         ),
         cache=settings.cache,
         store=settings.store,

@@ -81,6 +81,7 @@ class Option(Generic[T]):
     metavar: str | None = None
     group: Group = "store"
     flag: bool = False  # a switch: `--name` alone means true
+    negatable: bool = False  # a switch that is on by default: `--no-name` turns it off
 
     @property
     def env(self) -> str:
@@ -382,6 +383,25 @@ LEASE_TTL: Option[float] = Option(
     "serve",
 )
 
+PREFETCH: Option[bool] = Option(
+    "prefetch",
+    "when an image manifest is served, start filling its config and layers at once, "
+    "behind client reads (--no-prefetch: only what clients ask for)",
+    values.boolean,
+    _field(ServerSettings, "prefetch"),
+    _show_bool,
+    group="serve",
+    negatable=True,
+)
+PREFETCH_CONCURRENCY: Option[int] = Option(
+    "prefetch-concurrency",
+    "prefetch fills at once (within --s3-max-concurrency, after client reads)",
+    values.positive_int,
+    _field(ServerSettings, "prefetch_concurrency"),
+    metavar="N",
+    group="serve",
+)
+
 OPTIONS: tuple[Option[Any], ...] = (
     S3_ENDPOINT,
     S3_BUCKET,
@@ -416,6 +436,8 @@ OPTIONS: tuple[Option[Any], ...] = (
     ADVERTISE_URL,
     PEER_TOKEN_FILE,
     LEASE_TTL,
+    PREFETCH,
+    PREFETCH_CONCURRENCY,
 )
 
 
@@ -434,7 +456,15 @@ def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
         default = option.default_text()
         shown = f" (default: {default})" if default and not option.flag else ""
         help_text = f"{option.help}{shown}; env {option.env}".replace("%", "%%")
-        if option.flag:
+        if option.negatable:
+            parser.add_argument(
+                f"--{option.name}",
+                dest=option.dest,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif option.flag:
             parser.add_argument(
                 f"--{option.name}",
                 dest=option.dest,
@@ -464,7 +494,10 @@ def reference_markdown() -> str:
         default = option.default_text()
         if default and default.startswith(home):
             default = "~" + default[len(home) :]
-        flag = f"`--{option.name}`" + ("" if option.flag else f" {option.metavar or 'VALUE'}")
+        if option.negatable:
+            flag = f"`--[no-]{option.name}`"
+        else:
+            flag = f"`--{option.name}`" + ("" if option.flag else f" {option.metavar or 'VALUE'}")
         commands = ", ".join(c for c, groups in COMMANDS.items() if option.group in groups)
         rows.append(
             f"| {flag} | `{option.env}` | `{option.name}` | "

@@ -110,6 +110,8 @@ class ServerSettings:
     ready_interval: float = 2.0  # seconds a readiness probe's answer is reused
     log_level: str = "info"
     log_format: str = "text"
+    prefetch: bool = True  # fill an image's blobs when its manifest is served
+    prefetch_concurrency: int = 4  # prefetch fills at once
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
 from .store import DiskStore
 
@@ -51,6 +53,7 @@ class CacheLimit:
 
 class Evictor:
     def __init__(self, disk: DiskStore, limit: int | None, metrics: Metrics) -> None:
+        self.on_evict: Callable[[Digest], None] = lambda digest: None  # told of each eviction
         self._disk = disk
         self.limit = limit
         self._metrics = metrics
@@ -67,6 +70,10 @@ class Evictor:
     async def can_cache(self) -> bool:
         """Whether new blobs may be cached now (checks for recovery when not)."""
         return self.writable or await self._recovered()
+
+    def could_hold(self, size: int) -> bool:
+        """Whether a blob of `size` bytes fits within the limit at all."""
+        return self.limit is None or size <= self.limit
 
     async def reserve(self, size: int) -> bool:
         """Room for a new blob of `size` bytes; False: serve it without caching."""
@@ -139,6 +146,7 @@ class Evictor:
                         break
                     removed = await self._disk.remove(digest)
                     if removed:
+                        self.on_evict(digest)
                         freed += removed
                         self._metrics.evictions.inc()
                         self._metrics.evicted_bytes.inc(removed)

@@ -2,7 +2,8 @@
 
 A client pulls the way dockerd does: GET /v2/, HEAD the tag with every manifest
 type accepted, GET the manifest by digest, the platform's manifest of an index,
-then the config and the layers, three at a time. Every body is hashed as it
+then the config and the layers, three at a time (as dockerd and containerd:
+`layer_concurrency`). Every body is hashed as it
 streams and checked against its digest; nothing is held whole in memory.
 """
 
@@ -23,7 +24,7 @@ from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, inspect_manifest
 __all__ = ["Client", "Pull", "PullFailed", "Tally", "Target", "run_clients"]
 
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
-_LAYERS_AT_ONCE = 3  # dockerd's max-concurrent-downloads
+LAYERS_AT_ONCE = 3  # dockerd's max-concurrent-downloads, containerd's likewise
 
 
 class PullFailed(Exception):
@@ -47,6 +48,7 @@ class Target:
     name: str
     reference: str
     platform: tuple[str, str]  # (os, architecture) of an index's image
+    layer_concurrency: int = LAYERS_AT_ONCE  # layers fetched at once by one pull
 
 
 class Tally(Protocol):
@@ -87,6 +89,7 @@ class Client:
         self.name = target.name
         self.reference = target.reference
         self.platform = target.platform
+        self.layer_concurrency = target.layer_concurrency
         self.progress = progress
         self.blobs: dict[Digest, int] = {}  # the blobs pulled, and their sizes
 
@@ -121,7 +124,7 @@ class Client:
             info = await self._manifest(session, child)
         config, *layers = info.blobs
         await self._blob(session, config.digest, result, began, layer=False)
-        turns = asyncio.Semaphore(_LAYERS_AT_ONCE)
+        turns = asyncio.Semaphore(self.layer_concurrency)
 
         async def layer(digest: Digest) -> None:
             async with turns:

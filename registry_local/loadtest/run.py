@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..oci.digest import Digest
 from ..oci.reference import parse_image_reference
 from ..progress import Progress, human_bytes
-from .client import Pull, Target, run_clients
+from .client import LAYERS_AT_ONCE, Pull, Target, run_clients
 from .workers import ClientProcesses
 
 __all__ = ["LoadReport", "run_load"]
@@ -138,12 +138,14 @@ async def run_load(
     ramp: float = 0.0,
     platform: str = "linux/amd64",
     processes: int = 1,
+    layer_concurrency: int = LAYERS_AT_ONCE,
 ) -> LoadReport:
-    """Pull `image` from `url` with `clients` clients at once, `waves` times over;
-    with `processes` > 1, the clients run in that many worker processes."""
+    """Pull `image` from `url` with `clients` clients at once, `waves` times over,
+    each fetching `layer_concurrency` layers at a time; with `processes` > 1, the
+    clients run in that many worker processes."""
     name, parsed = parse_image_reference(image)
     os_name, _, arch = platform.partition("/")
-    target = Target(url.rstrip("/"), name, str(parsed), (os_name, arch))
+    target = Target(url.rstrip("/"), name, str(parsed), (os_name, arch), layer_concurrency)
     processes = max(1, min(processes, clients))
     report = LoadReport(target.base, image, clients, waves, processes)
     # A live line on a terminal; nothing at all when stderr is a pipe or a file.

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..cache.health import Readiness
+from ..cache.prefetch import Prefetcher
 from ..cache.push import open_pusher
 from ..cache.warm import Warmer
 from ..cache.wiring import open_cache
@@ -21,7 +22,17 @@ from .auth import Authenticator, auth_middleware
 from .handlers import blobs, manifests, uploads, warm
 from .handlers.ops import add_ops_routes
 from .inflight import InFlight
-from .state import BLOBS, INFLIGHT, MAIN_APP, MANIFESTS, METRICS, PUSHER, READINESS, WARMER
+from .state import (
+    BLOBS,
+    INFLIGHT,
+    MAIN_APP,
+    MANIFESTS,
+    METRICS,
+    PREFETCHER,
+    PUSHER,
+    READINESS,
+    WARMER,
+)
 
 __all__ = ["build_app", "build_ops_app"]
 
@@ -43,6 +54,8 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             )
             if settings.server.warm_endpoint:
                 app[WARMER] = Warmer(cache.manifests, cache.blobs)
+            if settings.server.prefetch:
+                app[PREFETCHER] = Prefetcher(cache.blobs, settings.server.prefetch_concurrency)
             async with contextlib.AsyncExitStack() as stack:
                 if settings.push.allow_push:
                     app[PUSHER] = await stack.enter_async_context(open_pusher(cache, settings.push))
@@ -51,7 +64,11 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
                     cache.store.backend.description,
                     cache.disk.layout.root,
                 )
-                yield
+                try:
+                    yield
+                finally:
+                    if PREFETCHER in app:
+                        await app[PREFETCHER].close()
 
     return components
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from ..cache.blobs import BlobCache
 from ..cache.health import Readiness
 from ..cache.manifests import ManifestCache
+from ..cache.prefetch import Prefetcher
 from ..cache.push import Pusher
 from ..cache.warm import Warmer
 from ..telemetry.metrics import Metrics
@@ -18,6 +19,7 @@ __all__ = [
     "MAIN_APP",
     "MANIFESTS",
     "METRICS",
+    "PREFETCHER",
     "PUSHER",
     "READINESS",
     "WARMER",
@@ -31,4 +33,5 @@ READINESS = web.AppKey("readiness", Readiness)
 MAIN_APP = web.AppKey("main_app", web.Application)
 PUSHER = web.AppKey("pusher", Pusher)
 WARMER = web.AppKey("warmer", Warmer)
+PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 INFLIGHT = web.AppKey("in_flight", InFlight)

@@ -302,6 +302,21 @@ class Metrics:
             "bucket; 0 when it is off or the backing store refuses conditional writes.",
             registry=r,
         )
+        self._prefetches = Counter(
+            p + "prefetches",
+            "Blobs an image manifest named that started filling before a client asked "
+            "(started), or did not for lack of room (skipped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.prefetch_bytes = Counter(
+            p + "prefetch_bytes", "Bytes of blobs prefetched into the cache.", registry=r
+        )
+        self.prefetch_evicted_unread = Counter(
+            p + "prefetch_evicted_unread",
+            "Prefetched blobs evicted before any client read them (prefetch wasted).",
+            registry=r,
+        )
         self.evictions = Counter(
             p + "evictions", "Blobs (or manifests) evicted to stay within the limit.", registry=r
         )
@@ -339,6 +354,8 @@ class Metrics:
             self._stale_served.labels(kind)
         for kind in get_args(OriginKind):
             self._origin_fetches.labels(kind)
+        for prefetch in ("started", "skipped"):
+            self._prefetches.labels(prefetch)
         for event in get_args(LeaseEvent):
             self._leases.labels(event)
         for direction in get_args(PeerDirection):
@@ -408,6 +425,12 @@ class Metrics:
     def origin_written_through(self, kind: WrittenKind) -> None:
         """Something from an origin registry written through to the bucket."""
         self._origin_written.labels(kind).inc()
+
+    def prefetch_started(self) -> None:
+        self._prefetches.labels("started").inc()
+
+    def prefetch_skipped(self) -> None:
+        self._prefetches.labels("skipped").inc()
 
     def lease(self, event: LeaseEvent) -> None:
         self._leases.labels(event).inc()

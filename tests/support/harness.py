@@ -76,7 +76,15 @@ class RegistryLocal:
         }
         server = {
             k: options.pop(k)
-            for k in ("warm_endpoint", "auth_htpasswd", "auth_token_file", "tls_cert", "tls_key")
+            for k in (
+                "warm_endpoint",
+                "auth_htpasswd",
+                "auth_token_file",
+                "tls_cert",
+                "tls_key",
+                "prefetch",
+                "prefetch_concurrency",
+            )
             if k in options
         }
         self.settings = Settings(

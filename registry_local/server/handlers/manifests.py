@@ -15,7 +15,7 @@ from ...oci.mediatypes import (
     parse_accept,
 )
 from ...oci.reference import parse_name, parse_reference
-from ..state import MANIFESTS, PUSHER
+from ..state import MANIFESTS, PREFETCHER, PUSHER
 
 __all__ = ["delete_manifest", "get_manifest", "list_tags", "put_manifest"]
 
@@ -51,6 +51,8 @@ async def get_manifest(request: web.Request) -> web.Response:
     accepted = parse_accept(request.headers.getall("Accept", ()))
     namespace = request.query.get("ns")  # containerd: the registry this mirrors
     manifest = await _select(request.app[MANIFESTS], name, reference, accepted, namespace)
+    if request.method == "GET" and PREFETCHER in request.app:
+        request.app[PREFETCHER].image(name, manifest, namespace)
     etag = f'"{manifest.digest}"'
     headers = {
         "Content-Type": manifest.media_type,

@@ -1,0 +1,74 @@
+"""Prefetch: an image's blobs start filling as soon as its manifest is served.
+
+Engines fetch a few layers at a time (dockerd and containerd: three), so on a
+cold cache the fills would run a few at a time while the S3 link sits idle.
+When an image manifest is served by GET, its config and every layer this host
+lacks start filling in the background, under the same single-flight as client
+fills: a client that then asks for a layer joins its fill. An index prefetches
+nothing (engines pull one platform: its manifest comes next). Prefetches wait
+behind client reads for S3 slots (slots.py) until a client joins them, run a
+few at a time, never start when the cache has no room, and fail quietly: the
+client's own request reports any error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..errors import BackendError, FillFailed, RegistryError
+from ..oci.digest import Digest
+from .blobs import BlobCache
+from .manifests import Manifest
+
+__all__ = ["Prefetcher"]
+
+log = logging.getLogger(__name__)
+
+
+class Prefetcher:
+    def __init__(self, blobs: BlobCache, concurrency: int) -> None:
+        self._blobs = blobs
+        self._turns = asyncio.Semaphore(concurrency)
+        self._pending: set[Digest] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def image(self, name: str, manifest: Manifest, namespace: str | None = None) -> None:
+        """Start filling what this image manifest names and this host lacks."""
+        if manifest.info.is_index:
+            return
+        for blob in manifest.info.blobs:
+            if blob.urls or blob.digest in self._pending:
+                continue  # foreign layers live elsewhere; one prefetch per blob
+            self._pending.add(blob.digest)
+            task = asyncio.create_task(
+                self._prefetch(name, blob.digest, blob.size, namespace),
+                name=f"prefetch {blob.digest}",
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _prefetch(self, name: str, digest: Digest, size: int, namespace: str | None) -> None:
+        try:
+            async with self._turns:  # a few fills at a time, each until it commits
+                fill = await self._blobs.prefetch(name, digest, size, namespace)
+                if fill is not None:
+                    # Until it ends (a fill reports its own failure); cancelling
+                    # the prefetch leaves the fill to its other readers.
+                    await asyncio.shield(fill.task)
+        except (RegistryError, BackendError, FillFailed) as exc:
+            log.debug("prefetch of %s for %s stopped: %s", digest, name, exc)
+        finally:
+            self._pending.discard(digest)
+
+    async def settled(self) -> None:
+        """Wait until every prefetch started so far has ended (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
