@@ -9,7 +9,9 @@ same run:
   (Debian's docker-registry) reading the bucket directly, as in the original
   per-host set-up; the CNCF registry in proxy mode with a filesystem cache; and
   nginx serving the same blob files from disk (the ceiling for hits);
-- scenarios: cold storms at 1, 20, 50 and 100 clients (wall time, S3 blob GETs
+- scenarios: one engine-like pull of a ten-layer image, cold with and without
+  prefetch against warm (cold-layers); cold storms at 1, 20, 50 and 100 clients
+  (wall time, S3 blob GETs
   per distinct blob, S3 bytes, peak RSS); warm throughput (wrk, 20
   connections); manifest HEAD and small-blob request rates (wrk, 20
   connections); a large blob pulled cold by 100 clients; a fleet (4 hosts x 10
@@ -324,6 +326,8 @@ async def main(args: argparse.Namespace) -> None:
                 await _ranged(bench, big, results)
             if "fleet" in scenarios:
                 await _fleet(bench, image, results)
+            if "cold-layers" in scenarios:
+                await _cold_layers(bench, results)
         finally:
             throttle.terminate()
             throttle.wait()
@@ -467,6 +471,43 @@ async def _ranged(bench: Bench, big: Any, results: dict[str, Any]) -> None:
     print("ranged fill: done", flush=True)
 
 
+async def _cold_layers(bench: Bench, results: dict[str, Any]) -> None:
+    """One engine-like pull (3 layers at a time) of an image of many layers, cold
+    with and without prefetch, against the same pull warm; S3 capped per stream."""
+    args = bench.args
+    image = _image([args.cold_layer_mb] * args.cold_layers)
+    await seed(s3_settings(bench.s3, "bench"), "bench/layers", "v1", image)
+    blob_bytes = sum(len(data) for data in image.blobs.values())
+    rows = results["cold-layers"] = {"layers": args.cold_layers, "layer_mb": args.cold_layer_mb}
+    for mode, options in (("prefetch", {}), ("no prefetch", {"PREFETCH": "false"})):
+        rl = await bench.registry_local(f"layers-{len(rows)}", **options)
+        try:
+            cold = await bench.cold_storm(rl, "bench/layers:v1", 1, image.blobs)
+            warm = await run_load(rl.url, "bench/layers:v1", clients=1)
+        finally:
+            rl.stop()
+        cold["warm_seconds"] = warm.seconds
+        cold["mb_per_second"] = blob_bytes / cold["seconds"] / 1e6
+        rows[mode] = cold
+    print("cold layers: done", flush=True)
+
+
+def _print_cold_layers(results: dict[str, Any]) -> None:
+    rows = results["cold-layers"]
+    print(
+        f"\n== one pull, 3 layers at a time, of {rows['layers']} x {rows['layer_mb']:g} MiB "
+        f"layers, S3 {results['settings']['stream_mbps']:.0f} MB/s per stream =="
+    )
+    for mode in ("no prefetch", "prefetch"):
+        row = rows[mode]
+        print(
+            f"{mode:12} cold {row['seconds']:6.2f} s, warm {row['warm_seconds']:6.2f} s: "
+            f"cold/warm {_ratio(row['seconds'], row['warm_seconds'])}, first layer byte "
+            f"{row['first_layer_byte_p50']:.3f} s, {row['mb_per_second']:.0f} MB/s, "
+            f"S3 bytes/blob {row['s3_blob_bytes_ratio']:.2f}x"
+        )
+
+
 async def _fleet(bench: Bench, image: Any, results: dict[str, Any]) -> None:
     """Hosts over one empty bucket, an origin registry behind them (throttled per
     stream like S3): one host alone, then the fleet each on its own, then the
@@ -550,6 +591,8 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
         _print_ranged(results)
     if "fleet" in results:
         _print_fleet(results)
+    if "cold-layers" in results:
+        _print_cold_layers(results)
 
 
 def _print_cold(results: dict[str, Any], client_counts: list[int]) -> None:
@@ -638,8 +681,12 @@ if __name__ == "__main__":
         "--link-mbps", type=float, default=400, help="S3 link cap of the ranged-fill scenario"
     )
     parser.add_argument(
-        "--scenarios", default="cold,warm,big,ranged,fleet", help="which to run, comma-separated"
+        "--scenarios",
+        default="cold,warm,big,ranged,fleet,cold-layers",
+        help="which to run, comma-separated",
     )
+    parser.add_argument("--cold-layers", type=int, default=10, help="layers of cold-layers")
+    parser.add_argument("--cold-layer-mb", type=float, default=8)
     parser.add_argument("--fleet-hosts", type=int, default=4)
     parser.add_argument("--fleet-clients", type=int, default=10, help="clients per host")
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")

@@ -111,7 +111,7 @@ class ServerSettings:
     log_level: str = "info"
     log_format: str = "text"
     prefetch: bool = True  # fill an image's blobs when its manifest is served
-    prefetch_concurrency: int = 4  # prefetch fills at once
+    prefetch_concurrency: int = 16  # prefetch fills at once (they yield S3 slots to clients)
 
 
 @dataclass(frozen=True)
