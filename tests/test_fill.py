@@ -16,6 +16,7 @@ import aiohttp
 import boto3
 import pytest
 
+from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
@@ -281,3 +282,37 @@ async def test_a_range_short_of_the_end_waits_for_the_verified_blob(
                 await response.read()  # the corrupt fill failed: cut, never wrong bytes
         async with session.get(url, headers={"Range": "bytes=0-999"}) as response:
             assert response.status == 206 and await response.read() == data[:1000]
+
+
+async def test_a_cold_request_reads_the_link_and_the_blob_together(
+    start_cache, direct_store, s3proxy, bucket
+):
+    """The blob's data is read while the link check is still out (one round
+    trip, not two), and handed out only once the link is confirmed."""
+    image, (layer,) = _layer_image(os.urandom(300 * KIB))
+    await seed(direct_store, "library/app", "v1", image)
+    link = BucketLayout().layer_link("library/app", layer)
+    gate = s3proxy.add(Fault(key_endswith(link), gate_at=1))
+    cache = await start_cache(prefetch=False)
+
+    request = asyncio.create_task(fetch(f"{cache.url}/v2/library/app/blobs/{layer}"))
+    await gate.reached.wait()  # the link check is held...
+    await s3proxy.completed(1)  # ...and the whole blob was read from S3 meanwhile
+    assert s3proxy.count("GET", blob_key(layer)) == 1
+    assert not request.done()  # nothing handed out before the link is confirmed
+    gate.gate.set()
+    status, _, body = await request
+    assert status == 200 and body == image.blobs[layer]
+
+
+async def test_a_request_in_a_repository_that_does_not_link_the_blob_gets_nothing(
+    start_cache, direct_store, s3proxy
+):
+    image, (layer,) = _layer_image(os.urandom(300 * KIB))
+    await seed(direct_store, "library/app", "v1", image)
+    cache = await start_cache(prefetch=False)
+
+    status, _, body = await fetch(f"{cache.url}/v2/library/other/blobs/{layer}")
+
+    assert status == 404 and b"BLOB_UNKNOWN" in body
+    assert image.blobs[layer] not in body

@@ -28,7 +28,7 @@ from .body import BlobBody, DirectBody, FileBody, MemoryBody
 from .direct import DirectBlob
 from .fill import Fill, NoRoom
 from .fleet import Fleet
-from .links import LinkCache
+from .links import LinkCache, once_linked
 from .parts import PartPolicy, Reads
 from .reading import RetryPolicy
 from .slots import FairSlots
@@ -97,9 +97,23 @@ class BlobCache:
     async def open(self, name: str, digest: Digest, namespace: str | None = None) -> BlobBody:
         """The blob, ready to read once its size is known. Raises BlobUnknown;
         `namespace` is the registry containerd names with ?ns=."""
-        repo = await self._require_link(name, digest, namespace)
+        repo = self._origins.repo_for(name, namespace)
         if repo is not None:
+            if await self._links.blob_linked(name, digest):
+                return await self._from_bucket(digest)
             return await self._from_origin(repo, name, digest)
+        # The link check and the first read of the blob run together: a cold
+        # request costs one round trip to the bucket, not two. Nothing is handed
+        # out before the link is confirmed; what an unlinked request started is
+        # dropped (a fill only it wanted is cancelled).
+        return await once_linked(
+            self._links.blob_linked(name, digest),
+            self._from_bucket(digest),
+            lambda: BlobUnknown(detail={"digest": str(digest)}),
+            lambda body: body.abandon(),
+        )
+
+    async def _from_bucket(self, digest: Digest) -> BlobBody:
         small = self._small.get(digest)
         if small is not None:
             self._unread.discard(digest)

@@ -74,6 +74,11 @@ class BlobBody(ABC):
     def close(self) -> None:  # noqa: B027 (most bodies hold nothing open)
         """Release what the body holds open."""
 
+    def abandon(self) -> None:
+        """Close a body that will not be read (its request turned out unlinked):
+        also stop a fill that nobody else is waiting for."""
+        self.close()
+
 
 class MemoryBody(BlobBody):
     source: BodySource = "disk"
@@ -137,6 +142,11 @@ class FileBody(BlobBody):
     def close(self) -> None:
         self._file.close()
         self._disk.unpin(self._digest)
+
+    def abandon(self) -> None:
+        self.close()
+        if self._fill is not None and not self._fill.joiners:
+            self._fill.task.cancel()
 
 
 class DirectBody(BlobBody):

@@ -9,15 +9,21 @@ through another host shows up within that time.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..backing.distribution import DistributionStore
 from ..disk.learned import Learned
+from ..errors import RegistryError
 from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..singleflight import SingleFlight
 
-__all__ = ["LinkCache"]
+__all__ = ["LinkCache", "once_linked"]
+
+T = TypeVar("T")
 
 _NEGATIVE_ENTRIES = 10_000
 
@@ -86,3 +92,38 @@ class LinkCache:
 
     async def close(self) -> None:
         await self._flights.close()
+
+
+async def once_linked(
+    linked: Awaitable[bool],
+    work: Awaitable[T],
+    unknown: Callable[[], RegistryError],
+    discard: Callable[[T], None] = lambda _: None,
+) -> T:
+    """`work`'s result, run while the link check `linked` runs too, handed out
+    only once the link is confirmed: else `discard` it and raise `unknown()`.
+    When `work` fails, an unlinked answer wins (the client hears "unknown", not
+    the failure); when the check fails, `work`'s own error wins."""
+    check = asyncio.ensure_future(linked)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        check.cancel()
+        raise
+    except Exception:
+        try:
+            confirmed = await check
+        except Exception:
+            confirmed = True
+        if not confirmed:
+            raise unknown() from None
+        raise
+    try:
+        confirmed = await check
+    except BaseException:
+        discard(result)
+        raise
+    if not confirmed:
+        discard(result)
+        raise unknown()
+    return result

@@ -32,7 +32,7 @@ from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
 from .fleet import Fleet
-from .links import LinkCache
+from .links import LinkCache, once_linked
 
 __all__ = ["Manifest", "ManifestCache"]
 
@@ -85,11 +85,17 @@ class ManifestCache:
     async def by_digest(self, name: str, digest: Digest, namespace: str | None = None) -> Manifest:
         """The manifest, if the repository links it (or its origin registry has
         it). Raises ManifestUnknown; `namespace` is containerd's ?ns=."""
-        if await self._links.manifest_linked(name, digest):
-            return await self.content(digest)
         repo = self._origins.repo_for(name, namespace)
         if repo is None:
-            raise ManifestUnknown(detail={"digest": str(digest)})
+            # The revision link and the manifest's bytes are read together; the
+            # manifest is handed out only once the link is confirmed.
+            return await once_linked(
+                self._links.manifest_linked(name, digest),
+                self.content(digest),
+                lambda: ManifestUnknown(detail={"digest": str(digest)}),
+            )
+        if await self._links.manifest_linked(name, digest):
+            return await self.content(digest)
         return await self._origin_flights.run(
             (name, digest), lambda: self._fetch_from_origin(repo, name, digest)
         )
