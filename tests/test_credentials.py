@@ -13,18 +13,15 @@ import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 
 from registry_local.config import OriginSettings, StoreSettings
 from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.harness import fetch, htpasswd_origin, pull_image, s3_settings, seed
 from .support.processes import require_tool, run_docker_registry, sealed_env
 from .support.s3proxy import S3Proxy
 from .support.tokens import TokenGate
@@ -36,18 +33,6 @@ ECR_PASSWORD = "123456789012-auth-token"  # what moto's GetAuthorizationToken ha
 @pytest.fixture
 def image() -> Image:
     return build_image([{"a.bin": os.urandom(100 * 1024)}])
-
-
-@asynccontextmanager
-async def _origin(tmp_path: Path, image: Image, user: str, password: str) -> AsyncIterator[str]:
-    """The CNCF registry with one htpasswd user, holding team/app:v1; its URL."""
-    root = tmp_path / "origin"
-    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
-    htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{user}:{hashed}\n")
-    with run_docker_registry(tmp_path, fs_root=root, htpasswd=htpasswd) as url:
-        yield url
 
 
 def _host(url: str) -> str:
@@ -77,7 +62,7 @@ def _helper(bin_dir: Path, name: str, script: str) -> None:
 async def test_a_docker_config_auths_entry_is_used_and_read_again_when_it_changes(
     start_cache, tmp_path, moto, bucket, image, caplog
 ):
-    async with _origin(tmp_path, image, USER, PASSWORD) as url:
+    async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         config = _docker_config(
             tmp_path / "config.json", {"auths": {_host(url): _auth(USER, "wrong")}}
         )
@@ -109,7 +94,7 @@ async def test_a_credential_helper_is_asked_with_the_registry_host(
         f'[ "$1" = get ] || exit 2\ncat > {asked}\n'
         f'echo \'{{"ServerURL": "x", "Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n',
     )
-    async with _origin(tmp_path, image, USER, PASSWORD) as url:
+    async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         config = _docker_config(
             tmp_path / "config.json",
             {"auths": {_host(url): _auth(USER, "not-this")}, "credHelpers": {_host(url): "vault"}},
@@ -153,7 +138,7 @@ async def test_a_helper_that_fails_or_hangs_is_a_clear_error(
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     _helper(bin_dir, "broken", script)
-    async with _origin(tmp_path, image, USER, PASSWORD) as url:
+    async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         config = _docker_config(tmp_path / "config.json", {"credsStore": "broken"})
         store = _store(moto, bucket, url=url, auth_file=config, helper_timeout=0.5)
         cache = await start_cache(store=store)
@@ -172,7 +157,7 @@ async def test_ecr_tokens_come_from_the_aws_api_and_are_fetched_again_when_expir
     ecr = await S3Proxy(moto).start()  # counts the ECR API calls
     monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", ecr.url)
     try:
-        async with _origin(tmp_path, image, "AWS", ECR_PASSWORD) as url:
+        async with htpasswd_origin(tmp_path, image, "AWS", ECR_PASSWORD) as url:
             cache = await start_cache(store=_store(moto, bucket, url=url, ecr=True))
             assert await pull_image(cache.url, "team/app", "v1") == _expected(image)
         calls = [r for r in ecr.requests if r.method == "POST"]
@@ -196,7 +181,7 @@ async def test_the_debian_ecr_helper_runs_through_the_helper_protocol(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     calls = tmp_path / "calls"
     _helper(bin_dir, "ecr-login", f'echo "$1" >> {calls}\nexec {helper} "$@"\n')
-    async with _origin(tmp_path, image, USER, PASSWORD) as url:
+    async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         doc = {"credHelpers": {_host(url): "ecr-login"}}
         config = _docker_config(tmp_path / "config.json", doc)
         cache = await start_cache(store=_store(moto, bucket, url=url, auth_file=config))

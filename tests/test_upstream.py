@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from registry_local.backing.opening import open_store
@@ -25,7 +24,7 @@ from registry_local.origin.mapping import OriginMap, OriginRepo, open_origin_map
 from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.harness import fetch, htpasswd_origin, pull_image, s3_settings, seed
 from .support.processes import run_docker_registry
 from .support.s3proxy import Fault, S3Proxy, key_endswith
 from .support.tokens import TokenGate
@@ -50,12 +49,7 @@ def image():
 
 @pytest.fixture
 async def origin(tmp_path, image) -> AsyncIterator[Origin]:
-    root = tmp_path / "origin"
-    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
-    htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{USER}:{hashed}\n")
-    with run_docker_registry(tmp_path, fs_root=root, htpasswd=htpasswd) as url:
+    async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         proxy = await S3Proxy(url).start()
         try:
             yield Origin(proxy, image, str(image.top))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,22 @@ async def metric(base: str, name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
+
+
+@asynccontextmanager
+async def htpasswd_origin(
+    workdir: Path, image: Image, user: str, password: str
+) -> AsyncIterator[str]:
+    """The CNCF registry (Debian's docker-registry) on a directory holding
+    team/app:v1, with one htpasswd user: an origin registry; yields its URL."""
+    import bcrypt
+
+    from .processes import run_docker_registry
+
+    root = workdir / "origin"
+    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
+    htpasswd = workdir / "htpasswd"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{user}:{hashed}\n")
+    with run_docker_registry(workdir, fs_root=root, htpasswd=htpasswd) as url:
+        yield url
