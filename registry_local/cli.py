@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import config
+from . import __version__, config
 from .errors import ConfigError, RegistryError, RegistryLocalError
 from .loadtest.client import LAYERS_AT_ONCE
 
@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="registry-local",
         description="A host-local container registry cache that fills from S3 once per blob.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -183,6 +184,8 @@ async def _import(settings: config.Settings, args: argparse.Namespace) -> None:
     from .transfer.importer import import_image
 
     name, tag = parse_image(args.image)
+    if args.scratch_dir is not None and not args.scratch_dir.is_dir():
+        raise ConfigError(f"--scratch-dir {args.scratch_dir} is not a directory")
     async with open_store(settings.store) as store:
         digest = await import_image(store, args.source, name, tag, args.ref, args.scratch_dir)
         print(f"{name}:{tag} is {digest} in {store.backend.description}")
@@ -194,6 +197,7 @@ async def _export(settings: config.Settings, args: argparse.Namespace) -> None:
     from .transfer.exporter import export_image
 
     name, tag = parse_image(args.image)
+    _check_destination(args.dest)
     async with open_store(settings.store) as store:
         digest = await export_image(store, name, tag, args.dest)
         print(f"wrote {name}:{tag} ({digest}) to {args.dest}")
@@ -237,9 +241,18 @@ async def _warm(settings: config.Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _existing_cache_dir(settings: config.Settings) -> None:
+    """verify and prune work on a cache dir that is there: a typo is an error."""
+    directory = settings.cache.directory
+    if not directory.is_dir():
+        raise ConfigError(f"--cache-dir {directory} is not a directory (no cache there)")
+
+
 def _verify(settings: config.Settings, repair: bool) -> int:
     from .disk.maintenance import verify
     from .progress import human_bytes
+
+    _existing_cache_dir(settings)
 
     def on_file(digest: object, good: bool) -> None:
         if not good:
@@ -260,6 +273,7 @@ def _prune(settings: config.Settings, to: str | None) -> int:
     from .disk.maintenance import prune
     from .progress import human_bytes
 
+    _existing_cache_dir(settings)
     if to is not None:
         try:
             size, share = config.parse_size(to)
@@ -321,10 +335,17 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 1 if report.pulls_failed else 0
 
 
+def _check_destination(dest: Path) -> None:
+    """An OCI layout goes into a directory: refuse a path that is something else."""
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest} exists and is not a directory: give a directory for the layout")
+
+
 def _sample(dest: Path) -> None:
     from .transfer.imagebuild import sample_image
     from .transfer.oci_layout import write_oci_layout
 
+    _check_destination(dest)
     write_oci_layout(dest, sample_image(), "latest")
     print(f"wrote the sample image to {dest} (tag latest)")
 
@@ -358,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RegistryLocalError as exc:
         print(f"registry-local: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # The environment refused something (a directory, a file, the network):
+        # one line naming it, not a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"registry-local: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -111,7 +111,8 @@ def test_bad_flag_exits_2_with_a_message():
 def test_switches_from_flags_env_and_file(tmp_path: Path):
     assert _load([]).push.allow_push is False
     assert _load(["--allow-push"]).push.allow_push is True
-    assert _load([], {"REGISTRY_LOCAL_ALLOW_DELETE": "yes"}).push.allow_delete is True
+    env = {"REGISTRY_LOCAL_ALLOW_DELETE": "yes", "REGISTRY_LOCAL_ALLOW_PUSH": "on"}
+    assert _load([], env).push.allow_delete is True
     config = tmp_path / "c.yaml"
     config.write_text("allow-push: true\nupload-expiry: 60\n")
     settings = _load(["--config", str(config)])

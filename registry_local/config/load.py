@@ -184,6 +184,10 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
         ),
         fleet=_fleet(v, (host, port)),
     )
+    if settings.server.metrics_listen == (host, port):
+        raise ConfigError("--metrics-listen needs a listener of its own, not the --listen address")
+    if settings.push.allow_delete and not settings.push.allow_push:
+        raise ConfigError("--allow-delete needs --allow-push")
     check_exposure(settings)
     return settings
 

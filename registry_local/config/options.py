@@ -102,7 +102,7 @@ def _show_bool(value: bool) -> str:
 S3_ENDPOINT: Option[str | None] = Option(
     "s3-endpoint",
     "S3 endpoint URL (omit for AWS); path-style addressing is used",
-    values.optional(values.text),
+    values.optional(values.endpoint_url),
     _field(S3Settings, "endpoint"),
     metavar="URL",
 )

@@ -15,6 +15,7 @@ from typing import TypeVar
 __all__ = [
     "MIN_PART_SIZE",
     "boolean",
+    "endpoint_url",
     "is_loopback",
     "listen",
     "log_format",
@@ -160,9 +161,17 @@ def log_level(value: str) -> str:
 
 
 def log_format(value: str) -> str:
-    if value not in ("json", "text"):
+    word = value.strip().lower()
+    if word not in ("json", "text"):
         raise ValueError("json or text")
-    return value
+    return word
+
+
+def endpoint_url(value: str) -> str:
+    """An S3 endpoint: http(s)://host[:port], as botocore needs it."""
+    if not re.fullmatch(r"https?://[^/\s]+/?", value.strip()):
+        raise ValueError("expected http(s)://host[:port], e.g. http://127.0.0.1:9000")
+    return value.strip().rstrip("/")
 
 
 def boolean(value: str) -> bool:

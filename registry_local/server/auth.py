@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from pathlib import Path
 
@@ -28,6 +29,8 @@ __all__ = ["Authenticator", "Unauthorized", "auth_middleware"]
 
 _REMEMBER = 300.0  # seconds a verified password is trusted without bcrypt
 _PROTECTED = ("/v2", "/-/")
+# $2a$, $2b$ or $2y$, a two-digit cost, and 53 characters of salt and hash.
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 
 class Unauthorized(RegistryError):
@@ -99,16 +102,21 @@ def auth_middleware(authenticator: Authenticator) -> Middleware:
 
 def _read_htpasswd(path: Path) -> dict[str, bytes]:
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read --auth-htpasswd {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--auth-htpasswd {path} is not UTF-8 text") from None
     users = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         user, sep, hashed = line.strip().partition(":")
-        if not sep or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ConfigError(f"{path}:{number}: only bcrypt entries are accepted (htpasswd -B)")
+        if not sep or not _BCRYPT.fullmatch(hashed):
+            raise ConfigError(
+                f"{path}:{number}: not a bcrypt entry: only bcrypt entries are accepted "
+                "(htpasswd -B)"
+            )
         users[user] = hashed.encode()
     if not users:
         raise ConfigError(f"--auth-htpasswd {path} has no users")
@@ -117,9 +125,11 @@ def _read_htpasswd(path: Path) -> dict[str, bytes]:
 
 def _read_tokens(path: Path) -> list[bytes]:
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read --auth-token-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--auth-token-file {path} is not UTF-8 text") from None
     tokens = [t.strip().encode() for t in lines if t.strip() and not t.lstrip().startswith("#")]
     if not tokens or any(len(t) < 16 for t in tokens):
         raise ConfigError(f"--auth-token-file {path}: one token of 16 characters or more a line")

@@ -16,13 +16,17 @@ import ssl
 from aiohttp import web
 
 from ..config import Settings, is_loopback
-from ..errors import ConfigError
+from ..errors import ConfigError, RegistryLocalError
 from .app import build_app, build_ops_app
 from .peer import build_peer_app
 
 __all__ = ["serve", "tls_context"]
 
 log = logging.getLogger("registry_local")
+
+
+class StartError(RegistryLocalError):
+    """The server cannot start where it was asked to (a port in use, a bad host)."""
 
 
 async def _start(
@@ -35,7 +39,14 @@ async def _start(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = exc.strerror or str(exc)
+        if "address already in use" in str(exc):
+            reason = "the address is in use (another process listens there)"
+        raise StartError(f"cannot listen on {_address(host, port)}: {reason}") from None
     return runner
 
 
