@@ -352,6 +352,9 @@ def _sample(dest: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in config.COMMANDS:
+        for warning in config.unknown_variables():
+            print(f"registry-local: warning: {warning}", file=sys.stderr)
     try:
         if args.command == "serve":
             _serve(config.load(args))

@@ -98,3 +98,13 @@ async def test_version_and_case_insensitive_choices(tmp_path: Path):
         env=sealed_env(),
     )
     assert code == 2 and "--log-format" not in err  # JSON accepted; the next mistake reported
+
+
+async def test_a_misspelt_variable_is_named_not_ignored(tmp_path: Path):
+    env = sealed_env({"REGISTRY_LOCAL_CACHEDIR": str(tmp_path)})
+    code, _, err = await run_cli("verify", "--cache-dir", str(tmp_path), env=env)
+    assert code == 0
+    assert (
+        "registry-local: warning: REGISTRY_LOCAL_CACHEDIR is not an option and is ignored "
+        "(did you mean REGISTRY_LOCAL_CACHE_DIR?)"
+    ) in err

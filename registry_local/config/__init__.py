@@ -2,7 +2,7 @@
 environment and a YAML file (load.py) into frozen settings (settings.py), whose
 fields hold every default once. Option values as text are parsed in values.py."""
 
-from .load import check_exposure, load
+from .load import check_exposure, load, unknown_variables
 from .options import COMMANDS, OPTIONS, Command, Option, add_options, reference_markdown
 from .settings import (
     CacheSettings,
@@ -35,4 +35,5 @@ __all__ = [
     "load",
     "parse_size",
     "reference_markdown",
+    "unknown_variables",
 ]

@@ -5,6 +5,7 @@ settings (settings.py); each component receives only its own part."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +28,7 @@ from .settings import (
 )
 from .values import is_loopback, origin_url
 
-__all__ = ["check_exposure", "load"]
+__all__ = ["check_exposure", "load", "unknown_variables"]
 
 T = TypeVar("T")
 
@@ -294,6 +295,25 @@ def _secret(path: Path) -> str:
     if not token:
         raise ConfigError(f"--peer-token-file {path} is empty")
     return token
+
+
+# REGISTRY_LOCAL_* variables that are not options but are read all the same.
+_OTHER_VARIABLES = frozenset(
+    {"CONFIG", "UPSTREAM_USERNAME", "UPSTREAM_PASSWORD", "DEMO_DIR"}  # DEMO_DIR: quickstart
+)
+
+
+def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """One warning per REGISTRY_LOCAL_* variable that nothing reads (a typo is
+    otherwise silently ignored), with the option it probably meant."""
+    known = {option.env for option in OPTIONS} | {ENV_PREFIX + n for n in _OTHER_VARIABLES}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{name} is not an option and is ignored{hint}")
+    return warnings
 
 
 def check_exposure(settings: Settings) -> None:
