@@ -295,19 +295,43 @@ def _prune(settings: config.Settings, to: str | None) -> int:
 
 
 def _check(settings: config.Settings, ready: bool) -> int:
+    """Probe the server these settings describe: over TLS when it serves TLS,
+    and only registry-local's own answer counts (another program's 200 does not)."""
+    import json
+    import ssl
     import urllib.error
     import urllib.request
 
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.server.host, settings.server.host)
+    server = settings.server
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(server.host, server.host)
     host = f"[{host}]" if ":" in host else host
-    url = f"http://{host}:{settings.server.port}/{'readyz' if ready else 'healthz'}"
+    tls = server.tls_cert is not None
+    # Our own process on this host: the point is whether it answers, so the
+    # certificate (often issued for another name) is not checked here.
+    context = ssl._create_unverified_context() if tls else None
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{host}:{server.port}/{'readyz' if ready else 'healthz'}"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            ok = response.status == 200
+        with urllib.request.urlopen(url, timeout=3, context=context) as response:
+            status, headers, body = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, body = exc.code, exc.headers, exc.read()
     except (urllib.error.URLError, OSError) as exc:
-        print(f"registry-local: {url}: {exc}", file=sys.stderr)
+        reason = getattr(exc, "reason", exc)
+        print(f"registry-local: {url}: {reason}", file=sys.stderr)
         return 1
-    return 0 if ok else 1
+    if headers.get("Docker-Distribution-API-Version") != "registry/2.0":
+        print(f"registry-local: {url}: something else answers there", file=sys.stderr)
+        return 1
+    if status != 200:
+        try:
+            checks = json.loads(body).get("checks", {})
+            why = "; ".join(f"{k}: {v}" for k, v in checks.items() if v not in ("ok", "on"))
+        except (ValueError, AttributeError):
+            why = ""
+        print(f"registry-local: not ready ({why or status})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _loadtest(args: argparse.Namespace) -> int:

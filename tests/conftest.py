@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from registry_local.config import StoreSettings
 
 from .support.engines import run_seaweedfs
 from .support.harness import RegistryLocal, s3_settings
-from .support.processes import AWS_ENV, run_moto
+from .support.processes import AWS_ENV, require_tool, run_moto
 from .support.s3proxy import S3Proxy
 
 # The in-process S3 client reads credentials from the standard chain.
@@ -79,3 +80,33 @@ async def start_cache(tmp_path: Path, proxied_store: StoreSettings) -> AsyncIter
     yield start
     for server in reversed(started):
         await server.stop()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = require_tool("openssl")
+    cert, key = tmp_path / "tls" / "ca.crt", tmp_path / "server.key"  # skopeo reads tls/
+    cert.parent.mkdir()
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

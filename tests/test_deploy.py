@@ -17,11 +17,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from aiohttp import web
 from dockerfile_parse import DockerfileParser
 
 from registry_local.config import OPTIONS, load, reference_markdown
 
-from .support.processes import require_tool, serving
+from .support.processes import free_port, require_tool, run_cli, sealed_env, serving
+from .support.s3proxy import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -203,6 +205,34 @@ async def test_the_check_command_probes_a_running_server(tmp_path: Path):
     assert result.returncode == 1 and "refused" in result.stderr
 
 
+async def test_check_speaks_tls_and_knows_registry_local_from_other_programs(
+    tmp_path: Path, certificate
+):
+    cert, key = certificate
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    async with serving(
+        "--fs-root", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache"), *tls
+    ) as (url, _):
+        listen = url.removeprefix("http://")
+        code, _, err = await run_cli("check", "--listen", listen, *tls, env=sealed_env())
+        assert code == 0, err
+
+    # Another program answering 200 on the port is not a healthy registry-local.
+    async def anything(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", anything)
+    runner, other = await serve_app(app)
+    try:
+        code, _, err = await run_cli(
+            "check", "--listen", other.removeprefix("http://"), env=sealed_env()
+        )
+    finally:
+        await runner.cleanup()
+    assert code == 1 and "something else answers there" in err
+
+
 def test_configuration_reference_is_generated_from_the_options(monkeypatch):
     for variable in ("XDG_CACHE_HOME", "XDG_DATA_HOME"):
         monkeypatch.delenv(variable, raising=False)
@@ -218,3 +248,12 @@ def test_readme_quick_start_is_two_commands():
     assert commands == ["scripts/quickstart", "scripts/test"]
     for script in commands:
         assert (ROOT / script).stat().st_mode & 0o111
+
+
+async def test_check_ready_says_why_not(tmp_path: Path):
+    closed = f"http://127.0.0.1:{free_port()}"  # an S3 endpoint nobody answers
+    args = ("--s3-bucket", "b", "--s3-endpoint", closed, "--cache-dir", str(tmp_path / "c"))
+    async with serving(*args) as (url, _):
+        listen = url.removeprefix("http://")
+        code, _, err = await run_cli("check", "--listen", listen, "--ready", env=sealed_env())
+    assert code == 1 and "not ready (store: backing store unreachable" in err

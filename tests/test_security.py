@@ -22,7 +22,7 @@ from registry_local.transfer.imagebuild import build_image
 from registry_local.transfer.oci_layout import write_oci_layout
 
 from .support.harness import seed
-from .support.processes import require_tool, sealed_env, serving, skopeo
+from .support.processes import sealed_env, serving, skopeo
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "tok-5f1c0a0d9b8e4a37b2c1"
@@ -38,36 +38,6 @@ def credentials(tmp_path: Path) -> tuple[Path, Path]:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{TOKEN}\n")
     return htpasswd, tokens
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = require_tool("openssl")
-    cert, key = tmp_path / "tls" / "ca.crt", tmp_path / "server.key"  # skopeo reads tls/
-    cert.parent.mkdir()
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
