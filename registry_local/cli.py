@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "prune",
         help="evict least recently used blobs now, down to a size",
         description="Remove least recently used blobs (manifests last) from --cache-dir "
-        "until it holds at most --to bytes (default: 85%% of --cache-max-bytes). Safe "
+        "until it holds at most --to bytes (default: 85% of --cache-max-bytes). Safe "
         "beside a running server.",
     )
     config.add_options(prune, "prune")
@@ -234,11 +234,15 @@ async def _warm(settings: config.Settings, args: argparse.Namespace) -> int:
                 continue
             progress.finish()
             print(
-                f"{result.image} ({result.digest}): {result.manifests} manifests, "
-                f"{result.blobs} blobs, {human_bytes(result.bytes)}, "
+                f"{result.image} ({result.digest}): {_count(result.manifests, 'manifest')}, "
+                f"{_count(result.blobs, 'blob')}, {human_bytes(result.bytes)}, "
                 f"{result.fetched_blobs} fetched"
             )
     return 1 if failed else 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _existing_cache_dir(settings: config.Settings) -> None:

@@ -48,8 +48,9 @@ class Progress:
         if self._live:
             self._draw()
         elif self._lines:
+            of = f"/{self.total_items}" if self.total_items else ""  # 0: not known
             print(
-                f"{self.label}: {what} ({self.done_items}/{self.total_items})",
+                f"{self.label}: {what} ({self.done_items}{of})",
                 file=self._stream,
                 flush=True,
             )
@@ -64,7 +65,7 @@ class Progress:
         total = f" / {human_bytes(self.total_bytes)}" if self.total_bytes else ""  # 0: unknown
         print(
             f"\r{self.label}: {human_bytes(self.done_bytes)}{total}, "
-            f"{self.done_items}/{self.total_items} items",
+            f"{self.done_items}{f'/{self.total_items}' if self.total_items else ''} items",
             end="",
             file=self._stream,
             flush=True,

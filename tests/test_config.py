@@ -117,8 +117,13 @@ def test_switches_from_flags_env_and_file(tmp_path: Path):
     config.write_text("allow-push: true\nupload-expiry: 60\n")
     settings = _load(["--config", str(config)])
     assert settings.push.allow_push is True and settings.push.upload_expiry == 60
-    with pytest.raises(ConfigError, match="allow-push"):
-        _load([], {"REGISTRY_LOCAL_ALLOW_PUSH": "maybe"})
+    with pytest.raises(ConfigError, match="REGISTRY_LOCAL_ALLOW_PUSH 'maybe': true or false"):
+        _load([], {"REGISTRY_LOCAL_ALLOW_PUSH": "maybe"})  # named where it was given
+    config.write_text("tag-ttl: soon\n")
+    with pytest.raises(ConfigError, match="config file key tag-ttl 'soon': a number of seconds"):
+        _load(["--config", str(config)])
+    with pytest.raises(ConfigError, match="--s3-max-concurrency 'x': a whole number"):
+        _load(["--s3-max-concurrency", "x"])
 
 
 @pytest.mark.parametrize(

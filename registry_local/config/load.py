@@ -34,19 +34,21 @@ T = TypeVar("T")
 
 
 class _Values:
-    """The raw text each option was given (flag, env or file), parsed on request."""
+    """The raw text each option was given, and where (a flag, a variable, a key
+    of the config file), parsed on request."""
 
-    def __init__(self, raw: Mapping[str, str]) -> None:
+    def __init__(self, raw: Mapping[str, tuple[str, str]]) -> None:
         self._raw = raw
 
     def __getitem__(self, option: Option[T]) -> T:
-        raw = self._raw.get(option.name)
-        if raw is None:
+        given = self._raw.get(option.name)
+        if given is None:
             return option.default()
+        raw, where = given
         try:
             return option.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"--{option.name} {raw!r}: {exc}") from None
+            raise ConfigError(f"{where} {raw!r}: {exc}") from None
 
 
 class _File:
@@ -139,17 +141,18 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
     groups = COMMANDS[command]
     flags = vars(args)
     file = _File(flags.get("config") or environ.get(ENV_PREFIX + "CONFIG"))
-    raw: dict[str, str] = {}
+    raw: dict[str, tuple[str, str]] = {}
     for option in OPTIONS:
         if option.group not in groups:
             continue
         if option.dest in flags:
             given = flags[option.dest]  # text, or a bool from --[no-]name
-            raw[option.name] = str(given).lower() if isinstance(given, bool) else given
+            text = str(given).lower() if isinstance(given, bool) else given
+            raw[option.name] = (text, f"--{option.name}")
         elif option.env in environ:
-            raw[option.name] = environ[option.env]
+            raw[option.name] = (environ[option.env], option.env)
         elif option.name in file.options:
-            raw[option.name] = file.options[option.name]
+            raw[option.name] = (file.options[option.name], f"config file key {option.name}")
     v = _Values(raw)
     settings = Settings(
         store=_store(v, file, environ, "origin" in groups)

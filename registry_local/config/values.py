@@ -73,7 +73,10 @@ def show_listen(value: tuple[str, int] | None) -> str | None:
 
 
 def seconds(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("a number of seconds, e.g. 30 or 0.5") from None
     if number < 0 or number != number:
         raise ValueError("must be a number of seconds >= 0")
     return number
@@ -91,7 +94,10 @@ def show_seconds(value: float) -> str:
 
 
 def positive_int(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("a whole number, at least 1") from None
     if number < 1:
         raise ValueError("must be at least 1")
     return number
@@ -119,7 +125,10 @@ def parse_size(value: str) -> tuple[int, float]:
     """`50GiB`, `500MB`, `1024` (bytes) or `80%` (of the filesystem): (bytes, share)."""
     compact = value.strip().lower().replace(" ", "")
     if compact.endswith("%"):
-        share = float(compact[:-1])
+        try:
+            share = float(compact[:-1])
+        except ValueError:
+            raise ValueError("a percentage like 80%") from None
         if not 0 < share <= 100:
             raise ValueError("a percentage between 0 and 100")
         return 0, share / 100
