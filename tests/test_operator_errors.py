@@ -108,3 +108,13 @@ async def test_a_misspelt_variable_is_named_not_ignored(tmp_path: Path):
         "registry-local: warning: REGISTRY_LOCAL_CACHEDIR is not an option and is ignored "
         "(did you mean REGISTRY_LOCAL_CACHE_DIR?)"
     ) in err
+
+
+async def test_commands_take_only_the_options_they_use(tmp_path: Path):
+    for argv in (
+        ["check", "--allow-push"],
+        ["verify", "--tag-ttl", "5"],
+        ["prune", "--upstream", "x"],
+    ):
+        code, _, err = await run_cli(*argv, env=sealed_env())
+        assert code == 2 and "unrecognized arguments" in err, (argv, err)

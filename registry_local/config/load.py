@@ -158,10 +158,11 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
         store=_store(v, file, environ, "origin" in groups)
         if "store" in groups
         else StoreSettings(),
-        cache=_cache(v) if "cache" in groups else CacheSettings(),
+        cache=_cache(v) if {"cachedir", "cache", "limit"} & set(groups) else CacheSettings(),
     )
-    if "serve" not in groups:
+    if "listen" not in groups:
         return settings
+    # Options of groups the command does not take read their defaults here.
     host, port = v[o.LISTEN]
     settings = Settings(
         server=ServerSettings(
@@ -186,7 +187,7 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
             allow_delete=v[o.ALLOW_DELETE],
             upload_expiry=v[o.UPLOAD_EXPIRY],
         ),
-        fleet=_fleet(v, (host, port)),
+        fleet=_fleet(v, (host, port)) if "serve" in groups else None,
     )
     if settings.server.metrics_listen == (host, port):
         raise ConfigError("--metrics-listen needs a listener of its own, not the --listen address")

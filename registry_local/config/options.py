@@ -41,18 +41,18 @@ __all__ = [
 T = TypeVar("T")
 ENV_PREFIX = "REGISTRY_LOCAL_"
 
-Group = Literal["store", "origin", "cache", "serve"]
+Group = Literal["store", "origin", "cachedir", "cache", "limit", "listen", "serve"]
 Command = Literal["serve", "import", "export", "warm", "verify", "prune", "check"]
 
 # The option groups each command takes.
 COMMANDS: dict[Command, tuple[Group, ...]] = {
-    "serve": ("store", "origin", "cache", "serve"),
+    "serve": ("store", "origin", "cachedir", "cache", "limit", "listen", "serve"),
     "import": ("store",),
     "export": ("store",),
-    "warm": ("store", "origin", "cache"),
-    "verify": ("cache",),
-    "prune": ("cache",),
-    "check": ("serve",),
+    "warm": ("store", "origin", "cachedir", "cache", "limit"),
+    "verify": ("cachedir",),
+    "prune": ("cachedir", "limit"),
+    "check": ("listen",),
 }
 
 
@@ -203,7 +203,7 @@ LISTEN: Option[tuple[str, int]] = Option(
     lambda: (_field(ServerSettings, "host")(), _field(ServerSettings, "port")()),
     values.show_listen,
     "HOST:PORT",
-    "serve",
+    "listen",
 )
 CACHE_DIR: Option[Path] = Option(
     "cache-dir",
@@ -211,7 +211,7 @@ CACHE_DIR: Option[Path] = Option(
     values.path,
     _field(CacheSettings, "directory"),
     metavar="DIR",
-    group="cache",
+    group="cachedir",
 )
 TAG_TTL: Option[float] = Option(
     "tag-ttl",
@@ -237,7 +237,7 @@ CACHE_MAX_BYTES: Option[tuple[int, float] | None] = Option(
     values.optional(values.parse_size),
     _unset,
     metavar="SIZE",
-    group="cache",
+    group="limit",
 )
 WARM_ENDPOINT: Option[bool] = Option(
     "warm-endpoint",
@@ -281,7 +281,7 @@ TLS_CERT: Option[Path | None] = Option(
     values.optional(values.path),
     _field(ServerSettings, "tls_cert"),
     metavar="FILE",
-    group="serve",
+    group="listen",
 )
 TLS_KEY: Option[Path | None] = Option(
     "tls-key",
@@ -289,7 +289,7 @@ TLS_KEY: Option[Path | None] = Option(
     values.optional(values.path),
     _field(ServerSettings, "tls_key"),
     metavar="FILE",
-    group="serve",
+    group="listen",
 )
 AUTH_HTPASSWD: Option[Path | None] = Option(
     "auth-htpasswd",
