@@ -138,6 +138,11 @@ async def test_warm_one_platform_and_errors(direct_store, s3proxy, bucket, tmp_p
     assert code == 1 and "manifest unknown" in out
     code, out = await _cli("warm", "--cache-dir", cache_dir, *args, "--platform", "linux", "app")
     assert code == 2 and "os/arch" in out
+    # A platform the image does not have is an error, not "0 blobs".
+    code, out = await _cli(
+        "warm", "--cache-dir", cache_dir, *args, "--platform", "linux/s390x", "app:v1"
+    )
+    assert code == 1 and "app:v1 has no image for linux/s390x" in out
 
 
 async def test_the_warm_endpoint(start_cache, direct_store, s3proxy):
@@ -153,12 +158,16 @@ async def test_the_warm_endpoint(start_cache, direct_store, s3proxy):
         for body, status, code in [
             (b"not json", 400, "UNKNOWN"),
             (b'{"images": "app"}', 400, "UNKNOWN"),
-            (b'{"images": ["app:nope"]}', 404, "MANIFEST_UNKNOWN"),
+            (b'{"images": ["app:v1", "app:nope"]}', 404, "MANIFEST_UNKNOWN"),
             (b'{"images": ["Bad Name"]}', 400, "NAME_INVALID"),
         ]:
             async with session.post(f"{cache.url}/-/warm", data=body) as response:
                 assert response.status == status
-                assert (await response.json())["errors"][0]["code"] == code
+                error = (await response.json())["errors"][0]
+                assert error["code"] == code
+                if code == "MANIFEST_UNKNOWN":  # which of the images, named
+                    assert error["message"].startswith("app:nope: ")
+                    assert error["detail"]["image"] == "app:nope"
     s3proxy.requests.clear()
     await pull_image(cache.url, "app", "v1")
     assert s3proxy.blob_gets() == {}

@@ -48,6 +48,7 @@ def _cases(tmp: Path, busy: int) -> list[tuple[list[str], int, str]]:
         (["serve", "--auth-htpasswd", str(bad_utf8), *cache], 2, "is not UTF-8 text"),
         (["serve", "--auth-htpasswd", str(bad_bcrypt), *cache], 2, "not a bcrypt entry"),
         (["serve", "--allow-delete", *cache], 2, "--allow-delete needs --allow-push"),
+        (["serve", "--cache-max-bytes", "10", *cache], 2, "too small to cache anything"),
         (["sample", str(a_file)], 2, "is not a directory"),
         (["export", "team/app:v1", str(a_file), "--fs-root", str(tmp)], 2, "is not a directory"),
         (

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
+from ..errors import ManifestUnknown
 from ..oci.digest import Digest
 from ..oci.mediatypes import Descriptor
 from .blobs import BlobCache
@@ -70,6 +71,11 @@ class Warmer:
             result.manifests += 1
             blobs.update((b.digest, b) for b in manifest.info.blobs if not b.urls)
             children = [c for c in manifest.info.manifests if _chosen(c, wanted)]
+            if manifest.info.is_index and not children:
+                asked = ", ".join("/".join(p for p in w if p) for w in wanted)
+                raise ManifestUnknown(
+                    f"{result.image} has no image for {asked}", detail={"image": result.image}
+                )
             pending.extend(
                 await asyncio.gather(*(self._manifests.by_digest(name, c.digest) for c in children))
             )

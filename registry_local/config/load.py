@@ -32,6 +32,8 @@ __all__ = ["check_exposure", "load", "unknown_variables"]
 
 T = TypeVar("T")
 
+_MIN_CACHE_BYTES = 1 << 20
+
 
 class _Values:
     """The raw text each option was given, and where (a flag, a variable, a key
@@ -199,6 +201,12 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
 
 def _cache(v: _Values) -> CacheSettings:
     max_bytes, max_share = v[o.CACHE_MAX_BYTES] or (0, 0.0)
+    if 0 < max_bytes < _MIN_CACHE_BYTES:
+        # A limit this small holds nothing: every blob would bypass the cache
+        # and the log would say so for each one.
+        raise ConfigError(
+            f"--cache-max-bytes {max_bytes}: too small to cache anything; 1MiB or more"
+        )
     return CacheSettings(
         directory=v[o.CACHE_DIR],
         tag_ttl=v[o.TAG_TTL],

@@ -46,6 +46,12 @@ async def warm(request: web.Request) -> web.Response:
     results = []
     for image in images:
         name, reference = parse_image_reference(image)
-        result = await request.app[WARMER].warm(name, reference, platforms)
+        try:
+            result = await request.app[WARMER].warm(name, reference, platforms)
+        except RegistryError as exc:
+            # Say which of the images failed, in the same envelope.
+            exc.message = f"{image}: {exc.message}"
+            exc.detail = {"image": image, **(exc.detail if isinstance(exc.detail, dict) else {})}
+            raise
         results.append(result.as_dict())
     return web.json_response({"results": results})
