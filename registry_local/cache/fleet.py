@@ -140,7 +140,8 @@ class FleetBlob:
         self._key = fleet.leases.layout.blob_lease(digest)
         self._state: Held | Seen | None = None
         self._started = False
-        self._peer_failures = 0
+        self._peer_failures = 0  # failed reads from the current holder
+        self._holder: str | None = None  # the holder those failures were with
         self._reading = False  # the holder has made its first read
         self._in_bucket = False  # found in the bucket after all: read it there
 
@@ -183,6 +184,8 @@ class FleetBlob:
 
     async def _as_follower(self, seen: Seen, offset: int, end: int | None) -> ObjectStream | None:
         """The holder's fill, else the bucket's copy; None while neither is there."""
+        if seen.holder != self._holder:  # a new holder (a takeover): worth asking
+            self._holder, self._peer_failures = seen.holder, 0
         if seen.holder is not None and self._peer_failures < _PEER_TRIES:
             try:
                 return await self._fleet.peers.open_blob(seen.holder, self._digest, offset, end)
