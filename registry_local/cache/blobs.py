@@ -232,7 +232,7 @@ class BlobCache:
         here or on its way already, or the cache has no room for it. Raises
         BlobUnknown when the repository does not link it."""
         repo = await self._require_link(name, digest, namespace)
-        if self._committed(digest) is not None or self.in_flight(digest) is not None:
+        if self.present(digest):
             return None
         if not self._evictor.could_hold(size) or not await self._evictor.can_cache():
             self._metrics.prefetch_skipped()
@@ -275,6 +275,10 @@ class BlobCache:
                 continue  # renamed as it committed, or removed: look again
             return FileBody(file, size, fill, self._disk, digest)
         return None
+
+    def present(self, digest: Digest) -> bool:
+        """Committed here or on its way (a quick look at memory, no I/O)."""
+        return self._committed(digest) is not None or self.in_flight(digest) is not None
 
     def in_flight(self, digest: Digest) -> Fill | None:
         """The fill running for a digest, if any (await its `task` to follow it)."""

@@ -39,8 +39,8 @@ class Prefetcher:
         if manifest.info.is_index:
             return
         for blob in manifest.info.blobs:
-            if blob.urls or blob.digest in self._pending:
-                continue  # foreign layers live elsewhere; one prefetch per blob
+            if blob.urls or blob.digest in self._pending or self._blobs.present(blob.digest):
+                continue  # foreign layers live elsewhere; one prefetch per blob; warm: nothing
             self._pending.add(blob.digest)
             task = asyncio.create_task(
                 self._prefetch(name, blob.digest, blob.size, namespace),
