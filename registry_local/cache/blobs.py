@@ -97,6 +97,8 @@ class BlobCache:
     async def open(self, name: str, digest: Digest, namespace: str | None = None) -> BlobBody:
         """The blob, ready to read once its size is known. Raises BlobUnknown;
         `namespace` is the registry containerd names with ?ns=."""
+        if self._links.known_blob(name, digest):
+            return await self._from_bucket(digest)  # the warm path: nothing to check
         repo = self._origins.repo_for(name, namespace)
         if repo is not None:
             if await self._links.blob_linked(name, digest):

@@ -36,6 +36,13 @@ class LinkCache:
         self._absent: BoundedDict[tuple[str, str, Digest], float] = BoundedDict(_NEGATIVE_ENTRIES)
         self._flights: SingleFlight[tuple[str, str, Digest], bool] = SingleFlight()
 
+    def known_blob(self, name: str, digest: Digest) -> bool:
+        """Linked for sure, from memory alone (no I/O): the warm path."""
+        return self._learned.knows_now(False, name, digest)
+
+    def known_manifest(self, name: str, digest: Digest) -> bool:
+        return self._learned.knows_now(True, name, digest)
+
     async def blob_linked(self, name: str, digest: Digest) -> bool:
         if await self._learned.knows_blob_link(name, digest):
             return True

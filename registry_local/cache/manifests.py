@@ -85,6 +85,8 @@ class ManifestCache:
     async def by_digest(self, name: str, digest: Digest, namespace: str | None = None) -> Manifest:
         """The manifest, if the repository links it (or its origin registry has
         it). Raises ManifestUnknown; `namespace` is containerd's ?ns=."""
+        if self._links.known_manifest(name, digest):
+            return await self.content(digest)  # the warm path: nothing to check
         repo = self._origins.repo_for(name, namespace)
         if repo is None:
             # The revision link and the manifest's bytes are read together; the

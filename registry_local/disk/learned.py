@@ -69,6 +69,10 @@ class Learned:
         path = self._marker(manifest, name, digest)
         await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
 
+    def knows_now(self, manifest: bool, name: str, digest: Digest) -> bool:
+        """Whether the link is known without looking at the disk (in memory)."""
+        return (manifest, name, digest) in self._known
+
     async def knows_blob_link(self, name: str, digest: Digest) -> bool:
         return await self._has_marker(False, name, digest)
 
