@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -111,13 +111,7 @@ class FilesystemBackend:
         path = self._path(key)
 
         def write() -> None:
-            tmp = _staged(path.parent, data)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            _put(path, lambda out: out.write(data))
 
         try:
             await asyncio.to_thread(write)
@@ -128,7 +122,7 @@ class FilesystemBackend:
         path = self._path(key)
 
         def create() -> str | None:
-            tmp = _staged(path.parent, data)
+            tmp = _staged(path.parent, lambda out: out.write(data))
             try:
                 os.link(tmp, path)  # atomic, and refused when the name exists
             except FileExistsError:
@@ -153,7 +147,7 @@ class FilesystemBackend:
                     return None
                 if _version(current) != version:
                     return None
-                os.replace(_staged(path.parent, data), path)
+                _put(path, lambda out: out.write(data))
             return _version(data)
 
         try:
@@ -169,18 +163,8 @@ class FilesystemBackend:
         target = self._path(key)
 
         def copy() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as out, path.open("rb") as source:
-                    shutil.copyfileobj(source, out, 1 << 20)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            with path.open("rb") as source:
+                _put(target, lambda out: shutil.copyfileobj(source, out, 1 << 20))
 
         try:
             await asyncio.to_thread(copy)
@@ -235,13 +219,14 @@ class _FileStream:
         self._file.close()
 
 
-def _staged(directory: Path, data: bytes) -> str:
-    """A durable temp file holding `data` in `directory`, to be renamed or linked."""
+def _staged(directory: Path, fill: Callable[[BinaryIO], object]) -> str:
+    """A durable temp file in `directory` that `fill` wrote, to be renamed or
+    linked into place; removed again if anything fails."""
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
@@ -249,6 +234,17 @@ def _staged(directory: Path, data: bytes) -> str:
             os.unlink(tmp)
         raise
     return tmp
+
+
+def _put(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write `path` whole and atomically: staged beside it, then renamed."""
+    tmp = _staged(path.parent, fill)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _version(data: bytes) -> str:
