@@ -135,9 +135,16 @@ class Fill:
         began = time.monotonic()
         self._metrics.fill_started()
         outcome: FillOutcome = "failed"
+        log.debug("fill of %s: started", self.digest, extra={"digest": str(self.digest)})
         try:
             hasher = self.digest.hasher()
             await self._copy(hasher)
+            log.debug(
+                "fill of %s: %d bytes read, checking the digest",
+                self.digest,
+                self._written,
+                extra={"digest": str(self.digest)},
+            )
             if not self.digest.matches(hasher):
                 outcome = "digest_mismatch"
                 actual = f"{self.digest.algorithm}:{hasher.hexdigest()}"
@@ -190,6 +197,7 @@ class Fill:
                 "outcome": outcome,
                 "retries": self.retries,
                 "error": str(self._error) if self._error else None,
+                "error_class": type(self._error).__name__ if self._error else None,
             },
         )
 
@@ -251,6 +259,12 @@ class Fill:
         assert self.size is not None
         if not self._parts.splits(self.size):
             return None
+        log.debug(
+            "fill of %s: %d bytes, reading its other parts alongside",
+            self.digest,
+            self.size,
+            extra={"digest": str(self.digest)},
+        )
         return Parts(self.digest, self.size, self._temp.fd, self._reads, self._count_retry, self)
 
     async def _follow(self, parts: Parts, hasher: _Hash) -> None:

@@ -38,6 +38,7 @@ from ..fleet.leases import Held, Leases, Seen
 from ..fleet.peers import PeerClient, open_peer_client
 from ..oci.digest import Digest
 from ..origin.mapping import OriginRepo
+from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 
 __all__ = ["Fleet", "FleetBlob", "open_fleet"]
@@ -198,6 +199,11 @@ class FleetBlob:
                         self._digest,
                         seen.holder,
                         exc.reason,
+                        extra={
+                            "digest": str(self._digest),
+                            "holder": seen.holder,
+                            **error_fields(exc),
+                        },
                     )
         return await self._fleet.store.open_blob(self._digest, offset, end)
 

@@ -30,6 +30,7 @@ from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
 from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
+from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 from .fleet import Fleet
 from .links import LinkCache, once_linked
@@ -156,7 +157,13 @@ class ManifestCache:
             if record is None:
                 raise
             self._metrics.stale_served("tag")
-            log.warning("serving last known %s:%s, backing store failed: %s", name, tag, exc)
+            log.warning(
+                "serving last known %s:%s, backing store failed: %s",
+                name,
+                tag,
+                exc,
+                extra={"repository": name, "tag": tag, **error_fields(exc)},
+            )
             return record.digest
         if digest is None:
             raise ManifestUnknown(detail={"tag": tag})
@@ -220,7 +227,13 @@ class ManifestCache:
             if digest is None:
                 raise
             self._metrics.stale_served("tag")
-            log.warning("origin failed for %s:%s, serving the bucket's tag: %s", name, tag, exc)
+            log.warning(
+                "origin failed for %s:%s, serving the bucket's tag: %s",
+                name,
+                tag,
+                exc,
+                extra={"repository": name, "tag": tag, **error_fields(exc)},
+            )
             return digest
         if found is None:
             return None
@@ -272,7 +285,13 @@ class ManifestCache:
                 self._metrics.origin_written_through("tag")
         except BackendError as exc:
             self._metrics.origin_write_failures.inc()
-            log.warning("could not write %s of %s through to the bucket: %s", digest, name, exc)
+            log.warning(
+                "could not write %s of %s through to the bucket: %s",
+                digest,
+                name,
+                exc,
+                extra={"repository": name, "digest": str(digest), **error_fields(exc)},
+            )
         return manifest
 
     async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:

@@ -18,6 +18,7 @@ from ..backing.distribution import DistributionStore
 from ..disk.store import DiskStore
 from ..errors import BackendError, FillFailed
 from ..oci.digest import Digest
+from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 from .fill import Fill
 from .fleet import FleetBlob
@@ -80,7 +81,13 @@ class WriteThrough:
             return  # nothing was committed: nothing to write
         except (BackendError, OSError) as exc:
             self._metrics.origin_write_failures.inc()
-            log.warning("could not write %s of %s through to the bucket: %s", digest, name, exc)
+            log.warning(
+                "could not write %s of %s through to the bucket: %s",
+                digest,
+                name,
+                exc,
+                extra={"repository": name, "digest": str(digest), **error_fields(exc)},
+            )
         finally:
             if fleet_blob is not None:
                 await fleet_blob.release()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ..backing.backend import Backend
 from ..errors import BackendError
 from ..layout import BucketLayout
+from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 
 __all__ = ["Held", "Leases", "Seen"]
@@ -76,14 +77,22 @@ class Held:
                     self.key, self._leases.body(serial), self.version
                 )
             except BackendError as exc:
-                log.warning("could not renew lease %s: %s", self.key, exc)
+                log.warning(
+                    "could not renew lease %s: %s",
+                    self.key,
+                    exc,
+                    extra={"lease": self.key, **error_fields(exc)},
+                )
                 continue  # it stays valid for a while yet: try again next time
             if version is None:
                 self.lost = True
                 self._leases.metrics.lease("refused")
-                log.warning("lease %s was taken over by another host", self.key)
+                log.warning(
+                    "lease %s was taken over by another host", self.key, extra={"lease": self.key}
+                )
                 return
             self.version = version
+            log.debug("renewed lease %s", self.key, extra={"lease": self.key})
 
     async def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours; safe to call twice."""
@@ -99,9 +108,15 @@ class Held:
             found = await self._leases.backend.read_versioned(self.key, _MAX_LEASE_BYTES)
             if found is not None and found[1] == self.version:
                 await self._leases.backend.delete(self.key)
+                log.debug("released lease %s", self.key, extra={"lease": self.key})
         except BackendError as exc:
             # It expires by itself: others take it over after its time to live.
-            log.warning("could not release lease %s: %s", self.key, exc)
+            log.warning(
+                "could not release lease %s: %s",
+                self.key,
+                exc,
+                extra={"lease": self.key, **error_fields(exc)},
+            )
 
 
 class Leases:
@@ -134,10 +149,17 @@ class Leases:
         version = await self.backend.create(key, self.body())
         if version is not None:
             self.metrics.lease("taken")
+            log.debug("took lease %s", key, extra={"lease": key})
             return Held(self, key, version)
         seen = await self.look(key)
         if seen is not None:
             self.metrics.lease("followed")
+            log.debug(
+                "lease %s is held by %s: following it",
+                key,
+                seen.holder,
+                extra={"lease": key, "holder": seen.holder},
+            )
         return seen
 
     async def look(self, key: str, before: Seen | None = None) -> Seen | None:
@@ -167,7 +189,12 @@ class Leases:
             self.metrics.lease("refused")
             return None
         self.metrics.lease("taken_over")
-        log.warning("took over lease %s from %s", seen.key, seen.holder or "an unknown holder")
+        log.warning(
+            "took over lease %s from %s",
+            seen.key,
+            seen.holder or "an unknown holder",
+            extra={"lease": seen.key, "holder": seen.holder},
+        )
         return Held(self, seen.key, version)
 
     async def probe(self) -> bool:

@@ -9,6 +9,7 @@ UNKNOWN without one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -16,8 +17,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import RegistryError, Unsupported, as_registry_error, envelope
+from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Route
-from ..telemetry.requestlog import traced
+from ..telemetry.requestlog import (
+    RequestTrace,
+    current,
+    note_cut,
+    note_status,
+    request_id,
+    traced,
+)
 from .state import INFLIGHT, METRICS
 
 __all__ = [
@@ -71,7 +80,19 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             error = RegistryError("internal error")
         elif error.status >= 500:
-            log.warning("%s %s: %s (%s)", request.method, request.path, error.message, exc)
+            log.warning(
+                "%s %s: %s (%s)",
+                request.method,
+                request.path,
+                error.message,
+                exc,
+                extra={
+                    "repository": request.match_info.get("name"),
+                    "digest": request.match_info.get("digest"),
+                    "reference": request.match_info.get("reference"),
+                    **error_fields(exc),
+                },
+            )
         return error_response(error)
 
 
@@ -105,13 +126,15 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count, time and log every request: one access-log line each.
 
     A plain Response is sent here rather than after the middleware returns, so
-    the duration and byte counts cover the whole answer.
+    the duration and byte counts cover the whole answer. A body that ended short
+    (a fill failed, the server shut down, the client left) is logged with its
+    `cut` reason, at WARNING unless the client left, never as a plain 200.
     """
     began = time.monotonic()
     response: web.StreamResponse | None = None
     in_flight = request.app[INFLIGHT]
     in_flight.enter()
-    with traced() as trace:
+    with traced(request_id(request.headers.get("X-Request-Id"))) as trace:
         try:
             response = await handler(request)
             if not response.prepared:
@@ -121,34 +144,62 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 except ConnectionError:
                     response = web.Response(status=CLIENT_CLOSED)
             return response
+        except asyncio.CancelledError:
+            # Shutdown cancels what did not finish in --shutdown-timeout; aiohttp
+            # cancels a handler whose client went away.
+            note_cut("shutting down" if in_flight.draining else "client went away")
+            raise
         finally:
             in_flight.leave()
-            duration = time.monotonic() - began
-            status = response.status if response is not None else 500
-            sent = trace.sent_bytes + _body_bytes(request, response)
-            route = ROUTE_LABELS.get(request.match_info.route.name or "", "other")
-            method = request.method if request.method in _METHODS else "other"
-            request.app[METRICS].count_request(route, method, status, duration, sent)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    request.method,
-                    request.path,
-                    status,
-                    extra={
-                        "event": "request",
-                        "method": request.method,
-                        "path": request.path_qs,
-                        "status": status,
-                        "bytes": sent,
-                        "duration": round(duration, 6),
-                        "cache": trace.cache_outcome,
-                        "remote": request.remote,
-                        "user_agent": request.headers.get("User-Agent"),
-                    },
-                )
+            _log_request(request, response, trace, time.monotonic() - began)
+
+
+def _log_request(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    trace: RequestTrace,
+    duration: float,
+) -> None:
+    if trace.status is not None:
+        status = trace.status  # what the client was sent, whatever happened next
+    elif response is not None:
+        status = response.status
+    else:
+        status = CLIENT_CLOSED if trace.cut == "client went away" else 500
+    sent = trace.sent_bytes + _body_bytes(request, response)
+    route = ROUTE_LABELS.get(request.match_info.route.name or "", "other")
+    method = request.method if request.method in _METHODS else "other"
+    request.app[METRICS].count_request(route, method, status, duration, sent)
+    level = logging.INFO
+    if trace.cut is not None and trace.cut != "client went away":
+        level = logging.WARNING
+    if not access_log.isEnabledFor(level):
+        return
+    text = f"{request.method} {request.path} {status}"
+    access_log.log(
+        level,
+        f"{text} cut short: {trace.cut}" if trace.cut is not None else text,
+        extra={
+            "event": "request",
+            "request_id": trace.request_id,
+            "method": request.method,
+            "path": request.path_qs,
+            "status": status,
+            "bytes": sent,
+            "cut": trace.cut,
+            "duration": round(duration, 6),
+            "cache": trace.cache_outcome,
+            "remote": request.remote,
+            "user_agent": request.headers.get("User-Agent"),
+        },
+    )
 
 
 async def add_api_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every answer names the API version, as distribution's do."""
+    """on_response_prepare: every answer names the API version, as distribution's
+    do, and its request id; the trace notes the status the client is sent."""
     response.headers.update(API_VERSION_HEADERS)
+    trace = current()
+    if trace is not None:
+        response.headers["X-Request-Id"] = trace.request_id
+    note_status(response.status)

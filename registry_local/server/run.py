@@ -1,9 +1,11 @@
 """Running the server: listeners, signals, and an orderly shutdown.
 
 On SIGTERM or SIGINT the listeners stop accepting, requests in progress get up
-to --shutdown-timeout seconds to finish, then the application closes: running
-fills are cancelled and their temp files removed, so the cache dir holds only
-committed blobs.
+to --shutdown-timeout seconds to finish, then those left are cancelled (their
+access-log lines say `cut short: shutting down`) and the application closes:
+running fills are cancelled and their temp files removed, so the cache dir holds
+only committed blobs. The whole takes --shutdown-timeout plus a few seconds at
+most, whatever the backing store is doing.
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ from ..config import Settings, is_loopback
 from ..errors import ConfigError, RegistryLocalError
 from .app import build_app, build_ops_app
 from .peer import build_peer_app
+from .state import INFLIGHT
 
 __all__ = ["serve", "tls_context"]
 
 log = logging.getLogger("registry_local")
+
+# After --shutdown-timeout: how long cancelled requests get to end, and how long
+# aiohttp then waits for each connection it closes (nothing runs on them by then).
+_CANCEL_WAIT = 2.0
+_CLOSE_WAIT = 1.0
 
 
 class StartError(RegistryLocalError):
@@ -30,13 +38,9 @@ class StartError(RegistryLocalError):
 
 
 async def _start(
-    app: web.Application,
-    host: str,
-    port: int,
-    drain_seconds: float,
-    tls: ssl.SSLContext | None = None,
+    app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None
 ) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CLOSE_WAIT)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls)
     try:
@@ -67,7 +71,7 @@ async def serve(settings: Settings) -> None:
     server = settings.server
     tls = tls_context(settings)
     app = build_app(settings)
-    runners = [await _start(app, server.host, server.port, server.shutdown_timeout, tls)]
+    runners = [await _start(app, server.host, server.port, tls)]
     scheme = "https" if tls else "http"
     log.info("listening on %s://%s", scheme, _address(server.host, server.port))
     if (
@@ -82,12 +86,12 @@ async def serve(settings: Settings) -> None:
         )
     if server.metrics_listen is not None:
         host, port = server.metrics_listen
-        runners.append(await _start(build_ops_app(app), host, port, 1.0))
+        runners.append(await _start(build_ops_app(app), host, port))
         log.info("metrics on http://%s/metrics", _address(host, port))
     if settings.fleet is not None:
         fleet = settings.fleet
         peers = build_peer_app(app, fleet.token)
-        runners.append(await _start(peers, fleet.peer_host, fleet.peer_port, 1.0))
+        runners.append(await _start(peers, fleet.peer_host, fleet.peer_port))
         log.info("peer listener on http://%s", _address(fleet.peer_host, fleet.peer_port))
 
     stop = asyncio.Event()
@@ -103,6 +107,9 @@ async def serve(settings: Settings) -> None:
             "shutting down: no new connections; finishing requests for up to %ss",
             server.shutdown_timeout,
         )
+        cut = await app[INFLIGHT].drain(server.shutdown_timeout, _CANCEL_WAIT)
+        if cut:
+            log.warning("shutting down: cut %d request(s) that did not finish in time", cut)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

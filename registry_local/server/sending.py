@@ -27,6 +27,8 @@ from ..cache.body import BlobBody
 from ..errors import BackendError, FillFailed
 from ..oci.byterange import ByteRange, parse_range
 from ..oci.digest import Digest
+from ..telemetry.logs import error_fields
+from ..telemetry.requestlog import note_cut
 
 __all__ = ["Count", "answer_blob", "blob_headers", "send_blob"]
 
@@ -95,6 +97,7 @@ async def send_blob(
                 # The client may have gone while we waited for bytes: check just
                 # before sending, as asyncio refuses (RuntimeError) a closing transport.
                 if transport is None or transport.is_closing():
+                    note_cut("client went away")
                     return False
                 end = piece.offset + piece.count
                 position += _send_now(transport, piece.file, position, end - position)
@@ -102,12 +105,25 @@ async def send_blob(
                     position += await loop.sendfile(transport, piece.file, position, end - position)
         return position == byte_range.end
     except (FillFailed, BackendError) as exc:
-        log.warning("cutting %s short at byte %d: %s", request.path, position, exc)
+        log.warning(
+            "cutting %s short at byte %d: %s",
+            request.path,
+            position,
+            exc,
+            extra={
+                "digest": request.match_info.get("digest"),
+                "repository": request.match_info.get("name"),
+                "at_byte": position,
+                **error_fields(exc),
+            },
+        )
+        note_cut(f"{type(exc).__name__}: {exc}")
         if transport is not None:
             transport.close()
         return False
     except ConnectionError:
-        return False  # the client went away
+        note_cut("client went away")
+        return False
     finally:
         count(position - byte_range.start, True)
 

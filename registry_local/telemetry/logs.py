@@ -16,10 +16,17 @@ from typing import Any, TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["configure"]
+from .requestlog import RequestIdFilter
+
+__all__ = ["configure", "error_fields"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _QUIET = ("botocore", "aiobotocore", "urllib3", "s3transfer", "asyncio")
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """The fields a warning about `exc` carries: its words and its class."""
+    return {"error": str(exc) or type(exc).__name__, "error_class": type(exc).__name__}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -71,6 +78,7 @@ class ClientErrorFilter(logging.Filter):
 def configure(level: str = "info", fmt: str = "text", stream: TextIO = sys.stderr) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
