@@ -12,8 +12,12 @@
     │   └── Unavailable                                         503
     ├── BackendError                the backing store (S3 or a directory) failed
     │   ├── BackendUnavailable      unreachable, timed out, 5xx, throttled: worth a retry
+    │   ├── BackendMisconfigured    access denied, no such bucket, wrong region, no
+    │   │                           credentials: only the operator can fix it
     │   ├── ObjectTooLarge          an object is bigger than the reader allows
     │   └── UpstreamDenied          an origin registry refused our credentials
+    ├── StartError                  the server cannot start as configured (a port in
+    │                               use, a backing store that refuses it)
     ├── FillFailed                  a fill did not commit; its joiners are released with it
     │   └── DigestMismatch          the bytes did not hash to the digest asked for
     └── ConfigError                 the configuration cannot be used (the CLI exits 2)
@@ -31,6 +35,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BackendError",
+    "BackendMisconfigured",
     "BackendUnavailable",
     "BlobUnknown",
     "BlobUploadInvalid",
@@ -51,6 +56,7 @@ __all__ = [
     "RegistryError",
     "RegistryLocalError",
     "SizeInvalid",
+    "StartError",
     "TagInvalid",
     "Unavailable",
     "Unsupported",
@@ -190,6 +196,15 @@ class BackendUnavailable(BackendError):
     """The backing store could not be reached or asked us to back off."""
 
 
+class BackendMisconfigured(BackendError):
+    """The backing store refuses us for a reason of configuration (credentials,
+    bucket, region). `fault` says which in a few words a client may be told."""
+
+    def __init__(self, operation: str, key: str, reason: str, fault: str) -> None:
+        self.fault = fault
+        super().__init__(operation, key, reason)
+
+
 class ObjectTooLarge(BackendError):
     """An object is larger than the caller's limit (a manifest over 4 MiB)."""
 
@@ -199,6 +214,11 @@ class ObjectTooLarge(BackendError):
 
 class UpstreamDenied(BackendError):
     """An origin registry (--upstream) refused our credentials for a repository."""
+
+
+class StartError(RegistryLocalError):
+    """The server cannot start as configured: a port in use, a host that does not
+    resolve, a backing store that refuses it. The CLI exits 1 with the message."""
 
 
 class FillFailed(RegistryLocalError):
@@ -232,6 +252,13 @@ def as_registry_error(exc: BaseException) -> RegistryError | None:
         return Unavailable(
             f"the upstream registry{where} refused registry-local's credentials, or none "
             "could be found for it, for this repository"
+        )
+    if isinstance(exc, BackendMisconfigured):
+        # Permanent until the operator acts: say so, and which kind (never the
+        # key, the bucket or the endpoint's words).
+        return Unavailable(
+            f"registry-local cannot use its backing store ({exc.fault}): "
+            "its configuration must be fixed by the operator"
         )
     if isinstance(exc, BackendError):
         # Say which kind of failure, never the key or the endpoint's words.

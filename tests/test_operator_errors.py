@@ -7,7 +7,13 @@ stderr is one line naming the cause.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +21,9 @@ import pytest
 
 from registry_local import __version__
 
-from .support.processes import free_port, run_cli, sealed_env
+from .support.harness import fetch
+from .support.processes import free_port, require_tool, run_cli, sealed_env, serving
+from .support.s3proxy import Fault
 
 
 @pytest.fixture
@@ -34,6 +42,7 @@ def _cases(tmp: Path, busy: int) -> list[tuple[list[str], int, str]]:
     bad_bcrypt.write_text("user:$2y$05$short\n")
     a_file = tmp / "a-file"
     a_file.write_text("not a directory")
+    (tmp / "store").mkdir()
     cache = ["--cache-dir", str(tmp / "cache"), "--fs-root", str(tmp / "store")]
     port = free_port()
     return [
@@ -49,6 +58,11 @@ def _cases(tmp: Path, busy: int) -> list[tuple[list[str], int, str]]:
         (["serve", "--auth-htpasswd", str(bad_bcrypt), *cache], 2, "not a bcrypt entry"),
         (["serve", "--allow-delete", *cache], 2, "--allow-delete needs --allow-push"),
         (["serve", "--cache-max-bytes", "10", *cache], 2, "too small to cache anything"),
+        (
+            ["serve", "--fs-root", str(tmp / "typo"), "--cache-dir", str(tmp / "cache")],
+            1,
+            "does not exist",
+        ),
         (["sample", str(a_file)], 2, "is not a directory"),
         (["export", "team/app:v1", str(a_file), "--fs-root", str(tmp)], 2, "is not a directory"),
         (
@@ -67,7 +81,15 @@ def _cases(tmp: Path, busy: int) -> list[tuple[list[str], int, str]]:
         (["verify", "--cache-dir", str(tmp / "no-such-cache")], 2, "is not a directory"),
         (["prune", "--cache-dir", str(tmp / "no-such-cache")], 2, "is not a directory"),
         (
-            ["serve", "--cache-dir", str(a_file / "cache"), "--listen", f"127.0.0.1:{port}"],
+            [
+                "serve",
+                "--cache-dir",
+                str(a_file / "cache"),
+                "--fs-root",
+                str(tmp / "store"),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
             1,
             "Not a directory",
         ),
@@ -82,6 +104,110 @@ async def test_every_mistake_is_one_clear_line(tmp_path: Path, busy_port: int):
         assert len(lines) == 1 and lines[0].startswith("registry-local: "), (argv, err)
         assert message in lines[0], (argv, err)
         assert "Traceback" not in err, (argv, err)
+
+
+async def test_a_backing_store_that_refuses_us_stops_the_start(
+    tmp_path: Path, moto: str, bucket: str, s3proxy
+):
+    """Permanent faults refuse to start, in one line naming the fault and the fix."""
+    s3 = ["--cache-dir", str(tmp_path / "cache"), "--listen", f"127.0.0.1:{free_port()}"]
+    nobody = sealed_env(
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        nobody.pop(name, None)
+    s3proxy.add(Fault(lambda method, key: method == "HEAD", status=403, code="AccessDenied"))
+    cases = [
+        (["--s3-endpoint", moto, "--s3-bucket", "no-such-bucket"], sealed_env(), "no such bucket"),
+        (["--s3-endpoint", moto, "--s3-bucket", bucket], nobody, "no AWS credentials found"),
+        (["--s3-endpoint", s3proxy.url, "--s3-bucket", bucket], sealed_env(), "access denied"),
+    ]
+    for argv, env, message in cases:
+        code, _, err = await run_cli("serve", *s3, *argv, env=env)
+        lines = [line for line in err.splitlines() if not line[:4].isdigit()]
+        assert code == 1 and len(lines) == 1, (argv, err)
+        assert lines[0].startswith("registry-local: cannot use s3://"), err
+        assert message in lines[0] and "Traceback" not in err, err
+
+
+async def test_an_unreachable_store_starts_not_ready_and_says_why(tmp_path: Path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    argv = ("--cache-dir", str(tmp_path / "c"), "--s3-endpoint", dead, "--s3-bucket", "b")
+    async with serving(*argv, keep_log=True) as (url, process):
+        port = url.rpartition(":")[2]
+        code, _, err = await run_cli(
+            "check", "--ready", "--listen", f"127.0.0.1:{port}", env=sealed_env()
+        )
+        assert code == 1 and f'cannot connect to "{dead}' in err, err
+        status, _, body = await fetch(f"{url}/v2/app/manifests/v1")
+        assert status == 503 and b"try again" in body  # transient: worth a retry
+    log = process.log.decode()  # type: ignore[attr-defined]
+    assert "starting not ready: backing store unreachable: cannot connect to" in log
+
+
+async def test_a_store_refusing_us_later_tells_clients_it_is_not_their_fault(
+    tmp_path: Path, direct_store, s3proxy, bucket
+):
+    argv = ("--cache-dir", str(tmp_path / "c"), "--s3-endpoint", s3proxy.url, "--s3-bucket", bucket)
+    async with serving(*argv) as (url, _):
+        s3proxy.add(Fault(lambda method, key: True, status=403, code="AccessDenied"))
+        status, _, body = await fetch(f"{url}/v2/app/manifests/v1")
+        [error] = json.loads(body)["errors"]
+        assert status == 503 and error["code"] == "UNAVAILABLE"
+        assert "(access denied)" in error["message"] and "operator" in error["message"]
+        assert bucket not in error["message"] and "try again" not in error["message"]
+        status, _, body = await fetch(f"{url}/readyz")
+        assert status == 503
+        assert json.loads(body)["checks"]["store"].startswith(
+            "backing store refuses registry-local: access denied (403): check the credentials"
+        )
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory of root's that others may read (outside root's 0700 homes)."""
+    shared = Path(tempfile.mkdtemp(prefix="registry-local-"))
+    shared.chmod(0o755)
+    (shared / "cache").mkdir()
+    (shared / "store").mkdir()
+    yield shared
+    shutil.rmtree(shared)
+
+
+async def test_a_cache_dir_the_service_user_cannot_write(shared: Path):
+    """As an unprivileged user (nobody, allowed to read everything so that it can
+    run this interpreter wherever it is installed, but to write nothing of root's):
+    a cache dir it cannot write, or cannot create, is one line and exit 1."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a command as another user")
+    setpriv = require_tool("setpriv")
+    nobody = [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    nobody += ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+    store = ["--fs-root", str(shared / "store")]
+    for argv in (
+        ["serve", "--cache-dir", str(shared / "cache"), *store],
+        ["serve", "--cache-dir", str(shared / "new"), *store],
+        ["warm", "library/x:1", "--cache-dir", str(shared / "cache"), *store],
+    ):
+        process = await asyncio.create_subprocess_exec(
+            *nobody,
+            sys.executable,
+            "-m",
+            "registry_local",
+            *argv,
+            env=sealed_env({"HOME": str(shared)}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        lines = [line for line in err.decode().splitlines() if not line[:4].isdigit()]
+        assert process.returncode == 1, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith("registry-local: "), (argv, err)
+        assert "Permission denied" in lines[0], (argv, err)
 
 
 async def test_version_and_case_insensitive_choices(tmp_path: Path):

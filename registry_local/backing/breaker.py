@@ -41,8 +41,14 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until = 0.0
         self._probing = False
+        self._last_failure = ""
         self.state = CLOSED
         self._report()
+
+    def why_open(self) -> str:
+        """Why calls are refused now, with the failure that opened the circuit."""
+        last = f" (last: {self._last_failure})" if self._last_failure else ""
+        return f"circuit open: S3 keeps failing{last}"
 
     def allow(self) -> bool:
         """Whether a call may go to the backing store now."""
@@ -68,8 +74,9 @@ class CircuitBreaker:
         self._cooldown = self._base_cooldown
         self._report()
 
-    def failure(self) -> None:
+    def failure(self, reason: str = "") -> None:
         self._failures += 1
+        self._last_failure = reason or self._last_failure
         if self.state == HALF_OPEN:
             self._cooldown = min(self._cooldown * 2, self._max_cooldown)
             self._open()
@@ -80,7 +87,12 @@ class CircuitBreaker:
         self.state = OPEN
         self._probing = False
         self._open_until = self._clock() + self._cooldown
-        log.warning("backing store failing: circuit open for %.1fs", self._cooldown)
+        log.warning(
+            "backing store failing: circuit open for %.1fs (last: %s)",
+            self._cooldown,
+            self._last_failure or "?",
+            extra={"error": self._last_failure or None},
+        )
         if self._metrics is not None:
             self._metrics.s3_circuit_opened.inc()
         self._report()

@@ -1,11 +1,13 @@
 """The S3 backing store, on aiobotocore. The only module that imports boto.
 
 Every botocore and transport exception is translated here, by `_boundary`, into
-BackendUnavailable (network trouble, timeouts, 5xx, throttling: a retry may help)
-or BackendError (access denied, no such bucket: it will not); a missing key is
-None. Nothing above this module ever sees a botocore type. Every request has a
-connect and a read timeout, is retried (bounded, jittered) here, and passes a
-circuit breaker (breaker.py) that stops calls while S3 keeps failing.
+BackendUnavailable (network trouble, timeouts, 5xx, throttling: a retry may
+help), BackendMisconfigured (access denied, no such bucket, wrong region, no
+credentials: only the operator can fix it) or BackendError (anything else S3
+refuses); a missing key is None. Reasons are in words an operator can act on.
+Nothing above this module ever sees a botocore type. Every request has a connect
+and a read timeout, is retried (bounded, jittered) here, and passes a circuit
+breaker (breaker.py) that stops calls while S3 keeps failing.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiobotocore.session import get_session
 from botocore import exceptions as boto
 
 from ..config import S3Settings
-from ..errors import BackendError, BackendUnavailable, ObjectTooLarge
+from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
 from ..telemetry.metrics import Metrics, S3Operation, S3Outcome
 from .breaker import CircuitBreaker
 
@@ -68,6 +70,21 @@ class _Refused(BackendError):
     """A conditional write whose condition did not hold."""
 
 
+# Refusals only a change of configuration fixes: the code, and what to say.
+_MISCONFIGURED: dict[str, tuple[str, str]] = {
+    "AccessDenied": ("access denied", "check the credentials and the bucket policy"),
+    "403": ("access denied", "check the credentials and the bucket policy"),
+    "InvalidAccessKeyId": ("unknown access key", "the access key does not exist in S3"),
+    "SignatureDoesNotMatch": ("wrong secret key", "the secret key does not match the access key"),
+    "InvalidToken": ("bad session token", "renew the session credentials"),
+    "ExpiredToken": ("expired credentials", "renew the session credentials"),
+    "NoSuchBucket": ("no such bucket", "check --s3-bucket (and --s3-endpoint)"),
+    "PermanentRedirect": ("wrong region", "the bucket is in another region: set --s3-region"),
+    "301": ("wrong region", "the bucket is in another region: set --s3-region"),
+    "AuthorizationHeaderMalformed": ("wrong region", "set --s3-region to the bucket's region"),
+}
+
+
 # A conditional write that lost: 412, or 409 when another conditional write of
 # the same key was under way (AWS asks to retry; the caller reads again instead).
 _REFUSED_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
@@ -87,6 +104,15 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
         if code in _REFUSED_CODES or status in (409, 412):
             outcome = "refused"
             raise _Refused(operation, key, code) from None
+        if operation == "HeadBucket" and status == 404:
+            code = "NoSuchBucket"  # a HEAD has no body to say so
+        if code in _MISCONFIGURED:
+            outcome = "error"
+            fault, advice = _MISCONFIGURED[code]
+            detail = code if code == str(status) else f"{status} {code}"
+            raise BackendMisconfigured(
+                operation, key, f"{fault} ({detail}): {advice}", fault
+            ) from None
         if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
             outcome = "not_found"
             raise _NotFound(operation, key, code) from None
@@ -97,13 +123,30 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
         raise BackendError(operation, key, f"{status} {code}") from None
     except _TRANSPORT_ERRORS as exc:
         outcome = "unavailable"
-        raise BackendUnavailable(operation, key, type(exc).__name__) from None
+        raise BackendUnavailable(operation, key, _transport_reason(exc)) from None
+    except boto.NoCredentialsError:
+        outcome = "error"
+        raise BackendMisconfigured(
+            operation,
+            key,
+            "no AWS credentials found (environment, profile, instance role): "
+            "give the process credentials",
+            "no credentials",
+        ) from None
     except boto.BotoCoreError as exc:
         outcome = "error"
-        raise BackendError(operation, key, type(exc).__name__) from None
+        raise BackendError(operation, key, f"{type(exc).__name__}: {exc}") from None
     finally:
         if metrics is not None:
             metrics.s3_request(operation, outcome, time.monotonic() - began)
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """What went wrong on the way to S3, naming the URL where botocore knows it."""
+    if isinstance(exc, asyncio.TimeoutError) and not str(exc):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.replace("Could not connect to the endpoint URL: ", "cannot connect to ")
 
 
 class S3Backend:
@@ -155,12 +198,12 @@ class S3Backend:
         attempts = self._settings.attempts
         for attempt in range(1, attempts + 1):
             if not self.breaker.allow():
-                raise BackendUnavailable(operation, key, "circuit open: S3 keeps failing")
+                raise BackendUnavailable(operation, key, self.breaker.why_open())
             try:
                 with _boundary(operation, key, self._metrics):
                     result = await call()
-            except BackendUnavailable:
-                self.breaker.failure()
+            except BackendUnavailable as exc:
+                self.breaker.failure(exc.reason)
                 if attempt == attempts:
                     raise
                 if self._metrics is not None:
@@ -442,9 +485,9 @@ class _S3Stream:
                 chunk: bytes = await self._body.read(min(n, self._stop - self._position))
             if not chunk:
                 raise BackendUnavailable("GetObject", self._key, "body ended early")
-        except BackendUnavailable:
+        except BackendUnavailable as exc:
             if self._breaker is not None:
-                self._breaker.failure()
+                self._breaker.failure(exc.reason)
             raise
         self._position += len(chunk)
         if self._metrics is not None:

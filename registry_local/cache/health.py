@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from ..backing.backend import Backend
 from ..disk.store import DiskStore
-from ..errors import BackendError
+from ..errors import BackendError, BackendMisconfigured, BackendUnavailable
 from ..telemetry.metrics import Metrics
 
-__all__ = ["Readiness", "ReadinessReport"]
+__all__ = ["Readiness", "ReadinessReport", "store_fault"]
 
 
 @dataclass(frozen=True)
@@ -83,5 +83,14 @@ class Readiness:
         try:
             await self._backend.check()
         except BackendError as exc:
-            return f"backing store unreachable: {exc.reason}"
+            return store_fault(exc)
         return "ok"
+
+
+def store_fault(exc: BackendError) -> str:
+    """What is wrong with the backing store, for /readyz and the log."""
+    if isinstance(exc, BackendMisconfigured):
+        return f"backing store refuses registry-local: {exc.reason}"
+    if isinstance(exc, BackendUnavailable):
+        return f"backing store unreachable: {exc.reason}"
+    return f"backing store error: {exc.reason}"

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..cache.health import Readiness
+from ..cache.health import Readiness, store_fault
 from ..cache.prefetch import Prefetcher
 from ..cache.push import open_pusher
 from ..cache.warm import Warmer
-from ..cache.wiring import open_cache
+from ..cache.wiring import Cache, open_cache
 from ..config import Settings
-from ..errors import Unsupported
+from ..errors import BackendError, BackendMisconfigured, StartError, Unsupported
 from ..telemetry.metrics import Metrics
 from . import middleware
 from .auth import Authenticator, auth_middleware
@@ -39,10 +39,39 @@ __all__ = ["build_app", "build_ops_app"]
 log = logging.getLogger(__name__)
 
 
+def _fs_root_present(settings: Settings) -> None:
+    """A directory store that is not there is a typo, unless pushes may fill it."""
+    root = settings.store.fs_root
+    if settings.store.s3 is None and not root.exists() and not settings.push.allow_push:
+        raise StartError(
+            f"--fs-root {root} does not exist: give the directory images were "
+            "imported into (registry-local import), or --allow-push to start an empty one"
+        )
+
+
+async def _probe_store(cache: Cache) -> None:
+    """At start: refuse a backing store that refuses us; start not ready (the
+    reason in /readyz and the log) when it cannot be reached for now."""
+    backend = cache.store.backend
+    try:
+        await backend.check()
+    except BackendMisconfigured as exc:
+        raise StartError(f"cannot use {backend.description}: {exc.reason}") from None
+    except BackendError as exc:
+        log.warning(
+            "starting not ready: %s (%s)",
+            store_fault(exc),
+            backend.description,
+            extra={"error": exc.reason, "error_class": type(exc).__name__},
+        )
+
+
 def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
+        _fs_root_present(settings)
         async with open_cache(settings.cache, settings.store, metrics, settings.fleet) as cache:
+            await _probe_store(cache)
             app[BLOBS] = cache.blobs
             app[MANIFESTS] = cache.manifests
             app[READINESS] = Readiness(

@@ -18,7 +18,7 @@ import ssl
 from aiohttp import web
 
 from ..config import Settings, is_loopback
-from ..errors import ConfigError, RegistryLocalError
+from ..errors import ConfigError, StartError
 from .app import build_app, build_ops_app
 from .peer import build_peer_app
 from .state import INFLIGHT
@@ -31,10 +31,6 @@ log = logging.getLogger("registry_local")
 # aiohttp then waits for each connection it closes (nothing runs on them by then).
 _CANCEL_WAIT = 2.0
 _CLOSE_WAIT = 1.0
-
-
-class StartError(RegistryLocalError):
-    """The server cannot start where it was asked to (a port in use, a bad host)."""
 
 
 async def _start(
