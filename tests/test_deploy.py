@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import copy
 import json
+import os
 import re
 import subprocess
 import sys
@@ -184,9 +185,10 @@ def test_dockerfile():
 
 
 async def test_the_check_command_probes_a_running_server(tmp_path: Path):
-    async with serving(
-        "--fs-root", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache")
-    ) as (url, _):
+    async with serving("--fs-root", str(tmp_path), "--cache-dir", str(tmp_path / "cache")) as (
+        url,
+        _,
+    ):
         listen = url.removeprefix("http://")
         for extra in ([], ["--ready"]):
             result = await asyncio.to_thread(
@@ -211,7 +213,7 @@ async def test_check_speaks_tls_and_knows_registry_local_from_other_programs(
     cert, key = certificate
     tls = ("--tls-cert", str(cert), "--tls-key", str(key))
     async with serving(
-        "--fs-root", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache"), *tls
+        "--fs-root", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), *tls
     ) as (url, _):
         listen = url.removeprefix("http://")
         code, _, err = await run_cli("check", "--listen", listen, *tls, env=sealed_env())
@@ -257,3 +259,27 @@ async def test_check_ready_says_why_not(tmp_path: Path):
         listen = url.removeprefix("http://")
         code, _, err = await run_cli("check", "--listen", listen, "--ready", env=sealed_env())
     assert code == 1 and "not ready (store: backing store unreachable" in err
+
+
+# Placeholders and quoted values in a documented message, and parts the code
+# takes from elsewhere (an OS error, S3's own code in parentheses).
+_VARIABLE = re.compile(r"\.\.\.|s3://\S+|\b[A-Z][A-Z_:]+\b|\"[^\"]*\"|'[^']*'|\([^)]*\)|: ")
+_SYSTEM_WORDS = {os.strerror(n) for n in range(1, 134)} | {"Name or service not known"}
+
+
+def test_every_message_troubleshooting_quotes_is_one_the_code_says():
+    """docs/troubleshooting.md's tables quote what operators see: each quoted
+    message's fixed words must still be in the code, so the table cannot drift."""
+    source = "\n".join(p.read_text() for p in (ROOT / "registry_local").rglob("*.py"))
+    doc = (ROOT / "docs" / "troubleshooting.md").read_text()
+    quoted = [
+        message
+        for row in re.findall(r"^\| (`.+?`(?: / `.+?`)*) \|", doc, re.MULTILINE)
+        for message in re.findall(r"`([^`]+)`", row)
+    ]
+    assert len(quoted) >= 15
+    for message in quoted:
+        for words in _VARIABLE.split(message):
+            words = words.strip(" :")
+            if len(words) >= 4 and words not in _SYSTEM_WORDS:
+                assert words in source, f"{message!r}: {words!r} is not in the code"

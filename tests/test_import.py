@@ -18,7 +18,7 @@ from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.exporter import export_image
 from registry_local.transfer.files import SourceError
-from registry_local.transfer.imagebuild import Platform, build_image, build_index
+from registry_local.transfer.imagebuild import Platform, build_image, build_index, sample_image
 from registry_local.transfer.importer import import_image
 from registry_local.transfer.oci_layout import write_oci_layout
 
@@ -125,6 +125,45 @@ async def test_export_then_import_round_trips(direct_store, tmp_path, start_cach
     }
     # skopeo reads the export as any OCI layout.
     await asyncio.to_thread(skopeo, tmp_path, "inspect", "--raw", f"oci:{tmp_path / 'exported'}:v1")
+
+
+async def test_docker_typed_layouts_are_readable_by_tag_and_keep_their_digests(
+    direct_store, tmp_path
+):
+    """skopeo reads only OCI-typed manifests from a layout: the sample (a Docker
+    manifest list) and the export of a Docker-typed image carry OCI copies that
+    it reads by tag, while import takes back the originals, digests unchanged."""
+    code, _, err = await run_cli("sample", str(tmp_path / "sample"), env=sealed_env())
+    assert code == 0, err
+    sample = sample_image()
+    for arch in ("amd64", "arm64"):
+        await asyncio.to_thread(
+            skopeo,
+            tmp_path,
+            "copy",
+            "--override-arch",
+            arch,
+            f"oci:{tmp_path / 'sample'}:latest",
+            f"dir:{tmp_path / arch}",
+        )
+        config = json.loads((tmp_path / arch / "manifest.json").read_bytes())["config"]
+        assert config["digest"] in {str(d) for d in sample.blobs}  # same bytes, new manifest
+    assert await _import(direct_store, tmp_path / "sample", "library/hello:latest") == sample.top
+
+    image = build_image([{"f": b"docker"}], media_type=DOCKER_MANIFEST)
+    write_oci_layout(tmp_path / "layout", image, "v1")
+    await _import(direct_store, tmp_path / "layout", "team/app:v1")
+    async with open_store(direct_store) as store:
+        assert await export_image(store, "team/app", "v1", tmp_path / "out") == image.top
+    raw = await asyncio.to_thread(
+        skopeo, tmp_path, "inspect", "--raw", f"oci:{tmp_path / 'out'}:v1"
+    )
+    copy = json.loads(raw.stdout)
+    assert copy["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert [layer["digest"] for layer in copy["layers"]] == [
+        layer["digest"] for layer in json.loads(image.top_manifest)["layers"]
+    ]
+    assert await _import(direct_store, tmp_path / "out", "copy/app:v1") == image.top
 
 
 async def test_bad_sources_are_refused_clearly(direct_store, tmp_path):

@@ -69,6 +69,11 @@ async def test_exact_deltas_for_a_cold_storm_then_a_warm_one(start_cache, direct
     cold = Delta(before, await scrape(cache.url))
 
     assert cold("registry_local_fills_started_total") == blobs
+    # A tag lookup shared by requests is one miss (one lookup), the rest joins.
+    tag_misses = cold("registry_local_cache_requests_total", kind="tag", result="miss")
+    tag_joins = cold("registry_local_cache_requests_total", kind="tag", result="join")
+    assert tag_misses + tag_joins == 20
+    assert tag_misses == cold.total("registry_local_tag_revalidations_total")
     misses = cold("registry_local_cache_requests_total", kind="blob", result="miss")
     hits = cold("registry_local_cache_requests_total", kind="blob", result="hit")
     assert misses + hits == 20 * blobs  # every request counted once

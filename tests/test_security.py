@@ -162,7 +162,7 @@ async def test_secrets_stay_out_of_logs_metrics_and_errors(credentials, tmp_path
     htpasswd, tokens = credentials
     async with serving(
         "--fs-root",
-        str(tmp_path / "store"),
+        str(tmp_path),  # an empty store
         "--cache-dir",
         str(tmp_path / "c"),
         "--auth-htpasswd",

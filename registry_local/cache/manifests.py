@@ -118,7 +118,7 @@ class ManifestCache:
         if manifest is not None:
             self._metrics.cache_hit("manifest")
             return manifest
-        self._metrics.cache_miss("manifest")
+        self._metrics.cache_miss("manifest", joined=self._content_flights.running(digest))
         return await self._content_flights.run(digest, lambda: self._fetch(digest))
 
     async def _fetch(self, digest: Digest) -> Manifest:
@@ -147,7 +147,7 @@ class ManifestCache:
         if record is not None and time.time() - record.checked_at < self._tag_ttl:
             self._metrics.cache_hit("tag")
             return record.digest
-        self._metrics.cache_miss("tag")
+        self._metrics.cache_miss("tag", joined=self._tag_flights.running(key))
         try:
             repo = self._origins.repo_for(name, namespace)
             digest = await self._tag_flights.run(

@@ -120,7 +120,9 @@ class Metrics:
         )
         self._cache_requests = Counter(
             p + "cache_requests",
-            "Lookups answered from this host (hit) or needing the backing store (miss).",
+            "Lookups answered from this host (hit), needing the backing store (miss), or "
+            "answered by a lookup of the backing store another request started (join; "
+            "tags and manifests).",
             ["kind", "result"],
             registry=r,
         )
@@ -336,7 +338,7 @@ class Metrics:
 
     def _zero(self) -> None:
         for kind in CACHE_KINDS:
-            for result in ("hit", "miss"):
+            for result in ("hit", "miss", "join") if kind != "blob" else ("hit", "miss"):
                 self._cache_requests.labels(kind, result)
         for source in get_args(ByteSource):
             self._blob_bytes_served.labels(source)
@@ -374,7 +376,13 @@ class Metrics:
         self._hits[kind].inc()
         note_cache(kind, "hit")
 
-    def cache_miss(self, kind: CacheKind) -> None:
+    def cache_miss(self, kind: CacheKind, joined: bool = False) -> None:
+        """Not on this host; `joined`: another request's lookup is under way and
+        answers this one too (the backing store is asked once)."""
+        if joined:
+            self._cache_requests.labels(kind, "join").inc()
+            note_cache(kind, "join")
+            return
         self._misses[kind].inc()
         note_cache(kind, "miss")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from ..backing.distribution import DistributionStore
@@ -12,12 +11,14 @@ from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, Descriptor, inspect_manifest
 from ..progress import Progress
 from .files import SourceError
+from .oci_layout import LAYOUT_FILE, layout_index, oci_copies
 
 __all__ = ["export_image"]
 
 
 async def export_image(store: DistributionStore, name: str, tag: str, dest: Path) -> Digest:
-    """Write every manifest and blob of `name:tag`, verified, and an index.json."""
+    """Write every manifest and blob of `name:tag`, verified, and an index.json
+    (oci_layout.py: with OCI-typed copies of Docker-typed manifests)."""
     top = await store.tag_target(name, tag)
     if top is None:
         raise ManifestUnknown(f"no tag {name}:{tag} in the backing store")
@@ -41,21 +42,12 @@ async def export_image(store: DistributionStore, name: str, tag: str, dest: Path
         await _copy_blob(store, digest, dest / "blobs" / digest.algorithm / digest.hex, progress)
         progress.item_done(str(digest))
     progress.finish()
-    top_type = inspect_manifest(manifests[top]).media_type
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {
-                "mediaType": top_type,
-                "digest": str(top),
-                "size": len(manifests[top]),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }
-        ],
-    }
-    await asyncio.to_thread(_write, dest / "index.json", json.dumps(index).encode())
-    await asyncio.to_thread(_write, dest / "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    copies, copy = oci_copies(manifests, top)
+    for digest, data in copies.items():
+        await asyncio.to_thread(_write, dest / "blobs" / digest.algorithm / digest.hex, data)
+    index = layout_index({**manifests, **copies}, top, tag, copy)
+    await asyncio.to_thread(_write, dest / "index.json", index)
+    await asyncio.to_thread(_write, dest / "oci-layout", LAYOUT_FILE)
     return top
 
 

@@ -70,7 +70,9 @@ def _choose(entries: list[Any], ref: str | None, names_of: Callable[[Any], list[
                 return entry
         known = sorted({n for e in entries for n in names_of(e)})
         raise SourceError(f"no image {ref!r} in the source; it has: {', '.join(known) or 'none'}")
-    if len(entries) == 1:
+    if len(entries) == 1 or len({tuple(names_of(e)) for e in entries} - {()}) == 1:
+        # One image, maybe under several descriptors (an original and its OCI
+        # copy, oci_layout.py): the first is the original.
         return entries[0]
     known = sorted({n for e in entries for n in names_of(e)})
     raise SourceError(
