@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -419,4 +420,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A bug, not the operator's doing: one line, the traceback on request.
+        if _debugging(args):
+            traceback.print_exc()
+        print(
+            f"registry-local: internal error (a bug; please report it): "
+            f"{type(exc).__name__}: {exc}"
+            + ("" if _debugging(args) else "; --log-level debug shows the traceback"),
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    level = getattr(args, "log_level", None) or os.environ.get("REGISTRY_LOCAL_LOG_LEVEL", "")
+    return str(level).lower() == "debug"

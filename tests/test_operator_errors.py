@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -245,3 +246,52 @@ async def test_commands_take_only_the_options_they_use(tmp_path: Path):
     ):
         code, _, err = await run_cli(*argv, env=sealed_env())
         assert code == 2 and "unrecognized arguments" in err, (argv, err)
+
+
+async def test_a_bug_is_one_line_and_its_traceback_only_on_request(tmp_path: Path):
+    """A real bug (here: one planted in `sample`) is not the operator's doing:
+    one line saying so; the traceback only with debug logging."""
+    plant = (
+        "import sys, registry_local.cli as cli\n"
+        "def broken(dest): raise ZeroDivisionError('planted')\n"
+        "cli._sample = broken\n"
+        "sys.exit(cli.main(['sample', sys.argv[1]]))\n"
+    )
+    for level, traced in (("info", False), ("debug", True)):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            plant,
+            str(tmp_path / "out"),
+            env=sealed_env({"REGISTRY_LOCAL_LOG_LEVEL": level}),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        text = err.decode()
+        assert process.returncode == 1, text
+        assert text.splitlines()[-1].startswith(
+            "registry-local: internal error (a bug; please report it): ZeroDivisionError: planted"
+        )
+        assert ("Traceback" in text) is traced, text
+
+
+async def test_a_bug_in_a_handler_is_an_error_line_and_a_500_envelope(caplog):
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from registry_local.server.middleware import errors
+
+    async def broken(request: web.Request) -> web.Response:
+        raise ZeroDivisionError("planted")
+
+    app = web.Application(middlewares=[errors])
+    app.router.add_get("/v2/", broken)
+    caplog.set_level(logging.DEBUG, logger="registry_local.server.middleware")
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/v2/")
+        assert response.status == 500
+        assert (await response.json())["errors"][0]["code"] == "UNKNOWN"
+        assert "planted" not in await response.text()
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.exc_info is None and "ZeroDivisionError: planted" in error.getMessage()
+    assert [r.exc_info is not None for r in caplog.records if r.levelno == logging.DEBUG] == [True]

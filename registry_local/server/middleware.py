@@ -77,7 +77,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as exc:
         error = as_registry_error(exc)
         if error is None:
-            log.exception("unexpected error answering %s %s", request.method, request.path)
+            # A bug: one error line with its cause; the traceback at debug level.
+            log.error(
+                "unexpected error answering %s %s: %s: %s",
+                request.method,
+                request.path,
+                type(exc).__name__,
+                exc,
+                extra=error_fields(exc),
+            )
+            log.debug("traceback of the unexpected error", exc_info=True)
             error = RegistryError("internal error")
         elif error.status >= 500:
             log.warning(
