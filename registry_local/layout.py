@@ -13,8 +13,16 @@ write is readable by `registry:2`:
             _manifests/tags/<tag>/current/link                 what the tag points at now
             _manifests/tags/<tag>/index/<alg>/<hex>/link       every digest it pointed at
             _uploads/<id>/...                                  upload sessions (push)
+            _referrers/<alg>/<hex>/<alg>/<hex>/link            registry-local's: a manifest
+                                                               whose subject is the first
+                                                               digest (OCI 1.1 referrers)
 
 A link's body is the digest, `sha256:<hex>`, with no newline.
+
+`_referrers/` is ours: distribution has no settled referrers layout (its
+proposals were never merged), and `registry:2` skips directories starting with
+`_` inside a repository when it walks them (catalog, garbage collection), so it
+ignores these links. A referrer link's body is the referring manifest's digest.
 
 Beside distribution's tree, under the same prefix, registry-local keeps the
 leases hosts coordinate through (fleet/leases.py). `registry:2` and its garbage
@@ -89,6 +97,17 @@ class BucketLayout:
         return self._key(
             f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
         )
+
+    def revisions_dir(self, name: str, algorithm: str | None = None) -> str:
+        tail = f"{algorithm}/" if algorithm else ""
+        return self._key(f"repositories/{name}/_manifests/revisions/{tail}")
+
+    def referrers_dir(self, name: str, subject: Digest, algorithm: str | None = None) -> str:
+        tail = f"{algorithm}/" if algorithm else ""
+        return self._key(f"repositories/{name}/_referrers/{subject.algorithm}/{subject.hex}/{tail}")
+
+    def referrer_link(self, name: str, subject: Digest, referrer: Digest) -> str:
+        return self.referrers_dir(name, subject, referrer.algorithm) + f"{referrer.hex}/link"
 
     def tags_dir(self, name: str) -> str:
         return self._key(f"repositories/{name}/_manifests/tags/")

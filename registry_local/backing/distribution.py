@@ -8,6 +8,7 @@ the digest. Keys come from layout.BucketLayout; the Backend only moves bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -71,6 +72,23 @@ class DistributionStore:
             return []
         return None
 
+    async def _digests_under(self, directory: str) -> list[Digest]:
+        """Digests named by `<alg>/<hex>/` directories under a prefix."""
+        found: list[Digest] = []
+        for algorithm in await self.backend.list(directory):
+            for hex_ in await self.backend.list(f"{directory}{algorithm}/"):
+                with contextlib.suppress(DigestInvalid):
+                    found.append(Digest.parse(f"{algorithm}:{hex_}"))
+        return found
+
+    async def revisions(self, name: str) -> list[Digest]:
+        """Every manifest the repository links (its revisions)."""
+        return await self._digests_under(self.layout.revisions_dir(name))
+
+    async def referrers(self, name: str, subject: Digest) -> list[Digest]:
+        """The manifests registry-local linked as referring to `subject`."""
+        return await self._digests_under(self.layout.referrers_dir(name, subject))
+
     async def blob_size(self, digest: Digest) -> int | None:
         return await self.backend.stat(self.layout.blob_data(digest))
 
@@ -103,6 +121,10 @@ class DistributionStore:
     async def link_manifest(self, name: str, digest: Digest) -> None:
         await self.backend.write(self.layout.revision_link(name, digest), str(digest).encode())
 
+    async def link_referrer(self, name: str, subject: Digest, referrer: Digest) -> None:
+        key = self.layout.referrer_link(name, subject, referrer)
+        await self.backend.write(key, str(referrer).encode())
+
     async def tag(self, name: str, tag: str, digest: Digest) -> None:
         link = str(digest).encode()
         await self.backend.write(self.layout.tag_index_link(name, tag, digest), link)
@@ -115,6 +137,9 @@ class DistributionStore:
 
     async def unlink_manifest(self, name: str, digest: Digest) -> None:
         await self.backend.delete(self.layout.revision_link(name, digest))
+
+    async def unlink_referrer(self, name: str, subject: Digest, referrer: Digest) -> None:
+        await self.backend.delete(self.layout.referrer_link(name, subject, referrer))
 
     async def untag(self, name: str, tag: str) -> None:
         await self.backend.delete_tree(self.layout.tag_dir(name, tag))

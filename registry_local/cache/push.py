@@ -22,6 +22,7 @@ from ..disk.uploads import Uploads, UploadSession
 from ..errors import (
     BlobUnknown,
     DigestInvalid,
+    DigestMismatch,
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
@@ -39,6 +40,7 @@ from ..oci.mediatypes import (
 )
 from .links import LinkCache
 from .manifests import Manifest, ManifestCache
+from .referrers import Referrers
 from .wiring import Cache
 
 __all__ = ["Pusher", "UploadSession", "open_pusher"]
@@ -56,11 +58,13 @@ class Pusher:
         links: LinkCache,
         manifests: ManifestCache,
         uploads: Uploads,
+        referrers: Referrers,
     ) -> None:
         self._store = store
         self._disk = disk
         self._links = links
         self._manifests = manifests
+        self._referrers = referrers
         self.uploads = uploads
 
     # -- blob uploads ------------------------------------------------------------
@@ -143,7 +147,9 @@ class Pusher:
 
     async def put_manifest(
         self, name: str, reference: Digest | str, content_type: str, data: bytes
-    ) -> Digest:
+    ) -> Manifest:
+        """Store and link the manifest (and tag it); a manifest with a subject is
+        linked as its referrer too (referrers.py)."""
         info = inspect_manifest(data)
         if info.media_type in (SCHEMA1, SCHEMA1_SIGNED):
             raise ManifestInvalid("schema1 manifests are not supported")
@@ -163,11 +169,15 @@ class Pusher:
         tag = reference if isinstance(reference, str) else None
         await self._store.put_blob(digest, data)
         await self._store.link_manifest(name, digest)
+        if info.subject is not None:
+            await self._store.link_referrer(name, info.subject.digest, digest)
+            self._referrers.forget(name, info.subject.digest)
         if tag is not None:
             await self._store.tag(name, tag, digest)
         await self._links.learned_manifest(name, digest)
-        await self._manifests.learned(Manifest(digest, data, info), name, tag)
-        return digest
+        manifest = Manifest(digest, data, info)
+        await self._manifests.learned(manifest, name, tag)
+        return manifest
 
     async def _missing_references(self, name: str, info: ManifestInfo) -> list[str]:
         blobs = [d for d in info.blobs if not d.urls]  # foreign layers are not ours to have
@@ -190,11 +200,22 @@ class Pusher:
             return
         if not await self._links.manifest_linked(name, reference):
             raise ManifestUnknown(detail={"digest": str(reference)})
+        subject = await self._subject_of(reference)
         await self._store.unlink_manifest(name, reference)
+        if subject is not None:
+            await self._store.unlink_referrer(name, subject, reference)
+            self._referrers.forget(name, subject)
         for tag in await self._store.tags_of(name, reference):
             await self._store.untag(name, tag)
             await self._manifests.forget_tag(name, tag)
         await self._links.forget_manifest(name, reference)
+
+    async def _subject_of(self, digest: Digest) -> Digest | None:
+        try:
+            manifest = await self._manifests.content(digest)
+        except (ManifestUnknown, ManifestInvalid, DigestMismatch):
+            return None
+        return manifest.info.subject.digest if manifest.info.subject else None
 
     async def delete_blob(self, name: str, digest: Digest) -> None:
         if not await self._links.blob_linked(name, digest):
@@ -210,7 +231,9 @@ async def open_pusher(cache: Cache, settings: PushSettings) -> AsyncIterator[Pus
     uploads = Uploads(cache.disk.layout, settings.upload_expiry)
     janitor = asyncio.create_task(_expire_uploads(uploads, settings), name="upload expiry")
     try:
-        yield Pusher(cache.store, cache.disk, cache.links, cache.manifests, uploads)
+        yield Pusher(
+            cache.store, cache.disk, cache.links, cache.manifests, uploads, cache.referrers
+        )
     finally:
         janitor.cancel()
 

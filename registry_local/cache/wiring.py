@@ -22,6 +22,7 @@ from .links import LinkCache
 from .manifests import ManifestCache
 from .parts import PartPolicy
 from .reading import RetryPolicy
+from .referrers import Referrers
 from .slots import FairSlots
 
 __all__ = ["Cache", "open_cache"]
@@ -40,6 +41,7 @@ class Cache:
     evictor: Evictor
     blobs: BlobCache
     manifests: ManifestCache
+    referrers: Referrers
     fleet: str  # coordination with the other hosts: "on", "off" or why it is off
 
 
@@ -69,6 +71,9 @@ async def open_cache(
         limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)
         evictor = Evictor(disk, limit, metrics)
         retry = RetryPolicy(attempts=cache.fill_attempts)
+        manifests = ManifestCache(
+            store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet
+        )
         parts = Cache(
             store,
             disk,
@@ -87,7 +92,8 @@ async def open_cache(
                 origins,
                 fleet,
             ),
-            ManifestCache(store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet),
+            manifests,
+            Referrers(store, manifests, origins, cache.tag_ttl),
             fleet_state,
         )
         evictor.on_evict = parts.blobs.evicted
@@ -100,4 +106,5 @@ async def open_cache(
             maintenance.cancel()
             await parts.blobs.close()
             await parts.manifests.close()
+            await parts.referrers.close()
             await links.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DigestInvalid, ManifestInvalid
@@ -72,6 +72,9 @@ class ManifestInfo:
     media_type: str
     manifests: tuple[Descriptor, ...]  # children of an index
     blobs: tuple[Descriptor, ...]  # config and layers of an image manifest
+    subject: Descriptor | None = None  # OCI 1.1: the manifest this one refers to
+    artifact_type: str | None = None  # its artifactType, else its config's media type
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_index(self) -> bool:
@@ -101,9 +104,26 @@ def inspect_manifest(data: bytes) -> ManifestInfo:
         if isinstance(doc.get("config"), dict):
             blobs.append(_descriptor(doc["config"]))
         blobs.extend(_descriptor(d) for d in _list(doc, "layers"))
+        subject = _descriptor(doc["subject"]) if doc.get("subject") is not None else None
     except DigestInvalid as exc:
         raise ManifestInvalid("manifest references an invalid digest", detail=exc.detail) from None
-    return ManifestInfo(media_type, manifests, tuple(blobs))
+    if subject is not None and subject.media_type not in MANIFEST_MEDIA_TYPES:
+        raise ManifestInvalid("subject is not a manifest", detail={"mediaType": subject.media_type})
+    artifact_type = doc.get("artifactType")
+    if not isinstance(artifact_type, str) or not artifact_type:
+        config = doc.get("config")
+        artifact_type = config.get("mediaType") if isinstance(config, dict) else None
+    annotations = doc.get("annotations")
+    return ManifestInfo(
+        media_type,
+        manifests,
+        tuple(blobs),
+        subject,
+        artifact_type if isinstance(artifact_type, str) and artifact_type else None,
+        {k: v for k, v in annotations.items() if isinstance(v, str)}
+        if isinstance(annotations, dict)
+        else {},
+    )
 
 
 def _media_type_of(doc: dict[str, Any]) -> str:

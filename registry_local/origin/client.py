@@ -26,7 +26,7 @@ import aiohttp
 from ..config import OriginSettings
 from ..errors import BackendError, BackendUnavailable, DigestInvalid, UpstreamDenied
 from ..oci.digest import Digest
-from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES
+from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
 from .credentials import AuthFile, Credentials, Ecr, Secret, Static, ecr_client
 
 __all__ = ["Origin", "UpstreamDenied", "open_origin"]
@@ -95,6 +95,21 @@ class Origin:
         if wanted is not None and digest != wanted:
             raise BackendError("GET", path, f"manifest hashed to {digest}, not {wanted}")
         return data, media_type, digest
+
+    async def referrers(self, name: str, digest: Digest) -> bytes | None:
+        """The origin's referrers index for the digest: from its referrers API, else
+        from the referrers tag schema (`<alg>-<hex>`); None if it has neither.
+        Raises BackendError."""
+        path = f"/v2/{name}/referrers/{digest}"
+        response = await self._send("GET", path, name, {"Accept": OCI_INDEX})
+        try:
+            if response.status != 404:
+                _check(response, self.url + path)
+                return await _read_limited(response, path)
+        finally:
+            response.release()
+        found = await self.manifest(name, f"{digest.algorithm}-{digest.hex}")
+        return None if found is None else found[0]
 
     async def open_blob(
         self, name: str, digest: Digest, offset: int = 0, end: int | None = None

@@ -19,7 +19,7 @@ from ..errors import BackendError, BackendMisconfigured, StartError, Unsupported
 from ..telemetry.metrics import Metrics
 from . import middleware
 from .auth import Authenticator, auth_middleware
-from .handlers import blobs, manifests, uploads, warm
+from .handlers import blobs, manifests, referrers, uploads, warm
 from .handlers.ops import add_ops_routes
 from .inflight import InFlight
 from .state import (
@@ -31,6 +31,7 @@ from .state import (
     PREFETCHER,
     PUSHER,
     READINESS,
+    REFERRERS,
     WARMER,
 )
 
@@ -74,6 +75,7 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             await _probe_store(cache)
             app[BLOBS] = cache.blobs
             app[MANIFESTS] = cache.manifests
+            app[REFERRERS] = cache.referrers
             app[READINESS] = Readiness(
                 cache.disk,
                 cache.store.backend,
@@ -129,6 +131,7 @@ def build_app(settings: Settings) -> web.Application:
     r.add_get("/v2/", _base, name="base")
     r.add_get(f"/v2/{name}/manifests/{{reference}}", manifests.get_manifest, name="manifest")
     r.add_get(f"/v2/{name}/tags/list", manifests.list_tags, name="tags")
+    r.add_get(f"/v2/{name}/referrers/{{digest}}", referrers.get_referrers, name="referrers")
     r.add_get(f"/v2/{name}/blobs/{{digest}}", blobs.get_blob, name="blob", allow_head=False)
     r.add_route("HEAD", f"/v2/{name}/blobs/{{digest}}", blobs.head_blob, name="blob_head")
     manifest_path = f"/v2/{name}/manifests/{{reference}}"

@@ -112,6 +112,7 @@ ROUTE_LABELS: dict[str, Route] = {
     "blob": "blob",
     "blob_head": "blob",
     "tags": "tags",
+    "referrers": "referrers",
     "upload": "upload",
     "upload_session": "upload",
     "manifest_put": "manifest",

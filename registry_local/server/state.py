@@ -9,6 +9,7 @@ from ..cache.health import Readiness
 from ..cache.manifests import ManifestCache
 from ..cache.prefetch import Prefetcher
 from ..cache.push import Pusher
+from ..cache.referrers import Referrers
 from ..cache.warm import Warmer
 from ..telemetry.metrics import Metrics
 from .inflight import InFlight
@@ -22,6 +23,7 @@ __all__ = [
     "PREFETCHER",
     "PUSHER",
     "READINESS",
+    "REFERRERS",
     "WARMER",
 ]
 
@@ -35,3 +37,4 @@ PUSHER = web.AppKey("pusher", Pusher)
 WARMER = web.AppKey("warmer", Warmer)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 INFLIGHT = web.AppKey("in_flight", InFlight)
+REFERRERS = web.AppKey("referrers", Referrers)

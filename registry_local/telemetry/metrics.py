@@ -46,7 +46,17 @@ __all__ = [
 ]
 
 Route = Literal[
-    "base", "manifest", "blob", "tags", "upload", "warm", "metrics", "health", "ready", "other"
+    "base",
+    "manifest",
+    "blob",
+    "tags",
+    "referrers",
+    "upload",
+    "warm",
+    "metrics",
+    "health",
+    "ready",
+    "other",
 ]
 CacheKind = Literal["blob", "manifest", "tag"]
 FillOutcome = Literal["committed", "failed", "digest_mismatch", "absent", "cancelled", "bypassed"]

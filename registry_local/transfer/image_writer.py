@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ..backing.distribution import DistributionStore
 from ..oci.digest import Digest
+from ..oci.mediatypes import inspect_manifest
 
 __all__ = ["ImageContent", "write_image"]
 
@@ -52,6 +53,9 @@ async def write_image(
     async def put_manifest(digest: Digest, data: bytes) -> None:
         await store.put_blob(digest, data)
         await store.link_manifest(name, digest)
+        subject = inspect_manifest(data).subject
+        if subject is not None:  # an artifact (signature, SBOM): findable as a referrer
+            await store.link_referrer(name, subject.digest, digest)
 
     await asyncio.gather(*(put_blob(d, data) for d, data in image.blobs.items()))
     # Children before the index that lists them.

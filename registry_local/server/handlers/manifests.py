@@ -5,7 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...cache.manifests import Manifest, ManifestCache
-from ...errors import ManifestInvalid, ManifestUnknown, PaginationNumberInvalid
+from ...errors import (
+    DigestInvalid,
+    ManifestInvalid,
+    ManifestUnknown,
+    PaginationNumberInvalid,
+    TagInvalid,
+)
 from ...oci.digest import Digest
 from ...oci.mediatypes import (
     DOCKER_MANIFEST_LIST,
@@ -17,7 +23,7 @@ from ...oci.mediatypes import (
 from ...oci.reference import parse_name, parse_reference
 from ..state import MANIFESTS, PREFETCHER, PUSHER
 
-__all__ = ["delete_manifest", "get_manifest", "list_tags", "put_manifest"]
+__all__ = ["delete_manifest", "get_manifest", "list_tags", "page_size", "put_manifest"]
 
 
 async def _select(
@@ -47,7 +53,11 @@ async def _select(
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    reference = parse_reference(request.match_info["reference"])
+    try:
+        reference = parse_reference(request.match_info["reference"])
+    except (TagInvalid, DigestInvalid):
+        # Neither a tag nor a digest: no such manifest can exist (as registry:2 says).
+        raise ManifestUnknown(detail={"reference": request.match_info["reference"][:200]}) from None
     accepted = parse_accept(request.headers.getall("Accept", ()))
     namespace = request.query.get("ns")  # containerd: the registry this mirrors
     manifest = await _select(request.app[MANIFESTS], name, reference, accepted, namespace)
@@ -77,18 +87,17 @@ async def put_manifest(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     reference = parse_reference(request.match_info["reference"])
     data = await _read_manifest_body(request)
-    digest = await request.app[PUSHER].put_manifest(
+    manifest = await request.app[PUSHER].put_manifest(
         name, reference, request.headers.get("Content-Type", ""), data
     )
-    return web.Response(
-        status=201,
-        headers={
-            "Location": str(
-                request.url.with_path(f"/v2/{name}/manifests/{digest}").with_query(None)
-            ),
-            "Docker-Content-Digest": str(digest),
-        },
-    )
+    digest = manifest.digest
+    headers = {
+        "Location": str(request.url.with_path(f"/v2/{name}/manifests/{digest}").with_query(None)),
+        "Docker-Content-Digest": str(digest),
+    }
+    if manifest.info.subject is not None:  # OCI 1.1: we keep its referrers
+        headers["OCI-Subject"] = str(manifest.info.subject.digest)
+    return web.Response(status=201, headers=headers)
 
 
 async def delete_manifest(request: web.Request) -> web.Response:
@@ -98,7 +107,8 @@ async def delete_manifest(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-def _page_size(request: web.Request) -> int | None:
+def page_size(request: web.Request) -> int | None:
+    """The `n` query parameter of a paginated list, if given."""
     raw = request.query.get("n")
     if raw is None or raw == "":
         return None
@@ -109,7 +119,7 @@ def _page_size(request: web.Request) -> int | None:
 
 async def list_tags(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    limit = _page_size(request)
+    limit = page_size(request)
     last = request.query.get("last", "")
     tags = [t for t in await request.app[MANIFESTS].tags(name) if t > last]
     headers = {}
