@@ -3,15 +3,19 @@ found for manifests that registry:2 wrote (no referrer links)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from registry_local.backing.opening import open_store
+from registry_local.config import OriginSettings, StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
-from registry_local.transfer.imagebuild import build_image
+from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, seed
+from .support.harness import fetch, s3_settings, seed
+from .support.processes import run_docker_registry
+from .support.s3proxy import S3Proxy
 from .test_push import _push_image, _request
 
 EMPTY = b"{}"
@@ -169,3 +173,106 @@ async def test_a_reference_that_can_never_exist_is_manifest_unknown(start_cache)
             assert status == 404, (reference, method)
             if method == "GET":
                 assert json.loads(body)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def _referrers_index(entries: list[tuple[bytes, str]]) -> bytes:
+    """An image index as the referrers tag schema holds it."""
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": str(Digest.of(data)),
+                    "size": len(data),
+                    "artifactType": artifact_type,
+                }
+                for data, artifact_type in entries
+            ],
+        }
+    ).encode()
+
+
+async def test_an_origin_without_the_api_is_asked_for_the_referrers_tag(
+    start_cache, tmp_path, moto, bucket
+):
+    """registry:2 has no referrers API: its referrers tag (`sha256-<hex>`) is read,
+    once per --tag-ttl."""
+    image = build_image([{"app": b"z"}], media_type=OCI_MANIFEST)
+    signature, blobs = _artifact(image, b"sig", artifactType=SIGNATURE)
+    index = _referrers_index([(signature, SIGNATURE)])
+    fallback = Image(
+        Digest.of(index),
+        OCI_INDEX,
+        {Digest.of(index): index, Digest.of(signature): signature},
+        {Digest.of(index): OCI_INDEX, Digest.of(signature): OCI_MANIFEST},
+        blobs,
+    )
+    root = tmp_path / "origin"
+    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
+    await seed(
+        StoreSettings(s3=None, fs_root=root), "team/app", f"sha256-{image.top.hex}", fallback
+    )
+    with run_docker_registry(tmp_path, fs_root=root) as registry:
+        proxy = await S3Proxy(registry).start()
+        try:
+            upstream = OriginSettings(proxy.url, "*")
+            cache = await start_cache(store=s3_settings(moto, bucket, upstreams=(upstream,)))
+            for _ in range(2):
+                found, _ = await _referrers(cache.url, "team/app", image.top)
+                assert [(d["digest"], d["artifactType"]) for d in found["manifests"]] == [
+                    (str(Digest.of(signature)), SIGNATURE)
+                ]
+        finally:
+            await proxy.close()
+    asked = [r.key for r in proxy.requests]
+    assert asked == [  # the API (404), then the tag; the second answer from memory
+        f"v2/team/app/referrers/{image.top}",
+        f"v2/team/app/manifests/sha256-{image.top.hex}",
+    ]
+
+
+async def test_oras_attaches_an_artifact_and_an_origin_mapped_host_lists_it(
+    start_cache, tmp_path, moto, bucket
+):
+    """The oras SDK pushes an artifact with a subject to one registry-local; it
+    is listed there, and by another registry-local that has the first as its
+    origin (through the origin's referrers API)."""
+    import oras.client
+    import oras.oci
+
+    image = build_image([{"app": b"w"}], media_type=OCI_MANIFEST)
+    store = StoreSettings(s3=None, fs_root=tmp_path / "origin-store")
+    await seed(store, "team/app", "v1", image)
+    origin = await start_cache(tmp_path / "origin-cache", store, allow_push=True)
+    host = origin.url.removeprefix("http://")
+    sbom = tmp_path / "sbom.json"
+    await asyncio.to_thread(sbom.write_text, '{"packages": []}')
+
+    def attach() -> int:
+        client = oras.client.OrasClient(hostname=host, insecure=True)
+        subject = oras.oci.Subject(OCI_MANIFEST, str(image.top), len(image.top_manifest))
+        response = client.push(
+            target=f"{host}/team/app:sbom",
+            files=[f"{sbom}:application/spdx+json"],
+            manifest_config="/dev/null:application/vnd.example.sbom.v1",
+            manifest_annotations={"org.example.kind": "sbom"},
+            subject=subject,
+            disable_path_validation=True,
+            quiet=True,
+        )
+        assert response.headers.get("OCI-Subject") == str(image.top)
+        return int(response.status_code)
+
+    assert await asyncio.to_thread(attach) == 201
+
+    mirror = await start_cache(
+        tmp_path / "mirror-cache",
+        s3_settings(moto, bucket, upstreams=(OriginSettings(origin.url, "*"),)),
+    )
+    for server in (origin, mirror):
+        found, _ = await _referrers(server.url, "team/app", image.top)
+        [entry] = found["manifests"]
+        assert entry["artifactType"] == "application/vnd.example.sbom.v1"
+        assert entry["annotations"]["org.example.kind"] == "sbom"
