@@ -97,6 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     config.add_options(verify, "verify")
     verify.add_argument("--repair", action="store_true", help="quarantine what does not match")
 
+    cached = commands.add_parser(
+        "cached",
+        help="list the repositories this host's cache has served, with their tags",
+        description="List what --cache-dir holds per repository: the tags this host "
+        "resolved (and the digest each named when last confirmed) and how many manifests "
+        "and blobs it knows the repository links. Reads the cache dir only; safe beside a "
+        "running server. For the backing store's repositories, ask GET /v2/_catalog.",
+    )
+    config.add_options(cached, "cached")
+    cached.add_argument("--json", action="store_true", help="print the list as JSON")
+
     prune = commands.add_parser(
         "prune",
         help="evict least recently used blobs now, down to a size",
@@ -253,6 +264,28 @@ def _existing_cache_dir(settings: config.Settings) -> None:
         raise ConfigError(f"--cache-dir {directory} is not a directory (no cache there)")
 
 
+def _cached(settings: config.Settings, as_json: bool) -> int:
+    import dataclasses
+    import json
+
+    from .disk.learned import cached_repositories
+    from .layout import CacheLayout
+
+    _existing_cache_dir(settings)
+    repositories = cached_repositories(CacheLayout(settings.cache.directory))
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in repositories], indent=2))
+        return 0
+    for repository in repositories:
+        counts = f"{_count(repository.manifests, 'manifest')}, {_count(repository.blobs, 'blob')}"
+        print(f"{repository.name}  ({counts})")
+        for tag, digest in repository.tags.items():
+            print(f"  {tag}  {digest}")
+    if not repositories:
+        print(f"nothing cached in {settings.cache.directory}")
+    return 0
+
+
 def _verify(settings: config.Settings, repair: bool) -> int:
     from .disk.maintenance import verify
     from .progress import human_bytes
@@ -393,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_export(config.load(args), args))
         elif args.command == "warm":
             return asyncio.run(_warm(config.load(args), args))
+        elif args.command == "cached":
+            return _cached(config.load(args), args.json)
         elif args.command == "verify":
             return _verify(config.load(args), args.repair)
         elif args.command == "prune":

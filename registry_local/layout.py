@@ -87,6 +87,9 @@ class BucketLayout:
     def blob_data(self, digest: Digest) -> str:
         return self._key(f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data")
 
+    def repositories(self) -> str:
+        return self._key("repositories/")
+
     def repository(self, name: str) -> str:
         return self._key(f"repositories/{name}/")
 

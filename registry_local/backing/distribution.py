@@ -62,6 +62,24 @@ class DistributionStore:
         """When the tag's `current` link was last written (epoch seconds), or None."""
         return await self.backend.modified(self.layout.tag_current_link(name, tag))
 
+    async def repositories(self, limit: int) -> tuple[list[str], bool]:
+        """Repository names, sorted, as registry:2's catalog finds them: every
+        directory under repositories/ that holds a `_`-directory (`_manifests`,
+        `_layers`), nested names too. At most `limit`; True if there were more."""
+        root = self.layout.repositories()
+        found: list[str] = []
+        pending = [""]
+        while pending and len(found) <= limit:
+            path = pending.pop()
+            children = await self.backend.list(root + path)
+            if path and any(child.startswith("_") for child in children):
+                found.append(path.rstrip("/"))
+            pending.extend(
+                f"{path}{child}/" for child in reversed(children) if not child.startswith("_")
+            )
+        found.sort()
+        return found[:limit], len(found) > limit
+
     async def tags(self, name: str) -> list[str] | None:
         """The repository's tags, sorted; None when the repository has none at all."""
         names = await self.backend.list(self.layout.tags_dir(name))

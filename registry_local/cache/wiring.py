@@ -17,6 +17,7 @@ from ..disk.store import DiskStore
 from ..origin.mapping import open_origin_map
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
+from .catalog import Catalog
 from .fleet import open_fleet
 from .links import LinkCache
 from .manifests import ManifestCache
@@ -42,6 +43,7 @@ class Cache:
     blobs: BlobCache
     manifests: ManifestCache
     referrers: Referrers
+    catalog: Catalog
     fleet: str  # coordination with the other hosts: "on", "off" or why it is off
 
 
@@ -94,6 +96,7 @@ async def open_cache(
             ),
             manifests,
             Referrers(store, manifests, origins, cache.tag_ttl),
+            Catalog(store, cache.tag_ttl),
             fleet_state,
         )
         evictor.on_evict = parts.blobs.evicted
@@ -107,4 +110,5 @@ async def open_cache(
             await parts.blobs.close()
             await parts.manifests.close()
             await parts.referrers.close()
+            await parts.catalog.close()
             await links.close()

@@ -42,7 +42,7 @@ T = TypeVar("T")
 ENV_PREFIX = "REGISTRY_LOCAL_"
 
 Group = Literal["store", "origin", "cachedir", "cache", "limit", "listen", "serve"]
-Command = Literal["serve", "import", "export", "warm", "verify", "prune", "check"]
+Command = Literal["serve", "import", "export", "warm", "verify", "cached", "prune", "check"]
 
 # The option groups each command takes.
 COMMANDS: dict[Command, tuple[Group, ...]] = {
@@ -51,6 +51,7 @@ COMMANDS: dict[Command, tuple[Group, ...]] = {
     "export": ("store",),
     "warm": ("store", "origin", "cachedir", "cache", "limit"),
     "verify": ("cachedir",),
+    "cached": ("cachedir",),
     "prune": ("cachedir", "limit"),
     "check": ("listen",),
 }

@@ -19,13 +19,57 @@ from ..errors import DigestInvalid
 from ..layout import CacheLayout
 from ..oci.digest import Digest
 
-__all__ = ["Learned", "TagRecord"]
+__all__ = ["CachedRepository", "Learned", "TagRecord", "cached_repositories"]
 
 
 @dataclass(frozen=True, slots=True)
 class TagRecord:
     digest: Digest
     checked_at: float  # wall-clock time the backing store last confirmed it
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRepository:
+    """What this host knows of one repository."""
+
+    name: str
+    tags: dict[str, str]  # tag -> digest, as last confirmed
+    manifests: int  # manifests it knows the repository links
+    blobs: int  # blobs likewise
+
+
+def cached_repositories(layout: CacheLayout) -> list[CachedRepository]:
+    """The repositories this host has served from, sorted by name."""
+    found: list[CachedRepository] = []
+    root = layout.repositories_dir
+
+    def count(directory: Path) -> int:
+        return sum(1 for _ in directory.glob("*/*")) if directory.is_dir() else 0
+
+    for tags_or_links in sorted(
+        {
+            p.parent
+            for pattern in ("*/_tags", "*/_layers", "*/_manifests")
+            for p in root.rglob(pattern)
+        }
+    ):
+        tags: dict[str, str] = {}
+        tag_dir = tags_or_links / "_tags"
+        if tag_dir.is_dir():
+            for record in sorted(tag_dir.iterdir()):
+                try:
+                    tags[record.name] = record.read_text().strip()
+                except OSError:
+                    continue
+        found.append(
+            CachedRepository(
+                tags_or_links.relative_to(root).as_posix(),
+                tags,
+                count(tags_or_links / "_manifests"),
+                count(tags_or_links / "_layers"),
+            )
+        )
+    return found
 
 
 class Learned:

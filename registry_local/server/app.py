@@ -24,6 +24,7 @@ from .handlers.ops import add_ops_routes
 from .inflight import InFlight
 from .state import (
     BLOBS,
+    CATALOG,
     INFLIGHT,
     MAIN_APP,
     MANIFESTS,
@@ -76,6 +77,7 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[BLOBS] = cache.blobs
             app[MANIFESTS] = cache.manifests
             app[REFERRERS] = cache.referrers
+            app[CATALOG] = cache.catalog
             app[READINESS] = Readiness(
                 cache.disk,
                 cache.store.backend,
@@ -129,6 +131,7 @@ def build_app(settings: Settings) -> web.Application:
     name = "{name:[^{}]+?}"
     r = app.router
     r.add_get("/v2/", _base, name="base")
+    r.add_get("/v2/_catalog", manifests.catalog, name="catalog")
     r.add_get(f"/v2/{name}/manifests/{{reference}}", manifests.get_manifest, name="manifest")
     r.add_get(f"/v2/{name}/tags/list", manifests.list_tags, name="tags")
     r.add_get(f"/v2/{name}/referrers/{{digest}}", referrers.get_referrers, name="referrers")

@@ -113,6 +113,7 @@ ROUTE_LABELS: dict[str, Route] = {
     "blob_head": "blob",
     "tags": "tags",
     "referrers": "referrers",
+    "catalog": "catalog",
     "upload": "upload",
     "upload_session": "upload",
     "manifest_put": "manifest",

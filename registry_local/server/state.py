@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..cache.blobs import BlobCache
+from ..cache.catalog import Catalog
 from ..cache.health import Readiness
 from ..cache.manifests import ManifestCache
 from ..cache.prefetch import Prefetcher
@@ -16,6 +17,7 @@ from .inflight import InFlight
 
 __all__ = [
     "BLOBS",
+    "CATALOG",
     "INFLIGHT",
     "MAIN_APP",
     "MANIFESTS",
@@ -38,3 +40,4 @@ WARMER = web.AppKey("warmer", Warmer)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 INFLIGHT = web.AppKey("in_flight", InFlight)
 REFERRERS = web.AppKey("referrers", Referrers)
+CATALOG = web.AppKey("catalog", Catalog)

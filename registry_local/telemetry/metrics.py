@@ -51,6 +51,7 @@ Route = Literal[
     "blob",
     "tags",
     "referrers",
+    "catalog",
     "upload",
     "warm",
     "metrics",

@@ -21,9 +21,18 @@ from ...oci.mediatypes import (
     parse_accept,
 )
 from ...oci.reference import parse_name, parse_reference
-from ..state import MANIFESTS, PREFETCHER, PUSHER
+from ..state import CATALOG, MANIFESTS, PREFETCHER, PUSHER
 
-__all__ = ["delete_manifest", "get_manifest", "list_tags", "page_size", "put_manifest"]
+CATALOG_PAGE = 1000  # repositories per catalog page when the client gives no `n`
+
+__all__ = [
+    "catalog",
+    "delete_manifest",
+    "get_manifest",
+    "list_tags",
+    "page_size",
+    "put_manifest",
+]
 
 
 async def _select(
@@ -117,15 +126,31 @@ def page_size(request: web.Request) -> int | None:
     return int(raw)
 
 
+def _page(
+    request: web.Request, names: list[str], default: int | None
+) -> tuple[list[str], dict[str, str]]:
+    """The names after `last`, at most `n` (or `default`) of them, and a Link
+    header to the next page when there is one (distribution-spec pagination)."""
+    limit = page_size(request) or default
+    last = request.query.get("last", "")
+    page = [n for n in names if n > last]
+    headers = {}
+    if limit is not None and len(page) > limit:
+        page = page[:limit]
+        if page:
+            url = request.rel_url.update_query(n=str(limit), last=page[-1])
+            headers["Link"] = f'<{url}>; rel="next"'
+    return page, headers
+
+
 async def list_tags(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    limit = page_size(request)
-    last = request.query.get("last", "")
-    tags = [t for t in await request.app[MANIFESTS].tags(name) if t > last]
-    headers = {}
-    if limit is not None and len(tags) > limit:
-        tags = tags[:limit]
-        url = request.rel_url.update_query(n=str(limit), last=tags[-1]) if tags else None
-        if url is not None:
-            headers["Link"] = f'<{url}>; rel="next"'
+    tags, headers = _page(request, await request.app[MANIFESTS].tags(name), None)
     return web.json_response({"name": name, "tags": tags}, headers=headers)
+
+
+async def catalog(request: web.Request) -> web.Response:
+    """GET /v2/_catalog: the backing store's repositories, CATALOG_PAGE at a time."""
+    names, _ = await request.app[CATALOG].names()
+    repositories, headers = _page(request, names, CATALOG_PAGE)
+    return web.json_response({"repositories": repositories}, headers=headers)

@@ -1,5 +1,5 @@
-"""The OCI 1.1 referrers API: pushed through any host, found by every host, and
-found for manifests that registry:2 wrote (no referrer links)."""
+"""Discovery: the OCI 1.1 referrers API (pushed through any host, found by every
+host, found for manifests registry:2 wrote, through an origin) and the catalog."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, s3_settings, seed
-from .support.processes import run_docker_registry
+from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.processes import run_cli, run_docker_registry, sealed_env
 from .support.s3proxy import S3Proxy
 from .test_push import _push_image, _request
 
@@ -276,3 +276,36 @@ async def test_oras_attaches_an_artifact_and_an_origin_mapped_host_lists_it(
         [entry] = found["manifests"]
         assert entry["artifactType"] == "application/vnd.example.sbom.v1"
         assert entry["annotations"]["org.example.kind"] == "sbom"
+
+
+async def test_the_catalog_lists_the_stores_repositories_in_pages(
+    start_cache, direct_store, tmp_path
+):
+    """Nested names, repositories registry:2 wrote, `n`/`last` and Link; and the
+    `cached` command lists what this host has served."""
+    for name in ("library/hello", "team/app", "team/app/sub", "zeta"):
+        await seed(direct_store, name, "v1", build_image([{"f": name.encode()}]))
+    cache = await start_cache(cache_dir=tmp_path / "cache")
+    status, headers, body = await fetch(f"{cache.url}/v2/_catalog")
+    assert status == 200 and "Link" not in headers
+    everything = ["library/hello", "team/app", "team/app/sub", "zeta"]
+    assert json.loads(body) == {"repositories": everything}
+    pages: list[list[str]] = []
+    url = f"{cache.url}/v2/_catalog?n=3"
+    while url:
+        status, headers, body = await fetch(url)
+        pages.append(json.loads(body)["repositories"])
+        link = headers.get("Link")
+        url = f"{cache.url}{link.split(';')[0].strip('<>')}" if link else ""
+    assert pages == [everything[:3], everything[3:]]
+    status, _, body = await fetch(f"{cache.url}/v2/_catalog?n=x")
+    assert status == 400 and json.loads(body)["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+
+    await pull_image(cache.url, "team/app", "v1")
+    code, out, err = await run_cli(
+        "cached", "--cache-dir", str(tmp_path / "cache"), "--json", env=sealed_env()
+    )
+    assert code == 0, err
+    [entry] = json.loads(out)
+    assert entry["name"] == "team/app" and list(entry["tags"]) == ["v1"]
+    assert entry["manifests"] == 1 and entry["blobs"] == 2
