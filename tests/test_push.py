@@ -195,6 +195,16 @@ async def test_cross_repository_mount(pusher, s3proxy):
         "POST", f"{pusher.url}/v2/target/blobs/uploads/?mount={missing}&from=source"
     )
     assert status == 202 and "Docker-Upload-UUID" in headers
+    # Without `from`: any blob the store holds is mounted; one it lacks is a session.
+    status, headers, _ = await _request(
+        "POST", f"{pusher.url}/v2/third/blobs/uploads/?mount={BLOB_DIGEST}"
+    )
+    assert status == 201 and headers["Location"].endswith(f"/v2/third/blobs/{BLOB_DIGEST}")
+    assert (await fetch(f"{pusher.url}/v2/third/blobs/{BLOB_DIGEST}"))[2] == BLOB
+    status, headers, _ = await _request(
+        "POST", f"{pusher.url}/v2/third/blobs/uploads/?mount={missing}"
+    )
+    assert status == 202 and "Docker-Upload-UUID" in headers
 
 
 async def test_upload_errors(pusher):

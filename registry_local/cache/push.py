@@ -133,9 +133,12 @@ class Pusher:
     async def cancel(self, name: str, upload_id: str) -> None:
         await self.uploads.remove(await self.uploads.get(name, upload_id))
 
-    async def mount(self, name: str, digest: Digest, source: str) -> bool:
-        """Link a blob that another repository links; False if it does not."""
-        if not await self._links.blob_linked(source, digest):
+    async def mount(self, name: str, digest: Digest, source: str | None) -> bool:
+        """Link a blob that another repository (`source`) links; False if it does
+        not. Without a source (the spec's automatic content discovery), any blob
+        the store holds: access here is per registry, not per repository, so a
+        client that may push may read every blob already."""
+        if source is not None and not await self._links.blob_linked(source, digest):
             return False
         if await self._store.blob_size(digest) is None:
             return False

@@ -58,9 +58,9 @@ async def start_upload(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     pusher = request.app[PUSHER]
     mount, source = request.query.get("mount"), request.query.get("from")
-    if mount and source:
+    if mount:
         digest = Digest.parse(mount)
-        if await pusher.mount(name, digest, parse_name(source)):
+        if await pusher.mount(name, digest, parse_name(source) if source else None):
             return _created(request, name, digest)
         # Not linked there: the client gets an ordinary session, as the spec says.
     elif "digest" in request.query:
