@@ -234,8 +234,8 @@ class BlobCache:
         here or on its way already, or the cache has no room for it. Raises
         BlobUnknown when the repository does not link it."""
         repo = await self._require_link(name, digest, namespace)
-        if self.present(digest):
-            return None
+        if self.present(digest) or await self._disk.discover(digest):
+            return None  # here, on its way, or committed by another process (warm)
         if not self._evictor.could_hold(size) or not await self._evictor.can_cache():
             self._metrics.prefetch_skipped()
             return None
