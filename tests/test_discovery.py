@@ -132,6 +132,9 @@ async def test_referrers_pushed_through_one_host_are_listed_by_every_host(
     assert status == 200 and json.loads(body)["manifests"] == expected[1:]
     assert "Link" not in headers
 
+    index, headers = await _referrers(other.url, "team/app", image.top, "?n=0")
+    assert index["manifests"] == [] and "Link" not in headers
+
     # Nothing refers to the signature: an empty index, not a 404.
     index, _ = await _referrers(pusher.url, "team/app", Digest.of(signature))
     assert index["manifests"] == []

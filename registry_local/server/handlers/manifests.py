@@ -131,7 +131,9 @@ def _page(
 ) -> tuple[list[str], dict[str, str]]:
     """The names after `last`, at most `n` (or `default`) of them, and a Link
     header to the next page when there is one (distribution-spec pagination)."""
-    limit = page_size(request) or default
+    limit = page_size(request)
+    if limit is None:
+        limit = default
     last = request.query.get("last", "")
     page = [n for n in names if n > last]
     headers = {}

@@ -28,11 +28,13 @@ async def get_referrers(request: web.Request) -> web.Response:
         descriptors = [d for d in descriptors if d.get("artifactType") == wanted]
         headers["OCI-Filters-Applied"] = "artifactType"
     last = request.query.get("last", "")
-    limit = page_size(request) or PAGE
+    limit = page_size(request)
+    limit = PAGE if limit is None else limit
     page = [d for d in descriptors if str(d["digest"]) > last]
     if len(page) > limit:
         page = page[:limit]
-        url = request.rel_url.update_query(n=str(limit), last=str(page[-1]["digest"]))
-        headers["Link"] = f'<{url}>; rel="next"'
+        if page:
+            url = request.rel_url.update_query(n=str(limit), last=str(page[-1]["digest"]))
+            headers["Link"] = f'<{url}>; rel="next"'
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": page}
     return web.Response(body=json.dumps(index).encode(), headers=headers)
