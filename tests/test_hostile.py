@@ -137,6 +137,7 @@ PATHS = st.one_of(
     st.builds(lambda n, r: f"/v2/{_quote(n)}/blobs/{_quote(r)}", NAME, REFERENCE),
     st.builds(lambda n, r: f"/v2/{_quote(n)}/blobs/uploads/{_quote(r)}", NAME, REFERENCE),
     st.builds(lambda n: f"/v2/{_quote(n)}/tags/list", NAME),
+    st.builds(lambda n, r: f"/v2/{_quote(n)}/referrers/{_quote(r)}", NAME, REFERENCE),
     st.sampled_from(
         [
             "/v2/",
@@ -149,12 +150,13 @@ PATHS = st.one_of(
             "/v2/..",
             "/v2/library/hello/manifests/latest",
             "/v2/library/hello/tags/list",
+            "/v2/_catalog",
         ]
     ),
     st.text(max_size=60).map(lambda t: "/" + _quote(t)),
 )
 QUERY = st.dictionaries(
-    st.sampled_from(["n", "last", "digest", "mount", "from", "ns", "x"]),
+    st.sampled_from(["n", "last", "digest", "mount", "from", "ns", "artifactType", "x"]),
     st.one_of(HOSTILE, st.text(max_size=30), st.integers(-5, 10**12).map(str)),
     max_size=3,
 ).map(lambda q: ("?" + urllib.parse.urlencode(q)) if q else "")
