@@ -236,6 +236,8 @@ class BlobCache:
         repo = await self._require_link(name, digest, namespace)
         if self.present(digest) or await self._disk.discover(digest):
             return None  # here, on its way, or committed by another process (warm)
+        if self.present(digest):
+            return None  # a client started its fill while we looked at the disk
         if not self._evictor.could_hold(size) or not await self._evictor.can_cache():
             self._metrics.prefetch_skipped()
             return None

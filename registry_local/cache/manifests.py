@@ -34,6 +34,7 @@ from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 from .fleet import Fleet
 from .links import LinkCache, once_linked
+from .write_through import write_failed
 
 __all__ = ["Manifest", "ManifestCache"]
 
@@ -284,14 +285,7 @@ class ManifestCache:
                 await self._store.tag(name, tag, digest)
                 self._metrics.origin_written_through("tag")
         except BackendError as exc:
-            self._metrics.origin_write_failures.inc()
-            log.warning(
-                "could not write %s of %s through to the bucket: %s",
-                digest,
-                name,
-                exc,
-                extra={"repository": name, "digest": str(digest), **error_fields(exc)},
-            )
+            write_failed(self._metrics, name, digest, exc)
         return manifest
 
     async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:

@@ -24,7 +24,7 @@ from .fill import Fill
 from .fleet import FleetBlob
 from .links import LinkCache
 
-__all__ = ["WriteThrough"]
+__all__ = ["WriteThrough", "write_failed"]
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,7 @@ class WriteThrough:
         except FillFailed:
             return  # nothing was committed: nothing to write
         except (BackendError, OSError) as exc:
-            self._metrics.origin_write_failures.inc()
-            log.warning(
-                "could not write %s of %s through to the bucket: %s",
-                digest,
-                name,
-                exc,
-                extra={"repository": name, "digest": str(digest), **error_fields(exc)},
-            )
+            write_failed(self._metrics, name, digest, exc)
         finally:
             if fleet_blob is not None:
                 await fleet_blob.release()
@@ -101,3 +94,16 @@ class WriteThrough:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+
+def write_failed(metrics: Metrics, name: str, digest: Digest, exc: BaseException) -> None:
+    """Something fetched from an origin could not be written to the bucket: the
+    client is served all the same; the next host asks the origin again."""
+    metrics.origin_write_failures.inc()
+    log.warning(
+        "could not write %s of %s through to the bucket: %s",
+        digest,
+        name,
+        exc,
+        extra={"repository": name, "digest": str(digest), **error_fields(exc)},
+    )
