@@ -54,6 +54,13 @@ def _cases(tmp: Path, busy: int) -> list[tuple[list[str], int, str]]:
             "--metrics-listen needs a listener of its own",
         ),
         (["serve", "--s3-bucket", "b", "--s3-endpoint", "127.0.0.1:9000"], 2, "http(s)://"),
+        (
+            ["import", str(tmp), "a:v1", "--s3-bucket", "b", "--s3-endpoint", "127.0.0.1:9000"],
+            2,
+            "http(s)://",
+        ),
+        (["warm", "a:v1", "--s3-bucket", "b", "--s3-endpoint", "127.0.0.1:9000"], 2, "http(s)://"),
+        (["serve", "--tag-ttl", "abc", *cache], 2, "--tag-ttl 'abc': a number of seconds"),
         (["serve", "--listen", "nosuchhost.invalid:5000", *cache], 1, "cannot listen on"),
         (["serve", "--auth-htpasswd", str(bad_utf8), *cache], 2, "is not UTF-8 text"),
         (["serve", "--auth-htpasswd", str(bad_bcrypt), *cache], 2, "not a bcrypt entry"),
