@@ -14,7 +14,7 @@ from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.imagebuild import Image, build_image
 
 from .support.harness import fetch, pull_image, s3_settings, seed
-from .support.processes import run_cli, run_docker_registry, sealed_env
+from .support.processes import require_tool, run_cli, run_docker_registry, sealed_env
 from .support.s3proxy import S3Proxy
 from .test_push import _push_image, _request
 
@@ -312,3 +312,35 @@ async def test_the_catalog_lists_the_stores_repositories_in_pages(
     [entry] = json.loads(out)
     assert entry["name"] == "team/app" and list(entry["tags"]) == ["v1"]
     assert entry["manifests"] == 1 and entry["blobs"] == 2
+
+
+async def test_registry2_reads_a_store_with_referrer_links(start_cache, tmp_path):
+    """The CNCF registry on the same directory store: its catalog, tags and pulls
+    are unchanged by the _referrers links, and its garbage collector runs."""
+    image = build_image([{"app": b"v"}], media_type=OCI_MANIFEST)
+    store = StoreSettings(s3=None, fs_root=tmp_path / "store")
+    await seed(store, "team/app", "v1", image)
+    pusher = await start_cache(tmp_path / "cache", store, allow_push=True)
+    signature, blobs = _artifact(image, b"sig", artifactType=SIGNATURE)
+    await _push_artifact(pusher.url, "team/app", signature, blobs)
+    assert (tmp_path / "store/docker/registry/v2/repositories/team/app/_referrers").is_dir()
+    with run_docker_registry(tmp_path, fs_root=tmp_path / "store") as registry:
+        status, _, body = await fetch(f"{registry}/v2/_catalog")
+        assert status == 200 and json.loads(body)["repositories"] == ["team/app"]
+        status, _, body = await fetch(f"{registry}/v2/team/app/tags/list")
+        assert json.loads(body)["tags"] == ["v1"]
+        for digest, data in [(image.top, image.top_manifest), (Digest.of(signature), signature)]:
+            status, _, body = await fetch(f"{registry}/v2/team/app/manifests/{digest}")
+            assert status == 200 and body == data
+    config = next(tmp_path.glob("registry-*.yml"))
+    collect = await asyncio.create_subprocess_exec(
+        require_tool("docker-registry"),
+        "garbage-collect",
+        "--dry-run",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=sealed_env(),
+    )
+    output, _ = await collect.communicate()
+    assert collect.returncode == 0, output.decode()
