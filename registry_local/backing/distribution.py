@@ -22,6 +22,7 @@ __all__ = ["DistributionStore"]
 log = logging.getLogger(__name__)
 
 _LINK_LIMIT = 1024
+_LISTS_AT_ONCE = 16  # directory listings the catalog walk makes at once
 
 
 class DistributionStore:
@@ -65,18 +66,25 @@ class DistributionStore:
     async def repositories(self, limit: int) -> tuple[list[str], bool]:
         """Repository names, sorted, as registry:2's catalog finds them: every
         directory under repositories/ that holds a `_`-directory (`_manifests`,
-        `_layers`), nested names too. At most `limit`; True if there were more."""
+        `_layers`), nested names too. At most `limit`; True if there were more.
+        One LIST per directory, a level of the tree at a time, several at once."""
         root = self.layout.repositories()
+        turns = asyncio.Semaphore(_LISTS_AT_ONCE)
+
+        async def children(path: str) -> list[str]:
+            async with turns:
+                return await self.backend.list(root + path)
+
         found: list[str] = []
-        pending = [""]
-        while pending and len(found) <= limit:
-            path = pending.pop()
-            children = await self.backend.list(root + path)
-            if path and any(child.startswith("_") for child in children):
-                found.append(path.rstrip("/"))
-            pending.extend(
-                f"{path}{child}/" for child in reversed(children) if not child.startswith("_")
-            )
+        level = [""]
+        while level and len(found) <= limit:
+            listed = await asyncio.gather(*(children(path) for path in level))
+            deeper: list[str] = []
+            for path, names in zip(level, listed, strict=True):
+                if path and any(name.startswith("_") for name in names):
+                    found.append(path.rstrip("/"))
+                deeper.extend(f"{path}{name}/" for name in names if not name.startswith("_"))
+            level = deeper
         found.sort()
         return found[:limit], len(found) > limit
 
