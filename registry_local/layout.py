@@ -200,11 +200,31 @@ class CacheLayout:
         except DigestInvalid:
             return None
 
+    def layer_markers(self, name: str) -> Path:
+        return self.repositories_dir / name / "_layers"
+
+    def manifest_markers(self, name: str) -> Path:
+        return self.repositories_dir / name / "_manifests"
+
+    def tag_files(self, name: str) -> Path:
+        return self.repositories_dir / name / "_tags"
+
     def layer_marker(self, name: str, digest: Digest) -> Path:
-        return self.repositories_dir / name / "_layers" / digest.algorithm / digest.hex
+        return self.layer_markers(name) / digest.algorithm / digest.hex
 
     def manifest_marker(self, name: str, digest: Digest) -> Path:
-        return self.repositories_dir / name / "_manifests" / digest.algorithm / digest.hex
+        return self.manifest_markers(name) / digest.algorithm / digest.hex
 
     def tag_file(self, name: str, tag: str) -> Path:
-        return self.repositories_dir / name / "_tags" / tag
+        return self.tag_files(name) / tag
+
+    def cached_repository_names(self) -> list[str]:
+        """Names of the repositories with markers or tag records, sorted."""
+        root = self.repositories_dir
+        names = {
+            holder.parent.relative_to(root)
+            for kind in ("_layers", "_manifests", "_tags")
+            for holder in root.rglob(kind)
+        }
+        # Names never start with "_": a tag record that does (`_tags/_layers`) is no repository.
+        return sorted(n.as_posix() for n in names if not any(p.startswith("_") for p in n.parts))

@@ -9,6 +9,7 @@ from typing import Any
 
 from registry_local.backing.opening import open_store
 from registry_local.config import OriginSettings, StoreSettings
+from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.imagebuild import Image, build_image
@@ -323,7 +324,7 @@ async def test_registry2_reads_a_store_with_referrer_links(start_cache, tmp_path
     pusher = await start_cache(tmp_path / "cache", store, allow_push=True)
     signature, blobs = _artifact(image, b"sig", artifactType=SIGNATURE)
     await _push_artifact(pusher.url, "team/app", signature, blobs)
-    assert (tmp_path / "store/docker/registry/v2/repositories/team/app/_referrers").is_dir()
+    assert (tmp_path / "store" / BucketLayout().referrers_dir("team/app", image.top)).is_dir()
     with run_docker_registry(tmp_path, fs_root=tmp_path / "store") as registry:
         status, _, body = await fetch(f"{registry}/v2/_catalog")
         assert status == 200 and json.loads(body)["repositories"] == ["team/app"]

@@ -7,12 +7,15 @@ for concurrent requests, and bounded at LIMIT repositories.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ..backing.distribution import DistributionStore
 from ..singleflight import SingleFlight
 
 __all__ = ["LIMIT", "Catalog"]
+
+log = logging.getLogger(__name__)
 
 LIMIT = 100_000  # repositories a catalog lists at most
 
@@ -21,17 +24,22 @@ class Catalog:
     def __init__(self, store: DistributionStore, ttl: float) -> None:
         self._store = store
         self._ttl = ttl
-        self._known: tuple[float, list[str], bool] | None = None
-        self._flights: SingleFlight[str, tuple[list[str], bool]] = SingleFlight()
+        self._known: tuple[float, list[str]] | None = None
+        self._flights: SingleFlight[str, list[str]] = SingleFlight()
 
-    async def names(self) -> tuple[list[str], bool]:
-        """Repository names, sorted, and whether the list was cut at LIMIT.
-        Raises BackendError."""
+    async def names(self) -> list[str]:
+        """Repository names, sorted, at most LIMIT. Raises BackendError."""
         if self._known is not None and time.monotonic() - self._known[0] < self._ttl:
-            return self._known[1], self._known[2]
-        names, cut = await self._flights.run("", lambda: self._store.repositories(LIMIT))
-        self._known = (time.monotonic(), names, cut)
-        return names, cut
+            return self._known[1]
+        names = await self._flights.run("", self._list)
+        self._known = (time.monotonic(), names)
+        return names
+
+    async def _list(self) -> list[str]:
+        names, cut = await self._store.repositories(LIMIT)
+        if cut:
+            log.warning("the catalog lists the first %d repositories found only", LIMIT)
+        return names
 
     async def close(self) -> None:
         await self._flights.close()

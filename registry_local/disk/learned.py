@@ -9,6 +9,7 @@ and stale-if-error survive restarts too. Layout: see layout.CacheLayout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -41,32 +42,22 @@ class CachedRepository:
 def cached_repositories(layout: CacheLayout) -> list[CachedRepository]:
     """The repositories this host has served from, sorted by name."""
     found: list[CachedRepository] = []
-    root = layout.repositories_dir
 
-    def count(directory: Path) -> int:
-        return sum(1 for _ in directory.glob("*/*")) if directory.is_dir() else 0
+    def count(markers: Path) -> int:  # markers/<alg>/<hex>
+        return sum(1 for _ in markers.glob("*/*")) if markers.is_dir() else 0
 
-    for tags_or_links in sorted(
-        {
-            p.parent
-            for pattern in ("*/_tags", "*/_layers", "*/_manifests")
-            for p in root.rglob(pattern)
-        }
-    ):
+    for name in layout.cached_repository_names():
         tags: dict[str, str] = {}
-        tag_dir = tags_or_links / "_tags"
-        if tag_dir.is_dir():
-            for record in sorted(tag_dir.iterdir()):
-                try:
-                    tags[record.name] = record.read_text().strip()
-                except OSError:
-                    continue
+        records = layout.tag_files(name)
+        for record in sorted(records.iterdir()) if records.is_dir() else ():
+            with contextlib.suppress(OSError):
+                tags[record.name] = record.read_text().strip()
         found.append(
             CachedRepository(
-                tags_or_links.relative_to(root).as_posix(),
+                name,
                 tags,
-                count(tags_or_links / "_manifests"),
-                count(tags_or_links / "_layers"),
+                count(layout.manifest_markers(name)),
+                count(layout.layer_markers(name)),
             )
         )
     return found

@@ -9,7 +9,6 @@ from ...errors import (
     DigestInvalid,
     ManifestInvalid,
     ManifestUnknown,
-    PaginationNumberInvalid,
     TagInvalid,
 )
 from ...oci.digest import Digest
@@ -22,15 +21,13 @@ from ...oci.mediatypes import (
 )
 from ...oci.reference import parse_name, parse_reference
 from ..state import CATALOG, MANIFESTS, PREFETCHER, PUSHER
-
-CATALOG_PAGE = 1000  # repositories per catalog page when the client gives no `n`
+from .paging import DEFAULT_PAGE, page
 
 __all__ = [
     "catalog",
     "delete_manifest",
     "get_manifest",
     "list_tags",
-    "page_size",
     "put_manifest",
 ]
 
@@ -116,43 +113,14 @@ async def delete_manifest(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-def page_size(request: web.Request) -> int | None:
-    """The `n` query parameter of a paginated list, if given."""
-    raw = request.query.get("n")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 9:
-        raise PaginationNumberInvalid(detail={"n": raw[:20]})
-    return int(raw)
-
-
-def _page(
-    request: web.Request, names: list[str], default: int | None
-) -> tuple[list[str], dict[str, str]]:
-    """The names after `last`, at most `n` (or `default`) of them, and a Link
-    header to the next page when there is one (distribution-spec pagination)."""
-    limit = page_size(request)
-    if limit is None:
-        limit = default
-    last = request.query.get("last", "")
-    page = [n for n in names if n > last]
-    headers = {}
-    if limit is not None and len(page) > limit:
-        page = page[:limit]
-        if page:
-            url = request.rel_url.update_query(n=str(limit), last=page[-1])
-            headers["Link"] = f'<{url}>; rel="next"'
-    return page, headers
-
-
 async def list_tags(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    tags, headers = _page(request, await request.app[MANIFESTS].tags(name), None)
+    tags, headers = page(request, await request.app[MANIFESTS].tags(name), None, str)
     return web.json_response({"name": name, "tags": tags}, headers=headers)
 
 
 async def catalog(request: web.Request) -> web.Response:
-    """GET /v2/_catalog: the backing store's repositories, CATALOG_PAGE at a time."""
-    names, _ = await request.app[CATALOG].names()
-    repositories, headers = _page(request, names, CATALOG_PAGE)
+    """GET /v2/_catalog: the backing store's repositories, a page at a time."""
+    names = await request.app[CATALOG].names()
+    repositories, headers = page(request, names, DEFAULT_PAGE, str)
     return web.json_response({"repositories": repositories}, headers=headers)

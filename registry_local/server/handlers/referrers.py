@@ -10,11 +10,9 @@ from ...oci.digest import Digest
 from ...oci.mediatypes import OCI_INDEX
 from ...oci.reference import parse_name
 from ..state import REFERRERS
-from .manifests import page_size
+from .paging import DEFAULT_PAGE, page
 
-__all__ = ["PAGE", "get_referrers"]
-
-PAGE = 1000  # descriptors per page when the client does not say (Link: next)
+__all__ = ["get_referrers"]
 
 
 async def get_referrers(request: web.Request) -> web.Response:
@@ -27,14 +25,7 @@ async def get_referrers(request: web.Request) -> web.Response:
     if wanted is not None:
         descriptors = [d for d in descriptors if d.get("artifactType") == wanted]
         headers["OCI-Filters-Applied"] = "artifactType"
-    last = request.query.get("last", "")
-    limit = page_size(request)
-    limit = PAGE if limit is None else limit
-    page = [d for d in descriptors if str(d["digest"]) > last]
-    if len(page) > limit:
-        page = page[:limit]
-        if page:
-            url = request.rel_url.update_query(n=str(limit), last=str(page[-1]["digest"]))
-            headers["Link"] = f'<{url}>; rel="next"'
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": page}
+    chosen, links = page(request, descriptors, DEFAULT_PAGE, lambda d: str(d["digest"]))
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": chosen}
+    headers.update(links)
     return web.Response(body=json.dumps(index).encode(), headers=headers)
