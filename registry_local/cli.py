@@ -447,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegistryLocalError as exc:
         print(f"registry-local: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, as CLIs do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         # The environment refused something (a directory, a file, the network):
         # one line naming it, not a traceback.

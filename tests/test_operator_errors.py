@@ -302,3 +302,30 @@ async def test_a_bug_in_a_handler_is_an_error_line_and_a_500_envelope(caplog):
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert error.exc_info is None and "ZeroDivisionError: planted" in error.getMessage()
     assert [r.exc_info is not None for r in caplog.records if r.levelno == logging.DEBUG] == [True]
+
+
+def _many_cached_repositories(cache: Path, count: int) -> None:
+    for number in range(count):
+        (cache / "repositories" / f"team/app{number}" / "_tags").mkdir(parents=True)
+
+
+async def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path):
+    """`registry-local cached --json | head -1`: no 'Broken pipe' line, no traceback."""
+    await asyncio.to_thread(_many_cached_repositories, tmp_path / "cache", 3000)
+    read, write = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "registry_local",
+        "cached",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        stdout=write,
+        stderr=asyncio.subprocess.PIPE,
+        env=sealed_env(),
+    )
+    os.close(write)
+    os.close(read)  # the reader is gone before the first byte
+    _, err = await process.communicate()
+    assert err == b"" and process.returncode == 141
