@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import tracemalloc
 from collections import Counter
 
@@ -16,6 +17,8 @@ import aiohttp
 import boto3
 import pytest
 
+from registry_local.cache.parts import write_at
+from registry_local.disk.store import TempBlob
 from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS
@@ -316,3 +319,36 @@ async def test_a_request_in_a_repository_that_does_not_link_the_blob_gets_nothin
 
     assert status == 404 and b"BLOB_UNKNOWN" in body
     assert image.blobs[layer] not in body
+
+
+async def test_a_write_outliving_its_cancelled_fill_cannot_land_in_another_file(tmp_path):
+    """A fill cancelled while a thread writes for it closes its file; the number
+    closed is the next one open() hands out. The thread writes through its own
+    descriptor, so its bytes still go to the fill's file, never to the new one."""
+    temp = TempBlob(tmp_path / "fill.part")
+    started, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def late_write(fd: int, data: bytes) -> None:
+        started.set()
+        release.wait(60)
+        try:
+            write_at(fd, data, 0)
+        finally:
+            done.set()
+
+    task = asyncio.create_task(temp.run(late_write, b"late bytes"))
+    await _wait(asyncio.to_thread(started.wait, 60))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    number = temp.fd
+    temp.close()
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        assert other == number  # the number was handed out again
+        release.set()
+        await _wait(asyncio.to_thread(done.wait, 60))
+        assert os.fstat(other).st_size == 0
+    finally:
+        os.close(other)
+    assert (tmp_path / "fill.part").read_bytes() == b"late bytes"

@@ -223,7 +223,6 @@ class Fill:
     async def _copy(self, hasher: _Hash) -> None:
         """Part 0 (or all of a blob no larger than a part) is read here, hashed as
         it is written; the other parts come from `Parts` (parts.py)."""
-        loop = asyncio.get_running_loop()
         parts: Parts | None = None
         try:
             async for chunk in read_resuming(
@@ -239,9 +238,7 @@ class Fill:
                 if not self._admitted:
                     await self._admit()
                     parts = self._split()
-                await loop.run_in_executor(
-                    None, _absorb, self._temp.fd, hasher, chunk, self._written
-                )
+                await self._temp.run(_absorb, hasher, chunk, self._written)
                 self._advanced(len(chunk))
                 self._metrics.fill_bytes.inc(len(chunk))
                 if parts is not None:
@@ -265,17 +262,16 @@ class Fill:
             self.size,
             extra={"digest": str(self.digest)},
         )
-        return Parts(self.digest, self.size, self._temp.fd, self._reads, self._count_retry, self)
+        return Parts(self.digest, self.size, self._temp, self._reads, self._count_retry, self)
 
     async def _follow(self, parts: Parts, hasher: _Hash) -> None:
         """Hash the parts' contiguous prefix as it grows; readers get it after."""
         assert self.size is not None
         self._metrics.fill_parts.inc()  # part 0, read above
         parts.first_done()
-        loop = asyncio.get_running_loop()
         while self._written < self.size:
             upto = min(await parts.beyond(self._written), self._written + _HASH_STEP)
-            await loop.run_in_executor(None, hash_range, self._temp.fd, hasher, self._written, upto)
+            await self._temp.run(hash_range, hasher, self._written, upto)
             self._advanced(upto - self._written)
 
     def _advanced(self, count: int) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ..disk.store import TempBlob
 from ..errors import FillFailed
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
@@ -81,14 +82,14 @@ class Parts:
         self,
         digest: Digest,
         size: int,
-        fd: int,
+        temp: TempBlob,
         reads: Reads,
         on_retry: Callable[[], None],
         owner: object,
     ) -> None:
         self._digest = digest
         self._size = size
-        self._fd = fd
+        self._temp = temp
         self._part = reads.parts.size
         self._reads = reads
         self._metrics = reads.metrics
@@ -163,7 +164,6 @@ class Parts:
             self._notify()
 
     async def _fetch(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
         start = index * self._part
         end = min(start + self._part, self._size)
         position = received = start
@@ -185,7 +185,7 @@ class Parts:
             received += len(chunk)
             if received - position < BATCH and received < end:
                 continue
-            await loop.run_in_executor(None, write_at, self._fd, batch, position)
+            await self._temp.run(write_at, batch, position)
             self._metrics.fill_bytes.inc(received - position)
             position, batch = received, []
             self._done[index] = position - start

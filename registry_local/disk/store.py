@@ -22,8 +22,10 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..layout import CacheLayout
 from ..oci.digest import ALGORITHMS, Digest
@@ -31,6 +33,8 @@ from ..oci.digest import ALGORITHMS, Digest
 __all__ = ["DiskStore", "Entry", "TempBlob"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -55,6 +59,15 @@ class TempBlob:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._flushing: asyncio.Future[None] | None = None
 
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(fd, *args)` in a thread, on a duplicate of the file's descriptor
+        that the thread closes. A task awaiting it may be cancelled while the
+        thread runs on, and then close this blob; the thread's own descriptor
+        still names this file, where the number just closed could by then name
+        another file, opened meanwhile, that the thread would write into."""
+        fd = os.dup(self.fd)
+        return await asyncio.get_running_loop().run_in_executor(None, _on_own_fd, work, fd, args)
+
     def flush_behind(self) -> None:
         """Start writing what is written so far to disk, in the background, unless
         that is already under way: the sync before commit then has little left
@@ -68,6 +81,13 @@ class TempBlob:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _on_own_fd(work: Callable[..., T], fd: int, args: tuple[Any, ...]) -> T:
+    try:
+        return work(fd, *args)
+    finally:
+        os.close(fd)
 
 
 def _flush(fd: int) -> None:
@@ -240,7 +260,7 @@ class DiskStore:
 
     async def sync(self, temp: TempBlob) -> None:
         """Flush a temp file's bytes to disk and close it (before `commit`)."""
-        await asyncio.to_thread(os.fsync, temp.fd)
+        await temp.run(os.fsync)
         temp.close()
 
     def commit(self, temp: TempBlob, digest: Digest, size: int) -> Path:
@@ -293,7 +313,7 @@ class DiskStore:
             return
         temp = self.new_temp()
         try:
-            await asyncio.to_thread(_write_all, temp.fd, data)
+            await temp.run(_write_all, data)
             await self.sync(temp)
             final = self._place(temp.path, digest, len(data), manifest=True)
         except BaseException:
