@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,7 +77,7 @@ class TempBlob:
         Errors are the final sync's to report."""
         if self._flushing is None or self._flushing.done():
             fd = os.dup(self.fd)  # the thread's own: closing ours cannot pull it away
-            self._flushing = asyncio.get_running_loop().run_in_executor(None, _flush, fd)
+            self._flushing = asyncio.get_running_loop().run_in_executor(_flushers(), _flush, fd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -88,6 +90,13 @@ def _on_own_fd(work: Callable[..., T], fd: int, args: tuple[Any, ...]) -> T:
         return work(fd, *args)
     finally:
         os.close(fd)
+
+
+@functools.cache
+def _flushers() -> ThreadPoolExecutor:
+    """Threads of their own for flushes behind fills, which wait for the disk:
+    they never hold up the default executor's writes and hashes."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="flush-behind")
 
 
 def _flush(fd: int) -> None:
