@@ -6,12 +6,15 @@ at the S3 boundary, before any client asks for a blob.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import aiohttp
+import boto3
 
+from registry_local.layout import BucketLayout
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES
-from registry_local.server.state import PREFETCHER
+from registry_local.server.state import BLOBS, PREFETCHER
 from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
 
 from .support.harness import RegistryLocal, fetch, pull_image, seed
@@ -121,3 +124,34 @@ async def test_no_prefetch_leaves_blobs_to_the_clients(start_cache, direct_store
 
     assert cache.app is not None and PREFETCHER not in cache.app
     assert set(_blob_gets(s3proxy, image).values()) == {0}
+
+
+async def test_a_prefetch_of_a_blob_its_repository_does_not_link_is_dropped(
+    start_cache, direct_store, s3proxy, moto, bucket
+):
+    """The link check runs while the prefetch's fill starts; when the answer is
+    "not linked", the fill stops, nothing is cached, and a client hears 404."""
+    image = _platform("amd64")
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    await seed(direct_store, "team/app", "v1", image)
+    link = BucketLayout().layer_link("team/app", layer)
+    boto3.client("s3", endpoint_url=moto).delete_object(Bucket=bucket, Key=link)
+    data = s3proxy.add(Fault(key_endswith(blob_key(layer)), times=1, gate_at=1))
+    asked = s3proxy.add(Fault(key_endswith(link), times=1, gate_at=0))
+    cache = await start_cache()
+
+    await fetch(f"{cache.url}/v2/team/app/manifests/v1", headers=ACCEPT)
+    # The fill is reading the layer while the link check is under way.
+    await asyncio.wait_for(asyncio.gather(data.reached.wait(), asked.reached.wait()), 60)
+    fill = cache.app[BLOBS].in_flight(layer)
+    assert fill is not None
+    asked.gate.set()  # "not linked"
+    await _settled(cache)
+    assert fill.failed
+    data.gate.set()
+    await asyncio.gather(fill.task, return_exceptions=True)
+
+    assert not cache.blob_path(layer).exists()
+    assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
+    status, _, _ = await fetch(f"{cache.url}/v2/team/app/blobs/{layer}")
+    assert status == 404

@@ -44,6 +44,11 @@ _SMALL_MEMO = 32 * 1024 * 1024
 _ONE_STREAM = PartPolicy(size=0, concurrency=1)
 
 
+def _abandon(fill: Fill | None) -> None:
+    if fill is not None:
+        fill.abandon()
+
+
 @dataclass(frozen=True, slots=True)
 class CommittedBlob:
     path: str
@@ -233,7 +238,21 @@ class BlobCache:
         client asked for yet, behind client reads for S3 slots; None when it is
         here or on its way already, or the cache has no room for it. Raises
         BlobUnknown when the repository does not link it."""
-        repo = await self._require_link(name, digest, namespace)
+        if self._links.known_blob(name, digest) or self._origins.repo_for(name, namespace):
+            repo = await self._require_link(name, digest, namespace)
+            return await self._prefetch(name, digest, size, repo)
+        # As in `open`: the link check runs while the fill starts, and a fill
+        # started for an unlinked blob is dropped unless a client joined it.
+        return await once_linked(
+            self._links.blob_linked(name, digest),
+            self._prefetch(name, digest, size, None),
+            lambda: BlobUnknown(detail={"digest": str(digest)}),
+            _abandon,
+        )
+
+    async def _prefetch(
+        self, name: str, digest: Digest, size: int, repo: OriginRepo | None
+    ) -> Fill | None:
         if self.present(digest) or await self._disk.discover(digest):
             return None  # here, on its way, or committed by another process (warm)
         if self.present(digest):

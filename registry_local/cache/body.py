@@ -145,8 +145,8 @@ class FileBody(BlobBody):
 
     def abandon(self) -> None:
         self.close()
-        if self._fill is not None and not self._fill.joiners:
-            self._fill.task.cancel()
+        if self._fill is not None:
+            self._fill.abandon()
 
 
 class DirectBody(BlobBody):

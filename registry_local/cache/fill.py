@@ -81,6 +81,7 @@ class Fill:
         self._flushed = 0  # where the last flush-behind started
         self._admitted = False  # the evictor made room for it
         self._committed = False
+        self._abandoned = False
         self._error: BaseException | None = None
         self._progress = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"fill {digest}")
@@ -114,6 +115,16 @@ class Fill:
         """Wait for the blob to be committed; raises the fill's error."""
         while not self._committed:
             await self._wait()
+
+    def abandon(self) -> None:
+        """Stop the fill unless a client joined it: whoever started it no longer
+        wants it (its request turned out unlinked). It counts as failed at once,
+        so a request arriving now starts a fill of its own."""
+        if self.joiners or self._committed or self.task.done():
+            return
+        self._abandoned = True
+        self._error = FillFailed(str(self.digest), "no longer wanted")
+        self.task.cancel()
 
     def direct(self) -> DirectBlob:
         """The same blob from the backing store, for readers of a fill that ran
@@ -186,7 +197,7 @@ class Fill:
 
     def _finished(self, outcome: FillOutcome, duration: float) -> None:
         self._metrics.fill_finished(outcome, duration, self._written)
-        quiet = outcome in ("committed", "absent", "bypassed")
+        quiet = outcome in ("committed", "absent", "bypassed") or self._abandoned
         log.log(
             logging.INFO if quiet else logging.WARNING,
             "fill %s",
