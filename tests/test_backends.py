@@ -4,9 +4,11 @@ and SeaweedFS, a real S3 implementation)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -15,9 +17,15 @@ from registry_local.backing.backend import Backend
 from registry_local.backing.filesystem import FilesystemBackend
 from registry_local.backing.s3 import S3Backend
 from registry_local.config import S3Settings
-from registry_local.errors import BackendError, BackendUnavailable, ObjectTooLarge
+from registry_local.errors import (
+    BackendError,
+    BackendMisconfigured,
+    BackendUnavailable,
+    ObjectTooLarge,
+)
 
 from .support.processes import free_port
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 
 @pytest.fixture(params=["filesystem", "moto", "seaweedfs"])
@@ -142,6 +150,8 @@ async def test_unreachable_s3_is_unavailable():
     async with S3Backend.connect(settings) as s3:
         with pytest.raises(BackendUnavailable):
             await s3.stat("k")
+        with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1"):
+            await s3.read("k", 10)
         with pytest.raises(BackendUnavailable):
             await s3.check()
 
@@ -157,3 +167,53 @@ def test_filesystem_refuses_traversing_keys(tmp_path):
     for key in ["../x", "a/../../x", "a//b", "./a"]:
         with pytest.raises(BackendError):
             backend._path(key)
+
+
+def _bucket_with(moto: str, key: str, data: bytes) -> str:
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key=key, Body=data)
+    return bucket
+
+
+async def test_s3_over_tls_trusts_what_botocore_trusts(moto, certificate, monkeypatch):
+    """Reads (a presigned GET on a session of our own) and every other call
+    (botocore's) trust the same certificates: AWS_CA_BUNDLE, else the default."""
+    cert, key = certificate
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    proxy = await S3Proxy(moto).start(tls=tls)
+    try:
+        settings = S3Settings(bucket=_bucket_with(moto, "k", b"hello"), endpoint=proxy.url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        async with S3Backend.connect(settings) as s3:
+            assert await s3.read("k", 10) == b"hello"
+            assert await s3.stat("k") == 5
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        async with S3Backend.connect(settings) as s3:
+            with pytest.raises(BackendUnavailable, match="certificate"):
+                await s3.read("k", 10)
+            with pytest.raises(BackendUnavailable, match=r"certificate|SSL"):
+                await s3.stat("k")
+    finally:
+        await proxy.close()
+
+
+async def test_s3_errors_on_reads_mean_what_botocore_says_they_mean(moto, s3proxy):
+    settings = S3Settings(bucket=_bucket_with(moto, "k", bytes(100)), endpoint=s3proxy.url)
+    async with S3Backend.connect(replace(settings, attempts=1)) as s3:
+        s3proxy.add(Fault(key_endswith("k"), times=1, status=403, code="AccessDenied"))
+        with pytest.raises(BackendMisconfigured, match="access denied"):
+            await s3.read("k", 1000)
+        s3proxy.add(Fault(key_endswith("k"), times=1, status=503, code="SlowDown"))
+        with pytest.raises(BackendUnavailable, match="503 SlowDown"):
+            await s3.read("k", 1000)
+        assert await s3.read("absent", 10) is None
+        assert await s3.read("k", 1000) == bytes(100)
+        # A store answering a ranged read with the whole object: refused, not
+        # taken for the bytes from the offset on.
+        s3proxy.add(Fault(key_endswith("k"), times=1, drop_range=True))
+        with pytest.raises(BackendError, match="ignored the Range header"):
+            await s3.open("k", 10)

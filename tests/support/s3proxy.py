@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,14 +103,17 @@ class _Link:
             await asyncio.sleep(self._free_at - now)  # shaping, not waiting for work
 
 
-async def serve_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
-    """Serve an aiohttp app on 127.0.0.1 (a free port unless given): runner and URL."""
+async def serve_app(
+    app: web.Application, port: int = 0, tls: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp app on 127.0.0.1 (a free port unless given), over TLS if
+    given a context: runner and URL."""
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
 class S3Proxy:
@@ -131,10 +135,10 @@ class S3Proxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self, port: int = 0) -> S3Proxy:
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> S3Proxy:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{path:.*}", self._handle)
-        self._runner, self.url = await serve_app(app, port)
+        self._runner, self.url = await serve_app(app, port, tls)
         self._session = aiohttp.ClientSession(auto_decompress=False)
         return self
 
