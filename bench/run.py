@@ -10,7 +10,8 @@ same run:
   per-host set-up; the CNCF registry in proxy mode with a filesystem cache; and
   nginx serving the same blob files from disk (the ceiling for hits);
 - scenarios: one engine-like pull of a ten-layer image, cold with and without
-  prefetch against warm (cold-layers); cold storms at 1, 20, 50 and 100 clients
+  prefetch, against warm and against a bare client pulling it straight from
+  the bucket (cold-layers, S3 capped per stream and per link); cold storms at 1, 20, 50 and 100 clients
   (wall time, S3 blob GETs
   per distinct blob, S3 bytes, peak RSS); warm throughput (wrk, 20
   connections); manifest HEAD and small-blob request rates (wrk, 20
@@ -41,16 +42,20 @@ from typing import Any
 
 import aiohttp
 import boto3
+import yarl
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from registry_local.config import StoreSettings  # noqa: E402
+from registry_local.layout import BucketLayout  # noqa: E402
 from registry_local.loadtest.run import run_load  # noqa: E402
+from registry_local.oci.digest import Digest  # noqa: E402
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
 from registry_local.transfer.imagebuild import build_image  # noqa: E402
 from tests.support.engines import run_seaweedfs  # noqa: E402
 from tests.support.harness import s3_settings, seed  # noqa: E402
+from tests.support.images import blob_key  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     AWS_ENV,
     free_port,
@@ -60,6 +65,7 @@ from tests.support.processes import (  # noqa: E402
 )
 
 MIB = 1 << 20
+PART_SIZE = StoreSettings().part_size  # the default, which the scenarios use
 # The load tester's clients run in one worker process per CPU, as separate engines would.
 CLIENT_PROCESSES = os.cpu_count() or 1
 
@@ -308,13 +314,15 @@ async def main(args: argparse.Namespace) -> None:
         boto3.client("s3", endpoint_url=s3, region_name="us-east-1").create_bucket(Bucket="bench")
         image = _image(args.layers)
         await seed(s3_settings(s3, "bench"), "bench/app", "v1", image)
-        big = _image([args.big_mb]) if args.big_mb else None
+        scenarios = set(args.scenarios.split(","))
+        # Seeded only when used: after a 1 GiB upload, SeaweedFS now and then
+        # slows every read for a second or two, which a later scenario would see.
+        big = _image([args.big_mb]) if args.big_mb and scenarios & {"big", "ranged"} else None
         if big is not None:
             await seed(s3_settings(s3, "bench"), "bench/big", "v1", big)
         throttle, throttle_url = await _throttle(s3, args)
         bench = Bench(work, s3, throttle_url, args)
         results: dict[str, Any] = {"settings": vars(args), "cold": {}, "warm": {}}
-        scenarios = set(args.scenarios.split(","))
         try:
             if "cold" in scenarios:
                 await _cold_storms(bench, image, client_counts, results)
@@ -337,7 +345,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def _throttle(
-    s3: str, args: argparse.Namespace, link_mbps: float = 0
+    s3: str, args: argparse.Namespace, link_mbps: float = 0, stream_mbps: float | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """bench/throttle.py in front of S3: the process and its URL."""
     port = free_port()
@@ -352,7 +360,7 @@ async def _throttle(
             "--latency-ms",
             str(args.latency_ms),
             "--stream-mbps",
-            str(args.stream_mbps),
+            str(args.stream_mbps if stream_mbps is None else stream_mbps),
             "--link-mbps",
             str(link_mbps),
         ],
@@ -473,35 +481,94 @@ async def _ranged(bench: Bench, big: Any, results: dict[str, Any]) -> None:
 
 async def _cold_layers(bench: Bench, results: dict[str, Any]) -> None:
     """One engine-like pull (3 layers at a time) of an image of many layers, cold
-    with and without prefetch, against the same pull warm; S3 capped per stream."""
+    with and without prefetch, against the same pull warm and against its floor;
+    S3 capped per stream and per link (with room for more than three streams)."""
     args = bench.args
     image = _image([args.cold_layer_mb] * args.cold_layers)
     await seed(s3_settings(bench.s3, "bench"), "bench/layers", "v1", image)
-    blob_bytes = sum(len(data) for data in image.blobs.values())
-    rows = results["cold-layers"] = {"layers": args.cold_layers, "layer_mb": args.cold_layer_mb}
-    for mode, options in (("prefetch", {}), ("no prefetch", {"PREFETCH": "false"})):
-        rl = await bench.registry_local(f"layers-{len(rows)}", **options)
-        try:
-            cold = await bench.cold_storm(rl, "bench/layers:v1", 1, image.blobs)
-            warm = await run_load(rl.url, "bench/layers:v1", clients=1)
-        finally:
-            rl.stop()
-        cold["warm_seconds"] = warm.seconds
-        cold["mb_per_second"] = blob_bytes / cold["seconds"] / 1e6
-        rows[mode] = cold
+    sizes = [len(data) for data in image.blobs.values()]
+    stream_rate, link_rate = args.cold_stream_mbps * 1e6, args.cold_link_mbps * 1e6
+    rows = results["cold-layers"] = {
+        "layers": args.cold_layers,
+        "layer_mb": args.cold_layer_mb,
+        "stream_mbps": args.cold_stream_mbps,
+        "link_mbps": args.cold_link_mbps,
+        # the least time the link allows, computed: every byte at the link rate,
+        # or the largest first part at one stream's rate
+        "link_floor_seconds": max(
+            sum(sizes) / link_rate if link_rate else 0,
+            max(min(size, PART_SIZE) for size in sizes) / stream_rate if stream_rate else 0,
+        ),
+    }
+    throttle, url = await _throttle(
+        bench.s3, args, link_mbps=args.cold_link_mbps, stream_mbps=args.cold_stream_mbps
+    )
+    try:
+        for mode, options in (("prefetch", {}), ("no prefetch", {"PREFETCH": "false"})):
+            # ... and measured: a bare client pulling it from the bucket, just before
+            bucket_pull = await _read_from_bucket(url, "bench/layers", "v1", image.blobs)
+            rl = await bench.registry_local(f"layers-{len(rows)}", url, **options)
+            try:
+                cold = await bench.cold_storm(rl, "bench/layers:v1", 1, image.blobs, throttle=url)
+                warm = await run_load(rl.url, "bench/layers:v1", clients=1)
+            finally:
+                rl.stop()
+            cold["warm_seconds"] = warm.seconds
+            cold["bucket_pull_seconds"] = bucket_pull
+            cold["floor_seconds"] = max(warm.seconds, rows["link_floor_seconds"], bucket_pull)
+            cold["mb_per_second"] = sum(sizes) / cold["seconds"] / 1e6
+            rows[mode] = cold
+    finally:
+        throttle.terminate()
+        throttle.wait()
     print("cold layers: done", flush=True)
+
+
+async def _read_from_bucket(s3: str, name: str, tag: str, blobs: dict[Any, bytes]) -> float:
+    """Seconds for a bare client to pull the image straight from the bucket at
+    `s3`: the tag's link, then its manifest, then every blob at once, one stream
+    each. The least time this S3 link (and the S3 stand-in on this machine)
+    allows for a pull that starts from a tag."""
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    layout = BucketLayout()
+
+    def url(key: str) -> yarl.URL:
+        signed = client.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": key})
+        return yarl.URL(signed, encoded=True)
+
+    tag_link = url(layout.tag_current_link(name, tag))
+    blob_urls = {digest: url(blob_key(digest)) for digest in blobs}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+
+        async def read(where: yarl.URL) -> bytes:
+            async with session.get(where) as response:
+                response.raise_for_status()
+                return await response.read()
+
+        began = time.monotonic()
+        digest = Digest.parse((await read(tag_link)).decode())
+        manifest = await read(url(blob_key(digest)))
+        bodies = await asyncio.gather(*(read(u) for u in blob_urls.values()))
+        seconds = time.monotonic() - began
+    if Digest.of(manifest) != digest or bodies != list(blobs.values()):
+        raise RuntimeError("the image read from the bucket is not the image seeded")
+    return seconds
 
 
 def _print_cold_layers(results: dict[str, Any]) -> None:
     rows = results["cold-layers"]
     print(
         f"\n== one pull, 3 layers at a time, of {rows['layers']} x {rows['layer_mb']:g} MiB "
-        f"layers, S3 {results['settings']['stream_mbps']:.0f} MB/s per stream =="
+        f"layers, S3 {rows['stream_mbps']:g} MB/s per stream, {rows['link_mbps']:g} MB/s "
+        f"link: computed link floor {rows['link_floor_seconds']:.2f} s =="
     )
     for mode in ("no prefetch", "prefetch"):
         row = rows[mode]
         print(
-            f"{mode:12} cold {row['seconds']:6.2f} s, warm {row['warm_seconds']:6.2f} s: "
+            f"{mode:12} cold {row['seconds']:5.2f} s, warm {row['warm_seconds']:5.2f} s, "
+            f"straight from the bucket {row['bucket_pull_seconds']:5.2f} s: cold/floor "
+            f"{_ratio(row['seconds'], row['floor_seconds'])} (computed link floor "
+            f"{_ratio(row['seconds'], max(row['warm_seconds'], rows['link_floor_seconds']))}), "
             f"cold/warm {_ratio(row['seconds'], row['warm_seconds'])}, first layer byte "
             f"{row['first_layer_byte_p50']:.3f} s, {row['mb_per_second']:.0f} MB/s, "
             f"S3 bytes/blob {row['s3_blob_bytes_ratio']:.2f}x"
@@ -687,6 +754,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--cold-layers", type=int, default=10, help="layers of cold-layers")
     parser.add_argument("--cold-layer-mb", type=float, default=8)
+    parser.add_argument(
+        "--cold-stream-mbps", type=float, default=20, help="S3 MB/s per stream of cold-layers"
+    )
+    parser.add_argument(
+        "--cold-link-mbps", type=float, default=100, help="S3 link cap of cold-layers; 0: none"
+    )
     parser.add_argument("--fleet-hosts", type=int, default=4)
     parser.add_argument("--fleet-clients", type=int, default=10, help="clients per host")
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
