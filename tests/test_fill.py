@@ -21,6 +21,7 @@ from registry_local.cache.parts import write_at
 from registry_local.disk.store import TempBlob
 from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
+from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES
 from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
@@ -29,6 +30,7 @@ from .support.images import blob_key
 from .support.s3proxy import Fault, key_endswith
 
 KIB = 1024
+MANIFEST_ACCEPT = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
 # Random bytes do not compress, so the layer stays as big as asked.
 LAYER = os.urandom(2 * 1024 * KIB)
 
@@ -299,13 +301,41 @@ async def test_a_cold_request_reads_the_link_and_the_blob_together(
     cache = await start_cache(prefetch=False)
 
     request = asyncio.create_task(fetch(f"{cache.url}/v2/library/app/blobs/{layer}"))
-    await gate.reached.wait()  # the link check is held...
-    await s3proxy.completed(1)  # ...and the whole blob was read from S3 meanwhile
+    await _wait(gate.reached.wait())  # the link check is held...
+    await _wait(s3proxy.completed(1))  # ...and the whole blob was read from S3 meanwhile
     assert s3proxy.count("GET", blob_key(layer)) == 1
     assert not request.done()  # nothing handed out before the link is confirmed
     gate.gate.set()
     status, _, body = await request
     assert status == 200 and body == image.blobs[layer]
+
+
+async def test_a_cold_manifest_read_takes_its_link_and_its_body_together(
+    start_cache, direct_store, s3proxy
+):
+    """The same for a manifest by digest: its body is read while the revision
+    link check is out, and served only once the link is confirmed; a repository
+    that does not link it gets 404 and none of its bytes."""
+    image, _ = _layer_image(os.urandom(10 * KIB))
+    await seed(direct_store, "library/app", "v1", image)
+    link = BucketLayout().revision_link("library/app", image.top)
+    gate = s3proxy.add(Fault(key_endswith(link), gate_at=1))
+    cache = await start_cache(prefetch=False)
+
+    url = f"{cache.url}/v2/library/app/manifests/{image.top}"
+    request = asyncio.create_task(fetch(url, headers=MANIFEST_ACCEPT))
+    await _wait(gate.reached.wait())  # the link check is held...
+    await _wait(s3proxy.completed(1))  # ...and the manifest was read from S3 meanwhile
+    assert s3proxy.count("GET", blob_key(image.top)) == 1
+    assert not request.done()
+    gate.gate.set()
+    status, _, body = await request
+    assert status == 200 and body == image.top_manifest
+
+    url = f"{cache.url}/v2/library/other/manifests/{image.top}"
+    status, _, body = await fetch(url, headers=MANIFEST_ACCEPT)
+    assert status == 404 and b"MANIFEST_UNKNOWN" in body
+    assert image.top_manifest not in body
 
 
 async def test_a_request_in_a_repository_that_does_not_link_the_blob_gets_nothing(
