@@ -21,8 +21,10 @@ from registry_local.oci.mediatypes import OCI_MANIFEST
 from registry_local.transfer.imagebuild import build_image
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import seed
-from .support.processes import sealed_env, serving, skopeo
+from .support.harness import pull_image, seed
+from .support.images import blob_key
+from .support.processes import AWS_ENV, sealed_env, serving, skopeo
+from .support.s3proxy import Fault, key_endswith
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "tok-5f1c0a0d9b8e4a37b2c1"
@@ -193,3 +195,38 @@ async def test_secrets_stay_out_of_logs_metrics_and_errors(credentials, tmp_path
     for text in (log, metrics, *bodies):
         for secret in (PASSWORD.encode(), TOKEN.encode(), encoded):
             assert secret not in text
+
+
+async def test_presigned_reads_stay_out_of_the_debug_log(direct_store, bucket, s3proxy, tmp_path):
+    """S3 reads are GETs of presigned URLs, whose query carries the access key
+    and a signature: not a line of the debug log shows one, failures included."""
+    image = build_image([{"layer.bin": os.urandom(64 * 1024)}])
+    await seed(direct_store, "team/app", "v1", image)
+    for digest in image.blobs:  # three failures in a row: the fill retries, and says so
+        s3proxy.add(
+            Fault(key_endswith(blob_key(digest)), times=3, status=500, code="InternalError")
+        )
+    async with serving(
+        "--s3-endpoint",
+        s3proxy.url,
+        "--s3-bucket",
+        bucket,
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        keep_log=True,
+    ) as (url, process):
+        pulled = await pull_image(url, "team/app", "v1")
+    assert all(pulled[str(d)] == data for d, data in image.blobs.items())
+    log = process.log  # type: ignore[attr-defined]
+    assert b"500 InternalError" in log  # the failures were logged
+    for secret in (
+        b"X-Amz-Signature",
+        b"X-Amz-Credential",
+        b"Signature=",
+        AWS_ENV["AWS_SECRET_ACCESS_KEY"].encode(),
+    ):
+        assert secret not in log
