@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from urllib.parse import unquote
 
 import boto3
 import pytest
@@ -217,3 +218,20 @@ async def test_s3_errors_on_reads_mean_what_botocore_says_they_mean(moto, s3prox
         s3proxy.add(Fault(key_endswith("k"), times=1, drop_range=True))
         with pytest.raises(BackendError, match="ignored the Range header"):
             await s3.open("k", 10)
+
+
+async def test_reads_are_signed_again_for_the_region_s3_names(moto, s3proxy, caplog):
+    """botocore follows "the bucket is in another region" for its own calls; a
+    presigned read is signed again for the region S3 names, and so is every
+    read after it, with one warning that says how to configure it."""
+    settings = S3Settings(bucket=_bucket_with(moto, "k", b"hello"), endpoint=s3proxy.url)
+    moved = {"x-amz-bucket-region": "eu-west-1"}
+    async with S3Backend.connect(settings) as s3:
+        s3proxy.add(
+            Fault(key_endswith("k"), times=1, status=301, code="PermanentRedirect", headers=moved)
+        )
+        assert await s3.read("k", 10) == b"hello"
+        assert await s3.read("k", 10) == b"hello"
+    regions = ["/eu-west-1/" in unquote(r.query) for r in s3proxy.requests if r.key.endswith("/k")]
+    assert regions == [False, True, True]
+    assert "set --s3-region eu-west-1" in caplog.text

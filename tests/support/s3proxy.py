@@ -30,6 +30,7 @@ class Recorded:
     method: str
     key: str  # "bucket/key..." as in the path-style URL
     range: str | None
+    query: str = ""  # as sent (a presigned URL's signature is there)
 
     @property
     def span(self) -> tuple[int, int | None]:
@@ -45,6 +46,7 @@ class Fault:
     """What to do to matching requests; `times` limits how many (None: all).
 
     status:      answer with this status and an S3 error code, upstream untouched
+    headers:     with `status`, these headers on the answer too
     refuse:      close the connection without an answer
     gate_at:     send this many body bytes, then wait for `gate` to be set
     reset_at:    send this many body bytes, then reset the connection
@@ -65,6 +67,7 @@ class Fault:
     starting_at: int | None = None  # only requests whose byte range starts here
     status: int | None = None
     code: str = "SlowDown"
+    headers: dict[str, str] = field(default_factory=dict)
     refuse: bool = False
     gate_at: int | None = None
     gate: asyncio.Event = field(default_factory=asyncio.Event)
@@ -184,7 +187,7 @@ class S3Proxy:
         key = request.match_info["path"]
         if key.startswith("__proxy/"):
             return self._control(request, key)
-        recorded = Recorded(request.method, key, request.headers.get("Range"))
+        recorded = Recorded(request.method, key, request.headers.get("Range"), request.query_string)
         self.requests.append(recorded)
         fault = self._fault_for(recorded)
         if fault is not None and fault.delay:
@@ -195,9 +198,12 @@ class S3Proxy:
             return web.Response()
         if fault is not None and fault.status is not None:
             body = f"<Error><Code>{fault.code}</Code><Message>injected</Message></Error>"
-            headers = {"Retry-After": "0"} if fault.status == 429 else None
+            headers = {"Retry-After": "0"} if fault.status == 429 else {}
             return web.Response(
-                status=fault.status, text=body, content_type="application/xml", headers=headers
+                status=fault.status,
+                text=body,
+                content_type="application/xml",
+                headers={**headers, **fault.headers},
             )
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
