@@ -89,7 +89,8 @@ async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
     async def never_answers(request: web.Request) -> web.Response:
         nonlocal open_requests
         open_requests += 1
-        arrived.set()
+        if open_requests == 4:  # every client, so both workers are pulling
+            arrived.set()
         try:
             await asyncio.Event().wait()  # hold every client mid-pull
         finally:
@@ -107,7 +108,7 @@ async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
         env=sealed_env(AWS_ENV),
         start_new_session=True,
     )
-    await arrived.wait()  # the workers are pulling
+    await arrived.wait()
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
 
     out, err = await process.communicate()

@@ -8,6 +8,7 @@ is never served whole here either.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from ..errors import DigestMismatch, FillFailed
@@ -44,28 +45,31 @@ class DirectBlob:
         hasher = self.digest.hasher() if verify else None
         position = 0 if verify else start
         held: bytes | None = None
-        async for chunk in read_resuming(
-            self._reads.source,
-            self.digest,
-            self._reads.retry,
-            self._reads.slots,
-            self._check_size,
-            self._reads.metrics.fill_retries.inc,
-            position,
-            end,
-        ):
-            if hasher is not None:
-                hasher.update(chunk)
-            if position < start:  # the head, read only for the digest
-                skip = min(len(chunk), start - position)
-                position += skip
-                chunk = chunk[skip:]
-                if not chunk:
-                    continue
-            position += len(chunk)
-            if held is not None:
-                yield held
-            held = chunk
+        async with contextlib.aclosing(
+            read_resuming(
+                self._reads.source,
+                self.digest,
+                self._reads.retry,
+                self._reads.slots,
+                self._check_size,
+                self._reads.metrics.fill_retries.inc,
+                position,
+                end,
+            )
+        ) as chunks:
+            async for chunk in chunks:
+                if hasher is not None:
+                    hasher.update(chunk)
+                if position < start:  # the head, read only for the digest
+                    skip = min(len(chunk), start - position)
+                    position += skip
+                    chunk = chunk[skip:]
+                    if not chunk:
+                        continue
+                position += len(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
         if hasher is not None and not self.digest.matches(hasher):
             raise DigestMismatch(str(self.digest), f"{self.digest.algorithm}:{hasher.hexdigest()}")
         if held is not None:

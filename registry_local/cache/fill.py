@@ -19,6 +19,7 @@ The task never depends on any reader staying connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
@@ -239,24 +240,27 @@ class Fill:
         it is written; the other parts come from `Parts` (parts.py)."""
         parts: Parts | None = None
         try:
-            async for chunk in read_resuming(
-                self._reads.source,
-                self.digest,
-                self._reads.retry,
-                self._reads.slots,
-                self._sized,
-                self._retried,
-                end=self._parts.first_end,
-                owner=self,
-            ):
-                if not self._admitted:
-                    await self._admit()
-                    parts = self._split()
-                await self._temp.run(_absorb, hasher, chunk, self._written)
-                self._advanced(len(chunk))
-                self._metrics.fill_bytes.inc(len(chunk))
-                if parts is not None:
-                    parts.check()
+            async with contextlib.aclosing(
+                read_resuming(
+                    self._reads.source,
+                    self.digest,
+                    self._reads.retry,
+                    self._reads.slots,
+                    self._sized,
+                    self._retried,
+                    end=self._parts.first_end,
+                    owner=self,
+                )
+            ) as chunks:
+                async for chunk in chunks:
+                    if not self._admitted:
+                        await self._admit()
+                        parts = self._split()
+                    await self._temp.run(_absorb, hasher, chunk, self._written)
+                    self._advanced(len(chunk))
+                    self._metrics.fill_bytes.inc(len(chunk))
+                    if parts is not None:
+                        parts.check()
             if not self._admitted:  # an empty blob
                 await self._admit()
             if parts is not None:

@@ -168,30 +168,33 @@ class Parts:
         end = min(start + self._part, self._size)
         position = received = start
         batch: list[bytes] = []
-        async for chunk in read_resuming(
-            self._reads.source,
-            self._digest,
-            self._reads.retry,
-            self._reads.slots,
-            self._same_size,
-            self._retried,
-            start,
-            end,
-            self._owner,
-        ):
-            # Written in batches: one thread hand-off (and one wake-up of the
-            # fill) per BATCH bytes, not per network chunk.
-            batch.append(chunk)
-            received += len(chunk)
-            if received - position < BATCH and received < end:
-                continue
-            await self._temp.run(write_at, batch, position)
-            self._metrics.fill_bytes.inc(received - position)
-            position, batch = received, []
-            self._done[index] = position - start
-            if index == self._frontier:
-                self._advance()
-                self._notify()
+        async with contextlib.aclosing(
+            read_resuming(
+                self._reads.source,
+                self._digest,
+                self._reads.retry,
+                self._reads.slots,
+                self._same_size,
+                self._retried,
+                start,
+                end,
+                self._owner,
+            )
+        ) as chunks:
+            async for chunk in chunks:
+                # Written in batches: one thread hand-off (and one wake-up of the
+                # fill) per BATCH bytes, not per network chunk.
+                batch.append(chunk)
+                received += len(chunk)
+                if received - position < BATCH and received < end:
+                    continue
+                await self._temp.run(write_at, batch, position)
+                self._metrics.fill_bytes.inc(received - position)
+                position, batch = received, []
+                self._done[index] = position - start
+                if index == self._frontier:
+                    self._advance()
+                    self._notify()
         self._metrics.fill_parts.inc()
 
     def _advance(self) -> None:

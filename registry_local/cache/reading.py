@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,7 +57,7 @@ async def read_resuming(
     start: int = 0,
     end: int | None = None,
     owner: object = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Bytes [start, end or size) of the blob, in order, each attempt a read of
     just that range; `on_size` hears the size once it is known, `on_retry` each
     resumption; `owner` shares slots fairly (slots.py). Raises BlobUnknown if
