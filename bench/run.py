@@ -11,9 +11,9 @@ same run:
   nginx serving the same blob files from disk (the ceiling for hits);
 - scenarios: one engine-like pull of a ten-layer image, cold with and without
   prefetch, against warm and against a bare client pulling it straight from
-  the bucket (cold-layers, S3 capped per stream and per link); cold storms at 1, 20, 50 and 100 clients
-  (wall time, S3 blob GETs
-  per distinct blob, S3 bytes, peak RSS); warm throughput (wrk, 20
+  the bucket (cold-layers, S3 capped per stream and per link); cold storms at
+  1, 20, 50 and 100 clients (wall time, S3 blob GETs per distinct blob, S3
+  bytes, peak RSS); warm throughput (wrk, 20
   connections); manifest HEAD and small-blob request rates (wrk, 20
   connections); a large blob pulled cold by 100 clients; a fleet (4 hosts x 10
   clients, an origin registry behind a throttle, an empty bucket) with and
