@@ -8,13 +8,11 @@ is never served whole here either.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 from ..errors import DigestMismatch, FillFailed
 from ..oci.digest import Digest
 from .parts import Reads
-from .reading import read_resuming
 
 __all__ = ["DirectBlob"]
 
@@ -45,17 +43,8 @@ class DirectBlob:
         hasher = self.digest.hasher() if verify else None
         position = 0 if verify else start
         held: bytes | None = None
-        async with contextlib.aclosing(
-            read_resuming(
-                self._reads.source,
-                self.digest,
-                self._reads.retry,
-                self._reads.slots,
-                self._check_size,
-                self._reads.metrics.fill_retries.inc,
-                position,
-                end,
-            )
+        async with self._reads.chunks(
+            self.digest, self._check_size, self._reads.metrics.fill_retries.inc, position, end
         ) as chunks:
             async for chunk in chunks:
                 if hasher is not None:

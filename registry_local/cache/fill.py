@@ -19,7 +19,6 @@ The task never depends on any reader staying connected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -33,7 +32,6 @@ from ..oci.digest import Digest
 from ..telemetry.metrics import FillOutcome
 from .direct import DirectBlob
 from .parts import Parts, Reads, hash_range, write_at
-from .reading import read_resuming
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -240,17 +238,8 @@ class Fill:
         it is written; the other parts come from `Parts` (parts.py)."""
         parts: Parts | None = None
         try:
-            async with contextlib.aclosing(
-                read_resuming(
-                    self._reads.source,
-                    self.digest,
-                    self._reads.retry,
-                    self._reads.slots,
-                    self._sized,
-                    self._retried,
-                    end=self._parts.first_end,
-                    owner=self,
-                )
+            async with self._reads.chunks(
+                self.digest, self._sized, self._retried, end=self._parts.first_end, owner=self
             ) as chunks:
                 async for chunk in chunks:
                     if not self._admitted:

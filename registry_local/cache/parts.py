@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -73,6 +73,24 @@ class Reads:
     def from_(self, source: BlobSource, parts: PartPolicy) -> Reads:
         """The same, from another source (an origin registry) split otherwise."""
         return replace(self, source=source, parts=parts)
+
+    def chunks(
+        self,
+        digest: Digest,
+        on_size: Callable[[int], None],
+        on_retry: Callable[[], None],
+        start: int = 0,
+        end: int | None = None,
+        owner: object = None,
+    ) -> contextlib.aclosing[AsyncGenerator[bytes, None]]:
+        """`async with` it for the bytes [start, end) of a blob, read as
+        reading.read_resuming reads them; leaving the block, however early,
+        closes what the read holds open."""
+        return contextlib.aclosing(
+            read_resuming(
+                self.source, digest, self.retry, self.slots, on_size, on_retry, start, end, owner
+            )
+        )
 
 
 class Parts:
@@ -168,18 +186,8 @@ class Parts:
         end = min(start + self._part, self._size)
         position = received = start
         batch: list[bytes] = []
-        async with contextlib.aclosing(
-            read_resuming(
-                self._reads.source,
-                self._digest,
-                self._reads.retry,
-                self._reads.slots,
-                self._same_size,
-                self._retried,
-                start,
-                end,
-                self._owner,
-            )
+        async with self._reads.chunks(
+            self._digest, self._same_size, self._retried, start, end, self._owner
         ) as chunks:
             async for chunk in chunks:
                 # Written in batches: one thread hand-off (and one wake-up of the
