@@ -23,7 +23,7 @@ from registry_local.transfer.imagebuild import Platform, build_image, build_inde
 
 from .support.harness import metric, seed
 from .support.images import blob_key
-from .support.processes import AWS_ENV, run_cli, run_docker_registry, sealed_env, start_cli
+from .support.processes import AWS_ENV, run_cli, run_docker_registry, sealed_env
 from .support.s3proxy import serve_app
 
 
@@ -102,19 +102,35 @@ async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
     app = web.Application()
     app.router.add_get("/v2/", never_answers)
     runner, url = await serve_app(app)  # cancels a handler when its client goes
-    process = await start_cli(
-        "loadtest",
-        *(url, "team/app:v1", "--clients", "4", "--processes", "2"),
-        env=sealed_env(AWS_ENV),
-        start_new_session=True,
-    )
-    await arrived.wait()
-    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
+    try:
+        # As from a terminal: SIGINT at its default, whatever this test inherited
+        # (a shell running it in the background ignores SIGINT, and so would the
+        # load tester).
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WITH_DEFAULT_SIGINT,
+            "loadtest",
+            *(url, "team/app:v1", "--clients", "4", "--processes", "2"),
+            env=sealed_env(AWS_ENV),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        await arrived.wait()
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
 
-    out, err = await process.communicate()
-    assert process.returncode == 130 and out == b"" and err == b""  # no tracebacks
-    await gone.wait()  # every worker's connection closed: no process left pulling
-    await runner.cleanup()
+        out, err = await process.communicate()
+        assert (process.returncode, out, err) == (130, b"", b"")  # no tracebacks
+        await gone.wait()  # every worker's connection closed: no process left pulling
+    finally:
+        await runner.cleanup()
+
+
+_WITH_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'registry_local', *sys.argv[1:]])"
+)
 
 
 async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, bucket):
