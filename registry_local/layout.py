@@ -101,9 +101,8 @@ class BucketLayout:
             f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
         )
 
-    def revisions_dir(self, name: str, algorithm: str | None = None) -> str:
-        tail = f"{algorithm}/" if algorithm else ""
-        return self._key(f"repositories/{name}/_manifests/revisions/{tail}")
+    def revisions_dir(self, name: str) -> str:
+        return self._key(f"repositories/{name}/_manifests/revisions/")
 
     def referrers_dir(self, name: str, subject: Digest, algorithm: str | None = None) -> str:
         tail = f"{algorithm}/" if algorithm else ""

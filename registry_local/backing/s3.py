@@ -165,7 +165,7 @@ class S3Backend:
         settings: S3Settings,
         client: Any,
         metrics: Metrics | None,
-        reads: PresignedReads | None = None,
+        reads: PresignedReads,
     ) -> None:
         self._settings = settings
         self._client = client
@@ -278,7 +278,7 @@ class S3Backend:
         elif offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            response = await self._request("GetObject", key, lambda: self._get(key, headers))
+            response = await self._request("GetObject", key, lambda: self._reads.get(key, headers))
         except _NotFound:
             return None
         except BackendError as exc:
@@ -293,11 +293,6 @@ class S3Backend:
         size = _total_size(response.headers)
         stop = size if end is None else min(end, size)
         return _S3Stream(response, key, size, offset, stop, self._metrics, self.breaker)
-
-    async def _get(self, key: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        if self._reads is None:
-            raise AssertionError("the backend is not connected")
-        return await self._reads.get(key, headers)
 
     async def list(self, prefix: str) -> list[str]:
         names: set[str] = set()

@@ -8,10 +8,9 @@ for concurrent requests, and bounded at LIMIT repositories.
 from __future__ import annotations
 
 import logging
-import time
 
 from ..backing.distribution import DistributionStore
-from ..singleflight import SingleFlight
+from ..kept import Kept
 
 __all__ = ["LIMIT", "Catalog"]
 
@@ -23,17 +22,11 @@ LIMIT = 100_000  # repositories a catalog lists at most
 class Catalog:
     def __init__(self, store: DistributionStore, ttl: float) -> None:
         self._store = store
-        self._ttl = ttl
-        self._known: tuple[float, list[str]] | None = None
-        self._flights: SingleFlight[str, list[str]] = SingleFlight()
+        self._kept: Kept[str, list[str]] = Kept(ttl, 1)
 
     async def names(self) -> list[str]:
         """Repository names, sorted, at most LIMIT. Raises BackendError."""
-        if self._known is not None and time.monotonic() - self._known[0] < self._ttl:
-            return self._known[1]
-        names = await self._flights.run("", self._list)
-        self._known = (time.monotonic(), names)
-        return names
+        return await self._kept.get("", self._list)
 
     async def _list(self) -> list[str]:
         names, cut = await self._store.repositories(LIMIT)
@@ -42,4 +35,4 @@ class Catalog:
         return names
 
     async def close(self) -> None:
-        await self._flights.close()
+        await self._kept.close()

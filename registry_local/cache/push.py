@@ -22,7 +22,6 @@ from ..disk.uploads import Uploads, UploadSession
 from ..errors import (
     BlobUnknown,
     DigestInvalid,
-    DigestMismatch,
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
@@ -40,7 +39,7 @@ from ..oci.mediatypes import (
 )
 from .links import LinkCache
 from .manifests import Manifest, ManifestCache
-from .referrers import Referrers
+from .referrers import Referrers, subject_of
 from .wiring import Cache
 
 __all__ = ["Pusher", "UploadSession", "open_pusher"]
@@ -203,7 +202,7 @@ class Pusher:
             return
         if not await self._links.manifest_linked(name, reference):
             raise ManifestUnknown(detail={"digest": str(reference)})
-        subject = await self._subject_of(reference)
+        subject = await subject_of(self._manifests, reference)
         await self._store.unlink_manifest(name, reference)
         if subject is not None:
             await self._store.unlink_referrer(name, subject, reference)
@@ -212,13 +211,6 @@ class Pusher:
             await self._store.untag(name, tag)
             await self._manifests.forget_tag(name, tag)
         await self._links.forget_manifest(name, reference)
-
-    async def _subject_of(self, digest: Digest) -> Digest | None:
-        try:
-            manifest = await self._manifests.content(digest)
-        except (ManifestUnknown, ManifestInvalid, DigestMismatch):
-            return None
-        return manifest.info.subject.digest if manifest.info.subject else None
 
     async def delete_blob(self, name: str, digest: Digest) -> None:
         if not await self._links.blob_linked(name, digest):

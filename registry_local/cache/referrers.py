@@ -21,18 +21,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from ..backing.distribution import DistributionStore
 from ..errors import BackendError, DigestMismatch, ManifestInvalid, ManifestUnknown
-from ..lru import BoundedDict
+from ..kept import Kept
 from ..oci.digest import Digest
 from ..origin.mapping import OriginMap, OriginRepo
-from ..singleflight import SingleFlight
 from .manifests import Manifest, ManifestCache
 
-__all__ = ["SCAN_LIMIT", "Referrers", "descriptor_of"]
+__all__ = ["SCAN_LIMIT", "Referrers", "descriptor_of", "subject_of"]
 
 log = logging.getLogger(__name__)
 
@@ -70,38 +68,32 @@ class Referrers:
         self._store = store
         self._manifests = manifests
         self._origins = origins
-        self._ttl = ttl
-        self._answers: BoundedDict[tuple[str, Digest], tuple[float, Descriptors]] = BoundedDict(
-            _ANSWERS
-        )
-        self._scans: BoundedDict[str, tuple[float, Scan]] = BoundedDict(_SCANS)
-        self._flights: SingleFlight[tuple[str, Digest], Descriptors] = SingleFlight()
-        self._scan_flights: SingleFlight[str, Scan] = SingleFlight()
+        self._answers: Kept[tuple[str, Digest], Descriptors] = Kept(ttl, _ANSWERS)
+        self._scans: Kept[str, Scan] = Kept(ttl, _SCANS)
 
     async def of(self, name: str, subject: Digest, namespace: str | None = None) -> Descriptors:
         """Descriptors of the manifests referring to `subject`, sorted by digest.
         Raises BackendError."""
-        key = (name, subject)
-        known = self._answers.get(key)
-        if known is not None and time.monotonic() - known[0] < self._ttl:
-            return known[1]
-        answer = await self._flights.run(key, lambda: self._collect(name, subject, namespace))
-        self._answers.put(key, (time.monotonic(), answer))
-        return answer
+        return await self._answers.get(
+            (name, subject), lambda: self._collect(name, subject, namespace)
+        )
 
     def forget(self, name: str, subject: Digest) -> None:
         """A referrer of `subject` was pushed or deleted here."""
-        self._answers.pop((name, subject))
+        self._answers.forget((name, subject))
 
     async def close(self) -> None:
-        await self._flights.close()
-        await self._scan_flights.close()
+        await self._answers.close()
+        await self._scans.close()
 
     async def _collect(self, name: str, subject: Digest, namespace: str | None) -> Descriptors:
         repo = self._origins.repo_for(name, namespace)
         if repo is not None:
             return await _from_origin(repo, subject)
-        linked, scan = await asyncio.gather(self._store.referrers(name, subject), self._scan(name))
+        linked, scan = await asyncio.gather(
+            self._store.referrers(name, subject),
+            self._scans.get(name, lambda: self._scan_now(name)),
+        )
         turns = asyncio.Semaphore(_READS_AT_ONCE)
 
         async def referrer(digest: Digest) -> Manifest | None:
@@ -117,14 +109,6 @@ class Referrers:
         found = await asyncio.gather(*(referrer(d) for d in candidates))
         return [descriptor_of(m) for m in found if m is not None]
 
-    async def _scan(self, name: str) -> Scan:
-        known = self._scans.get(name)
-        if known is not None and time.monotonic() - known[0] < self._ttl:
-            return known[1]
-        scan = await self._scan_flights.run(name, lambda: self._scan_now(name))
-        self._scans.put(name, (time.monotonic(), scan))
-        return scan
-
     async def _scan_now(self, name: str) -> Scan:
         revisions = await self._store.revisions(name)
         if len(revisions) > SCAN_LIMIT:
@@ -138,20 +122,25 @@ class Referrers:
             revisions = revisions[:SCAN_LIMIT]
         turns = asyncio.Semaphore(_READS_AT_ONCE)
 
-        async def subject_of(digest: Digest) -> Digest | None:
+        async def named(digest: Digest) -> Digest | None:
             async with turns:
-                try:
-                    manifest = await self._manifests.content(digest)
-                except (ManifestUnknown, ManifestInvalid, DigestMismatch):
-                    return None
-            return manifest.info.subject.digest if manifest.info.subject else None
+                return await subject_of(self._manifests, digest)
 
         scan: Scan = {}
-        subjects = await asyncio.gather(*(subject_of(d) for d in revisions))
+        subjects = await asyncio.gather(*(named(d) for d in revisions))
         for digest, subject in zip(revisions, subjects, strict=True):
             if subject is not None:
                 scan.setdefault(subject, set()).add(digest)
         return scan
+
+
+async def subject_of(manifests: ManifestCache, digest: Digest) -> Digest | None:
+    """The subject the manifest names, if any; None too if it cannot be read."""
+    try:
+        manifest = await manifests.content(digest)
+    except (ManifestUnknown, ManifestInvalid, DigestMismatch):
+        return None
+    return manifest.info.subject.digest if manifest.info.subject else None
 
 
 async def _from_origin(repo: OriginRepo, subject: Digest) -> Descriptors:

@@ -76,8 +76,10 @@ class TempBlob:
         (a 1 GiB blob would otherwise wait for a whole 1 GiB flush at the end).
         Errors are the final sync's to report."""
         if self._flushing is None or self._flushing.done():
-            fd = os.dup(self.fd)  # the thread's own: closing ours cannot pull it away
-            self._flushing = asyncio.get_running_loop().run_in_executor(_flushers(), _flush, fd)
+            fd = os.dup(self.fd)  # the thread's own (see `run`)
+            self._flushing = asyncio.get_running_loop().run_in_executor(
+                _flushers(), _on_own_fd, _flush, fd, ()
+            )
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -100,12 +102,8 @@ def _flushers() -> ThreadPoolExecutor:
 
 
 def _flush(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.fdatasync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class DiskStore:

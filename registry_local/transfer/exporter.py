@@ -11,7 +11,7 @@ from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, Descriptor, inspect_manifest
 from ..progress import Progress
 from .files import SourceError
-from .oci_layout import LAYOUT_FILE, layout_index, oci_copies
+from .oci_layout import LAYOUT_FILE, blob_name, layout_index, oci_copies
 
 __all__ = ["export_image"]
 
@@ -36,16 +36,15 @@ async def export_image(store: DistributionStore, name: str, tag: str, dest: Path
         blobs.update((b.digest, b) for b in info.blobs if not b.urls)
 
     progress = Progress(f"exporting {name}:{tag}", sum(b.size for b in blobs.values()), len(blobs))
+    copies, copy = oci_copies(manifests, top)
+    manifests.update(copies)
     for digest, data in manifests.items():
-        await asyncio.to_thread(_write, dest / "blobs" / digest.algorithm / digest.hex, data)
+        await asyncio.to_thread(_write, dest / blob_name(digest), data)
     for digest in blobs:
-        await _copy_blob(store, digest, dest / "blobs" / digest.algorithm / digest.hex, progress)
+        await _copy_blob(store, digest, dest / blob_name(digest), progress)
         progress.item_done(str(digest))
     progress.finish()
-    copies, copy = oci_copies(manifests, top)
-    for digest, data in copies.items():
-        await asyncio.to_thread(_write, dest / "blobs" / digest.algorithm / digest.hex, data)
-    index = layout_index({**manifests, **copies}, top, tag, copy)
+    index = layout_index(manifests, top, tag, copy)
     await asyncio.to_thread(_write, dest / "index.json", index)
     await asyncio.to_thread(_write, dest / "oci-layout", LAYOUT_FILE)
     return top

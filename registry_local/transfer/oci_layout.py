@@ -26,10 +26,16 @@ from ..oci.mediatypes import (
 )
 from .imagebuild import Image
 
-__all__ = ["layout_index", "oci_copies", "write_oci_layout"]
+__all__ = ["blob_name", "layout_index", "oci_copies", "write_oci_layout"]
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = b'{"imageLayoutVersion": "1.0.0"}'
+
+
+def blob_name(digest: Digest) -> str:
+    """Where a layout keeps a blob or manifest, relative to its directory."""
+    return f"blobs/{digest.algorithm}/{digest.hex}"
+
 
 # Docker media types and their OCI counterparts (as containers/image converts them).
 _OCI_TYPE = {
@@ -102,9 +108,8 @@ def write_oci_layout(directory: Path, image: Image, tag: str) -> None:
     """Write every blob and manifest (and OCI-typed copies), and index.json."""
     copies, copy = oci_copies(image.manifests, image.top)
     manifests = {**image.manifests, **copies}
-    blobs = directory / "blobs"
     for digest, data in [*image.blobs.items(), *manifests.items()]:
-        path = blobs / digest.algorithm / digest.hex
+        path = directory / blob_name(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     (directory / "oci-layout").write_bytes(LAYOUT_FILE)

@@ -22,6 +22,7 @@ from ..oci.digest import Digest
 from ..oci.mediatypes import DOCKER_MANIFEST, MAX_MANIFEST_BYTES, inspect_manifest
 from .files import SourceError, SourceFiles, copy_verified
 from .imagebuild import image_manifest
+from .oci_layout import blob_name
 
 __all__ = ["Plan", "plan_import"]
 
@@ -57,10 +58,6 @@ def _json(files: SourceFiles, name: str) -> Any:
         return json.loads(files.read_bytes(name))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SourceError(f"{name} is not valid JSON: {exc}") from None
-
-
-def _blob_name(digest: Digest) -> str:
-    return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
 def _choose(entries: list[Any], ref: str | None, names_of: Callable[[Any], list[str]]) -> Any:
@@ -102,7 +99,7 @@ def _from_oci_layout(files: SourceFiles, ref: str | None, workdir: Path, notify:
     pending = [plan.top]
     while pending:
         digest = pending.pop()
-        data = files.read_bytes(_blob_name(digest), MAX_MANIFEST_BYTES)
+        data = files.read_bytes(blob_name(digest), MAX_MANIFEST_BYTES)
         if Digest.of(data, digest.algorithm) != digest:
             raise SourceError(f"manifest {digest} does not match its digest")
         try:
@@ -119,7 +116,7 @@ def _from_oci_layout(files: SourceFiles, ref: str | None, workdir: Path, notify:
 
 
 def _verified_blob(files: SourceFiles, digest: Digest, workdir: Path) -> Path:
-    name = _blob_name(digest)
+    name = blob_name(digest)
     if not files.exists(name):
         raise SourceError(f"blob {digest} is missing from the source")
     path = files.local_path(name)
