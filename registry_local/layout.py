@@ -33,6 +33,7 @@ collector only walk `docker/registry/v2/`, so they never see them:
         leases/manifests/<alg>/<hex>                     ... this manifest
         leases/tags/<name>/<tag>                         ... resolves this tag
         probes/<uuid>                                    conditional-write probe at start
+        probes/<uuid>/probe                              how the store lists emptied prefixes
 
 A lease's body is JSON: the holder's peer URL, its host id, the lease's
 time to live and a renewal count.
@@ -135,6 +136,23 @@ class BucketLayout:
 
     def probe(self, token: str) -> str:
         return self._own(f"probes/{token}")
+
+    def probes(self) -> str:
+        """Where a backend may write and delete probes of its own."""
+        return self._own("probes/")
+
+    @staticmethod
+    def is_repository(children: list[str]) -> bool:
+        """Whether a directory under repositories/ with these (non-empty)
+        children is a repository: one that links a manifest or has a tag."""
+        return "_manifests" in children
+
+    @staticmethod
+    def tag_of(key: str) -> str | None:
+        """The tag whose current link a key under `tags_dir` is, or None: a tag
+        exists while its current link does."""
+        tag, sep, rest = key.partition("/")
+        return tag if sep and rest == "current/link" else None
 
     def tag_index_link(self, name: str, tag: str, digest: Digest) -> str:
         return self._key(

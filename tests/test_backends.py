@@ -24,6 +24,7 @@ from registry_local.errors import (
     BackendUnavailable,
     ObjectTooLarge,
 )
+from registry_local.telemetry.metrics import Metrics
 
 from .support.processes import free_port
 from .support.s3proxy import Fault, S3Proxy, key_endswith
@@ -138,6 +139,51 @@ async def test_list_gives_immediate_children_sorted(backend: Backend):
         await backend.write(key, b"1")
     assert await backend.list("r/tags/") == ["a", "b", "c"]
     assert await backend.list("r/") == ["other", "tags"]
+
+
+async def test_a_child_whose_objects_are_all_deleted_is_not_listed(backend: Backend):
+    """SeaweedFS keeps listing an emptied "directory"; AWS S3 and the listing
+    contract do not: a deleted tag must not stay in the tag list."""
+    for key in ["r/tags/a/current/link", "r/tags/a/index/x/link", "r/tags/b/current/link"]:
+        await backend.write(key, b"1")
+    await backend.delete("r/tags/b/current/link")
+    assert await backend.list("r/tags/") == ["a"]
+    await backend.delete_tree("r/tags/a/")
+    assert await backend.list("r/tags/") == []
+    assert await backend.list("r/") == []
+    await backend.write("r/tags/c/current/link", b"1")  # a new child shows again
+    assert await backend.list("r/tags/") == ["c"]
+
+
+@pytest.mark.parametrize(("store", "checks_children"), [("moto", False), ("seaweedfs", True)])
+async def test_children_are_checked_only_where_the_store_lists_emptied_prefixes(
+    request: pytest.FixtureRequest, store: str, checks_children: bool
+) -> None:
+    """One probe per backend finds out how the store lists; moto (like AWS S3)
+    then costs one LIST per listing, SeaweedFS one more per child."""
+    endpoint = request.getfixturevalue(store)
+    bucket = f"probe-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    metrics = Metrics()
+    settings = S3Settings(bucket=bucket, endpoint=endpoint)
+    async with S3Backend.connect(settings, metrics, scratch="own/probes/") as s3:
+        for key in ["t/a/link", "t/b/link", "t/c/link", "t/d/link"]:
+            await s3.write(key, b"1")
+        await s3.delete("t/d/link")
+        assert await s3.list("t/") == ["a", "b", "c"]  # the probe ran first
+        before = metrics.sample("s3_requests", operation="ListObjectsV2", outcome="ok")
+        assert await s3.list("t/") == ["a", "b", "c"]
+        lists = metrics.sample("s3_requests", operation="ListObjectsV2", outcome="ok") - before
+    assert lists == (1 + 4 if checks_children else 1)
+
+
+async def test_walk_gives_every_key_below_a_prefix(backend: Backend):
+    for key in ["w/a/current/link", "w/a/index/x/link", "w/b", "other/c"]:
+        await backend.write(key, b"1")
+    assert await backend.walk("w/") == ["a/current/link", "a/index/x/link", "b"]
+    await backend.delete("w/a/index/x/link")
+    assert await backend.walk("w/") == ["a/current/link", "b"]
+    assert await backend.walk("absent/") == []
 
 
 async def test_check_passes(backend: Backend):

@@ -18,7 +18,7 @@ from registry_local.server.state import PUSHER
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import fetch, pull_image, seed
+from .support.harness import fetch, pull_image, s3_settings, seed
 from .support.images import blob_key
 from .support.processes import run_docker_registry, skopeo
 
@@ -378,3 +378,47 @@ async def test_deletes(pusher, direct_store, start_cache):
     )
     status, _, body = await _request("DELETE", f"{read_only.url}/v2/app/manifests/v2")
     assert status == 405 and _error(body) == "UNSUPPORTED"
+
+
+async def test_deletes_leave_no_tag_or_repository_behind_on_seaweedfs(start_cache, seaweedfs):
+    """SeaweedFS goes on listing a "directory" whose objects were all deleted;
+    the tag list and the catalog must not (the distribution-spec conformance
+    suite's "tags list should reflect manifest deletion")."""
+    bucket = f"test-{os.urandom(6).hex()}"
+    boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1").create_bucket(Bucket=bucket)
+    cache = await start_cache(
+        store=s3_settings(seaweedfs, bucket), allow_push=True, allow_delete=True
+    )
+    url = cache.url
+    image, other = build_image([{"f": b"one"}]), build_image([{"f": b"two"}])
+    await _push_image(url, "gone/app", "v1", image)
+    await _push_image(url, "kept", "v1", other)
+    for tag in ("v2", "v3"):
+        manifest = image.manifests[image.top]
+        headers = {"Content-Type": image.manifest_types[image.top]}
+        status, _, _ = await _request(
+            "PUT", f"{url}/v2/gone/app/manifests/{tag}", manifest, headers
+        )
+        assert status == 201
+
+    async def tags() -> tuple[int, list[str] | str]:
+        status, _, body = await fetch(f"{url}/v2/gone/app/tags/list")
+        return status, json.loads(body)["tags"] if status == 200 else _error(body)
+
+    async def catalog() -> list[str]:
+        status, _, body = await fetch(f"{url}/v2/_catalog")
+        assert status == 200
+        return list(json.loads(body)["repositories"])
+
+    assert await tags() == (200, ["v1", "v2", "v3"])
+    assert await catalog() == ["gone/app", "kept"]
+    assert (await _request("DELETE", f"{url}/v2/gone/app/manifests/v2"))[0] == 202
+    assert await tags() == (200, ["v1", "v3"])
+    # The last manifest, by digest: its tags go with it, then the repository.
+    assert (await _request("DELETE", f"{url}/v2/gone/app/manifests/{image.top}"))[0] == 202
+    assert await tags() == (200, [])  # blob links remain: the name is still known
+    assert await catalog() == ["kept"]
+    for digest in image.blobs:
+        assert (await _request("DELETE", f"{url}/v2/gone/app/blobs/{digest}"))[0] == 202
+    assert await tags() == (404, "NAME_UNKNOWN")
+    assert await catalog() == ["kept"]

@@ -57,9 +57,15 @@ class Backend(Protocol):
         None or past it), or None if absent. Raises BackendError; an offset at or
         past the end gives an empty stream. S3: one ranged GetObject."""
 
+    async def walk(self, prefix: str) -> list[str]:
+        """Keys of every object under a directory-like prefix ending in "/",
+        relative to it, sorted. Raises BackendError."""
+
     async def list(self, prefix: str) -> list[str]:
         """Names of the immediate children of a directory-like prefix ending in
-        "/", sorted; [] when there are none. Raises BackendError."""
+        "/" that hold at least one object, sorted; [] when there are none. A
+        "directory" whose last object was deleted is not a child (some stores
+        go on listing it: the backend checks). Raises BackendError."""
 
     async def write(self, key: str, data: bytes) -> None:
         """Store a small object whole, atomically. Raises BackendError."""

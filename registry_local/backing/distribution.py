@@ -64,10 +64,11 @@ class DistributionStore:
         return await self.backend.modified(self.layout.tag_current_link(name, tag))
 
     async def repositories(self, limit: int) -> tuple[list[str], bool]:
-        """Repository names, sorted, as registry:2's catalog finds them: every
-        directory under repositories/ that holds a `_`-directory (`_manifests`,
-        `_layers`), nested names too. At most `limit`; True if there were more.
-        One LIST per directory, a level of the tree at a time, several at once."""
+        """Repository names, sorted: every directory under repositories/ that
+        holds a manifest or a tag (its `_manifests` directory holds an object),
+        nested names too; `_` directories are not walked, as registry:2 walks
+        the tree. At most `limit`; True if there were more. One LIST per
+        directory, a level of the tree at a time, several at once."""
         root = self.layout.repositories()
         turns = asyncio.Semaphore(_LISTS_AT_ONCE)
 
@@ -81,7 +82,7 @@ class DistributionStore:
             listed = await asyncio.gather(*(children(path) for path in level))
             deeper: list[str] = []
             for path, names in zip(level, listed, strict=True):
-                if path and any(name.startswith("_") for name in names):
+                if path and self.layout.is_repository(names):
                     found.append(path.rstrip("/"))
                 deeper.extend(f"{path}{name}/" for name in names if not name.startswith("_"))
             level = deeper
@@ -89,8 +90,11 @@ class DistributionStore:
         return found[:limit], len(found) > limit
 
     async def tags(self, name: str) -> list[str] | None:
-        """The repository's tags, sorted; None when the repository has none at all."""
-        names = await self.backend.list(self.layout.tags_dir(name))
+        """The repository's tags, sorted; None when the repository has none at all.
+        A tag is there while its current link is (one listing of every key under
+        the tags, a few per tag), whatever the store lists of emptied prefixes."""
+        keys = await self.backend.walk(self.layout.tags_dir(name))
+        names = sorted({tag for tag in map(self.layout.tag_of, keys) if tag is not None})
         if names:
             return names
         # A repository with no tags may still exist (pushed by digest): say [] then.

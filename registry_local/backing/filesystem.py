@@ -93,12 +93,29 @@ class FilesystemBackend:
         except OSError as exc:
             raise BackendError("open", key, exc.strerror or str(exc)) from None
 
+    async def walk(self, prefix: str) -> list[str]:
+        path = self._path(prefix.rstrip("/"))
+
+        def keys() -> list[str]:
+            found: list[str] = []
+            for directory, _, files in os.walk(path):
+                relative = Path(directory).relative_to(path)
+                found.extend((relative / name).as_posix() for name in files)
+            return sorted(found)
+
+        try:
+            return await asyncio.to_thread(keys)
+        except OSError as exc:
+            raise BackendError("list", prefix, exc.strerror or str(exc)) from None
+
     async def list(self, prefix: str) -> list[str]:
         path = self._path(prefix.rstrip("/"))
 
         def names() -> list[str]:
+            # Deleting a key leaves its directories behind: one that holds no
+            # file is no child, as on S3.
             try:
-                return sorted(entry.name for entry in os.scandir(path))
+                return sorted(e.name for e in os.scandir(path) if not _empty(Path(e.path)))
             except (FileNotFoundError, NotADirectoryError):
                 return []
 
@@ -217,6 +234,13 @@ class _FileStream:
 
     async def close(self) -> None:
         self._file.close()
+
+
+def _empty(path: Path) -> bool:
+    """A directory with no file anywhere under it (a file is never empty)."""
+    if not path.is_dir():
+        return False
+    return not any(files for _, _, files in os.walk(path))
 
 
 def _staged(directory: Path, fill: Callable[[BinaryIO], object]) -> str:

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +36,7 @@ from botocore import exceptions as boto
 
 from ..config import S3Settings
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
+from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics, S3Operation, S3Outcome
 from .breaker import CircuitBreaker
 from .presigned import PresignedReads
@@ -41,6 +44,8 @@ from .presigned import PresignedReads
 __all__ = ["S3Backend"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     boto.HTTPClientError,
@@ -54,6 +59,7 @@ _MULTIPART_THRESHOLD = 16 << 20
 _PART_SIZE = 8 << 20
 _MAX_PARTS = 9_000  # S3 allows 10,000
 _PART_CONCURRENCY = 4
+_LISTS_AT_ONCE = 16  # children of one listing checked for objects at once
 _QUERY = re.compile(r"(https?://[^\s?'\"]*)\?[^\s'\"]*")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _RETRYABLE_CODES = frozenset(
@@ -166,8 +172,13 @@ class S3Backend:
         client: Any,
         metrics: Metrics | None,
         reads: PresignedReads,
+        scratch: str | None = None,
     ) -> None:
         self._settings = settings
+        # Where a probe may write and delete an object of its own ("dir/"), or None.
+        self._scratch = scratch
+        self._emptied_prefixes: bool | None = None
+        self._probes: SingleFlight[None, bool] = SingleFlight()
         self._client = client
         self._reads = reads
         self._bucket = settings.bucket
@@ -179,9 +190,10 @@ class S3Backend:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, settings: S3Settings, metrics: Metrics | None = None
+        cls, settings: S3Settings, metrics: Metrics | None = None, scratch: str | None = None
     ) -> AsyncIterator[S3Backend]:
-        """An open backend; the client's connections close when the block ends."""
+        """An open backend; the client's connections close when the block ends.
+        `scratch` is a prefix ("dir/") where it may write and delete probes."""
         config = AioConfig(
             region_name=settings.region or "us-east-1",
             # Custom endpoints (MinIO, SeaweedFS, moto) want path-style addressing.
@@ -203,7 +215,11 @@ class S3Backend:
             session.create_client("s3", endpoint_url=settings.endpoint, config=config) as client,
             PresignedReads.open(settings, session, config, client) as reads,
         ):
-            yield cls(settings, client, metrics, reads)
+            backend = cls(settings, client, metrics, reads, scratch)
+            try:
+                yield backend
+            finally:
+                await backend._probes.close()
 
     @property
     def description(self) -> str:
@@ -294,23 +310,85 @@ class S3Backend:
         stop = size if end is None else min(end, size)
         return _S3Stream(response, key, size, offset, stop, self._metrics, self.breaker)
 
-    async def list(self, prefix: str) -> list[str]:
-        names: set[str] = set()
+    async def _level(self, prefix: str) -> tuple[list[str], list[str]]:
+        """The objects and the "directories" (common prefixes) right under `prefix`."""
+        objects: list[str] = []
+        directories: list[str] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = await self._request(
-                "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
-            )
+            page = await self._list_page(prefix, kwargs)
             for common in page.get("CommonPrefixes", []):
-                names.add(common["Prefix"][len(prefix) :].rstrip("/"))
+                directories.append(common["Prefix"][len(prefix) :].rstrip("/"))
             for item in page.get("Contents", []):
-                names.add(item["Key"][len(prefix) :])
+                objects.append(item["Key"][len(prefix) :])
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
-                return sorted(n for n in names if n)
+                return [n for n in objects if n], [n for n in directories if n]
+
+    async def _list_page(self, prefix: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        page: dict[str, Any] = await self._request(
+            "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
+        )
+        return page
+
+    async def _holds_objects(self, prefix: str) -> bool:
+        query = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": 1}
+        page = await self._list_page(prefix, query)
+        return bool(page.get("Contents"))
+
+    async def _keeps_emptied_prefixes(self) -> bool:
+        """Whether this store lists a "directory" after its last object is gone
+        (SeaweedFS, and other S3-compatible stores, do; AWS S3 does not). Found
+        out once, by writing and deleting one object under the scratch prefix;
+        if that cannot be done, assume it does: listings are then checked child
+        by child, which is right on every store, only slower."""
+        if self._emptied_prefixes is None:
+            self._emptied_prefixes = await self._probes.run(None, self._probe_emptied_prefixes)
+        return self._emptied_prefixes
+
+    async def _probe_emptied_prefixes(self) -> bool:
+        if self._scratch is None:
+            return True
+        name = uuid.uuid4().hex
+        try:
+            await self.write(f"{self._scratch}{name}/probe", b"")
+            await self.delete(f"{self._scratch}{name}/probe")
+            _, directories = await self._level(self._scratch)
+        except BackendError as exc:
+            log.info("could not probe how %s lists emptied prefixes: %s", self.description, exc)
+            return True
+        kept = name in directories
+        log.debug("%s %s emptied prefixes", self.description, "lists" if kept else "does not list")
+        return kept
+
+    async def walk(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._list_page(prefix, kwargs)
+            keys.extend(item["Key"][len(prefix) :] for item in page.get("Contents", []))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(keys)
+
+    async def list(self, prefix: str) -> list[str]:
+        objects, directories = await self._level(prefix)
+        if directories and await self._keeps_emptied_prefixes():
+            turns = asyncio.Semaphore(_LISTS_AT_ONCE)
+
+            async def holds_objects(name: str) -> bool:
+                async with turns:
+                    return await self._holds_objects(f"{prefix}{name}/")
+
+            held = await asyncio.gather(*(holds_objects(name) for name in directories))
+            directories = [name for name, full in zip(directories, held, strict=True) if full]
+        return sorted({*objects, *directories})
 
     async def write(self, key: str, data: bytes) -> None:
         await self._request(
@@ -438,19 +516,7 @@ class S3Backend:
         )
 
     async def delete_tree(self, prefix: str) -> None:
-        keys: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = await self._request(
-                "ListObjectsV2", prefix, functools.partial(self._client.list_objects_v2, **kwargs)
-            )
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                break
+        keys = [prefix + key for key in await self.walk(prefix)]
         for start in range(0, len(keys), 1000):
             batch = {"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True}
             await self._request(

@@ -28,6 +28,10 @@ class Catalog:
         """Repository names, sorted, at most LIMIT. Raises BackendError."""
         return await self._kept.get("", self._list)
 
+    def changed(self) -> None:
+        """This host pushed or deleted a manifest: list the store again next time."""
+        self._kept.forget("")
+
     async def _list(self) -> list[str]:
         names, cut = await self._store.repositories(LIMIT)
         if cut:

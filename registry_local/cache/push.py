@@ -37,6 +37,7 @@ from ..oci.mediatypes import (
     ManifestInfo,
     inspect_manifest,
 )
+from .catalog import Catalog
 from .links import LinkCache
 from .manifests import Manifest, ManifestCache
 from .referrers import Referrers, subject_of
@@ -58,7 +59,9 @@ class Pusher:
         manifests: ManifestCache,
         uploads: Uploads,
         referrers: Referrers,
+        catalog: Catalog,
     ) -> None:
+        self._catalog = catalog
         self._store = store
         self._disk = disk
         self._links = links
@@ -179,6 +182,7 @@ class Pusher:
         await self._links.learned_manifest(name, digest)
         manifest = Manifest(digest, data, info)
         await self._manifests.learned(manifest, name, tag)
+        self._catalog.changed()
         return manifest
 
     async def _missing_references(self, name: str, info: ManifestInfo) -> list[str]:
@@ -199,6 +203,7 @@ class Pusher:
                 raise ManifestUnknown(detail={"tag": reference})
             await self._store.untag(name, reference)
             await self._manifests.forget_tag(name, reference)
+            self._catalog.changed()
             return
         if not await self._links.manifest_linked(name, reference):
             raise ManifestUnknown(detail={"digest": str(reference)})
@@ -211,6 +216,7 @@ class Pusher:
             await self._store.untag(name, tag)
             await self._manifests.forget_tag(name, tag)
         await self._links.forget_manifest(name, reference)
+        self._catalog.changed()
 
     async def delete_blob(self, name: str, digest: Digest) -> None:
         if not await self._links.blob_linked(name, digest):
@@ -227,7 +233,13 @@ async def open_pusher(cache: Cache, settings: PushSettings) -> AsyncIterator[Pus
     janitor = asyncio.create_task(_expire_uploads(uploads, settings), name="upload expiry")
     try:
         yield Pusher(
-            cache.store, cache.disk, cache.links, cache.manifests, uploads, cache.referrers
+            cache.store,
+            cache.disk,
+            cache.links,
+            cache.manifests,
+            uploads,
+            cache.referrers,
+            cache.catalog,
         )
     finally:
         janitor.cancel()
