@@ -93,10 +93,8 @@ class CircuitBreaker:
             self._last_failure or "?",
             extra={"error": self._last_failure or None},
         )
-        if self._metrics is not None:
-            self._metrics.s3_circuit_opened.inc()
-        self._report()
+        self._report(opened=True)
 
-    def _report(self) -> None:
+    def _report(self, opened: bool = False) -> None:
         if self._metrics is not None:
-            self._metrics.s3_circuit_state.set(self.state)
+            self._metrics.s3_circuit(self.state, opened=opened)

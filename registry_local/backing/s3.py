@@ -399,7 +399,7 @@ class S3Backend:
             ),
         )
         if self._metrics is not None:
-            self._metrics.s3_written_bytes.inc(len(data))
+            self._metrics.s3_bytes(written=len(data))
 
     async def create(self, key: str, data: bytes) -> str | None:
         return await self._put_if(key, data, IfNoneMatch="*")
@@ -423,7 +423,7 @@ class S3Backend:
         except (_Refused, _NotFound):
             return None  # If-Match on a key that is gone: 404 on some stores
         if self._metrics is not None:
-            self._metrics.s3_written_bytes.inc(len(data))
+            self._metrics.s3_bytes(written=len(data))
         return str(response["ETag"])
 
     async def read_versioned(self, key: str, limit: int) -> tuple[bytes, str] | None:
@@ -477,7 +477,7 @@ class S3Backend:
                     ),
                 )
                 if self._metrics is not None:
-                    self._metrics.s3_written_bytes.inc(len(data))
+                    self._metrics.s3_bytes(written=len(data))
                 return {"PartNumber": number, "ETag": answer["ETag"]}
 
         try:
@@ -579,7 +579,7 @@ class _S3Stream:
             raise
         self._position += len(chunk)
         if self._metrics is not None:
-            self._metrics.s3_read_bytes.inc(len(chunk))
+            self._metrics.s3_bytes(read=len(chunk))
         return chunk
 
     async def close(self) -> None:

@@ -269,7 +269,7 @@ class BlobCache:
     def _prefetch_done(self, fill: Fill) -> None:
         self._slots.foreground(fill)
         if not fill.task.cancelled() and not fill.failed and fill.size is not None:
-            self._metrics.prefetch_bytes.inc(fill.size)
+            self._metrics.prefetch_committed(fill.size)
             if not fill.joiners:
                 self._unread.add(fill.digest)
 
@@ -277,7 +277,7 @@ class BlobCache:
         """The evictor removed a blob: count it if a prefetch brought it for nothing."""
         if digest in self._unread:
             self._unread.discard(digest)
-            self._metrics.prefetch_evicted_unread.inc()
+            self._metrics.prefetch_evicted()
 
     async def peer_body(self, digest: Digest) -> BlobBody | None:
         """What this host has of a blob, committed or still filling, for another

@@ -29,6 +29,9 @@ class DirectBlob:
         if size != self.size:
             raise FillFailed(str(self.digest), "blob changed size in the backing store")
 
+    def _resumed(self) -> None:
+        self._reads.metrics.fill_resumed(part=False)
+
     async def chunks(
         self, start: int, end: int, verify: bool | None = None
     ) -> AsyncIterator[bytes]:
@@ -44,7 +47,7 @@ class DirectBlob:
         position = 0 if verify else start
         held: bytes | None = None
         async with self._reads.chunks(
-            self.digest, self._check_size, self._reads.metrics.fill_retries.inc, position, end
+            self.digest, self._check_size, self._resumed, position, end
         ) as chunks:
             async for chunk in chunks:
                 if hasher is not None:

@@ -225,13 +225,11 @@ class Fill:
 
     def _retried(self) -> None:
         """A retry of this task's own read: the whole blob, or part 0 of a ranged fill."""
-        self._count_retry()
-        if self.size is not None and self._parts.splits(self.size):
-            self._metrics.fill_part_retries.inc()
+        self._count_retry(part=self.size is not None and self._parts.splits(self.size))
 
-    def _count_retry(self) -> None:
+    def _count_retry(self, part: bool = True) -> None:
         self.retries += 1
-        self._metrics.fill_retries.inc()
+        self._metrics.fill_resumed(part=part)
 
     async def _copy(self, hasher: _Hash) -> None:
         """Part 0 (or all of a blob no larger than a part) is read here, hashed as
@@ -247,7 +245,7 @@ class Fill:
                         parts = self._split()
                     await self._temp.run(_absorb, hasher, chunk, self._written)
                     self._advanced(len(chunk))
-                    self._metrics.fill_bytes.inc(len(chunk))
+                    self._metrics.fill_wrote(len(chunk))
                     if parts is not None:
                         parts.check()
             if not self._admitted:  # an empty blob
@@ -274,7 +272,7 @@ class Fill:
     async def _follow(self, parts: Parts, hasher: _Hash) -> None:
         """Hash the parts' contiguous prefix as it grows; readers get it after."""
         assert self.size is not None
-        self._metrics.fill_parts.inc()  # part 0, read above
+        self._metrics.fill_part_read()  # part 0, read above
         parts.first_done()
         while self._written < self.size:
             upto = min(await parts.beyond(self._written), self._written + _HASH_STEP)

@@ -193,7 +193,7 @@ class FleetBlob:
             except BackendUnavailable as exc:
                 self._peer_failures += 1
                 if self._peer_failures == _PEER_TRIES:
-                    self._fleet.metrics.fleet_fallbacks.inc()
+                    self._fleet.metrics.fleet_fell_back()
                     log.warning(
                         "cannot stream %s from %s (%s): waiting for the bucket",
                         self._digest,
@@ -249,10 +249,10 @@ async def open_fleet(
             "(If-None-Match), so each host reads the origin on its own",
             backend.description,
         )
-        metrics.fleet_coordination.set(0)
+        metrics.fleet_coordinating(False)
         yield None
         return
-    metrics.fleet_coordination.set(1)
+    metrics.fleet_coordinating(True)
     log.info("fleet coordination on: peers reach this host at %s", settings.advertise_url)
     async with open_peer_client(settings.token, read_timeout, metrics) as peers:
         yield Fleet(leases, peers, store, metrics)

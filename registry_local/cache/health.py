@@ -59,7 +59,7 @@ class Readiness:
         disk, store = await asyncio.gather(self._check_disk(), self._check_store())
         report = ReadinessReport(disk, store, self._fleet)
         self._last = (time.monotonic(), report)
-        self._metrics.ready.set(1 if report.ready else 0)
+        self._metrics.readiness(report.ready)
         return report
 
     async def _check_disk(self) -> str:

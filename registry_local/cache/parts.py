@@ -197,13 +197,13 @@ class Parts:
                 if received - position < BATCH and received < end:
                     continue
                 await self._temp.run(write_at, batch, position)
-                self._metrics.fill_bytes.inc(received - position)
+                self._metrics.fill_wrote(received - position)
                 position, batch = received, []
                 self._done[index] = position - start
                 if index == self._frontier:
                     self._advance()
                     self._notify()
-        self._metrics.fill_parts.inc()
+        self._metrics.fill_part_read()
 
     def _advance(self) -> None:
         while self._frontier < self._count and self._done[self._frontier] == self._length(
@@ -219,7 +219,6 @@ class Parts:
             raise FillFailed(str(self._digest), "blob changed size in the backing store")
 
     def _retried(self) -> None:
-        self._metrics.fill_part_retries.inc()
         self._on_retry()
 
 

@@ -32,8 +32,7 @@ class FairSlots:
         self._waiting = 0
         self._background: set[object] = set()  # owners served after all others
         self._metrics = metrics
-        metrics.s3_slots.set(0)
-        metrics.s3_slot_waiters.set(0)
+        metrics.s3_slots(0, 0)
 
     @contextlib.asynccontextmanager
     async def slot(self, owner: object = None) -> AsyncIterator[None]:
@@ -41,8 +40,8 @@ class FairSlots:
             self._held += 1
         else:
             await self._queue(object() if owner is None else owner)
-        self._metrics.s3_slots.set(self._held)
-        self._metrics.s3_blob_reads.inc()
+        self._report()
+        self._metrics.s3_blob_read()
         try:
             yield
         finally:
@@ -52,7 +51,7 @@ class FairSlots:
         waiter = asyncio.get_running_loop().create_future()
         self._queues.setdefault(owner, deque()).append(waiter)
         self._waiting += 1
-        self._metrics.s3_slot_waiters.set(self._waiting)
+        self._report()
         try:
             await waiter  # a releasing holder hands its slot over
         except asyncio.CancelledError:
@@ -70,7 +69,7 @@ class FairSlots:
         if not queue:
             del self._queues[owner]
         self._waiting -= 1
-        self._metrics.s3_slot_waiters.set(self._waiting)
+        self._report()
 
     def background(self, owner: object) -> None:
         """Serve `owner` after every other owner (a prefetch), until `foreground`."""
@@ -94,9 +93,12 @@ class FairSlots:
             if queue:
                 self._queues[owner] = queue  # to the back: the next owner goes first
             self._waiting -= 1
-            self._metrics.s3_slot_waiters.set(self._waiting)
+            self._report()
             if not waiter.done():
                 waiter.set_result(None)  # the slot moves on, still held
                 return
         self._held -= 1
-        self._metrics.s3_slots.set(self._held)
+        self._report()
+
+    def _report(self) -> None:
+        self._metrics.s3_slots(self._held, self._waiting)

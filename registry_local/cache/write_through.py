@@ -99,7 +99,7 @@ class WriteThrough:
 def write_failed(metrics: Metrics, name: str, digest: Digest, exc: BaseException) -> None:
     """Something fetched from an origin could not be written to the bucket: the
     client is served all the same; the next host asks the origin again."""
-    metrics.origin_write_failures.inc()
+    metrics.origin_write_failed()
     log.warning(
         "could not write %s of %s through to the bucket: %s",
         digest,

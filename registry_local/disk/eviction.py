@@ -62,8 +62,7 @@ class Evictor:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.writable = True
-        metrics.cache_limit.set(limit or 0)
-        metrics.cache_writable.set(1)
+        metrics.cache_state(limit=limit or 0, writable=True)
 
     # -- admission -------------------------------------------------------------------
 
@@ -111,7 +110,7 @@ class Evictor:
                 why,
             )
         self.writable = False
-        self._metrics.cache_writable.set(0)
+        self._metrics.cache_state(writable=False)
         self._wake.set()
 
     async def _recovered(self) -> bool:
@@ -120,7 +119,7 @@ class Evictor:
         if free - self._reserved >= self._needed + floor and under_limit:
             self.writable = True
             self._needed = 0
-            self._metrics.cache_writable.set(1)
+            self._metrics.cache_state(writable=True)
             log.info("caching new blobs again: %d bytes free", free)
         return self.writable
 
@@ -148,8 +147,7 @@ class Evictor:
                     if removed:
                         self.on_evict(digest)
                         freed += removed
-                        self._metrics.evictions.inc()
-                        self._metrics.evicted_bytes.inc(removed)
+                        self._metrics.evicted(removed)
             if freed:
                 log.info("evicted %d bytes; %d in use", freed, self._disk.bytes_used)
             return freed

@@ -102,7 +102,7 @@ class Metrics:
     """Every metric registry-local exports, on a registry of its own."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        r = self._registry = CollectorRegistry()
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         p = _PREFIX
         self._http_requests = Counter(
@@ -118,10 +118,10 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
-        self.http_in_flight = Gauge(
+        self._http_in_flight = Gauge(
             p + "http_requests_in_flight", "Requests being answered now.", registry=r
         )
-        self.tasks = Gauge(
+        self._tasks = Gauge(
             p + "asyncio_tasks",
             "asyncio tasks alive in the server (steady when nothing leaks).",
             registry=r,
@@ -144,7 +144,7 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self.fills_started = Counter(
+        self._fills_started = Counter(
             p + "fills_started", "Fills started (one per blob missing on this host).", registry=r
         )
         self._fills_finished = Counter(
@@ -157,16 +157,16 @@ class Metrics:
             buckets=_FILL,
             registry=r,
         )
-        self.fills_in_flight = Gauge(p + "fills_in_flight", "Fills running now.", registry=r)
-        self.fill_joins = Counter(
+        self._fills_in_flight = Gauge(p + "fills_in_flight", "Fills running now.", registry=r)
+        self._fill_joins = Counter(
             p + "fill_joins",
             "Requests served by joining a fill that another request started.",
             registry=r,
         )
-        self.fill_retries = Counter(
+        self._fill_retries = Counter(
             p + "fill_retries", "Times a fill resumed its read from the backing store.", registry=r
         )
-        self.fill_bytes = Counter(
+        self._fill_bytes = Counter(
             p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
         )
         self._origin_fetches = Counter(
@@ -181,22 +181,22 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        self.origin_write_failures = Counter(
+        self._origin_write_failures = Counter(
             p + "origin_write_failures",
             "Write-throughs to the bucket that failed (the content is still served here).",
             registry=r,
         )
-        self.fill_parts = Counter(
+        self._fill_parts = Counter(
             p + "fill_parts",
             "Parts of ranged fills read whole from the backing store (see --s3-part-size).",
             registry=r,
         )
-        self.fill_part_retries = Counter(
+        self._fill_part_retries = Counter(
             p + "fill_part_retries",
             "Times a part of a ranged fill resumed its read (also counted in fill_retries).",
             registry=r,
         )
-        self.fill_throughput = Histogram(
+        self._fill_throughput = Histogram(
             p + "fill_throughput_bytes_per_second",
             "Effective speed of committed fills of 1 MiB or more: size over the whole "
             "fill's duration, waits for room and S3 slots included.",
@@ -222,35 +222,35 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-        self.s3_circuit_state = Gauge(
+        self._s3_circuit_state = Gauge(
             p + "s3_circuit_state",
             "The S3 circuit breaker: 0 closed (normal), 1 half-open (probing), 2 open "
             "(S3 keeps failing: calls fail at once).",
             registry=r,
         )
-        self.s3_circuit_opened = Counter(
+        self._s3_circuit_opened = Counter(
             p + "s3_circuit_opened", "Times the S3 circuit breaker opened.", registry=r
         )
-        self.s3_blob_reads = Counter(
+        self._s3_blob_reads = Counter(
             p + "s3_blob_reads",
             "Blob body reads from S3 (fills, each part of a ranged fill, uncached reads "
             "and resumes).",
             registry=r,
         )
-        self.s3_slots = Gauge(
+        self._s3_slots = Gauge(
             p + "s3_blob_reads_active",
             "Blob bodies being read from S3 now (at most --s3-max-concurrency).",
             registry=r,
         )
-        self.s3_slot_waiters = Gauge(
+        self._s3_slot_waiters = Gauge(
             p + "s3_blob_reads_queued",
             "Blob reads waiting for a free S3 slot, served fill by fill in turn.",
             registry=r,
         )
-        self.s3_read_bytes = Counter(
+        self._s3_read_bytes = Counter(
             p + "s3_read_bytes", "Bytes read from S3 object bodies.", registry=r
         )
-        self.s3_written_bytes = Counter(p + "s3_written_bytes", "Bytes written to S3.", registry=r)
+        self._s3_written_bytes = Counter(p + "s3_written_bytes", "Bytes written to S3.", registry=r)
         self._tag_revalidations = Counter(
             p + "tag_revalidations",
             "Tag lookups in the backing store after the tag TTL ran out, by outcome.",
@@ -263,28 +263,28 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        self.ready = Gauge(
+        self._ready = Gauge(
             p + "ready",
             "1 when the cache dir takes writes and the backing store answers.",
             registry=r,
         )
-        self.disk_used = Gauge(
+        self._disk_used = Gauge(
             p + "disk_used_bytes",
             "Bytes of committed blobs and manifests in the cache dir.",
             registry=r,
         )
-        self.cache_limit = Gauge(
+        self._cache_limit = Gauge(
             p + "cache_limit_bytes",
             "The cache's size limit (--cache-max-bytes); 0: none.",
             registry=r,
         )
-        self.cache_writable = Gauge(
+        self._cache_writable = Gauge(
             p + "cache_writable",
             "1 while new blobs are cached; 0 while they are streamed without caching "
             "(disk full, or the limit cannot be met).",
             registry=r,
         )
-        self.cache_bypass = Counter(
+        self._cache_bypass = Counter(
             p + "cache_bypass",
             "Blob requests answered from the backing store without caching (no room).",
             registry=r,
@@ -303,13 +303,13 @@ class Metrics:
             ["direction"],
             registry=r,
         )
-        self.fleet_fallbacks = Counter(
+        self._fleet_fallbacks = Counter(
             p + "fleet_bucket_fallbacks",
             "Times a follower could not stream from the lease holder and waited for "
             "the bucket instead.",
             registry=r,
         )
-        self.fleet_coordination = Gauge(
+        self._fleet_coordination = Gauge(
             p + "fleet_coordination",
             "1 while this host coordinates origin reads with the fleet through the "
             "bucket; 0 when it is off or the backing store refuses conditional writes.",
@@ -322,24 +322,24 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.prefetch_bytes = Counter(
+        self._prefetch_bytes = Counter(
             p + "prefetch_bytes", "Bytes of blobs prefetched into the cache.", registry=r
         )
-        self.prefetch_evicted_unread = Counter(
+        self._prefetch_evicted_unread = Counter(
             p + "prefetch_evicted_unread",
             "Prefetched blobs evicted before any client read them (prefetch wasted).",
             registry=r,
         )
-        self.evictions = Counter(
+        self._evictions = Counter(
             p + "evictions", "Blobs (or manifests) evicted to stay within the limit.", registry=r
         )
-        self.evicted_bytes = Counter(
+        self._evicted_bytes = Counter(
             p + "evicted_bytes", "Bytes evicted to stay within the limit.", registry=r
         )
-        self.disk_free = Gauge(
+        self._disk_free = Gauge(
             p + "disk_free_bytes", "Bytes free on the cache dir's filesystem.", registry=r
         )
-        self.disk_size = Gauge(
+        self._disk_size = Gauge(
             p + "disk_size_bytes", "Size of the cache dir's filesystem.", registry=r
         )
         ProcessCollector(registry=r)
@@ -402,13 +402,13 @@ class Metrics:
         (None: the cache had no room to start one)."""
         self._misses["blob"].inc()
         if then == "join":
-            self.fill_joins.inc()
+            self._fill_joins.inc()
         if then is not None:
             note_cache("blob", then)
 
     def blob_bypassed(self) -> None:
         """A blob served straight from the backing store: no room in the cache."""
-        self.cache_bypass.inc()
+        self._cache_bypass.inc()
         note_cache("blob", "bypass")
 
     def stale_served(self, kind: CacheKind) -> None:
@@ -426,16 +426,31 @@ class Metrics:
         if by_sendfile:
             note_sent(count)
 
+    def fill_wrote(self, count: int) -> None:
+        """A fill wrote `count` more bytes of a blob into the cache."""
+        self._fill_bytes.inc(count)
+
+    def fill_part_read(self) -> None:
+        """A part of a ranged fill was read whole from the backing store."""
+        self._fill_parts.inc()
+
+    def fill_resumed(self, *, part: bool) -> None:
+        """A read of a blob from the backing store resumed after a break; `part`:
+        a part of a ranged fill (counted in both)."""
+        self._fill_retries.inc()
+        if part:
+            self._fill_part_retries.inc()
+
     def fill_started(self) -> None:
-        self.fills_started.inc()
-        self.fills_in_flight.inc()
+        self._fills_started.inc()
+        self._fills_in_flight.inc()
 
     def fill_finished(self, outcome: FillOutcome, seconds: float, size: int) -> None:
-        self.fills_in_flight.dec()
+        self._fills_in_flight.dec()
         self._fills_finished.labels(outcome).inc()
         self._fill_duration.labels(outcome).observe(seconds)
         if outcome == "committed" and size >= _THROUGHPUT_FLOOR and seconds > 0:
-            self.fill_throughput.observe(size / seconds)
+            self._fill_throughput.observe(size / seconds)
 
     def origin_fetched(self, kind: OriginKind) -> None:
         """A blob or manifest asked of an origin registry (a fill or a fetch started)."""
@@ -445,11 +460,23 @@ class Metrics:
         """Something from an origin registry written through to the bucket."""
         self._origin_written.labels(kind).inc()
 
+    def origin_write_failed(self) -> None:
+        """A write-through to the bucket failed (the content is still served here)."""
+        self._origin_write_failures.inc()
+
     def prefetch_started(self) -> None:
         self._prefetches.labels("started").inc()
 
     def prefetch_skipped(self) -> None:
         self._prefetches.labels("skipped").inc()
+
+    def prefetch_committed(self, size: int) -> None:
+        """A prefetch brought a blob of `size` bytes into the cache."""
+        self._prefetch_bytes.inc(size)
+
+    def prefetch_evicted(self) -> None:
+        """A prefetched blob was evicted before any client read it."""
+        self._prefetch_evicted_unread.inc()
 
     def lease(self, event: LeaseEvent) -> None:
         self._leases.labels(event).inc()
@@ -457,12 +484,58 @@ class Metrics:
     def peer_bytes(self, direction: PeerDirection, count: int) -> None:
         self._peer_bytes.labels(direction).inc(count)
 
+    def fleet_fell_back(self) -> None:
+        """A follower could not stream from the lease holder: it waits for the bucket."""
+        self._fleet_fallbacks.inc()
+
+    def fleet_coordinating(self, on: bool) -> None:
+        """Whether this host coordinates origin reads with the fleet."""
+        self._fleet_coordination.set(1 if on else 0)
+
     def s3_request(self, operation: S3Operation, outcome: S3Outcome, seconds: float) -> None:
         self._s3_requests.labels(operation, outcome).inc()
         self._s3_duration.labels(operation).observe(seconds)
 
     def s3_retry(self, operation: S3Operation) -> None:
         self._s3_retries.labels(operation).inc()
+
+    def s3_bytes(self, *, read: int = 0, written: int = 0) -> None:
+        """Bytes of object bodies read from or written to S3."""
+        if read:
+            self._s3_read_bytes.inc(read)
+        if written:
+            self._s3_written_bytes.inc(written)
+
+    def s3_circuit(self, state: int, *, opened: bool) -> None:
+        """The circuit breaker is in `state` (0 closed, 1 half-open, 2 open);
+        `opened`: it has just opened."""
+        self._s3_circuit_state.set(state)
+        if opened:
+            self._s3_circuit_opened.inc()
+
+    def s3_slots(self, held: int, waiting: int) -> None:
+        """Blob reads from S3 now under way, and waiting for a slot."""
+        self._s3_slots.set(held)
+        self._s3_slot_waiters.set(waiting)
+
+    def s3_blob_read(self) -> None:
+        """A blob body read from S3 begins (it holds a slot)."""
+        self._s3_blob_reads.inc()
+
+    def cache_state(self, *, limit: int | None = None, writable: bool) -> None:
+        """Whether new blobs are cached (False: streamed without caching), and
+        the cache's size limit when it is set (0: none)."""
+        if limit is not None:
+            self._cache_limit.set(limit)
+        self._cache_writable.set(1 if writable else 0)
+
+    def evicted(self, size: int) -> None:
+        """A blob (or manifest) of `size` bytes was evicted to stay within the limit."""
+        self._evictions.inc()
+        self._evicted_bytes.inc(size)
+
+    def readiness(self, ready: bool) -> None:
+        self._ready.set(1 if ready else 0)
 
     def count_request(
         self, route: Route, method: str, status: int, seconds: float, sent: int
@@ -485,24 +558,24 @@ class Metrics:
 
     def track_server(self, in_flight: Callable[[], int]) -> None:
         """Read the request and task gauges at each scrape."""
-        self.http_in_flight.set_function(lambda: float(in_flight()))
-        self.tasks.set_function(_task_count)
+        self._http_in_flight.set_function(lambda: float(in_flight()))
+        self._tasks.set_function(_task_count)
 
     def track_disk(self, used: Callable[[], float], directory: Path) -> None:
         """Read the disk gauges at each scrape: `used()`, and the filesystem's space."""
-        self.disk_used.set_function(used)
-        self.disk_free.set_function(lambda: _statvfs(directory, free=True))
-        self.disk_size.set_function(lambda: _statvfs(directory, free=False))
+        self._disk_used.set_function(used)
+        self._disk_free.set_function(lambda: _statvfs(directory, free=True))
+        self._disk_size.set_function(lambda: _statvfs(directory, free=False))
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._registry)
 
     def sample(self, name: str, **labels: str) -> float:
         """One sample's value, by its exposed name with or without the
         `registry_local_` prefix and a counter's `_total` (0 if absent)."""
         full = name if name.startswith(_PREFIX) else _PREFIX + name
         for candidate in (full, full + "_total"):
-            value = self.registry.get_sample_value(candidate, labels)
+            value = self._registry.get_sample_value(candidate, labels)
             if value is not None:
                 return value
         return 0.0
