@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, config
+from .config.settings import LoadSettings, WarmSettings
 from .errors import ConfigError, RegistryError, RegistryLocalError
-from .loadtest.client import LAYERS_AT_ONCE
 
 __all__ = ["main"]
+
+_LOAD, _WARM = LoadSettings(), WarmSettings()  # the defaults
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only these platforms of multi-platform images (repeatable)",
     )
     warm.add_argument(
-        "--concurrency", type=int, default=4, metavar="N", help="blobs fetched at once (default: 4)"
+        "--concurrency",
+        type=int,
+        default=_WARM.concurrency,
+        metavar="N",
+        help=f"blobs fetched at once (default: {_WARM.concurrency})",
     )
 
     verify = commands.add_parser(
@@ -130,20 +136,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     loadtest.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:5000")
     loadtest.add_argument("image", metavar="IMAGE[:TAG]", help="NAME[:TAG] or NAME@DIGEST")
-    loadtest.add_argument("--clients", type=int, default=20, help="pulls at once (default: 20)")
-    loadtest.add_argument("--waves", type=int, default=1, help="rounds of --clients pulls")
+    loadtest.add_argument(
+        "--clients",
+        type=int,
+        default=_LOAD.clients,
+        help=f"pulls at once (default: {_LOAD.clients})",
+    )
+    loadtest.add_argument(
+        "--waves",
+        type=int,
+        default=_LOAD.waves,
+        help=f"rounds of --clients pulls (default: {_LOAD.waves})",
+    )
     loadtest.add_argument(
         "--ramp",
         type=float,
-        default=0.0,
+        default=_LOAD.ramp,
         metavar="SECONDS",
-        help="spread each wave's starts over this long (default: 0)",
+        help=f"spread each wave's starts over this long (default: {_LOAD.ramp:g})",
     )
     loadtest.add_argument(
         "--platform",
-        default="linux/amd64",
+        default=_LOAD.platform,
         metavar="OS/ARCH",
-        help="which image of a multi-platform index (default: linux/amd64)",
+        help=f"which image of a multi-platform index (default: {_LOAD.platform})",
     )
     loadtest.add_argument(
         "--processes",
@@ -156,10 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     loadtest.add_argument(
         "--layer-concurrency",
         type=int,
-        default=LAYERS_AT_ONCE,
+        default=_LOAD.layer_concurrency,
         metavar="N",
-        help=f"layers each pull fetches at once, as engines do (default: {LAYERS_AT_ONCE}, "
-        "as dockerd and containerd)",
+        help="layers each pull fetches at once, as engines do "
+        f"(default: {_LOAD.layer_concurrency}, as dockerd and containerd)",
     )
     loadtest.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -26,12 +26,14 @@ CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 class CircuitBreaker:
     def __init__(
         self,
+        threshold: int,
+        cooldown: float,
         metrics: Metrics | None = None,
-        threshold: int = 5,
-        cooldown: float = 1.0,
         max_cooldown: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Open after `threshold` consecutive failures, for `cooldown` seconds,
+        doubling up to `max_cooldown` (S3Settings holds the first two)."""
         self._metrics = metrics
         self._clock = clock
         self._threshold = threshold

@@ -22,7 +22,9 @@ async def open_store(
     """The configured backing store, open for the duration of the block."""
     layout = BucketLayout(settings.prefix)
     if settings.s3 is not None:
-        async with S3Backend.connect(settings.s3, metrics, layout.probes()) as s3:
+        async with S3Backend.connect(
+            settings.s3, metrics, layout.probes(), settings.max_concurrency
+        ) as s3:
             yield DistributionStore(s3, layout)
     else:
         yield DistributionStore(FilesystemBackend(settings.fs_root), layout)

@@ -72,15 +72,20 @@ class PresignedReads:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, settings: S3Settings, session: AioSession, config: AioConfig, client: Any
+        cls,
+        settings: S3Settings,
+        session: AioSession,
+        config: AioConfig,
+        client: Any,
+        connections: int,
     ) -> AsyncIterator[PresignedReads]:
-        """Reads signed by `client` (botocore's S3 client for the bucket) until
-        the block ends."""
+        """Reads signed by `client` (botocore's S3 client for the bucket), on at
+        most `connections` connections, until the block ends."""
         tls = await asyncio.to_thread(_tls_context, session)
         async with contextlib.AsyncExitStack() as stack:
             http = await stack.enter_async_context(
                 aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=settings.max_connections, ssl=tls),
+                    connector=aiohttp.TCPConnector(limit=connections, ssl=tls),
                     timeout=aiohttp.ClientTimeout(
                         total=None,
                         sock_connect=settings.connect_timeout,

@@ -34,7 +34,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import exceptions as boto
 
-from ..config import S3Settings
+from ..config import S3Settings, StoreSettings
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics, S3Operation, S3Outcome
@@ -59,6 +59,7 @@ _MULTIPART_THRESHOLD = 16 << 20
 _PART_SIZE = 8 << 20
 _MAX_PARTS = 9_000  # S3 allows 10,000
 _PART_CONCURRENCY = 4
+_SMALL_REQUESTS = 16  # connections beside the blob reads: links, tags, manifests
 _LISTS_AT_ONCE = 16  # children of one listing checked for objects at once
 _QUERY = re.compile(r"(https?://[^\s?'\"]*)\?[^\s'\"]*")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
@@ -184,16 +185,23 @@ class S3Backend:
         self._bucket = settings.bucket
         self._metrics = metrics
         self.breaker = CircuitBreaker(
-            metrics, settings.circuit_threshold, settings.circuit_cooldown
+            settings.circuit_threshold, settings.circuit_cooldown, metrics
         )
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, settings: S3Settings, metrics: Metrics | None = None, scratch: str | None = None
+        cls,
+        settings: S3Settings,
+        metrics: Metrics | None = None,
+        scratch: str | None = None,
+        blob_reads: int = StoreSettings.max_concurrency,
     ) -> AsyncIterator[S3Backend]:
         """An open backend; the client's connections close when the block ends.
-        `scratch` is a prefix ("dir/") where it may write and delete probes."""
+        `scratch` is a prefix ("dir/") where it may write and delete probes;
+        `blob_reads` bodies are read at most at once (--s3-max-concurrency)."""
+        # Blob reads, plus room for the small requests that never wait for them.
+        connections = blob_reads + _SMALL_REQUESTS
         config = AioConfig(
             region_name=settings.region or "us-east-1",
             # Custom endpoints (MinIO, SeaweedFS, moto) want path-style addressing.
@@ -202,7 +210,7 @@ class S3Backend:
             read_timeout=settings.read_timeout,
             # Retries are ours (`_request`): bounded, jittered and counted.
             retries={"total_max_attempts": 1},
-            max_pool_connections=settings.max_connections,
+            max_pool_connections=connections,
             # SigV4 for presigned reads too (botocore would presign with SigV2,
             # which regions opened since 2014 refuse).
             signature_version="s3v4",
@@ -213,7 +221,7 @@ class S3Backend:
         session = get_session()
         async with (
             session.create_client("s3", endpoint_url=settings.endpoint, config=config) as client,
-            PresignedReads.open(settings, session, config, client) as reads,
+            PresignedReads.open(settings, session, config, client, connections) as reads,
         ):
             backend = cls(settings, client, metrics, reads, scratch)
             try:

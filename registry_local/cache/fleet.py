@@ -232,7 +232,6 @@ async def open_fleet(
     settings: FleetSettings,
     backend: Backend,
     store: DistributionStore,
-    read_timeout: float,
     metrics: Metrics,
 ) -> AsyncIterator[Fleet | None]:
     """The fleet, or None (with one clear warning) when the backing store does
@@ -254,5 +253,5 @@ async def open_fleet(
         return
     metrics.fleet_coordinating(True)
     log.info("fleet coordination on: peers reach this host at %s", settings.advertise_url)
-    async with open_peer_client(settings.token, read_timeout, metrics) as peers:
+    async with open_peer_client(settings.token, settings.read_timeout, metrics) as peers:
         yield Fleet(leases, peers, store, metrics)

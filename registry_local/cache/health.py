@@ -37,9 +37,11 @@ class Readiness:
         disk: DiskStore,
         backend: Backend,
         metrics: Metrics,
-        interval: float = 2.0,
-        fleet: str = "off",
+        interval: float,
+        fleet: str,
     ) -> None:
+        """Probes are reused for `interval` seconds (ServerSettings.ready_interval);
+        `fleet` says whether coordination with other hosts is on."""
         self._fleet = fleet
         self._disk = disk
         self._backend = backend

@@ -42,7 +42,7 @@ class WarmResult:
 
 
 class Warmer:
-    def __init__(self, manifests: ManifestCache, blobs: BlobCache, concurrency: int = 4) -> None:
+    def __init__(self, manifests: ManifestCache, blobs: BlobCache, concurrency: int) -> None:
         self._manifests = manifests
         self._blobs = blobs
         self._turns = asyncio.Semaphore(concurrency)

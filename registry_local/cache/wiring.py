@@ -61,9 +61,8 @@ async def open_cache(
         origins = await stack.enter_async_context(open_origin_map(store_settings.upstreams))
         fleet = None
         if fleet_settings is not None:
-            read_timeout = store_settings.s3.read_timeout if store_settings.s3 else 30.0
             fleet = await stack.enter_async_context(
-                open_fleet(fleet_settings, store.backend, store, read_timeout, metrics)
+                open_fleet(fleet_settings, store.backend, store, metrics)
             )
         fleet_state = "off" if fleet_settings is None else "on" if fleet else _UNSUPPORTED
         disk = await DiskStore.open(cache.directory)

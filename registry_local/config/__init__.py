@@ -7,12 +7,14 @@ from .options import COMMANDS, OPTIONS, Command, Option, add_options, reference_
 from .settings import (
     CacheSettings,
     FleetSettings,
+    LoadSettings,
     OriginSettings,
     PushSettings,
     S3Settings,
     ServerSettings,
     Settings,
     StoreSettings,
+    WarmSettings,
 )
 from .values import is_loopback, parse_size
 
@@ -22,6 +24,7 @@ __all__ = [
     "CacheSettings",
     "Command",
     "FleetSettings",
+    "LoadSettings",
     "Option",
     "OriginSettings",
     "PushSettings",
@@ -29,6 +32,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StoreSettings",
+    "WarmSettings",
     "add_options",
     "check_exposure",
     "is_loopback",

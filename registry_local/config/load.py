@@ -200,7 +200,7 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
 
 
 def _cache(v: _Values) -> CacheSettings:
-    max_bytes, max_share = v[o.CACHE_MAX_BYTES] or (0, 0.0)
+    max_bytes, max_share = v[o.CACHE_MAX_BYTES]
     if 0 < max_bytes < _MIN_CACHE_BYTES:
         # A limit this small holds nothing: every blob would bypass the cache
         # and the log would say so for each one.
@@ -222,7 +222,6 @@ def _store(
     bucket, endpoint = v[o.S3_BUCKET], v[o.S3_ENDPOINT]
     if endpoint and not bucket:
         raise ConfigError("--s3-endpoint needs --s3-bucket")
-    concurrency = v[o.S3_MAX_CONCURRENCY]
     s3 = None
     if bucket:
         s3 = S3Settings(
@@ -230,14 +229,12 @@ def _store(
             endpoint=endpoint,
             region=v[o.S3_REGION],
             read_timeout=v[o.S3_READ_TIMEOUT],
-            # Blob reads, plus room for the small requests that never wait for them.
-            max_connections=concurrency + 16,
         )
     return StoreSettings(
         s3=s3,
         fs_root=v[o.FS_ROOT],
         prefix=v[o.S3_PREFIX],
-        max_concurrency=concurrency,
+        max_concurrency=v[o.S3_MAX_CONCURRENCY],
         part_size=v[o.S3_PART_SIZE],
         fill_concurrency=v[o.S3_FILL_CONCURRENCY],
         upstreams=_upstreams(v, file, environ) if with_origins else (),
@@ -295,7 +292,7 @@ def _fleet(v: _Values, listen: tuple[str, int]) -> FleetSettings | None:
             f"--peer-listen on {host}, which is not a loopback address, needs "
             "--peer-token-file: peers must prove they belong to the fleet"
         )
-    return FleetSettings(host, port, advertise, token, v[o.LEASE_TTL])
+    return FleetSettings(host, port, advertise, token, v[o.LEASE_TTL], v[o.S3_READ_TIMEOUT])
 
 
 def _secret(path: Path) -> str:

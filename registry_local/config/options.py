@@ -10,12 +10,11 @@ given by `--config`. Its default is read from the settings field it sets
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from . import values
 from .settings import (
@@ -34,6 +33,7 @@ __all__ = [
     "Command",
     "Group",
     "Option",
+    "Setting",
     "add_options",
     "reference_markdown",
 ]
@@ -57,17 +57,40 @@ COMMANDS: dict[Command, tuple[Group, ...]] = {
 }
 
 
-def _field(owner: type[Any], name: str) -> Callable[[], Any]:
-    """The default of a settings field, read when asked (some depend on $HOME)."""
-    spec = {f.name: f for f in dataclasses.fields(owner)}[name]
-    if spec.default_factory is not dataclasses.MISSING:
-        return spec.default_factory
-    default = spec.default
-    return lambda: default
+# Defaults are read from the settings (settings.py) when asked, as some depend
+# on $HOME; the attribute reads are checked against each option's type.
+def _s3() -> S3Settings:
+    return S3Settings(bucket="")
+
+
+def _fleet() -> FleetSettings:
+    return FleetSettings(peer_host="", peer_port=0, advertise_url="")
 
 
 def _unset() -> None:
     return None
+
+
+class Setting(Protocol):
+    """What the tables of every option need of one, whatever its type."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def help(self) -> str: ...
+    @property
+    def metavar(self) -> str | None: ...
+    @property
+    def group(self) -> Group: ...
+    @property
+    def flag(self) -> bool: ...
+    @property
+    def negatable(self) -> bool: ...
+    @property
+    def env(self) -> str: ...
+    @property
+    def dest(self) -> str: ...
+    def default_text(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +127,7 @@ S3_ENDPOINT: Option[str | None] = Option(
     "s3-endpoint",
     "S3 endpoint URL (omit for AWS); path-style addressing is used",
     values.optional(values.endpoint_url),
-    _field(S3Settings, "endpoint"),
+    lambda: _s3().endpoint,
     metavar="URL",
 )
 S3_BUCKET: Option[str | None] = Option(
@@ -119,21 +142,21 @@ S3_REGION: Option[str | None] = Option(
     "s3-region",
     "S3 region",
     values.optional(values.text),
-    _field(S3Settings, "region"),
+    lambda: _s3().region,
     metavar="REGION",
 )
 S3_PREFIX: Option[str] = Option(
     "s3-prefix",
     "key prefix in the bucket (distribution's rootdirectory)",
     values.text,
-    _field(StoreSettings, "prefix"),
+    lambda: StoreSettings().prefix,
     metavar="PREFIX",
 )
 S3_READ_TIMEOUT: Option[float] = Option(
     "s3-read-timeout",
     "seconds a read from S3 may stall before it is retried",
     values.seconds,
-    _field(S3Settings, "read_timeout"),
+    lambda: _s3().read_timeout,
     values.show_seconds,
     metavar="SECONDS",
 )
@@ -141,7 +164,7 @@ S3_MAX_CONCURRENCY: Option[int] = Option(
     "s3-max-concurrency",
     "blob bodies read from S3 at once; more wait their turn, fill by fill in turn",
     values.positive_int,
-    _field(StoreSettings, "max_concurrency"),
+    lambda: StoreSettings().max_concurrency,
     metavar="N",
 )
 S3_PART_SIZE: Option[int] = Option(
@@ -149,7 +172,7 @@ S3_PART_SIZE: Option[int] = Option(
     "fills of blobs larger than this read them as parts of this size, several at "
     "once (ranged GETs), e.g. 8MiB; 0 reads every blob as one stream",
     values.part_size,
-    _field(StoreSettings, "part_size"),
+    lambda: StoreSettings().part_size,
     values.show_size,
     metavar="SIZE",
 )
@@ -157,7 +180,7 @@ S3_FILL_CONCURRENCY: Option[int] = Option(
     "s3-fill-concurrency",
     "parts of one fill read at once (within --s3-max-concurrency, shared in turn with other fills)",
     values.positive_int,
-    _field(StoreSettings, "fill_concurrency"),
+    lambda: StoreSettings().fill_concurrency,
     metavar="N",
 )
 UPSTREAM: Option[str | None] = Option(
@@ -194,14 +217,14 @@ FS_ROOT: Option[Path] = Option(
     "directory of the embedded backing store (distribution's filesystem "
     "layout), used when no --s3-bucket is given",
     values.path,
-    _field(StoreSettings, "fs_root"),
+    lambda: StoreSettings().fs_root,
     metavar="DIR",
 )
 LISTEN: Option[tuple[str, int]] = Option(
     "listen",
     "address to serve on",
     values.listen,
-    lambda: (_field(ServerSettings, "host")(), _field(ServerSettings, "port")()),
+    lambda: (ServerSettings().host, ServerSettings().port),
     values.show_listen,
     "HOST:PORT",
     "listen",
@@ -210,7 +233,7 @@ CACHE_DIR: Option[Path] = Option(
     "cache-dir",
     "directory of this host's cache",
     values.path,
-    _field(CacheSettings, "directory"),
+    lambda: CacheSettings().directory,
     metavar="DIR",
     group="cachedir",
 )
@@ -218,7 +241,7 @@ TAG_TTL: Option[float] = Option(
     "tag-ttl",
     "seconds a tag's target is trusted before it is checked again",
     values.seconds,
-    _field(CacheSettings, "tag_ttl"),
+    lambda: CacheSettings().tag_ttl,
     values.show_seconds,
     "SECONDS",
     "cache",
@@ -227,16 +250,17 @@ FILL_ATTEMPTS: Option[int] = Option(
     "fill-attempts",
     "consecutive failed reads of one blob before its fill gives up",
     values.positive_int,
-    _field(CacheSettings, "fill_attempts"),
+    lambda: CacheSettings().fill_attempts,
     metavar="N",
     group="cache",
 )
-CACHE_MAX_BYTES: Option[tuple[int, float] | None] = Option(
+CACHE_MAX_BYTES: Option[tuple[int, float]] = Option(
     "cache-max-bytes",
     "limit of the cache dir, e.g. 50GiB, 500MB or 80% (of its filesystem); least "
     "recently used blobs are evicted past it; none if unset",
-    values.optional(values.parse_size),
-    _unset,
+    values.size_limit,
+    lambda: (CacheSettings().max_bytes, CacheSettings().max_share),
+    values.show_limit,
     metavar="SIZE",
     group="limit",
 )
@@ -244,7 +268,7 @@ WARM_ENDPOINT: Option[bool] = Option(
     "warm-endpoint",
     "accept POST /-/warm to fetch images into the cache ahead of a deploy",
     values.boolean,
-    _field(ServerSettings, "warm_endpoint"),
+    lambda: ServerSettings().warm_endpoint,
     _show_bool,
     group="serve",
     flag=True,
@@ -253,7 +277,7 @@ ALLOW_PUSH: Option[bool] = Option(
     "allow-push",
     "accept pushes (blob uploads, manifest PUTs), written through to the backing store",
     values.boolean,
-    _field(PushSettings, "allow_push"),
+    lambda: PushSettings().allow_push,
     _show_bool,
     group="serve",
     flag=True,
@@ -262,7 +286,7 @@ ALLOW_DELETE: Option[bool] = Option(
     "allow-delete",
     "with --allow-push, also accept DELETE of manifests, tags and blob links",
     values.boolean,
-    _field(PushSettings, "allow_delete"),
+    lambda: PushSettings().allow_delete,
     _show_bool,
     group="serve",
     flag=True,
@@ -271,7 +295,7 @@ UPLOAD_EXPIRY: Option[float] = Option(
     "upload-expiry",
     "seconds an idle upload session is kept before it is removed",
     values.seconds,
-    _field(PushSettings, "upload_expiry"),
+    lambda: PushSettings().upload_expiry,
     values.show_seconds,
     "SECONDS",
     "serve",
@@ -280,7 +304,7 @@ TLS_CERT: Option[Path | None] = Option(
     "tls-cert",
     "serve HTTPS with this certificate (PEM, with its chain); needs --tls-key",
     values.optional(values.path),
-    _field(ServerSettings, "tls_cert"),
+    lambda: ServerSettings().tls_cert,
     metavar="FILE",
     group="listen",
 )
@@ -288,7 +312,7 @@ TLS_KEY: Option[Path | None] = Option(
     "tls-key",
     "the private key of --tls-cert (PEM)",
     values.optional(values.path),
-    _field(ServerSettings, "tls_key"),
+    lambda: ServerSettings().tls_key,
     metavar="FILE",
     group="listen",
 )
@@ -297,7 +321,7 @@ AUTH_HTPASSWD: Option[Path | None] = Option(
     "require credentials for the registry API: users from an htpasswd file "
     "(bcrypt entries, htpasswd -B)",
     values.optional(values.path),
-    _field(ServerSettings, "auth_htpasswd"),
+    lambda: ServerSettings().auth_htpasswd,
     metavar="FILE",
     group="serve",
 )
@@ -305,7 +329,7 @@ AUTH_TOKEN_FILE: Option[Path | None] = Option(
     "auth-token-file",
     "require credentials for the registry API: bearer tokens, one a line",
     values.optional(values.path),
-    _field(ServerSettings, "auth_token_file"),
+    lambda: ServerSettings().auth_token_file,
     metavar="FILE",
     group="serve",
 )
@@ -313,7 +337,7 @@ METRICS_LISTEN: Option[tuple[str, int] | None] = Option(
     "metrics-listen",
     "also serve /metrics, /healthz and /readyz on this address",
     values.optional(values.listen),
-    _field(ServerSettings, "metrics_listen"),
+    lambda: ServerSettings().metrics_listen,
     values.show_listen,
     "HOST:PORT",
     "serve",
@@ -322,7 +346,7 @@ SHUTDOWN_TIMEOUT: Option[float] = Option(
     "shutdown-timeout",
     "seconds requests in progress get to finish on SIGTERM",
     values.seconds,
-    _field(ServerSettings, "shutdown_timeout"),
+    lambda: ServerSettings().shutdown_timeout,
     values.show_seconds,
     "SECONDS",
     "serve",
@@ -331,7 +355,7 @@ LOG_LEVEL: Option[str] = Option(
     "log-level",
     "debug, info, warning or error",
     values.log_level,
-    _field(ServerSettings, "log_level"),
+    lambda: ServerSettings().log_level,
     metavar="LEVEL",
     group="serve",
 )
@@ -339,7 +363,7 @@ LOG_FORMAT: Option[str] = Option(
     "log-format",
     "json (one object per line) or text",
     values.log_format,
-    _field(ServerSettings, "log_format"),
+    lambda: ServerSettings().log_format,
     metavar="FORMAT",
     group="serve",
 )
@@ -378,7 +402,7 @@ LEASE_TTL: Option[float] = Option(
     "seconds a host's lease on a blob or tag stays valid without renewal; a host that "
     "dies holding one is taken over after this",
     values.positive_seconds,
-    _field(FleetSettings, "lease_ttl"),
+    lambda: _fleet().lease_ttl,
     values.show_seconds,
     "SECONDS",
     "serve",
@@ -389,7 +413,7 @@ PREFETCH: Option[bool] = Option(
     "when an image manifest is served, start filling its config and layers at once, "
     "behind client reads (--no-prefetch: only what clients ask for)",
     values.boolean,
-    _field(ServerSettings, "prefetch"),
+    lambda: ServerSettings().prefetch,
     _show_bool,
     group="serve",
     negatable=True,
@@ -398,12 +422,12 @@ PREFETCH_CONCURRENCY: Option[int] = Option(
     "prefetch-concurrency",
     "prefetch fills at once (within --s3-max-concurrency, after client reads)",
     values.positive_int,
-    _field(ServerSettings, "prefetch_concurrency"),
+    lambda: ServerSettings().prefetch_concurrency,
     metavar="N",
     group="serve",
 )
 
-OPTIONS: tuple[Option[Any], ...] = (
+OPTIONS: tuple[Setting, ...] = (
     S3_ENDPOINT,
     S3_BUCKET,
     S3_REGION,

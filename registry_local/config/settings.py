@@ -14,15 +14,22 @@ from pathlib import Path
 __all__ = [
     "CacheSettings",
     "FleetSettings",
+    "LoadSettings",
     "OriginSettings",
     "PushSettings",
     "S3Settings",
     "ServerSettings",
     "Settings",
     "StoreSettings",
+    "WarmSettings",
     "default_cache_dir",
     "default_fs_root",
 ]
+
+
+# Seconds a read may stall before it is given up and retried: of S3, and of
+# another host of the fleet (both set by --s3-read-timeout).
+_READ_TIMEOUT = 30.0
 
 
 def default_cache_dir() -> Path:
@@ -45,8 +52,7 @@ class S3Settings:
     endpoint: str | None = None
     region: str | None = None
     connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    max_connections: int = 64
+    read_timeout: float = _READ_TIMEOUT
     attempts: int = 3  # per request, for failures a retry may fix
     circuit_threshold: int = 5  # consecutive failures that open the circuit breaker
     circuit_cooldown: float = 1.0  # seconds it stays open before a probe (doubling)
@@ -124,6 +130,25 @@ class FleetSettings:
     advertise_url: str  # how other hosts reach this one's peer listener
     token: str | None = field(default=None, repr=False)  # shared secret of the fleet
     lease_ttl: float = 15.0  # seconds a lease stays valid without renewal
+    read_timeout: float = _READ_TIMEOUT  # a stalled read from another host is retried
+
+
+@dataclass(frozen=True)
+class WarmSettings:
+    """`registry-local warm` and the server's POST /-/warm."""
+
+    concurrency: int = 4  # blobs fetched at once
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """`registry-local loadtest`: the storm to make."""
+
+    clients: int = 20  # pulls at once
+    waves: int = 1  # rounds of `clients` pulls
+    ramp: float = 0.0  # seconds each wave's starts are spread over
+    platform: str = "linux/amd64"  # the image of a multi-platform index to pull
+    layer_concurrency: int = 3  # layers a pull fetches at once: dockerd's and containerd's
 
 
 @dataclass(frozen=True)
@@ -133,3 +158,4 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     push: PushSettings = field(default_factory=PushSettings)
     fleet: FleetSettings | None = None
+    warm: WarmSettings = field(default_factory=WarmSettings)

@@ -138,6 +138,19 @@ def parse_size(value: str) -> tuple[int, float]:
     return int(float(match.group(1)) * _UNITS[match.group(2)]), 0.0
 
 
+def size_limit(value: str) -> tuple[int, float]:
+    """A cache limit (parse_size); empty: none, (0, 0.0)."""
+    return parse_size(value) if value.strip() else (0, 0.0)
+
+
+def show_limit(value: tuple[int, float]) -> str | None:
+    """A cache limit as it was given; None for none."""
+    size, share = value
+    if share:
+        return f"{share * 100:g}%"
+    return show_size(size) if size else None
+
+
 def show_size(value: int) -> str:
     for unit in ("TiB", "GiB", "MiB", "KiB"):
         scale = _UNITS[unit.lower()]

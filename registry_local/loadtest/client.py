@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from ..config.settings import LoadSettings
 from ..errors import DigestInvalid, ManifestInvalid
 from ..oci.digest import Digest
 from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, inspect_manifest
@@ -24,7 +25,7 @@ from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, inspect_manifest
 __all__ = ["Client", "Pull", "PullFailed", "Tally", "Target", "run_clients"]
 
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
-LAYERS_AT_ONCE = 3  # dockerd's max-concurrent-downloads, containerd's likewise
+_LOAD = LoadSettings()
 
 
 class PullFailed(Exception):
@@ -48,7 +49,7 @@ class Target:
     name: str
     reference: str
     platform: tuple[str, str]  # (os, architecture) of an index's image
-    layer_concurrency: int = LAYERS_AT_ONCE  # layers fetched at once by one pull
+    layer_concurrency: int = _LOAD.layer_concurrency  # layers fetched at once by one pull
 
 
 class Tally(Protocol):

@@ -26,13 +26,16 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..config.settings import LoadSettings
 from ..oci.digest import Digest
 from ..oci.reference import parse_image_reference
 from ..progress import Progress, human_bytes
-from .client import LAYERS_AT_ONCE, Pull, Target, run_clients
+from .client import Pull, Target, run_clients
 from .workers import ClientProcesses
 
 __all__ = ["LoadReport", "run_load"]
+
+_LOAD = LoadSettings()  # the defaults
 
 
 @dataclass
@@ -133,12 +136,12 @@ async def _s3_counters(base: str) -> dict[str, float] | None:
 async def run_load(
     url: str,
     image: str,
-    clients: int = 20,
-    waves: int = 1,
-    ramp: float = 0.0,
-    platform: str = "linux/amd64",
+    clients: int = _LOAD.clients,
+    waves: int = _LOAD.waves,
+    ramp: float = _LOAD.ramp,
+    platform: str = _LOAD.platform,
     processes: int = 1,
-    layer_concurrency: int = LAYERS_AT_ONCE,
+    layer_concurrency: int = _LOAD.layer_concurrency,
 ) -> LoadReport:
     """Pull `image` from `url` with `clients` clients at once, `waves` times over,
     each fetching `layer_concurrency` layers at a time; with `processes` > 1, the

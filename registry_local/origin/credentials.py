@@ -40,7 +40,6 @@ __all__ = ["AuthFile", "Credentials", "Ecr", "Secret", "Static", "registry_keys"
 
 log = logging.getLogger(__name__)
 
-_HELPER_TIMEOUT = 10.0  # seconds a credential helper may take
 _HELPER_REUSE = 300.0  # seconds a helper's answer is reused before asking again
 _ECR_MARGIN = 300.0  # seconds before an ECR token expires that it is fetched anew
 _ECR_HOST = re.compile(r"(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")
@@ -99,7 +98,8 @@ def _host_of(key: str) -> str:
 class AuthFile:
     """A docker config.json or containers auth.json, for one registry host."""
 
-    def __init__(self, path: Path, host: str, helper_timeout: float = _HELPER_TIMEOUT) -> None:
+    def __init__(self, path: Path, host: str, helper_timeout: float) -> None:
+        """`helper_timeout`: seconds a credential helper may take (OriginSettings)."""
         self._path = path
         self._host = host
         self._keys = registry_keys(host)

@@ -86,7 +86,7 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
                 cache.fleet,
             )
             if settings.server.warm_endpoint:
-                app[WARMER] = Warmer(cache.manifests, cache.blobs)
+                app[WARMER] = Warmer(cache.manifests, cache.blobs, settings.warm.concurrency)
             if settings.server.prefetch:
                 app[PREFETCHER] = Prefetcher(cache.blobs, settings.server.prefetch_concurrency)
             async with contextlib.AsyncExitStack() as stack:
