@@ -12,8 +12,9 @@ bucket (write_through.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from io import FileIO
 
 from ..backing.distribution import DistributionStore
 from ..disk.eviction import Evictor
@@ -129,34 +130,25 @@ class BlobCache:
             return small
         for _ in range(2):
             try:
-                source = await self.source(digest)
+                source, file = await self._opened(digest, lambda: self.source(digest))
             except NoRoom as exc:
                 return await self._bypass(digest, exc.size)
-            try:
-                # Opening is a quick local call, made on the loop so that a fill
-                # cannot rename its file between our look at its path and the open.
-                file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230
-            except FileNotFoundError:
-                # Removed under us (prune, another process): fetch it again.
-                self._disk.forget(digest)
-                continue
             if isinstance(source, Fill):
                 return FileBody(file, await source.started(), source, self._disk, digest)
             await self._disk.touch(digest)
-            if source.size <= SMALL:
-                with file:  # a quick read of a few bytes from the page cache
-                    small = MemoryBody(file.readall())
-                if small.size == source.size:
-                    self._small.put(digest, small)
-                    return small
-                self._disk.forget(digest)  # the file changed under us: fetch it again
-                continue
-            return FileBody(file, source.size, None, self._disk, digest)
+            if source.size > SMALL:
+                return FileBody(file, source.size, None, self._disk, digest)
+            with file:  # a quick read of a few bytes from the page cache
+                small = MemoryBody(file.readall())
+            if small.size == source.size:
+                self._small.put(digest, small)
+                return small
+            self._disk.forget(digest)  # the file changed under us: fetch it again
         raise BlobUnknown(detail={"digest": str(digest)})
 
     async def _from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> BlobBody:
         try:
-            source = await self.source(digest, repo, name)
+            source, file = await self._opened(digest, lambda: self.source(digest, repo, name))
         except NoRoom as exc:
             return await self._bypass(digest, exc.size, repo)
         if isinstance(source, Fill):
@@ -164,8 +156,27 @@ class BlobCache:
         else:
             fill, size = None, source.size
         self._through.blob(name, digest, fill)
-        file = open(source.path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
         return FileBody(file, size, fill, self._disk, digest)
+
+    async def _opened(
+        self, digest: Digest, find: Callable[[], Awaitable[CommittedBlob | Fill | None]]
+    ) -> tuple[CommittedBlob | Fill, FileIO]:
+        """What `find` gives for the blob (a committed file, or its fill), with
+        its file open. A file removed under us (prune, another process, a fill
+        renaming it as it commits) is looked for once more. Raises what `find`
+        raises, and BlobUnknown when it finds nothing."""
+        for _ in range(2):
+            source = await find()
+            if source is None:
+                break
+            try:
+                # Opening is a quick local call, made on the loop so that a fill
+                # cannot rename its file between our look at its path and the open.
+                return source, open(source.path, "rb", buffering=0)  # noqa: ASYNC230
+            except FileNotFoundError:
+                if not isinstance(source, Fill):
+                    self._disk.forget(digest)
+        raise BlobUnknown(detail={"digest": str(digest)})
 
     async def source(
         self, digest: Digest, repo: OriginRepo | None = None, name: str = ""
@@ -283,21 +294,21 @@ class BlobCache:
         """What this host has of a blob, committed or still filling, for another
         host of the fleet; None if neither. Starts nothing; raises the fill's
         error if it fails before its size is known."""
-        for _ in range(2):
+
+        async def here() -> CommittedBlob | Fill | None:
             fill = self.in_flight(digest)
             if fill is not None:
-                size, path = await fill.started(), fill.path
-            else:
-                committed = self._committed(digest)
-                if committed is None:
-                    return None
-                size, path = committed.size, Path(committed.path)
-            try:
-                file = open(path, "rb", buffering=0)  # noqa: ASYNC230 (see open)
-            except FileNotFoundError:
-                continue  # renamed as it committed, or removed: look again
-            return FileBody(file, size, fill, self._disk, digest)
-        return None
+                await fill.started()
+                return fill
+            return self._committed(digest)
+
+        try:
+            source, file = await self._opened(digest, here)
+        except BlobUnknown:
+            return None
+        if isinstance(source, Fill):
+            return FileBody(file, await source.started(), source, self._disk, digest)
+        return FileBody(file, source.size, None, self._disk, digest)
 
     def present(self, digest: Digest) -> bool:
         """Committed here or on its way (a quick look at memory, no I/O)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ..errors import DigestMismatch, FillFailed
+from ..errors import DigestMismatch
 from ..oci.digest import Digest
 from .parts import Reads
 
@@ -24,10 +24,6 @@ class DirectBlob:
         self._reads = reads
         self.digest = digest
         self.size = size
-
-    def _check_size(self, size: int) -> None:
-        if size != self.size:
-            raise FillFailed(str(self.digest), "blob changed size in the backing store")
 
     def _resumed(self) -> None:
         self._reads.metrics.fill_resumed(part=False)
@@ -47,7 +43,7 @@ class DirectBlob:
         position = 0 if verify else start
         held: bytes | None = None
         async with self._reads.chunks(
-            self.digest, self._check_size, self._resumed, position, end
+            self.digest, None, self._resumed, position, end, size=self.size
         ) as chunks:
             async for chunk in chunks:
                 if hasher is not None:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..disk.store import TempBlob
-from ..errors import FillFailed
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
 from .reading import BlobSource, RetryPolicy, read_resuming
@@ -77,18 +76,28 @@ class Reads:
     def chunks(
         self,
         digest: Digest,
-        on_size: Callable[[int], None],
+        on_size: Callable[[int], None] | None,
         on_retry: Callable[[], None],
         start: int = 0,
         end: int | None = None,
         owner: object = None,
+        size: int | None = None,
     ) -> contextlib.aclosing[AsyncGenerator[bytes, None]]:
         """`async with` it for the bytes [start, end) of a blob, read as
         reading.read_resuming reads them; leaving the block, however early,
         closes what the read holds open."""
         return contextlib.aclosing(
             read_resuming(
-                self.source, digest, self.retry, self.slots, on_size, on_retry, start, end, owner
+                self.source,
+                digest,
+                self.retry,
+                self.slots,
+                on_size,
+                on_retry,
+                start,
+                end,
+                owner,
+                size,
             )
         )
 
@@ -187,7 +196,7 @@ class Parts:
         position = received = start
         batch: list[bytes] = []
         async with self._reads.chunks(
-            self._digest, self._same_size, self._retried, start, end, self._owner
+            self._digest, None, self._on_retry, start, end, self._owner, self._size
         ) as chunks:
             async for chunk in chunks:
                 # Written in batches: one thread hand-off (and one wake-up of the
@@ -214,12 +223,6 @@ class Parts:
     def _length(self, index: int) -> int:
         return min(self._part, self._size - index * self._part)
 
-    def _same_size(self, size: int) -> None:
-        if size != self._size:
-            raise FillFailed(str(self._digest), "blob changed size in the backing store")
-
-    def _retried(self) -> None:
-        self._on_retry()
 
 
 def write_at(fd: int, data: bytes | list[bytes], offset: int) -> None:

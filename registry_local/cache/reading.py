@@ -52,34 +52,38 @@ async def read_resuming(
     digest: Digest,
     retry: RetryPolicy,
     slots: FairSlots,
-    on_size: Callable[[int], None],
+    on_size: Callable[[int], None] | None,
     on_retry: Callable[[], None],
     start: int = 0,
     end: int | None = None,
     owner: object = None,
+    size: int | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Bytes [start, end or size) of the blob, in order, each attempt a read of
     just that range; `on_size` hears the size once it is known, `on_retry` each
-    resumption; `owner` shares slots fairly (slots.py). Raises BlobUnknown if
-    there is no such blob, FillFailed when the backing store keeps failing or the
-    blob changes under us."""
+    resumption; `owner` shares slots fairly (slots.py); `size`, when the caller
+    knows it, is what every answer must say. Raises BlobUnknown if there is no
+    such blob, FillFailed when the backing store keeps failing or the blob
+    changes under us."""
     position, failures = start, 0
-    size = stop = -1  # unknown until the first answer
+    known = -1 if size is None else size  # what every answer must say, once known
+    stop = -1  # unknown until the first answer
     while stop < 0 or position < stop:
         try:
             async with slots.slot(owner):
                 stream = await store.open_blob(digest, position, end)
                 if stream is None:
-                    if size < 0:
+                    if stop < 0:
                         raise BlobUnknown(detail={"digest": str(digest)})
                     raise FillFailed(str(digest), "blob vanished from the backing store")
                 try:
-                    if size < 0:
-                        size = stream.size
-                        stop = size if end is None else min(end, size)
-                        on_size(size)
-                    elif stream.size != size:
+                    if known >= 0 and stream.size != known:
                         raise FillFailed(str(digest), "blob changed size in the backing store")
+                    if stop < 0:
+                        known = stream.size
+                        stop = known if end is None else min(end, known)
+                        if on_size is not None:
+                            on_size(known)
                     while position < stop:
                         chunk = await stream.read(min(CHUNK, stop - position))
                         if not chunk:
