@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,11 +59,12 @@ def main() -> None:
         began = time.perf_counter()
         make_cache(root, args.blobs)
         print(f"created {args.blobs} blobs in {time.perf_counter() - began:.1f}s")
-        rows = []
-        for label, run in [
+        rows: list[tuple[str, str, float]] = []
+        runs: list[tuple[str, Callable[[], object]]] = [
             ("os.walk + stat (floor)", lambda: walk_and_stat(root)),
             ("DiskStore.open", lambda: len(asyncio.run(DiskStore.open(root)))),
-        ]:
+        ]
+        for label, run in runs:
             for warmth in ("cold", "warm"):
                 if warmth == "cold":
                     drop_caches()

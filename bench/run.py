@@ -52,7 +52,7 @@ from registry_local.layout import BucketLayout  # noqa: E402
 from registry_local.loadtest.run import run_load  # noqa: E402
 from registry_local.oci.digest import Digest  # noqa: E402
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
-from registry_local.transfer.imagebuild import build_image  # noqa: E402
+from registry_local.transfer.imagebuild import Image, build_image  # noqa: E402
 from tests.support.engines import run_seaweedfs  # noqa: E402
 from tests.support.harness import s3_settings, seed  # noqa: E402
 from tests.support.images import blob_key  # noqa: E402
@@ -293,7 +293,7 @@ http {{
         return {"requests_per_second": rate, "bytes_per_second": float(number) * scale}
 
 
-def _image(layers_mb: list[float]):
+def _image(layers_mb: list[float]) -> Image:
     return build_image(
         [{f"layer{n}.bin": os.urandom(int(mb * MIB))} for n, mb in enumerate(layers_mb)]
     )

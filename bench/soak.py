@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import boto3
@@ -31,12 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from registry_local.oci.digest import Digest  # noqa: E402
-from registry_local.transfer.imagebuild import build_image  # noqa: E402
+from registry_local.transfer.imagebuild import Image, build_image  # noqa: E402
 from tests.support.harness import metric, s3_settings, seed  # noqa: E402
 from tests.support.processes import AWS_ENV, free_port, run_moto, sealed_env, serve_argv  # noqa: E402
 from tests.support.s3proxy import Fault, S3Proxy  # noqa: E402
 
-FAULTS = [
+FAULTS: list[dict[str, Any]] = [
     {"status": 503, "code": "SlowDown"},
     {"reset_at": 64 << 10},
     {"stall_at": 32 << 10},
@@ -50,13 +51,13 @@ class Tally:
         self.whole = self.cut = self.errors = self.corrupt = self.ranges = 0
 
 
-async def client(base: str, images: list, tally: Tally, stop: float) -> None:
+async def client(base: str, images: list[tuple[str, Image]], tally: Tally, stop: float) -> None:
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < stop:
-            image = random.choice(images)
+            name, image = random.choice(images)
             digest = random.choice(list(image.blobs))
             data = image.blobs[digest]
-            url = f"{base}/v2/{image.name}/blobs/{digest}"
+            url = f"{base}/v2/{name}/blobs/{digest}"
             roll = random.random()
             try:
                 if roll < 0.15:  # abort mid-body
@@ -102,7 +103,7 @@ async def main(args: argparse.Namespace) -> int:
         os.environ.update(AWS_ENV)
         s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
         s3.create_bucket(Bucket="soak")
-        images = []
+        images: list[tuple[str, Image]] = []
         for number in range(args.images):
             image = build_image(
                 [
@@ -110,9 +111,9 @@ async def main(args: argparse.Namespace) -> int:
                     {"b": os.urandom(random.randint(5, 80) << 10)},
                 ]
             )
-            image.name = f"soak/app{number}"  # type: ignore[attr-defined]
-            await seed(s3_settings(moto, "soak"), image.name, "v1", image)  # type: ignore[attr-defined]
-            images.append(image)
+            name = f"soak/app{number}"
+            await seed(s3_settings(moto, "soak"), name, "v1", image)
+            images.append((name, image))
         proxy = await S3Proxy(moto).start()
         for fault in FAULTS:
             proxy.add(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from registry_local.config import StoreSettings
 
 from .support.engines import run_seaweedfs
-from .support.harness import RegistryLocal, s3_settings
+from .support.harness import RegistryLocal, StartCache, s3_settings
 from .support.processes import AWS_ENV, require_tool, run_moto
 from .support.s3proxy import S3Proxy
 
@@ -60,9 +60,6 @@ async def s3proxy(moto: str) -> AsyncIterator[S3Proxy]:
 def proxied_store(s3proxy: S3Proxy, bucket: str) -> StoreSettings:
     """The bucket through the counting, fault-injecting proxy."""
     return s3_settings(s3proxy.url, bucket)
-
-
-StartCache = Callable[..., Awaitable[RegistryLocal]]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import aiohttp
 import boto3
@@ -26,7 +27,7 @@ from registry_local.transfer.imagebuild import (
     sample_image,
 )
 
-from .support.harness import fetch, s3_settings, seed_all
+from .support.harness import StartCache, fetch, s3_settings, seed_all
 from .support.images import blob_key
 from .support.rawhttp import raw_request
 from .support.s3proxy import S3Proxy
@@ -80,7 +81,7 @@ def images(seeded: tuple[str, dict[str, Image]]) -> dict[str, Image]:
     return seeded[1]
 
 
-async def test_base_endpoint(start_cache):
+async def test_base_endpoint(start_cache: StartCache) -> None:
     cache = await start_cache()
     status, headers, body = await fetch(cache.url + "/v2/")
     assert status == 200 and json.loads(body) == {}
@@ -88,7 +89,9 @@ async def test_base_endpoint(start_cache):
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-async def test_manifest_by_tag_and_digest(start_cache, images, method):
+async def test_manifest_by_tag_and_digest(
+    start_cache: StartCache, images: dict[str, Image], method: str
+) -> None:
     cache = await start_cache()
     image = images["docker"]
     for reference in ("docker", str(image.top)):
@@ -103,7 +106,7 @@ async def test_manifest_by_tag_and_digest(start_cache, images, method):
         assert body == (image.top_manifest if method == "GET" else b"")
 
 
-async def test_manifest_etag_gives_304(start_cache, images):
+async def test_manifest_etag_gives_304(start_cache: StartCache, images: dict[str, Image]) -> None:
     cache = await start_cache()
     digest = str(images["docker"].top)
     status, _, body = await fetch(
@@ -114,7 +117,9 @@ async def test_manifest_etag_gives_304(start_cache, images):
 
 @pytest.mark.parametrize("style", ["joined", "lines"])
 @pytest.mark.parametrize("tag", ["oci", "index", "list"])
-async def test_accept_negotiation_in_both_header_styles(start_cache, images, style, tag):
+async def test_accept_negotiation_in_both_header_styles(
+    start_cache: StartCache, images: dict[str, Image], style: str, tag: str
+) -> None:
     cache = await start_cache()
     image = images[tag]
     types = [DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX]
@@ -132,7 +137,9 @@ async def test_accept_negotiation_in_both_header_styles(start_cache, images, sty
 
 
 @pytest.mark.parametrize("tag", ["oci", "index"])
-async def test_oci_types_need_to_be_accepted(start_cache, images, tag):
+async def test_oci_types_need_to_be_accepted(
+    start_cache: StartCache, images: dict[str, Image], tag: str
+) -> None:
     cache = await start_cache()
     status, _, body = await fetch(
         f"{cache.url}/v2/team/app/manifests/{tag}", accept=[DOCKER_MANIFEST, DOCKER_MANIFEST_LIST]
@@ -145,13 +152,17 @@ async def test_oci_types_need_to_be_accepted(start_cache, images, tag):
     assert status == 404 and _error_code(body) == "MANIFEST_UNKNOWN"
 
 
-async def test_docker_schema2_is_served_whatever_the_accept(start_cache, images):
+async def test_docker_schema2_is_served_whatever_the_accept(
+    start_cache: StartCache, images: dict[str, Image]
+) -> None:
     cache = await start_cache()
     status, headers, _ = await fetch(f"{cache.url}/v2/team/app/manifests/docker", accept=[])
     assert status == 200 and headers["Content-Type"] == DOCKER_MANIFEST
 
 
-async def test_manifest_list_by_tag_falls_back_to_amd64_for_old_clients(start_cache, images):
+async def test_manifest_list_by_tag_falls_back_to_amd64_for_old_clients(
+    start_cache: StartCache, images: dict[str, Image]
+) -> None:
     cache = await start_cache()
     image = images["list"]
     amd64 = json.loads(image.top_manifest)["manifests"][0]
@@ -169,7 +180,9 @@ async def test_manifest_list_by_tag_falls_back_to_amd64_for_old_clients(start_ca
     assert status == 200 and headers["Content-Type"] == DOCKER_MANIFEST_LIST
 
 
-async def test_blob_get_and_head(start_cache, images, s3proxy):
+async def test_blob_get_and_head(
+    start_cache: StartCache, images: dict[str, Image], s3proxy: S3Proxy
+) -> None:
     cache = await start_cache()
     digest, data = next(iter(images["big"].blobs.items()))
     url = f"{cache.url}/v2/team/big/blobs/{digest}"
@@ -194,7 +207,7 @@ def s3proxy_bucket(proxy: S3Proxy) -> str:
 
 
 @pytest.mark.parametrize("warm", [False, True])
-async def test_ranges(start_cache, images, warm):
+async def test_ranges(start_cache: StartCache, images: dict[str, Image], warm: bool) -> None:
     cache = await start_cache()
     digest, data = next(iter(images["big"].blobs.items()))
     url = f"{cache.url}/v2/team/big/blobs/{digest}"
@@ -220,7 +233,9 @@ async def test_ranges(start_cache, images, warm):
     assert status == 200 and body == data
 
 
-async def test_blob_must_be_linked_by_the_repository(start_cache, images):
+async def test_blob_must_be_linked_by_the_repository(
+    start_cache: StartCache, images: dict[str, Image]
+) -> None:
     cache = await start_cache()
     digest = next(iter(images["big"].blobs))  # linked by team/big only
     for method in ("GET", "HEAD"):
@@ -232,7 +247,7 @@ async def test_blob_must_be_linked_by_the_repository(start_cache, images):
     assert status == 404 and _error_code(body) == "MANIFEST_UNKNOWN"
 
 
-async def test_tags_list_and_pagination(start_cache, images):
+async def test_tags_list_and_pagination(start_cache: StartCache, images: dict[str, Image]) -> None:
     cache = await start_cache()
     status, headers, body = await fetch(f"{cache.url}/v2/team/app/tags/list?ns=docker.io")
     assert status == 200 and headers["Content-Type"].startswith("application/json")
@@ -277,7 +292,14 @@ async def test_tags_list_and_pagination(start_cache, images):
         ("POST", "/v2/", 405, "UNSUPPORTED"),
     ],
 )
-async def test_errors_are_oci_envelopes(start_cache, images, method, target, status, code):
+async def test_errors_are_oci_envelopes(
+    start_cache: StartCache,
+    images: dict[str, Image],
+    method: str,
+    target: str,
+    status: int,
+    code: str,
+) -> None:
     cache = await start_cache()
     got_status, headers, document = await raw_request(cache.url, target, method)
     assert got_status == status
@@ -287,7 +309,9 @@ async def test_errors_are_oci_envelopes(start_cache, images, method, target, sta
     assert "Traceback" not in json.dumps(document)
 
 
-async def test_nothing_outside_the_cache_dir_is_created(start_cache, tmp_path, images):
+async def test_nothing_outside_the_cache_dir_is_created(
+    start_cache: StartCache, tmp_path: Path, images: dict[str, Image]
+) -> None:
     cache = await start_cache()
     for target in [
         "/v2/a/..%2f..%2f..%2fescape/manifests/x",

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import unquote
 
 import boto3
@@ -31,7 +32,7 @@ from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 
 @pytest.fixture(params=["filesystem", "moto", "seaweedfs"])
-async def backend(request, tmp_path) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "filesystem":
         yield FilesystemBackend(tmp_path / "store")
         return
@@ -42,14 +43,14 @@ async def backend(request, tmp_path) -> AsyncIterator[Backend]:
         yield s3
 
 
-async def test_absent_objects_are_none(backend: Backend):
+async def test_absent_objects_are_none(backend: Backend) -> None:
     assert await backend.stat("a/b/data") is None
     assert await backend.read("a/b/data", 100) is None
     assert await backend.open("a/b/data") is None
     assert await backend.list("a/") == []
 
 
-async def test_write_read_stat(backend: Backend):
+async def test_write_read_stat(backend: Backend) -> None:
     await backend.write("x/y/link", b"sha256:abc")
     assert await backend.stat("x/y/link") == 10
     assert await backend.read("x/y/link", 100) == b"sha256:abc"
@@ -59,7 +60,7 @@ async def test_write_read_stat(backend: Backend):
     assert await backend.read("x/y/link", 100) == b"new"
 
 
-async def test_conditional_writes_compare_and_set(backend: Backend):
+async def test_conditional_writes_compare_and_set(backend: Backend) -> None:
     """create: only where nothing is; replace: only over the version read."""
     first = await backend.create("leases/a", b'{"n": 1}')
     assert first is not None
@@ -77,12 +78,12 @@ async def test_conditional_writes_compare_and_set(backend: Backend):
     assert await backend.create("leases/a", b'{"n": 6}') is not None  # free again
 
 
-async def test_only_one_of_many_concurrent_creates_wins(backend: Backend):
+async def test_only_one_of_many_concurrent_creates_wins(backend: Backend) -> None:
     results = await asyncio.gather(*(backend.create("leases/b", b"%d" % i) for i in range(8)))
     assert sum(r is not None for r in results) == 1
 
 
-async def test_stream_from_offsets(backend: Backend):
+async def test_stream_from_offsets(backend: Backend) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     await backend.write("blob/data", data)
     for offset in (0, 1, 65536, len(data) - 1, len(data)):
@@ -98,7 +99,7 @@ async def test_stream_from_offsets(backend: Backend):
         assert bytes(got) == data[offset:]
 
 
-async def test_modified_is_when_it_was_written(backend: Backend):
+async def test_modified_is_when_it_was_written(backend: Backend) -> None:
     assert await backend.modified("x/link") is None
     before = time.time()
     await backend.write("x/link", b"a")
@@ -106,7 +107,7 @@ async def test_modified_is_when_it_was_written(backend: Backend):
     assert written is not None and before - 5 <= written <= time.time() + 5  # clocks: S3's
 
 
-async def test_stream_of_bounded_ranges(backend: Backend):
+async def test_stream_of_bounded_ranges(backend: Backend) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     await backend.write("blob/data", data)
     await backend.write("empty/data", b"")
@@ -128,7 +129,7 @@ async def test_stream_of_bounded_ranges(backend: Backend):
     assert await backend.open("absent/data", 0, 100) is None
 
 
-async def test_list_gives_immediate_children_sorted(backend: Backend):
+async def test_list_gives_immediate_children_sorted(backend: Backend) -> None:
     for key in [
         "r/tags/b/current/link",
         "r/tags/a/current/link",
@@ -141,7 +142,7 @@ async def test_list_gives_immediate_children_sorted(backend: Backend):
     assert await backend.list("r/") == ["other", "tags"]
 
 
-async def test_a_child_whose_objects_are_all_deleted_is_not_listed(backend: Backend):
+async def test_a_child_whose_objects_are_all_deleted_is_not_listed(backend: Backend) -> None:
     """SeaweedFS keeps listing an emptied "directory"; AWS S3 and the listing
     contract do not: a deleted tag must not stay in the tag list."""
     for key in ["r/tags/a/current/link", "r/tags/a/index/x/link", "r/tags/b/current/link"]:
@@ -177,7 +178,7 @@ async def test_children_are_checked_only_where_the_store_lists_emptied_prefixes(
     assert lists == (1 + 4 if checks_children else 1)
 
 
-async def test_walk_gives_every_key_below_a_prefix(backend: Backend):
+async def test_walk_gives_every_key_below_a_prefix(backend: Backend) -> None:
     for key in ["w/a/current/link", "w/a/index/x/link", "w/b", "other/c"]:
         await backend.write(key, b"1")
     assert await backend.walk("w/") == ["a/current/link", "a/index/x/link", "b"]
@@ -186,11 +187,11 @@ async def test_walk_gives_every_key_below_a_prefix(backend: Backend):
     assert await backend.walk("absent/") == []
 
 
-async def test_check_passes(backend: Backend):
+async def test_check_passes(backend: Backend) -> None:
     await backend.check()
 
 
-async def test_unreachable_s3_is_unavailable():
+async def test_unreachable_s3_is_unavailable() -> None:
     settings = S3Settings(
         bucket="b", endpoint=f"http://127.0.0.1:{free_port()}", connect_timeout=1, read_timeout=1
     )
@@ -203,13 +204,13 @@ async def test_unreachable_s3_is_unavailable():
             await s3.check()
 
 
-async def test_missing_bucket_is_an_error_not_absence(moto):
+async def test_missing_bucket_is_an_error_not_absence(moto: str) -> None:
     async with S3Backend.connect(S3Settings(bucket="no-such-bucket", endpoint=moto)) as s3:
         with pytest.raises(BackendError):
             await s3.read("k", 10)
 
 
-def test_filesystem_refuses_traversing_keys(tmp_path):
+def test_filesystem_refuses_traversing_keys(tmp_path: Path) -> None:
     backend = FilesystemBackend(tmp_path)
     for key in ["../x", "a/../../x", "a//b", "./a"]:
         with pytest.raises(BackendError):
@@ -224,7 +225,9 @@ def _bucket_with(moto: str, key: str, data: bytes) -> str:
     return bucket
 
 
-async def test_s3_over_tls_trusts_what_botocore_trusts(moto, certificate, monkeypatch):
+async def test_s3_over_tls_trusts_what_botocore_trusts(
+    moto: str, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Reads (a presigned GET on a session of our own) and every other call
     (botocore's) trust the same certificates: AWS_CA_BUNDLE, else the default."""
     cert, key = certificate
@@ -248,7 +251,9 @@ async def test_s3_over_tls_trusts_what_botocore_trusts(moto, certificate, monkey
         await proxy.close()
 
 
-async def test_s3_errors_on_reads_mean_what_botocore_says_they_mean(moto, s3proxy):
+async def test_s3_errors_on_reads_mean_what_botocore_says_they_mean(
+    moto: str, s3proxy: S3Proxy
+) -> None:
     settings = S3Settings(bucket=_bucket_with(moto, "k", bytes(100)), endpoint=s3proxy.url)
     async with S3Backend.connect(replace(settings, attempts=1)) as s3:
         s3proxy.add(Fault(key_endswith("k"), times=1, status=403, code="AccessDenied"))
@@ -266,7 +271,9 @@ async def test_s3_errors_on_reads_mean_what_botocore_says_they_mean(moto, s3prox
             await s3.open("k", 10)
 
 
-async def test_reads_are_signed_again_for_the_region_s3_names(moto, s3proxy, caplog):
+async def test_reads_are_signed_again_for_the_region_s3_names(
+    moto: str, s3proxy: S3Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
     """botocore follows "the bucket is in another region" for its own calls; a
     presigned read is signed again for the region S3 names, and so is every
     read after it, with one warning that says how to configure it."""

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import aiohttp
 
+from registry_local.config import StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS, INFLIGHT
 from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import pull_image, seed
+from .support.harness import StartCache, pull_image, seed
 from .support.images import cached_blob
 from .support.processes import AWS_ENV, free_port, sealed_env
-from .support.s3proxy import Fault, key_endswith
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 MIB = 1 << 20
 BOUND = 60
@@ -33,7 +34,9 @@ async def _abort_after_first_bytes(session: aiohttp.ClientSession, url: str) -> 
     response.close()  # drops the connection mid-body
 
 
-async def test_a_thousand_aborted_requests_leak_nothing(start_cache, direct_store):
+async def test_a_thousand_aborted_requests_leak_nothing(
+    start_cache: StartCache, direct_store: StoreSettings
+) -> None:
     images = [build_image([{"f": os.urandom(4 * MIB)}]) for _ in range(10)]
     for number, image in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
@@ -121,8 +124,8 @@ class Server:
 
 
 async def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
-    direct_store, s3proxy, bucket, tmp_path: Path
-):
+    direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, tmp_path: Path
+) -> None:
     image = build_image([{"f": os.urandom(2 * MIB)}])
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     await seed(direct_store, "app", "v1", image)
@@ -160,8 +163,8 @@ async def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(
 
 
 async def test_sigterm_cuts_what_outlasts_the_deadline(
-    direct_store, s3proxy, bucket, tmp_path: Path
-):
+    direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, tmp_path: Path
+) -> None:
     image = build_image([{"f": os.urandom(48 * MIB)}])
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     other = build_image([{"g": os.urandom(2 * MIB)}])

@@ -19,8 +19,9 @@ from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import pull_image, s3_settings, seed
+from .support.harness import StartCache, pull_image, s3_settings, seed
 from .support.processes import run_docker_registry, skopeo
+from .support.s3proxy import S3Proxy
 
 
 def _multi_layer_index() -> Image:
@@ -70,8 +71,8 @@ async def _push_layout(tmp_path: Path, registry: str, reference: str) -> None:
 
 
 async def test_an_image_pushed_by_registry2_is_served_byte_identical(
-    start_cache, tmp_path, moto, bucket, s3proxy
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str, s3proxy: S3Proxy
+) -> None:
     image = _multi_layer_index()
     write_oci_layout(tmp_path / "src", image, "v1")
     with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
@@ -99,7 +100,9 @@ async def test_an_image_pushed_by_registry2_is_served_byte_identical(
     assert set(await pull_image(cache.url, "team/app", "v1")) == expected
 
 
-async def test_an_image_we_write_is_served_by_registry2(tmp_path, moto, bucket):
+async def test_an_image_we_write_is_served_by_registry2(
+    tmp_path: Path, moto: str, bucket: str
+) -> None:
     image = _multi_layer_index()
     await seed(s3_settings(moto, bucket), "team/app", "v1", image)
     with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
@@ -114,7 +117,7 @@ async def test_an_image_we_write_is_served_by_registry2(tmp_path, moto, bucket):
     assert _pulled_digests(tmp_path / "out") == {str(d) for d in [*image.blobs, *image.manifests]}
 
 
-async def test_we_write_the_same_objects_as_registry2(tmp_path, moto):
+async def test_we_write_the_same_objects_as_registry2(tmp_path: Path, moto: str) -> None:
     """Pushed by registry:2 into one bucket and written by us into another, the
     buckets hold the same keys with the same bytes (upload scratch space aside)."""
     image = _multi_layer_index()
@@ -136,7 +139,9 @@ async def test_we_write_the_same_objects_as_registry2(tmp_path, moto):
     assert all(k.startswith("fleet/registry/docker/registry/v2/") for k in written_by_registry2)
 
 
-async def test_registry2_filesystem_layout_is_the_embedded_store(start_cache, tmp_path):
+async def test_registry2_filesystem_layout_is_the_embedded_store(
+    start_cache: StartCache, tmp_path: Path
+) -> None:
     """The embedded default reads what registry:2's filesystem driver writes."""
     image = build_image([{"f": b"filesystem driver"}], media_type=OCI_MANIFEST)
     write_oci_layout(tmp_path / "src", image, "v1")
@@ -156,8 +161,8 @@ async def test_registry2_filesystem_layout_is_the_embedded_store(start_cache, tm
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 async def test_skopeo_pulls_one_platform_through_the_cache(
-    start_cache, direct_store, tmp_path, arch
-):
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path, arch: str
+) -> None:
     image = _multi_layer_index()
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache()

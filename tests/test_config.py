@@ -9,22 +9,22 @@ from pathlib import Path
 import pytest
 
 from registry_local.cli import _parser
-from registry_local.config import OPTIONS, load
+from registry_local.config import OPTIONS, Settings, load
 from registry_local.errors import ConfigError
 
 
-def _load(argv, env=None):
+def _load(argv: list[str], env: dict[str, str] | None = None) -> Settings:
     return load(_parser().parse_args(["serve", *argv]), env or {})
 
 
-def test_defaults():
+def test_defaults() -> None:
     settings = _load([])
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 5000)
     assert settings.cache.tag_ttl == 30
     assert settings.store.s3 is None  # the embedded directory store
 
 
-def test_precedence(tmp_path: Path):
+def test_precedence(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
         "s3_bucket: from-file\ns3-endpoint: http://127.0.0.1:1\ntag-ttl: 5\n"
@@ -40,7 +40,7 @@ def test_precedence(tmp_path: Path):
     assert settings.store.s3.endpoint == "http://127.0.0.1:1"
 
 
-def test_config_file_from_env(tmp_path: Path):
+def test_config_file_from_env(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("listen: '[::1]:6000'\n")
     settings = _load([], {"REGISTRY_LOCAL_CONFIG": str(config)})
@@ -77,7 +77,9 @@ def test_config_file_from_env(tmp_path: Path):
         ),
     ],
 )
-def test_bad_configuration(tmp_path: Path, argv, file_text, message):
+def test_bad_configuration(
+    tmp_path: Path, argv: list[str], file_text: str | None, message: str
+) -> None:
     if file_text is not None:
         (tmp_path / "c.yaml").write_text(file_text)
         argv = [*argv, "--config", str(tmp_path / "c.yaml")]
@@ -85,7 +87,7 @@ def test_bad_configuration(tmp_path: Path, argv, file_text, message):
         _load(argv)
 
 
-def test_serve_help_documents_every_option():
+def test_serve_help_documents_every_option() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "registry_local", "serve", "--help"],
         capture_output=True,
@@ -98,7 +100,7 @@ def test_serve_help_documents_every_option():
         assert option.env in text.replace("- ", "-").replace(" _", "_")
 
 
-def test_bad_flag_exits_2_with_a_message():
+def test_bad_flag_exits_2_with_a_message() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "registry_local", "serve", "--listen", "x"],
         capture_output=True,
@@ -108,7 +110,7 @@ def test_bad_flag_exits_2_with_a_message():
     assert "--listen 'x'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_switches_from_flags_env_and_file(tmp_path: Path):
+def test_switches_from_flags_env_and_file(tmp_path: Path) -> None:
     assert _load([]).push.allow_push is False
     assert _load(["--allow-push"]).push.allow_push is True
     env = {"REGISTRY_LOCAL_ALLOW_DELETE": "yes", "REGISTRY_LOCAL_ALLOW_PUSH": "on"}
@@ -137,19 +139,19 @@ def test_switches_from_flags_env_and_file(tmp_path: Path):
         ("2t", (2 * 10**12, 0.0)),
     ],
 )
-def test_cache_sizes(text, expected):
+def test_cache_sizes(text: str, expected: tuple[int, float]) -> None:
     from registry_local.config import parse_size
 
     assert parse_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["lots", "5XB", "0%", "120%", "-5GB", "%"])
-def test_bad_cache_sizes(text):
+def test_bad_cache_sizes(text: str) -> None:
     with pytest.raises(ConfigError, match="--cache-max-bytes"):
         _load([f"--cache-max-bytes={text}"])
 
 
-def test_fleet_settings(tmp_path: Path):
+def test_fleet_settings(tmp_path: Path) -> None:
     assert _load([]).fleet is None  # off unless a peer listener is asked for
     token = tmp_path / "token"
     token.write_text("s3cret\n")

@@ -21,7 +21,7 @@ import pytest
 from registry_local.config import OriginSettings, StoreSettings
 from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, htpasswd_origin, pull_image, s3_settings, seed
+from .support.harness import StartCache, fetch, htpasswd_origin, pull_image, s3_settings, seed
 from .support.processes import require_tool, run_docker_registry, sealed_env
 from .support.s3proxy import S3Proxy
 from .support.tokens import TokenGate
@@ -60,8 +60,13 @@ def _helper(bin_dir: Path, name: str, script: str) -> None:
 
 
 async def test_a_docker_config_auths_entry_is_used_and_read_again_when_it_changes(
-    start_cache, tmp_path, moto, bucket, image, caplog
-):
+    start_cache: StartCache,
+    tmp_path: Path,
+    moto: str,
+    bucket: str,
+    image: Image,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         config = _docker_config(
             tmp_path / "config.json", {"auths": {_host(url): _auth(USER, "wrong")}}
@@ -82,8 +87,13 @@ async def test_a_docker_config_auths_entry_is_used_and_read_again_when_it_change
 
 
 async def test_a_credential_helper_is_asked_with_the_registry_host(
-    start_cache, tmp_path, moto, bucket, image, monkeypatch
-):
+    start_cache: StartCache,
+    tmp_path: Path,
+    moto: str,
+    bucket: str,
+    image: Image,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -105,8 +115,8 @@ async def test_a_credential_helper_is_asked_with_the_registry_host(
 
 
 async def test_an_identity_token_is_exchanged_at_the_token_realm(
-    start_cache, tmp_path, moto, bucket, image
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str, image: Image
+) -> None:
     """What `docker login` leaves for registries with OAuth2: an identitytoken,
     sent to the realm as a refresh token (POST), never as a password."""
     root = tmp_path / "origin"
@@ -132,8 +142,16 @@ async def test_an_identity_token_is_exchanged_at_the_token_realm(
     ids=["failing", "hanging"],
 )
 async def test_a_helper_that_fails_or_hangs_is_a_clear_error(
-    start_cache, tmp_path, moto, bucket, image, monkeypatch, caplog, script, logged
-):
+    start_cache: StartCache,
+    tmp_path: Path,
+    moto: str,
+    bucket: str,
+    image: Image,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    script: str,
+    logged: str,
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -150,8 +168,13 @@ async def test_a_helper_that_fails_or_hangs_is_a_clear_error(
 
 
 async def test_ecr_tokens_come_from_the_aws_api_and_are_fetched_again_when_expired(
-    start_cache, tmp_path, moto, bucket, image, monkeypatch
-):
+    start_cache: StartCache,
+    tmp_path: Path,
+    moto: str,
+    bucket: str,
+    image: Image,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """moto's tokens are born expired (2015): each use asks the API again, as a
     real token is asked again five minutes before its twelve hours are up."""
     ecr = await S3Proxy(moto).start()  # counts the ECR API calls
@@ -167,8 +190,13 @@ async def test_ecr_tokens_come_from_the_aws_api_and_are_fetched_again_when_expir
 
 
 async def test_the_debian_ecr_helper_runs_through_the_helper_protocol(
-    start_cache, tmp_path, moto, bucket, image, monkeypatch
-):
+    start_cache: StartCache,
+    tmp_path: Path,
+    moto: str,
+    bucket: str,
+    image: Image,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Amazon's docker-credential-ecr-login (Debian's package) cannot be pointed at
     a local ECR API: for this registry it answers "credentials not found", which
     means anonymous, as docker takes it; the origin wants a password, so clients
@@ -190,7 +218,7 @@ async def test_the_debian_ecr_helper_runs_through_the_helper_protocol(
     assert status == 503 and f"upstream registry at {url}".encode() in body
 
 
-def test_the_config_takes_auth_files_and_ecr_per_origin(tmp_path: Path):
+def test_the_config_takes_auth_files_and_ecr_per_origin(tmp_path: Path) -> None:
     from registry_local.cli import _parser
     from registry_local.config import load
     from registry_local.errors import ConfigError

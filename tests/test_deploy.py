@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 from dockerfile_parse import DockerfileParser
 
-from registry_local.config import OPTIONS, load, reference_markdown
+from registry_local.config import OPTIONS, Settings, load, reference_markdown
 
 from .support.processes import free_port, require_tool, run_cli, sealed_env, serving
 from .support.s3proxy import serve_app
@@ -35,7 +35,7 @@ def _manifests() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(KUBERNETES.read_text()) if d]
 
 
-def test_every_deploy_file_parses():
+def test_every_deploy_file_parses() -> None:
     files = sorted(p for p in DEPLOY.rglob("*") if p.is_file())
     assert files
     for path in files:
@@ -48,7 +48,7 @@ def test_every_deploy_file_parses():
             tomllib.loads(text)
 
 
-def test_kubernetes_manifests_pass_the_schema():
+def test_kubernetes_manifests_pass_the_schema() -> None:
     for document in _manifests():
         kubernetes_validate.validate(document, "1.30.0", strict=True)
     # The check bites: a misspelt field is refused.
@@ -58,7 +58,7 @@ def test_kubernetes_manifests_pass_the_schema():
         kubernetes_validate.validate(daemonset, "1.30.0", strict=True)
 
 
-def test_the_daemonset_is_what_a_node_needs():
+def test_the_daemonset_is_what_a_node_needs() -> None:
     by_kind = {d["kind"]: d for d in _manifests()}
     pod = by_kind["DaemonSet"]["spec"]["template"]
     spec = pod["spec"]
@@ -97,7 +97,7 @@ def test_the_daemonset_is_what_a_node_needs():
     )
 
 
-def _load_config(values: dict[str, Any], environ: dict[str, str] | None = None):
+def _load_config(values: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
     """Settings from a config file with these values, as `serve --config` reads it."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "config.yaml"
@@ -105,13 +105,13 @@ def _load_config(values: dict[str, Any], environ: dict[str, str] | None = None):
         return load(argparse.Namespace(command="serve", config=str(path)), environ or {})
 
 
-def test_the_systemd_config_example_is_valid():
+def test_the_systemd_config_example_is_valid() -> None:
     settings = _load_config(yaml.safe_load((DEPLOY / "systemd" / "config.yaml").read_text()))
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 5000)
     assert settings.store.s3 is not None
 
 
-def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path):
+def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     analyze = require_tool("systemd-analyze")
     unit = (DEPLOY / "systemd" / "registry-local.service").read_text()
     for setting in (
@@ -138,7 +138,7 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path):
     assert exposure and float(exposure.group(1)) < 2.0, result.stdout[-400:]
 
 
-def test_engine_files_point_at_the_default_listen_address():
+def test_engine_files_point_at_the_default_listen_address() -> None:
     assert json.loads((DEPLOY / "docker" / "daemon.json").read_text()) == {
         "registry-mirrors": ["http://127.0.0.1:5000"]
     }
@@ -156,7 +156,7 @@ def test_engine_files_point_at_the_default_listen_address():
     )
 
 
-def test_dockerfile():
+def test_dockerfile() -> None:
     parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
     stages = [i for i in parser.structure if i["instruction"] == "FROM"]
     assert all(re.fullmatch(r"python:3\.1[1-9]-slim( AS \w+)?", s["value"]) for s in stages)
@@ -184,7 +184,7 @@ def test_dockerfile():
             assert (ROOT / source).exists(), source
 
 
-async def test_the_check_command_probes_a_running_server(tmp_path: Path):
+async def test_the_check_command_probes_a_running_server(tmp_path: Path) -> None:
     async with serving("--fs-root", str(tmp_path), "--cache-dir", str(tmp_path / "cache")) as (
         url,
         _,
@@ -208,8 +208,8 @@ async def test_the_check_command_probes_a_running_server(tmp_path: Path):
 
 
 async def test_check_speaks_tls_and_knows_registry_local_from_other_programs(
-    tmp_path: Path, certificate
-):
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
     cert, key = certificate
     tls = ("--tls-cert", str(cert), "--tls-key", str(key))
     async with serving(
@@ -235,7 +235,9 @@ async def test_check_speaks_tls_and_knows_registry_local_from_other_programs(
     assert code == 1 and "something else answers there" in err
 
 
-def test_configuration_reference_is_generated_from_the_options(monkeypatch):
+def test_configuration_reference_is_generated_from_the_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for variable in ("XDG_CACHE_HOME", "XDG_DATA_HOME"):
         monkeypatch.delenv(variable, raising=False)
     text = (ROOT / "docs" / "configuration.md").read_text()
@@ -243,7 +245,7 @@ def test_configuration_reference_is_generated_from_the_options(monkeypatch):
     assert block == reference_markdown()
 
 
-def test_readme_quick_start_is_two_commands():
+def test_readme_quick_start_is_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in quick.strip().splitlines()]
@@ -252,7 +254,7 @@ def test_readme_quick_start_is_two_commands():
         assert (ROOT / script).stat().st_mode & 0o111
 
 
-async def test_check_ready_says_why_not(tmp_path: Path):
+async def test_check_ready_says_why_not(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # an S3 endpoint nobody answers
     args = ("--s3-bucket", "b", "--s3-endpoint", closed, "--cache-dir", str(tmp_path / "c"))
     async with serving(*args) as (url, _):
@@ -267,7 +269,7 @@ _VARIABLE = re.compile(r"\.\.\.|s3://\S+|\b[A-Z][A-Z_:]+\b|\"[^\"]*\"|'[^']*'|\(
 _SYSTEM_WORDS = {os.strerror(n) for n in range(1, 134)} | {"Name or service not known"}
 
 
-def test_every_message_troubleshooting_quotes_is_one_the_code_says():
+def test_every_message_troubleshooting_quotes_is_one_the_code_says() -> None:
     """docs/troubleshooting.md's tables quote what operators see: each quoted
     message's fixed words must still be in the code, so the table cannot drift."""
     source = "\n".join(p.read_text() for p in (ROOT / "registry_local").rglob("*.py"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from registry_local.backing.opening import open_store
@@ -14,7 +15,7 @@ from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.harness import StartCache, fetch, pull_image, s3_settings, seed
 from .support.processes import require_tool, run_cli, run_docker_registry, sealed_env
 from .support.s3proxy import S3Proxy
 from .test_push import _push_image, _request
@@ -82,8 +83,8 @@ async def _referrers(
 
 
 async def test_referrers_pushed_through_one_host_are_listed_by_every_host(
-    start_cache, tmp_path, direct_store
-):
+    start_cache: StartCache, tmp_path: Path, direct_store: StoreSettings
+) -> None:
     image = build_image([{"app": b"x"}], media_type=OCI_MANIFEST)
     pusher = await start_cache(allow_push=True, allow_delete=True)
     await _push_image(pusher.url, "team/app", "v1", image)
@@ -149,7 +150,9 @@ async def test_referrers_pushed_through_one_host_are_listed_by_every_host(
         assert await store.referrers("team/app", image.top) == [Digest.of(signature)]
 
 
-async def test_referrers_that_registry2_wrote_are_found_by_a_scan(start_cache, direct_store):
+async def test_referrers_that_registry2_wrote_are_found_by_a_scan(
+    start_cache: StartCache, direct_store: StoreSettings
+) -> None:
     """No referrer links: the manifest revisions are scanned."""
     image = build_image([{"app": b"y"}], media_type=OCI_MANIFEST)
     await seed(direct_store, "team/app", "v1", image)
@@ -167,7 +170,9 @@ async def test_referrers_that_registry2_wrote_are_found_by_a_scan(start_cache, d
     assert index["manifests"][0]["artifactType"] == SIGNATURE
 
 
-async def test_a_reference_that_can_never_exist_is_manifest_unknown(start_cache):
+async def test_a_reference_that_can_never_exist_is_manifest_unknown(
+    start_cache: StartCache,
+) -> None:
     cache = await start_cache()
     for reference in ("not:a:tag", "-leading-dash", "sha256:short"):
         for method in ("GET", "HEAD"):
@@ -199,8 +204,8 @@ def _referrers_index(entries: list[tuple[bytes, str]]) -> bytes:
 
 
 async def test_an_origin_without_the_api_is_asked_for_the_referrers_tag(
-    start_cache, tmp_path, moto, bucket
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str
+) -> None:
     """registry:2 has no referrers API: its referrers tag (`sha256-<hex>`) is read,
     once per --tag-ttl."""
     image = build_image([{"app": b"z"}], media_type=OCI_MANIFEST)
@@ -238,8 +243,8 @@ async def test_an_origin_without_the_api_is_asked_for_the_referrers_tag(
 
 
 async def test_oras_attaches_an_artifact_and_an_origin_mapped_host_lists_it(
-    start_cache, tmp_path, moto, bucket
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str
+) -> None:
     """The oras SDK pushes an artifact with a subject to one registry-local; it
     is listed there, and by another registry-local that has the first as its
     origin (through the origin's referrers API)."""
@@ -283,8 +288,8 @@ async def test_oras_attaches_an_artifact_and_an_origin_mapped_host_lists_it(
 
 
 async def test_the_catalog_lists_the_stores_repositories_in_pages(
-    start_cache, direct_store, tmp_path
-):
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path
+) -> None:
     """Nested names, repositories registry:2 wrote, `n`/`last` and Link; and the
     `cached` command lists what this host has served."""
     for name in ("library/hello", "team/app", "team/app/sub", "zeta"):
@@ -315,7 +320,9 @@ async def test_the_catalog_lists_the_stores_repositories_in_pages(
     assert entry["manifests"] == 1 and entry["blobs"] == 2
 
 
-async def test_registry2_reads_a_store_with_referrer_links(start_cache, tmp_path):
+async def test_registry2_reads_a_store_with_referrer_links(
+    start_cache: StartCache, tmp_path: Path
+) -> None:
     """The CNCF registry on the same directory store: its catalog, tags and pulls
     are unchanged by the _referrers links, and its garbage collector runs."""
     image = build_image([{"app": b"v"}], media_type=OCI_MANIFEST)
@@ -333,7 +340,7 @@ async def test_registry2_reads_a_store_with_referrer_links(start_cache, tmp_path
         for digest, data in [(image.top, image.top_manifest), (Digest.of(signature), signature)]:
             status, _, body = await fetch(f"{registry}/v2/team/app/manifests/{digest}")
             assert status == 200 and body == data
-    config = next(tmp_path.glob("registry-*.yml"))
+    config = await asyncio.to_thread(lambda: next(tmp_path.glob("registry-*.yml")))
     collect = await asyncio.create_subprocess_exec(
         require_tool("docker-registry"),
         "garbage-collect",

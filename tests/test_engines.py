@@ -29,7 +29,7 @@ from .support.engines import (
     run_containerd,
     run_dockerd,
 )
-from .support.harness import RegistryLocal, pull_image, s3_settings, seed
+from .support.harness import RegistryLocal, StartCache, pull_image, s3_settings, seed
 from .support.processes import require_tool, sealed_env
 from .support.s3proxy import S3Proxy
 
@@ -66,7 +66,9 @@ def _image(name: str) -> Image:
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
-async def setup(request, start_cache, tmp_path) -> AsyncIterator[Setup]:
+async def setup(
+    request: pytest.FixtureRequest, start_cache: StartCache, tmp_path: Path
+) -> AsyncIterator[Setup]:
     endpoint = request.getfixturevalue(request.param)
     bucket = f"engines-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -86,7 +88,7 @@ def _each_blob_read_once(setup: Setup) -> None:
     assert gets and set(gets.values()) == {1}, gets
 
 
-async def test_dockerd_pulls_a_hub_name_through_its_mirror(setup: Setup, tmp_path: Path):
+async def test_dockerd_pulls_a_hub_name_through_its_mirror(setup: Setup, tmp_path: Path) -> None:
     with run_dockerd(setup.mirror, tmp_path) as docker:
         await asyncio.to_thread(docker, "pull", f"{setup.name}:v1")
         arch = (
@@ -109,7 +111,7 @@ async def test_dockerd_pulls_a_hub_name_through_its_mirror(setup: Setup, tmp_pat
     assert config["architecture"] == "amd64"
 
 
-async def test_containerd_pulls_through_hosts_toml(setup: Setup, tmp_path: Path):
+async def test_containerd_pulls_through_hosts_toml(setup: Setup, tmp_path: Path) -> None:
     ctr = require_tool("ctr")
     with run_containerd(setup.mirror, tmp_path) as (socket, hosts):
         result = await asyncio.to_thread(
@@ -137,7 +139,7 @@ async def test_containerd_pulls_through_hosts_toml(setup: Setup, tmp_path: Path)
     _each_blob_read_once(setup)
 
 
-async def test_podman_pulls_through_registries_conf(setup: Setup):
+async def test_podman_pulls_through_registries_conf(setup: Setup) -> None:
     with private_dir("rl-podman-") as workdir:
         root = await asyncio.to_thread(
             podman_pull, setup.mirror, workdir, f"docker.io/library/{setup.name}:v1", "arm64"
@@ -146,7 +148,9 @@ async def test_podman_pulls_through_registries_conf(setup: Setup):
     _each_blob_read_once(setup)
 
 
-async def test_twenty_skopeo_processes_pull_one_cold_image_at_once(setup: Setup, tmp_path: Path):
+async def test_twenty_skopeo_processes_pull_one_cold_image_at_once(
+    setup: Setup, tmp_path: Path
+) -> None:
     skopeo_path = require_tool("skopeo")
     policy = tmp_path / "policy.json"
     policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')

@@ -16,12 +16,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from registry_local.config import StoreSettings
 from registry_local.disk import store as disk_store
 from registry_local.oci.digest import Digest
+from registry_local.server.state import INFLIGHT
 
-from .support.harness import fetch, metric, pull_image, seed
+from .support.harness import StartCache, fetch, metric, pull_image, seed
 from .support.images import blob_key, image_with_layer
-from .support.s3proxy import Fault, key_endswith
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 MIB = 1 << 20
 
@@ -32,20 +34,27 @@ async def _get(url: str) -> bytes:
     return body
 
 
-async def test_lru_eviction_keeps_the_cache_within_its_limit(start_cache, direct_store):
+async def test_lru_eviction_keeps_the_cache_within_its_limit(
+    start_cache: StartCache, direct_store: StoreSettings
+) -> None:
     images = [image_with_layer(MIB) for _ in range(6)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
     limit = int(3.5 * MIB)
     cache = await start_cache(max_bytes=limit)
 
+    async def pull(name: str, clients: int = 1) -> None:
+        await asyncio.gather(*(pull_image(cache.url, name, "v1") for _ in range(clients)))
+        # Every answer is over, so no blob stays pinned by a body still closing:
+        # the next fill evicts by access order alone.
+        await cache[INFLIGHT].idle()
+
     for number in range(5):
-        # Three clients at once, each checking every digest.
-        await asyncio.gather(*(pull_image(cache.url, f"app{number}", "v1") for _ in range(3)))
+        await pull(f"app{number}", clients=3)  # three at once, each checking every digest
         assert await metric(cache.url, "registry_local_disk_used_bytes") <= limit
         if number == 3:
-            await pull_image(cache.url, "app1", "v1")  # app1 becomes recently used
-    await pull_image(cache.url, "app5", "v1")
+            await pull("app1")  # app1 becomes recently used
+    await pull("app5")
 
     cached = {n for n, (_, layer) in enumerate(images) if cache.blob_path(layer).exists()}
     assert 1 in cached and 5 in cached  # recently used stays
@@ -57,7 +66,9 @@ async def test_lru_eviction_keeps_the_cache_within_its_limit(start_cache, direct
     assert Digest.of(await _get(f"{cache.url}/v2/app0/blobs/{images[0][1]}")) == images[0][1]
 
 
-async def test_a_blob_being_sent_is_not_evicted_under_it(start_cache, direct_store):
+async def test_a_blob_being_sent_is_not_evicted_under_it(
+    start_cache: StartCache, direct_store: StoreSettings
+) -> None:
     big, big_layer = image_with_layer(48 * MIB)
     other, other_layer = image_with_layer(24 * MIB)
     await seed(direct_store, "big", "v1", big)
@@ -79,7 +90,9 @@ async def test_a_blob_being_sent_is_not_evicted_under_it(start_cache, direct_sto
     assert Digest.of(head + rest) == big_layer
 
 
-async def test_access_order_survives_a_restart(start_cache, direct_store, monkeypatch):
+async def test_access_order_survives_a_restart(
+    start_cache: StartCache, direct_store: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(disk_store, "TOUCH_INTERVAL", 0.0)  # write every access to disk
     images = [image_with_layer(MIB) for _ in range(4)]
     for number, (image, _) in enumerate(images):
@@ -133,8 +146,8 @@ def _fill_disk(path: Path, leave: int = 0) -> None:
 
 
 async def test_no_room_on_disk_serves_from_s3_and_resumes_by_itself(
-    start_cache, direct_store, small_disk
-):
+    start_cache: StartCache, direct_store: StoreSettings, small_disk: Path
+) -> None:
     image, layer = image_with_layer(8 * MIB)
     small, small_layer = image_with_layer(MIB // 2)
     await seed(direct_store, "app", "v1", image)
@@ -156,7 +169,9 @@ async def test_no_room_on_disk_serves_from_s3_and_resumes_by_itself(
     assert await metric(cache.url, "registry_local_cache_writable") == 1
 
 
-async def test_enospc_in_the_middle_of_a_fill(start_cache, direct_store, small_disk, s3proxy):
+async def test_enospc_in_the_middle_of_a_fill(
+    start_cache: StartCache, direct_store: StoreSettings, small_disk: Path, s3proxy: S3Proxy
+) -> None:
     image, layer = image_with_layer(8 * MIB)
     await seed(direct_store, "app", "v1", image)
     gate = s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, gate_at=MIB))
@@ -177,7 +192,7 @@ async def test_enospc_in_the_middle_of_a_fill(start_cache, direct_store, small_d
     assert await metric(cache.url, "registry_local_fills_finished_total", outcome="bypassed") == 1
 
 
-def test_the_disk_is_really_full(small_disk):
+def test_the_disk_is_really_full(small_disk: Path) -> None:
     """The premise of the tests above: the tmpfs refuses writes when full."""
     _fill_disk(small_disk / "ballast")
     with pytest.raises(OSError) as info, (small_disk / "more").open("wb") as f:
@@ -188,8 +203,8 @@ def test_the_disk_is_really_full(small_disk):
 
 
 async def test_without_room_ranges_are_still_verified(
-    start_cache, direct_store, small_disk, moto, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, small_disk: Path, moto: str, bucket: str
+) -> None:
     """Found by the soak run: streaming from S3 without caching must not send a
     corrupt tail, nor unverifiable bytes of a range short of the end."""
     import boto3

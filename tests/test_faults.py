@@ -16,12 +16,13 @@ import pytest
 
 from registry_local.backing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from registry_local.cache.slots import FairSlots
+from registry_local.config import StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.telemetry.metrics import Metrics
 
-from .support.harness import fetch, metric, pull_image, s3_settings, seed
+from .support.harness import StartCache, fetch, metric, pull_image, s3_settings, seed
 from .support.images import image_with_layer
-from .support.s3proxy import Fault, key_endswith
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 MIB = 1 << 20
 BOUND = 60  # seconds: a bug fails the test instead of hanging it
@@ -47,7 +48,9 @@ async def _body(url: str) -> tuple[int, bytes | None]:
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-async def test_a_passing_fault_is_absorbed(start_cache, direct_store, s3proxy, bucket, fault):
+async def test_a_passing_fault_is_absorbed(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, fault: str
+) -> None:
     image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=2, **FAULTS[fault]))
@@ -67,8 +70,8 @@ async def test_a_passing_fault_is_absorbed(start_cache, direct_store, s3proxy, b
 
 @pytest.mark.parametrize("fault", ["503 SlowDown", "500 InternalError", "connection refused"])
 async def test_a_lasting_fault_releases_every_waiter(
-    start_cache, direct_store, s3proxy, bucket, fault
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, fault: str
+) -> None:
     image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     injected = s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), **FAULTS[fault]))
@@ -97,8 +100,8 @@ async def test_a_lasting_fault_releases_every_waiter(
 
 @pytest.mark.parametrize("fault", ["reset mid-body", "stalled body", "short body"])
 async def test_a_body_that_keeps_breaking_still_arrives_by_resuming(
-    start_cache, direct_store, s3proxy, bucket, fault
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, fault: str
+) -> None:
     """Every response breaks after some bytes; each resume makes progress, so
     the fill gets there, reading each byte of the blob from S3 once."""
     image, layer = image_with_layer(2 * MIB)
@@ -118,8 +121,8 @@ async def test_a_body_that_keeps_breaking_still_arrives_by_resuming(
 
 
 async def test_the_circuit_breaker_stops_hammering_a_dead_s3(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     cached, _cached_layer = image_with_layer(2 * MIB)
     await seed(direct_store, "cached", "v1", cached)
     cold = [image_with_layer(2 * MIB) for _ in range(5)]
@@ -148,7 +151,7 @@ async def test_the_circuit_breaker_stops_hammering_a_dead_s3(
     assert await metric(cache.url, "registry_local_s3_circuit_opened_total") == 1
 
 
-def test_the_breaker_probes_once_per_cooldown_and_backs_off():
+def test_the_breaker_probes_once_per_cooldown_and_backs_off() -> None:
     now = [0.0]
     breaker = CircuitBreaker(threshold=2, cooldown=1.0, max_cooldown=4.0, clock=lambda: now[0])
     breaker.failure()
@@ -168,8 +171,8 @@ def test_the_breaker_probes_once_per_cooldown_and_backs_off():
 
 
 async def test_concurrent_blob_reads_from_s3_are_bounded(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     images = [image_with_layer(2 * MIB) for _ in range(6)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
@@ -207,7 +210,7 @@ async def test_concurrent_blob_reads_from_s3_are_bounded(
     assert results == [(200, image.blobs[layer]) for image, layer in images]
 
 
-async def test_slots_are_served_first_come_first_served():
+async def test_slots_are_served_first_come_first_served() -> None:
     slots = FairSlots(1, Metrics())
     order: list[int] = []
     holder = slots.slot()
@@ -227,7 +230,7 @@ async def test_slots_are_served_first_come_first_served():
     assert order == [0, 1, 3, 4]
 
 
-async def test_slots_go_to_owners_in_turn():
+async def test_slots_go_to_owners_in_turn() -> None:
     """A fill reading many parts at once cannot crowd out the fill queued after it."""
     slots = FairSlots(1, Metrics())
     order: list[str] = []
@@ -248,7 +251,9 @@ async def test_slots_go_to_owners_in_turn():
     assert order == ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]
 
 
-async def test_a_digest_mismatch_mid_storm_commits_nothing(start_cache, direct_store, s3proxy):
+async def test_a_digest_mismatch_mid_storm_commits_nothing(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, layer = image_with_layer(2 * MIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, corrupt_at=MIB + 7))

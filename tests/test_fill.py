@@ -12,22 +12,28 @@ import os
 import threading
 import tracemalloc
 from collections import Counter
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import boto3
 import pytest
 
 from registry_local.cache.parts import write_at
+from registry_local.config import StoreSettings
 from registry_local.disk.store import TempBlob
 from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES
 from registry_local.server.state import BLOBS
-from registry_local.transfer.imagebuild import build_image
+from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.harness import StartCache, fetch, pull_image, s3_settings, seed
 from .support.images import blob_key
-from .support.s3proxy import Fault, key_endswith
+from .support.s3proxy import Fault, S3Proxy, key_endswith
+
+T = TypeVar("T")
 
 KIB = 1024
 MANIFEST_ACCEPT = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
@@ -35,13 +41,13 @@ MANIFEST_ACCEPT = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
 LAYER = os.urandom(2 * 1024 * KIB)
 
 
-def _layer_image(*payloads: bytes):
+def _layer_image(*payloads: bytes) -> tuple[Image, list[Digest]]:
     image = build_image([{f"f{i}.bin": p} for i, p in enumerate(payloads)])
     layers = [d for d, data in image.blobs.items() if len(data) > 4 * KIB]
     return image, layers
 
 
-async def _wait(awaitable, seconds: float = 60):
+async def _wait(awaitable: Awaitable[T], seconds: float = 60) -> T:
     """Await background work, with a bound so a bug fails instead of hanging."""
     return await asyncio.wait_for(awaitable, seconds)
 
@@ -55,7 +61,9 @@ async def _get_body(url: str) -> tuple[int, bytes | Exception]:
                 return response.status, exc
 
 
-async def test_storm_of_25_cold_clients_reads_every_object_once(start_cache, direct_store, s3proxy):
+async def test_storm_of_25_cold_clients_reads_every_object_once(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, _ = _layer_image(LAYER, os.urandom(300 * KIB), b"small")
     await seed(direct_store, "library/app", "v1", image)
     cache = await start_cache(prefetch=False)  # exact counts of client fills and joins
@@ -75,8 +83,8 @@ async def test_storm_of_25_cold_clients_reads_every_object_once(start_cache, dir
 
 
 async def test_joiners_get_bytes_while_the_fill_is_still_running(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     gate = s3proxy.add(Fault(key_endswith(blob_key(layer)), gate_at=256 * KIB))
@@ -97,7 +105,7 @@ async def test_joiners_get_bytes_while_the_fill_is_still_running(
     await _wait(asyncio.gather(*(seen.wait() for seen in first_bytes)))
     # Every client has bytes, and the fill is still held at the gate.
     assert not gate.gate.is_set()
-    assert cache.app[BLOBS].in_flight(layer) is not None
+    assert cache[BLOBS].in_flight(layer) is not None
     assert not cache.blob_path(layer).exists()
     gate.gate.set()
     bodies = await _wait(asyncio.gather(*clients))
@@ -105,7 +113,9 @@ async def test_joiners_get_bytes_while_the_fill_is_still_running(
     assert s3proxy.count("GET", blob_key(layer)) == 1
 
 
-async def test_a_client_that_leaves_does_not_stop_the_fill(start_cache, direct_store, s3proxy):
+async def test_a_client_that_leaves_does_not_stop_the_fill(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     gate = s3proxy.add(Fault(key_endswith(blob_key(layer)), gate_at=128 * KIB))
@@ -115,7 +125,7 @@ async def test_a_client_that_leaves_does_not_stop_the_fill(start_cache, direct_s
     async with aiohttp.ClientSession() as session:
         response = await session.get(url)
         assert len(await response.content.readany()) > 0
-        fill = cache.app[BLOBS].in_flight(layer)
+        fill = cache[BLOBS].in_flight(layer)
         assert fill is not None
         response.close()  # the only client goes away mid-body
     gate.gate.set()
@@ -130,8 +140,13 @@ async def test_a_client_that_leaves_does_not_stop_the_fill(start_cache, direct_s
 
 @pytest.mark.parametrize("where", ["in the bucket", "in transit"])
 async def test_corrupt_bytes_are_never_committed_or_served_whole(
-    start_cache, direct_store, s3proxy, moto, bucket, where
-):
+    start_cache: StartCache,
+    direct_store: StoreSettings,
+    s3proxy: S3Proxy,
+    moto: str,
+    bucket: str,
+    where: str,
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     good = image.blobs[layer]
@@ -163,7 +178,9 @@ async def test_corrupt_bytes_are_never_committed_or_served_whole(
     assert s3proxy.count("GET", key) == 2
 
 
-async def test_a_reset_mid_body_resumes_from_the_byte_reached(start_cache, direct_store, s3proxy):
+async def test_a_reset_mid_body_resumes_from_the_byte_reached(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     key = blob_key(layer)
@@ -184,8 +201,8 @@ async def test_a_reset_mid_body_resumes_from_the_byte_reached(start_cache, direc
 
 
 async def test_a_stalled_body_is_retried_after_the_read_timeout(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     key = blob_key(layer)
@@ -199,7 +216,9 @@ async def test_a_stalled_body_is_retried_after_the_read_timeout(
     assert cache.metrics.sample("fill_retries") == 1
 
 
-async def test_an_s3_that_keeps_failing_releases_every_waiter(start_cache, direct_store, s3proxy):
+async def test_an_s3_that_keeps_failing_releases_every_waiter(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     key = blob_key(layer)
@@ -221,8 +240,8 @@ async def test_an_s3_that_keeps_failing_releases_every_waiter(start_cache, direc
 
 
 async def test_several_clients_resume_with_ranges_during_a_cold_fill(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, (layer,) = _layer_image(LAYER)
     await seed(direct_store, "app", "v1", image)
     gate = s3proxy.add(Fault(key_endswith(blob_key(layer)), gate_at=512 * KIB))
@@ -243,8 +262,8 @@ async def test_several_clients_resume_with_ranges_during_a_cold_fill(
 
 
 async def test_memory_stays_bounded_for_a_large_blob_and_many_joiners(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     """No whole-blob buffers: peak Python allocations stay far below the blob size."""
     size = 48 << 20
     image, (layer,) = _layer_image(os.urandom(size))
@@ -271,8 +290,8 @@ async def test_memory_stays_bounded_for_a_large_blob_and_many_joiners(
 
 
 async def test_a_range_short_of_the_end_waits_for_the_verified_blob(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     """Found by the soak run: a bounded range would otherwise get bytes no digest
     has checked yet. It waits for the commit; if the fill fails, it is cut."""
     image, (layer,) = _layer_image(LAYER)
@@ -290,8 +309,8 @@ async def test_a_range_short_of_the_end_waits_for_the_verified_blob(
 
 
 async def test_a_cold_request_reads_the_link_and_the_blob_together(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     """The blob's data is read while the link check is still out (one round
     trip, not two), and handed out only once the link is confirmed."""
     image, (layer,) = _layer_image(os.urandom(300 * KIB))
@@ -311,8 +330,8 @@ async def test_a_cold_request_reads_the_link_and_the_blob_together(
 
 
 async def test_a_cold_manifest_read_takes_its_link_and_its_body_together(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     """The same for a manifest by digest: its body is read while the revision
     link check is out, and served only once the link is confirmed; a repository
     that does not link it gets 404 and none of its bytes."""
@@ -339,8 +358,8 @@ async def test_a_cold_manifest_read_takes_its_link_and_its_body_together(
 
 
 async def test_a_request_in_a_repository_that_does_not_link_the_blob_gets_nothing(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, (layer,) = _layer_image(os.urandom(300 * KIB))
     await seed(direct_store, "library/app", "v1", image)
     cache = await start_cache(prefetch=False)
@@ -351,7 +370,9 @@ async def test_a_request_in_a_repository_that_does_not_link_the_blob_gets_nothin
     assert image.blobs[layer] not in body
 
 
-async def test_a_write_outliving_its_cancelled_fill_cannot_land_in_another_file(tmp_path):
+async def test_a_write_outliving_its_cancelled_fill_cannot_land_in_another_file(
+    tmp_path: Path,
+) -> None:
     """A fill cancelled while a thread writes for it closes its file; the number
     closed is the next one open() hands out. The thread writes through its own
     descriptor, so its bytes still go to the fill's file, never to the new one."""

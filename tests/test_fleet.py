@@ -29,7 +29,7 @@ from registry_local.oci.digest import Digest
 from registry_local.transfer.imagebuild import Image, build_image
 
 from .support.harness import fetch, metric, pull_image, seed
-from .support.processes import free_port, run_docker_registry, serving
+from .support.processes import StderrLog, free_port, run_docker_registry, serving
 from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 TOKEN = "fleet-secret"
@@ -138,7 +138,7 @@ def _layer(bench: Bench) -> str:
     return str(max(bench.image.blobs, key=lambda d: len(bench.image.blobs[d])))
 
 
-async def test_a_storm_on_every_host_reads_each_blob_from_the_origin_once(bench: Bench):
+async def test_a_storm_on_every_host_reads_each_blob_from_the_origin_once(bench: Bench) -> None:
     async with hosts(bench, 4) as fleet:
         pulls = await asyncio.gather(
             *(pull_image(host.url, "team/app", "v1") for host in fleet for _ in range(5))
@@ -157,7 +157,7 @@ async def test_a_storm_on_every_host_reads_each_blob_from_the_origin_once(bench:
     assert served > 0  # followers streamed from the holder while it filled
 
 
-async def test_a_holder_killed_mid_fill_leaves_every_other_host_whole(bench: Bench):
+async def test_a_holder_killed_mid_fill_leaves_every_other_host_whole(bench: Bench) -> None:
     layer = _layer(bench)
     gate = bench.origin.add(Fault(key_endswith(f"blobs/{layer}"), times=1, gate_at=256 << 10))
     async with hosts(bench, 3, lease_ttl=1.0) as fleet:
@@ -183,7 +183,7 @@ async def test_a_holder_killed_mid_fill_leaves_every_other_host_whole(bench: Ben
 
 async def test_a_peer_with_the_wrong_token_gets_401_and_its_host_waits_for_the_bucket(
     bench: Bench, tmp_path: Path
-):
+) -> None:
     layer = _layer(bench)
     gate = bench.origin.add(Fault(key_endswith(f"blobs/{layer}"), times=1, gate_at=256 << 10))
     wrong = tmp_path / "wrong-token"
@@ -223,7 +223,9 @@ async def _until(read: Callable[[], Awaitable[float]], at_least: float) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_a_lease_left_by_a_dead_host_is_taken_over_after_its_time_to_live(bench: Bench):
+async def test_a_lease_left_by_a_dead_host_is_taken_over_after_its_time_to_live(
+    bench: Bench,
+) -> None:
     layer = _layer(bench)
     dead = {"holder": f"http://127.0.0.1:{free_port()}", "host": "gone", "ttl": 1, "serial": 7}
     s3 = boto3.client("s3", endpoint_url=bench.endpoint, region_name="us-east-1")
@@ -240,7 +242,7 @@ async def test_a_lease_left_by_a_dead_host_is_taken_over_after_its_time_to_live(
 
 async def test_a_store_that_ignores_conditional_writes_turns_coordination_off(
     bench: Bench, moto: str, bucket: str
-):
+) -> None:
     """moto behind a proxy that drops If-None-Match, as a store without conditional
     writes would: one clear warning, a metric, /readyz says why; pulls still work."""
     proxy = await S3Proxy(moto).start()
@@ -252,13 +254,14 @@ async def test_a_store_that_ignores_conditional_writes_turns_coordination_off(
             "--s3-endpoint",
             proxy.url,
         ]
-        async with serving(*args, keep_log=True) as (url, process):
+        stderr = StderrLog()
+        async with serving(*args, log=stderr) as (url, _):
             assert await pull_image(url, "team/app", "v1") == bench.expected()
             assert await metric(url, "registry_local_fleet_coordination") == 0
             status, _, body = await fetch(f"{url}/readyz")
             assert status == 200
             assert json.loads(body)["checks"]["fleet"].startswith("off: the backing store")
-        log = process.log.decode()  # type: ignore[attr-defined]
+        log = stderr.data.decode()
         assert log.count("fleet coordination off") == 1
         assert "does not honour conditional writes" in log
     finally:

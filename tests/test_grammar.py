@@ -33,7 +33,7 @@ HEX = "a" * 64
 
 
 @pytest.mark.parametrize("name", ["alpine", "library/alpine", "a/b/c", "a.b_c__d-e---f", "0"])
-def test_valid_names(name):
+def test_valid_names(name: str) -> None:
     assert parse_name(name) == name
 
 
@@ -58,23 +58,23 @@ def test_valid_names(name):
         "a/" * 127 + "ab",
     ],
 )
-def test_invalid_names(name):
+def test_invalid_names(name: str) -> None:
     with pytest.raises(NameInvalid):
         parse_name(name)
 
 
 @pytest.mark.parametrize("tag", ["latest", "v1.2.3", "_x", "A-b_c.d", "a" * 128])
-def test_valid_tags(tag):
+def test_valid_tags(tag: str) -> None:
     assert parse_tag(tag) == tag
 
 
 @pytest.mark.parametrize("tag", ["", ".x", "-x", "a" * 129, "a/b", "a b", "..", "a:b"])
-def test_invalid_tags(tag):
+def test_invalid_tags(tag: str) -> None:
     with pytest.raises(TagInvalid):
         parse_tag(tag)
 
 
-def test_digest_round_trip_and_errors():
+def test_digest_round_trip_and_errors() -> None:
     digest = Digest.parse(f"sha256:{HEX}")
     assert str(digest) == f"sha256:{HEX}"
     assert Digest.of(b"") == Digest.parse(
@@ -94,7 +94,7 @@ def test_digest_round_trip_and_errors():
             Digest.parse(bad)
 
 
-def test_reference_is_digest_when_it_has_a_colon():
+def test_reference_is_digest_when_it_has_a_colon() -> None:
     assert isinstance(parse_reference(f"sha256:{HEX}"), Digest)
     assert parse_reference("latest") == "latest"
     with pytest.raises(DigestInvalid):
@@ -102,7 +102,7 @@ def test_reference_is_digest_when_it_has_a_colon():
 
 
 @given(st.text(max_size=300))
-def test_name_parser_never_lets_traversal_through(text):
+def test_name_parser_never_lets_traversal_through(text: str) -> None:
     try:
         name = parse_name(text)
     except NameInvalid:
@@ -112,7 +112,7 @@ def test_name_parser_never_lets_traversal_through(text):
 
 
 @given(st.text(max_size=80))
-def test_digest_parser_accepts_only_canonical_forms(text):
+def test_digest_parser_accepts_only_canonical_forms(text: str) -> None:
     try:
         digest = Digest.parse(text)
     except DigestInvalid:
@@ -136,13 +136,13 @@ def test_digest_parser_accepts_only_canonical_forms(text):
         ("items=0-3", (0, 100, False)),
     ],
 )
-def test_ranges(header, expected):
+def test_ranges(header: str | None, expected: tuple[int, int, bool]) -> None:
     r = parse_range(header, 100)
     assert (r.start, r.end, r.partial) == expected
 
 
 @pytest.mark.parametrize("header", ["bytes=100-", "bytes=1000-2000", "bytes=-0"])
-def test_unsatisfiable_ranges(header):
+def test_unsatisfiable_ranges(header: str | None) -> None:
     with pytest.raises(RangeInvalid) as info:
         parse_range(header, 100)
     assert info.value.status == 416
@@ -150,7 +150,7 @@ def test_unsatisfiable_ranges(header):
 
 
 @given(st.integers(0, 10**6), st.text(max_size=40))
-def test_range_parser_is_total(size, header):
+def test_range_parser_is_total(size: int, header: str | None) -> None:
     try:
         r = parse_range(header, size)
     except RangeInvalid:
@@ -158,13 +158,13 @@ def test_range_parser_is_total(size, header):
     assert 0 <= r.start <= r.end <= size
 
 
-def test_accept_from_several_lines_or_one():
+def test_accept_from_several_lines_or_one() -> None:
     joined = parse_accept([f"{OCI_MANIFEST}, {OCI_INDEX};q=0.9"])
     lines = parse_accept([OCI_MANIFEST, f"{OCI_INDEX}; q=0.5"])
     assert joined == lines == {OCI_MANIFEST, OCI_INDEX}
 
 
-def test_acceptability_follows_distribution():
+def test_acceptability_follows_distribution() -> None:
     none: frozenset[str] = frozenset()
     assert acceptable(DOCKER_MANIFEST, none)  # schema2 always
     assert not acceptable(OCI_MANIFEST, none)
@@ -175,7 +175,7 @@ def test_acceptability_follows_distribution():
     assert acceptable(OCI_INDEX, frozenset({"*/*"}))
 
 
-def test_inspect_manifest_kinds():
+def test_inspect_manifest_kinds() -> None:
     layer = {"mediaType": "x", "size": 3, "digest": f"sha256:{HEX}"}
     oci = json.dumps({"schemaVersion": 2, "config": layer, "layers": [layer]}).encode()
     assert inspect_manifest(oci).media_type == OCI_MANIFEST  # mediaType may be omitted

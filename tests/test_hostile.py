@@ -208,7 +208,9 @@ METHOD = st.sampled_from(
     derandomize=True,
 )
 @given(METHOD, PATHS, QUERY, HEADERS, st.binary(max_size=1500))
-def test_no_input_gets_a_5xx_or_a_traceback(server, method, path, query, headers, body):
+def test_no_input_gets_a_5xx_or_a_traceback(
+    server: int, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+) -> None:
     lines = [
         f"{method} {path}{query} HTTP/1.1",
         "Host: 127.0.0.1",
@@ -226,7 +228,7 @@ def test_no_input_gets_a_5xx_or_a_traceback(server, method, path, query, headers
         assert errors and all({"code", "message"} <= set(e) for e in errors)
 
 
-def test_oversized_headers_and_bodies_are_refused(server):
+def test_oversized_headers_and_bodies_are_refused(server: int) -> None:
     status, _, _ = exchange(
         server,
         b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: "
@@ -253,7 +255,7 @@ def test_oversized_headers_and_bodies_are_refused(server):
     assert status == 413 and json.loads(body)["errors"]
 
 
-def test_traversal_never_reaches_the_disk(server, tmp_path: Path):
+def test_traversal_never_reaches_the_disk(server: int, tmp_path: Path) -> None:
     for target in [
         "/v2/..%2f..%2f..%2fetc/passwd/manifests/latest",
         "/v2/library/hello/blobs/sha256:..%2f..%2f..%2f..%2fetc%2fpasswd",

@@ -18,15 +18,21 @@ from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.transfer.exporter import export_image
 from registry_local.transfer.files import SourceError
-from registry_local.transfer.imagebuild import Platform, build_image, build_index, sample_image
+from registry_local.transfer.imagebuild import (
+    Image,
+    Platform,
+    build_image,
+    build_index,
+    sample_image,
+)
 from registry_local.transfer.importer import import_image
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import pull_image
+from .support.harness import StartCache, pull_image
 from .support.processes import run_cli, sealed_env, skopeo
 
 
-def _index():
+def _index() -> Image:
     return build_index(
         {
             Platform("linux", a): build_image(
@@ -40,13 +46,15 @@ def _index():
     )
 
 
-async def _import(store: StoreSettings, source: Path, image: str, ref: str | None = None):
+async def _import(store: StoreSettings, source: Path, image: str, ref: str | None = None) -> Digest:
     name, _, tag = image.partition(":")
     async with open_store(store) as distribution:
         return await import_image(distribution, source, name, tag, ref)
 
 
-async def test_an_oci_layout_imports_unchanged(start_cache, direct_store, tmp_path):
+async def test_an_oci_layout_imports_unchanged(
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path
+) -> None:
     image = _index()
     write_oci_layout(tmp_path / "layout", image, "v1")
     assert await _import(direct_store, tmp_path / "layout", "team/app:v1") == image.top
@@ -58,8 +66,8 @@ async def test_an_oci_layout_imports_unchanged(start_cache, direct_store, tmp_pa
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
 async def test_a_docker_archive_is_converted_as_the_engine_would(
-    start_cache, direct_store, tmp_path, compression
-):
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path, compression: str | None
+) -> None:
     image = build_image(
         [{"a.txt": b"first layer"}, {"b.bin": os.urandom(80_000)}], media_type=OCI_MANIFEST
     )
@@ -74,8 +82,8 @@ async def test_a_docker_archive_is_converted_as_the_engine_would(
     )
     if compression == "gzip":  # `docker save | gzip`
         packed = tmp_path / "saved.tar.gz"
-        with archive.open("rb") as raw, gzip.open(packed, "wb") as out:
-            shutil.copyfileobj(raw, out)
+        with archive.open("rb") as plain, gzip.open(packed, "wb") as out:
+            shutil.copyfileobj(plain, out)
         archive = packed
 
     top = await _import(direct_store, archive, "app:v1")
@@ -95,7 +103,9 @@ async def test_a_docker_archive_is_converted_as_the_engine_would(
         assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == diff_id
 
 
-async def test_an_oci_archive_imports(start_cache, direct_store, tmp_path):
+async def test_an_oci_archive_imports(
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path
+) -> None:
     image = _index()
     write_oci_layout(tmp_path / "layout", image, "v1")
     archive = tmp_path / "image.tar"
@@ -112,7 +122,9 @@ async def test_an_oci_archive_imports(start_cache, direct_store, tmp_path):
     assert len(await pull_image(cache.url, "app", "v1")) == len(image.blobs) + len(image.manifests)
 
 
-async def test_export_then_import_round_trips(direct_store, tmp_path, start_cache):
+async def test_export_then_import_round_trips(
+    direct_store: StoreSettings, tmp_path: Path, start_cache: StartCache
+) -> None:
     image = _index()
     write_oci_layout(tmp_path / "layout", image, "v1")
     await _import(direct_store, tmp_path / "layout", "team/app:v1")
@@ -128,8 +140,8 @@ async def test_export_then_import_round_trips(direct_store, tmp_path, start_cach
 
 
 async def test_docker_typed_layouts_are_readable_by_tag_and_keep_their_digests(
-    direct_store, tmp_path
-):
+    direct_store: StoreSettings, tmp_path: Path
+) -> None:
     """skopeo reads only OCI-typed manifests from a layout: the sample (a Docker
     manifest list) and the export of a Docker-typed image carry OCI copies that
     it reads by tag, while import takes back the originals, digests unchanged."""
@@ -166,7 +178,7 @@ async def test_docker_typed_layouts_are_readable_by_tag_and_keep_their_digests(
     assert await _import(direct_store, tmp_path / "out", "copy/app:v1") == image.top
 
 
-async def test_bad_sources_are_refused_clearly(direct_store, tmp_path):
+async def test_bad_sources_are_refused_clearly(direct_store: StoreSettings, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="not an OCI image layout"):
         await _import(direct_store, tmp_path / "empty", "app:v1")
@@ -190,7 +202,7 @@ async def test_bad_sources_are_refused_clearly(direct_store, tmp_path):
         await _import(direct_store, tmp_path / "two", "app:v1", ref="b")
 
 
-async def test_the_cli_imports_with_progress_and_exports(tmp_path):
+async def test_the_cli_imports_with_progress_and_exports(tmp_path: Path) -> None:
     env = {**sealed_env(), "REGISTRY_LOCAL_FS_ROOT": str(tmp_path / "store")}
     image = build_image([{"f": b"cli"}], media_type=DOCKER_MANIFEST)
     write_oci_layout(tmp_path / "layout", image, "latest")

@@ -9,25 +9,27 @@ import os
 import signal
 import sys
 from collections import Counter
+from pathlib import Path
 
 import boto3
 import pytest
 from aiohttp import web
 
+from registry_local.config import StoreSettings
 from registry_local.loadtest.client import Target
 from registry_local.loadtest.run import run_load
 from registry_local.loadtest.workers import ClientProcesses, LoadWorkerDied
 from registry_local.oci.digest import Digest
 from registry_local.progress import Progress
-from registry_local.transfer.imagebuild import Platform, build_image, build_index
+from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
 
-from .support.harness import metric, seed
+from .support.harness import StartCache, metric, seed
 from .support.images import blob_key
 from .support.processes import AWS_ENV, run_cli, run_docker_registry, sealed_env
-from .support.s3proxy import serve_app
+from .support.s3proxy import S3Proxy, serve_app
 
 
-def _index():
+def _index() -> tuple[Image, Image]:
     per_platform = {
         Platform("linux", arch): build_image(
             [{"a": os.urandom(300_000)}, {"b": os.urandom(100_000)}], Platform("linux", arch)
@@ -37,7 +39,9 @@ def _index():
     return build_index(per_platform), per_platform[Platform("linux", "amd64")]
 
 
-async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct_store, s3proxy):
+async def test_the_report_matches_what_the_server_and_s3_saw(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, amd64 = _index()
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache()
@@ -64,7 +68,7 @@ async def test_the_report_matches_what_the_server_and_s3_saw(start_cache, direct
     assert warm.bytes == 20 * report.unique_bytes
 
 
-async def test_a_worker_process_that_dies_fails_the_run_clearly():
+async def test_a_worker_process_that_dies_fails_the_run_clearly() -> None:
     target = Target("http://127.0.0.1:9", "team/app", "v1", ("linux", "amd64"))
     workers = ClientProcesses(target, 2, 4, 0.0)
     await asyncio.to_thread(workers.start)
@@ -82,7 +86,7 @@ async def _cli(*args: str) -> tuple[int, str, str]:
     return await run_cli("loadtest", *args, env=sealed_env(AWS_ENV))
 
 
-async def test_ctrl_c_stops_the_run_and_its_workers_quietly():
+async def test_ctrl_c_stops_the_run_and_its_workers_quietly() -> None:
     arrived, gone = asyncio.Event(), asyncio.Event()
     open_requests = 0
 
@@ -133,7 +137,9 @@ _WITH_DEFAULT_SIGINT = (
 )
 
 
-async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, bucket):
+async def test_a_corrupt_blob_fails_the_run(
+    start_cache: StartCache, direct_store: StoreSettings, moto: str, bucket: str
+) -> None:
     image, amd64 = _index()
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache()
@@ -156,8 +162,8 @@ async def test_a_corrupt_blob_fails_the_run(start_cache, direct_store, moto, buc
 
 
 async def test_workers_import_the_parents_copy_whatever_the_directory_holds(
-    start_cache, direct_store, tmp_path
-):
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path
+) -> None:
     """Run from a directory holding another registry_local (a source checkout
     beside an installed copy): the workers still import the parent's copy."""
     image, _ = _index()
@@ -182,7 +188,7 @@ async def test_workers_import_the_parents_copy_whatever_the_directory_holds(
     assert json.loads(out)["pulls_ok"] == 4
 
 
-async def test_it_pulls_from_any_registry(tmp_path, moto, bucket):
+async def test_it_pulls_from_any_registry(tmp_path: Path, moto: str, bucket: str) -> None:
     image, amd64 = _index()
     with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         from .support.harness import s3_settings
@@ -193,7 +199,7 @@ async def test_it_pulls_from_any_registry(tmp_path, moto, bucket):
     assert report.unique_blobs == len(amd64.blobs)
 
 
-def test_the_live_line_names_a_total_only_when_one_is_known():
+def test_the_live_line_names_a_total_only_when_one_is_known() -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -210,7 +216,7 @@ def test_the_live_line_names_a_total_only_when_one_is_known():
 
 
 @pytest.mark.parametrize("layers_at_once", [1, 2])
-async def test_each_pull_fetches_layer_concurrency_layers_at_once(layers_at_once: int):
+async def test_each_pull_fetches_layer_concurrency_layers_at_once(layers_at_once: int) -> None:
     """A registry that holds every blob answer until `layers_at_once` are asked
     for at once: the pull finishes only if it asks that many, and never more."""
     image = build_image([{f"l{n}": os.urandom(1000)} for n in range(4)])

@@ -13,14 +13,15 @@ import aiohttp
 import pytest
 
 from registry_local.backing.filesystem import FilesystemBackend
+from registry_local.config import StoreSettings
 from registry_local.fleet.leases import Held, Leases, Seen
 from registry_local.layout import BucketLayout
 from registry_local.telemetry.metrics import Metrics
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import seed
-from .support.processes import serving
-from .support.s3proxy import Fault, key_endswith
+from .support.processes import StderrLog, serving
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,8 +55,8 @@ async def _layer_image(direct_store: Any) -> Any:
 
 
 async def test_shutdown_cuts_a_stuck_request_within_its_timeout(
-    tmp_path: Path, direct_store, s3proxy, bucket
-):
+    tmp_path: Path, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     """S3 stalls mid-blob for good: SIGTERM ends the process after
     --shutdown-timeout (plus a bounded close), and the request is logged as the
     200 it started as, cut short by the shutdown."""
@@ -63,7 +64,8 @@ async def test_shutdown_cuts_a_stuck_request_within_its_timeout(
     stall = Fault(key_endswith(f"{layer.hex}/data"), stall_at=256 << 10)
     s3proxy.add(stall)
     args = _args(tmp_path, s3proxy.url, bucket, "--shutdown-timeout", "4")
-    async with serving(*args, keep_log=True) as (url, process), aiohttp.ClientSession() as session:
+    stderr = StderrLog()
+    async with serving(*args, log=stderr) as (url, process), aiohttp.ClientSession() as session:
         response = await session.get(f"{url}/v2/app/blobs/{layer}")
         assert len(await response.content.readany()) > 0
         await stall.reached.wait()
@@ -74,7 +76,7 @@ async def test_shutdown_cuts_a_stuck_request_within_its_timeout(
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
         request_id = response.headers["X-Request-Id"]
-    lines = _lines(process.log)  # type: ignore[attr-defined]
+    lines = _lines(stderr.data)
     [line] = _requests(lines)
     assert line["status"] == 200 and line["cut"] == "shutting down"
     assert line["level"] == "warning" and line["request_id"] == request_id
@@ -84,21 +86,22 @@ async def test_shutdown_cuts_a_stuck_request_within_its_timeout(
 
 
 async def test_a_fill_failing_mid_body_is_logged_as_cut_with_its_cause(
-    tmp_path: Path, direct_store, s3proxy, bucket
-):
+    tmp_path: Path, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     _, layer = await _layer_image(direct_store)
     # The body breaks, and the read resuming it is refused for good.
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), times=1, reset_at=256 << 10))
     s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), status=403, code="AccessDenied"))
     args = _args(tmp_path, s3proxy.url, bucket)
-    async with serving(*args, keep_log=True) as (url, process), aiohttp.ClientSession() as session:
+    stderr = StderrLog()
+    async with serving(*args, log=stderr) as (url, _), aiohttp.ClientSession() as session:
         headers = {"X-Request-Id": "pull-1234"}
         async with session.get(f"{url}/v2/app/blobs/{layer}", headers=headers) as response:
             assert response.status == 200
             assert response.headers["X-Request-Id"] == "pull-1234"
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
-    lines = _lines(process.log)  # type: ignore[attr-defined]
+    lines = _lines(stderr.data)
     [line] = _requests(lines)
     # What docs/troubleshooting.md tells operators to run finds it.
     assert line["status"] >= 400 or line.get("cut")
@@ -112,21 +115,26 @@ async def test_a_fill_failing_mid_body_is_logged_as_cut_with_its_cause(
     assert fill["error_class"] and fill["request_id"] == "pull-1234"
 
 
-async def test_debug_shows_the_steps_of_a_fill(tmp_path: Path, direct_store, moto, bucket):
+async def test_debug_shows_the_steps_of_a_fill(
+    tmp_path: Path, direct_store: StoreSettings, moto: str, bucket: str
+) -> None:
     image, layer = await _layer_image(direct_store)
     args = _args(tmp_path, moto, bucket, "--log-level", "DEBUG")
-    async with serving(*args, keep_log=True) as (url, process), aiohttp.ClientSession() as session:
+    stderr = StderrLog()
+    async with serving(*args, log=stderr) as (url, _), aiohttp.ClientSession() as session:
         async with session.get(f"{url}/v2/app/blobs/{layer}") as response:
             assert await response.read() == image.blobs[layer]
     steps = [
         entry["message"]
-        for entry in _lines(process.log)  # type: ignore[attr-defined]
+        for entry in _lines(stderr.data)
         if entry.get("digest") == str(layer) and entry["level"] == "debug"
     ]
     assert steps[0].endswith("started") and any("checking the digest" in s for s in steps)
 
 
-async def test_debug_shows_the_steps_of_a_lease(tmp_path: Path, caplog):
+async def test_debug_shows_the_steps_of_a_lease(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="registry_local.fleet.leases")
     backend = FilesystemBackend(tmp_path)
     first = Leases(backend, BucketLayout(""), "http://127.0.0.1:1", 30, Metrics())

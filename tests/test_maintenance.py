@@ -9,13 +9,15 @@ from pathlib import Path
 
 import aiohttp
 
+from registry_local.config import StoreSettings
 from registry_local.disk.store import DiskStore
 from registry_local.oci.digest import Digest
 from registry_local.transfer.imagebuild import Platform, build_image, build_index
 
-from .support.harness import fetch, metric, pull_image, seed
+from .support.harness import StartCache, fetch, metric, pull_image, seed
 from .support.images import image_with_layer
 from .support.processes import AWS_ENV, sealed_env
+from .support.s3proxy import S3Proxy
 
 
 async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -33,8 +35,8 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]
 
 
 async def test_verify_finds_a_flipped_byte_and_repair_quarantines_it(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, layer = image_with_layer(200_000)
     await seed(direct_store, "app", "v1", image)
     cache = await start_cache()
@@ -63,7 +65,9 @@ async def test_verify_finds_a_flipped_byte_and_repair_quarantines_it(
     assert (await _cli("verify", "--cache-dir", cache_dir))[0] == 0
 
 
-async def test_prune_beside_a_running_server(start_cache, direct_store):
+async def test_prune_beside_a_running_server(
+    start_cache: StartCache, direct_store: StoreSettings
+) -> None:
     images = [image_with_layer(200_000) for _ in range(3)]
     for number, (image, _) in enumerate(images):
         await seed(direct_store, f"app{number}", "v1", image)
@@ -81,7 +85,9 @@ async def test_prune_beside_a_running_server(start_cache, direct_store):
     assert code == 2 and "--to SIZE" in out  # no target and no limit: a clear refusal
 
 
-async def test_warm_then_pull_reads_nothing_from_s3(start_cache, direct_store, s3proxy, bucket):
+async def test_warm_then_pull_reads_nothing_from_s3(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     per_platform = {
         Platform("linux", a): build_image([{"f": os.urandom(100_000)}], Platform("linux", a))
         for a in ("amd64", "arm64")
@@ -112,7 +118,9 @@ async def test_warm_then_pull_reads_nothing_from_s3(start_cache, direct_store, s
     assert s3proxy.requests == []
 
 
-async def test_warm_one_platform_and_errors(direct_store, s3proxy, bucket, tmp_path):
+async def test_warm_one_platform_and_errors(
+    direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, tmp_path: Path
+) -> None:
     per_platform = {
         Platform("linux", a): build_image([{"f": a.encode() * 1000}], Platform("linux", a))
         for a in ("amd64", "arm64")
@@ -145,7 +153,9 @@ async def test_warm_one_platform_and_errors(direct_store, s3proxy, bucket, tmp_p
     assert code == 1 and "app:v1 has no image for linux/s390x" in out
 
 
-async def test_the_warm_endpoint(start_cache, direct_store, s3proxy):
+async def test_the_warm_endpoint(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image, layer = image_with_layer(200_000)
     await seed(direct_store, "app", "v1", image)
     cache = await start_cache(warm_endpoint=True)
@@ -186,7 +196,7 @@ async def test_the_warm_endpoint(start_cache, direct_store, s3proxy):
     assert (await fetch(f"{plain.url}/-/warm", method="POST"))[0] == 404
 
 
-async def test_the_index_is_rebuilt_from_disk(tmp_path: Path):
+async def test_the_index_is_rebuilt_from_disk(tmp_path: Path) -> None:
     store = await DiskStore.open(tmp_path)
     digests = []
     for number in range(2000):

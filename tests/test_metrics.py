@@ -13,11 +13,12 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from registry_local.config import StoreSettings
 from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import fetch, pull_image, seed
-from .support.processes import free_port, require_tool, serving
-from .support.s3proxy import Fault
+from .support.harness import StartCache, fetch, pull_image, seed
+from .support.processes import StderrLog, free_port, require_tool, serving
+from .support.s3proxy import Fault, S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "registry-local.json"
@@ -57,7 +58,9 @@ class Delta:
         return matching(self.after) - matching(self.before)
 
 
-async def test_exact_deltas_for_a_cold_storm_then_a_warm_one(start_cache, direct_store, s3proxy):
+async def test_exact_deltas_for_a_cold_storm_then_a_warm_one(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image = build_image([{"a": b"x" * 100_000}, {"b": b"y" * 50_000}, {"c": b"z"}])
     await seed(direct_store, "app", "v1", image)
     blob_bytes = sum(len(data) for data in image.blobs.values())
@@ -107,7 +110,7 @@ async def test_exact_deltas_for_a_cold_storm_then_a_warm_one(start_cache, direct
     assert warm("registry_local_fills_started_total") == 0
 
 
-async def test_series_exist_at_zero_from_the_start(start_cache):
+async def test_series_exist_at_zero_from_the_start(start_cache: StartCache) -> None:
     cache = await start_cache()
     samples = await scrape(cache.url)
     for name, labels in [
@@ -122,7 +125,9 @@ async def test_series_exist_at_zero_from_the_start(start_cache):
     assert samples[("registry_local_disk_size_bytes", ())] > 0
 
 
-async def test_health_and_readiness_flip_with_the_backing_store(start_cache, s3proxy):
+async def test_health_and_readiness_flip_with_the_backing_store(
+    start_cache: StartCache, s3proxy: S3Proxy
+) -> None:
     cache = await start_cache()
     status, _, body = await fetch(f"{cache.url}/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready"
@@ -143,8 +148,8 @@ async def test_health_and_readiness_flip_with_the_backing_store(start_cache, s3p
 
 
 async def test_metrics_listener_and_json_logs_without_credentials(
-    tmp_path, direct_store, s3proxy, bucket
-):
+    tmp_path: Path, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image = build_image([{"f": b"logged"}])
     await seed(direct_store, "app", "v1", image)
     secret = "s3cr3t-never-in-a-log"
@@ -164,16 +169,17 @@ async def test_metrics_listener_and_json_logs_without_credentials(
         "debug",
         "--no-prefetch",  # each blob request starts its own fill: one line says so
     )
-    async with serving(*args, env={"AWS_SECRET_ACCESS_KEY": secret}, keep_log=True) as (
+    stderr = StderrLog()
+    async with serving(*args, env={"AWS_SECRET_ACCESS_KEY": secret}, log=stderr) as (
         url,
-        process,
+        _,
     ):
         await pull_image(url, "app", "v1")
         status, _, metrics_text = await fetch(f"http://{ops}/metrics")
         assert status == 200 and b"registry_local_fills_started_total 2.0" in metrics_text
         assert (await fetch(f"http://{ops}/healthz"))[0] == 200
         assert (await fetch(f"http://{ops}/readyz"))[0] == 200
-    log = process.log.decode()  # type: ignore[attr-defined]
+    log = stderr.data.decode()
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]
     requests = [e for e in lines if e.get("event") == "request"]
     fills = [e for e in lines if e.get("event") == "fill"]
@@ -194,7 +200,7 @@ def _metric_names(expression: str) -> set[str]:
     return {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
 
 
-async def _exported_names(start_cache) -> set[str]:
+async def _exported_names(start_cache: StartCache) -> set[str]:
     cache = await start_cache()
     samples = await scrape(cache.url)
     return {re.sub(r"_(bucket|count|sum)$", "", name) for name, _ in samples}
@@ -212,7 +218,7 @@ def _alert_expressions() -> list[str]:
     return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
 
 
-async def test_dashboard_and_alerts_use_only_exported_metrics(start_cache):
+async def test_dashboard_and_alerts_use_only_exported_metrics(start_cache: StartCache) -> None:
     exported = await _exported_names(start_cache)
     used = set()
     for expression in [*_dashboard_expressions(), *_alert_expressions()]:
@@ -220,7 +226,7 @@ async def test_dashboard_and_alerts_use_only_exported_metrics(start_cache):
     assert used and used <= exported, used - exported
 
 
-def test_alert_rules_pass_promtool(tmp_path):
+def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     for args in (
         ["check", "rules", str(ALERTS)],
@@ -230,7 +236,7 @@ def test_alert_rules_pass_promtool(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dashboard_queries_are_valid_promql(tmp_path):
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses each panel query, as a recording rule, with Grafana's variables
     replaced by values."""
     promtool = require_tool("promtool")
@@ -248,7 +254,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-async def test_every_exported_metric_is_documented(start_cache):
+async def test_every_exported_metric_is_documented(start_cache: StartCache) -> None:
     documented = (ROOT / "docs" / "metrics.md").read_text()
     missing = sorted(
         n

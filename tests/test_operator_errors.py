@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from registry_local import __version__
+from registry_local.config import StoreSettings
 
 from .support.harness import fetch
-from .support.processes import free_port, require_tool, run_cli, sealed_env, serving
-from .support.s3proxy import Fault
+from .support.processes import StderrLog, free_port, require_tool, run_cli, sealed_env, serving
+from .support.s3proxy import Fault, S3Proxy
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def _cases(tmp: Path, busy: int) -> list[tuple[list[str], int, str]]:
     ]
 
 
-async def test_every_mistake_is_one_clear_line(tmp_path: Path, busy_port: int):
+async def test_every_mistake_is_one_clear_line(tmp_path: Path, busy_port: int) -> None:
     for argv, status, message in _cases(tmp_path, busy_port):
         code, _, err = await run_cli(*argv, env=sealed_env())
         lines = [line for line in err.splitlines() if not line[:4].isdigit()]  # log lines
@@ -115,8 +116,8 @@ async def test_every_mistake_is_one_clear_line(tmp_path: Path, busy_port: int):
 
 
 async def test_a_backing_store_that_refuses_us_stops_the_start(
-    tmp_path: Path, moto: str, bucket: str, s3proxy
-):
+    tmp_path: Path, moto: str, bucket: str, s3proxy: S3Proxy
+) -> None:
     """Permanent faults refuse to start, in one line naming the fault and the fix."""
     s3 = ["--cache-dir", str(tmp_path / "cache"), "--listen", f"127.0.0.1:{free_port()}"]
     nobody = sealed_env(
@@ -142,10 +143,11 @@ async def test_a_backing_store_that_refuses_us_stops_the_start(
         assert message in lines[0] and "Traceback" not in err, err
 
 
-async def test_an_unreachable_store_starts_not_ready_and_says_why(tmp_path: Path):
+async def test_an_unreachable_store_starts_not_ready_and_says_why(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     argv = ("--cache-dir", str(tmp_path / "c"), "--s3-endpoint", dead, "--s3-bucket", "b")
-    async with serving(*argv, keep_log=True) as (url, process):
+    stderr = StderrLog()
+    async with serving(*argv, log=stderr) as (url, _):
         port = url.rpartition(":")[2]
         code, _, err = await run_cli(
             "check", "--ready", "--listen", f"127.0.0.1:{port}", env=sealed_env()
@@ -153,13 +155,13 @@ async def test_an_unreachable_store_starts_not_ready_and_says_why(tmp_path: Path
         assert code == 1 and f'cannot connect to "{dead}' in err, err
         status, _, body = await fetch(f"{url}/v2/app/manifests/v1")
         assert status == 503 and b"try again" in body  # transient: worth a retry
-    log = process.log.decode()  # type: ignore[attr-defined]
+    log = stderr.data.decode()
     assert "starting not ready: backing store unreachable: cannot connect to" in log
 
 
 async def test_a_store_refusing_us_later_tells_clients_it_is_not_their_fault(
-    tmp_path: Path, direct_store, s3proxy, bucket
-):
+    tmp_path: Path, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     argv = ("--cache-dir", str(tmp_path / "c"), "--s3-endpoint", s3proxy.url, "--s3-bucket", bucket)
     async with serving(*argv) as (url, _):
         s3proxy.add(Fault(lambda method, key: True, status=403, code="AccessDenied"))
@@ -186,7 +188,7 @@ def shared() -> Iterator[Path]:
     shutil.rmtree(shared)
 
 
-async def test_a_cache_dir_the_service_user_cannot_write(shared: Path):
+async def test_a_cache_dir_the_service_user_cannot_write(shared: Path) -> None:
     """As an unprivileged user (nobody, allowed to read everything so that it can
     run this interpreter wherever it is installed, but to write nothing of root's):
     a cache dir it cannot write, or cannot create, is one line and exit 1."""
@@ -218,7 +220,7 @@ async def test_a_cache_dir_the_service_user_cannot_write(shared: Path):
         assert "Permission denied" in lines[0], (argv, err)
 
 
-async def test_version_and_case_insensitive_choices(tmp_path: Path):
+async def test_version_and_case_insensitive_choices(tmp_path: Path) -> None:
     code, out, _ = await run_cli("--version", env=sealed_env())
     assert code == 0 and out.strip() == f"registry-local {__version__}"
     port = free_port()
@@ -235,7 +237,7 @@ async def test_version_and_case_insensitive_choices(tmp_path: Path):
     assert code == 2 and "--log-format" not in err  # JSON accepted; the next mistake reported
 
 
-async def test_a_misspelt_variable_is_named_not_ignored(tmp_path: Path):
+async def test_a_misspelt_variable_is_named_not_ignored(tmp_path: Path) -> None:
     env = sealed_env({"REGISTRY_LOCAL_CACHEDIR": str(tmp_path)})
     code, _, err = await run_cli("verify", "--cache-dir", str(tmp_path), env=env)
     assert code == 0
@@ -245,7 +247,7 @@ async def test_a_misspelt_variable_is_named_not_ignored(tmp_path: Path):
     ) in err
 
 
-async def test_commands_take_only_the_options_they_use(tmp_path: Path):
+async def test_commands_take_only_the_options_they_use(tmp_path: Path) -> None:
     for argv in (
         ["check", "--allow-push"],
         ["verify", "--tag-ttl", "5"],
@@ -255,7 +257,7 @@ async def test_commands_take_only_the_options_they_use(tmp_path: Path):
         assert code == 2 and "unrecognized arguments" in err, (argv, err)
 
 
-async def test_a_bug_is_one_line_and_its_traceback_only_on_request(tmp_path: Path):
+async def test_a_bug_is_one_line_and_its_traceback_only_on_request(tmp_path: Path) -> None:
     """A real bug (here: one planted in `sample`) is not the operator's doing:
     one line saying so; the traceback only with debug logging."""
     plant = (
@@ -282,7 +284,9 @@ async def test_a_bug_is_one_line_and_its_traceback_only_on_request(tmp_path: Pat
         assert ("Traceback" in text) is traced, text
 
 
-async def test_a_bug_in_a_handler_is_an_error_line_and_a_500_envelope(caplog):
+async def test_a_bug_in_a_handler_is_an_error_line_and_a_500_envelope(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -309,7 +313,7 @@ def _many_cached_repositories(cache: Path, count: int) -> None:
         (cache / "repositories" / f"team/app{number}" / "_tags").mkdir(parents=True)
 
 
-async def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path):
+async def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path) -> None:
     """`registry-local cached --json | head -1`: no 'Broken pipe' line, no traceback."""
     await asyncio.to_thread(_many_cached_repositories, tmp_path / "cache", 3000)
     read, write = os.pipe()

@@ -12,12 +12,13 @@ import os
 import aiohttp
 import boto3
 
+from registry_local.config import StoreSettings
 from registry_local.layout import BucketLayout
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES
 from registry_local.server.state import BLOBS, PREFETCHER
 from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
 
-from .support.harness import RegistryLocal, fetch, pull_image, seed
+from .support.harness import RegistryLocal, StartCache, fetch, pull_image, seed
 from .support.images import blob_key
 from .support.s3proxy import Fault, S3Proxy, key_endswith
 
@@ -38,12 +39,12 @@ def _blob_gets(proxy: S3Proxy, image: Image) -> dict[str, int]:
 
 async def _settled(cache: RegistryLocal) -> None:
     assert cache.app is not None
-    await cache.app[PREFETCHER].settled()
+    await cache[PREFETCHER].settled()
 
 
 async def test_a_manifest_get_fills_exactly_that_images_blobs_and_an_index_nothing(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     amd64, arm64 = _platform("amd64"), _platform("arm64")
     index = build_index({Platform("linux", "amd64"): amd64, Platform("linux", "arm64"): arm64})
     await seed(direct_store, "team/app", "v1", index)
@@ -71,8 +72,8 @@ async def test_a_manifest_get_fills_exactly_that_images_blobs_and_an_index_nothi
 
 
 async def test_a_client_asking_during_a_prefetch_joins_it_one_s3_read(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image = _platform("amd64")
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     await seed(direct_store, "team/app", "v1", image)
@@ -96,8 +97,8 @@ async def test_a_client_asking_during_a_prefetch_joins_it_one_s3_read(
 
 
 async def test_a_cache_without_room_skips_prefetch_and_the_pull_still_works(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image = _platform("amd64")
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache(max_bytes=100 * KIB)  # no layer fits
@@ -115,7 +116,9 @@ async def test_a_cache_without_room_skips_prefetch_and_the_pull_still_works(
     assert not any(cache.blob_path(d).exists() for d in big)
 
 
-async def test_no_prefetch_leaves_blobs_to_the_clients(start_cache, direct_store, s3proxy):
+async def test_no_prefetch_leaves_blobs_to_the_clients(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image = _platform("amd64")
     await seed(direct_store, "team/app", "v1", image)
     cache = await start_cache(prefetch=False)
@@ -127,8 +130,8 @@ async def test_no_prefetch_leaves_blobs_to_the_clients(start_cache, direct_store
 
 
 async def test_a_prefetch_of_a_blob_its_repository_does_not_link_is_dropped(
-    start_cache, direct_store, s3proxy, moto, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, moto: str, bucket: str
+) -> None:
     """The link check runs while the prefetch's fill starts; when the answer is
     "not linked", the fill stops, nothing is cached, and a client hears 404."""
     image = _platform("amd64")
@@ -143,7 +146,7 @@ async def test_a_prefetch_of_a_blob_its_repository_does_not_link_is_dropped(
     await fetch(f"{cache.url}/v2/team/app/manifests/v1", headers=ACCEPT)
     # The fill is reading the layer while the link check is under way.
     await asyncio.wait_for(asyncio.gather(data.reached.wait(), asked.reached.wait()), 60)
-    fill = cache.app[BLOBS].in_flight(layer)
+    fill = cache[BLOBS].in_flight(layer)
     assert fill is not None
     asked.gate.set()  # "not linked"
     await _settled(cache)

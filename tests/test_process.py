@@ -9,15 +9,18 @@ from pathlib import Path
 
 import aiohttp
 
+from registry_local.config import StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.transfer.imagebuild import build_image, sample_image
 
 from .support.harness import fetch, pull_image, seed
 from .support.processes import run_cli, sealed_env, serving, skopeo
-from .support.s3proxy import Fault, key_endswith
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 
-async def test_kill_9_during_a_fill_then_restart(tmp_path: Path, direct_store, s3proxy, bucket):
+async def test_kill_9_during_a_fill_then_restart(
+    tmp_path: Path, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image = build_image([{"big.bin": os.urandom(2 << 20)}])
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     kept = build_image([{"kept.bin": os.urandom(1 << 20)}])
@@ -74,7 +77,7 @@ async def _cli(*args: str, env: dict[str, str]) -> str:
     return out + err
 
 
-async def test_quick_start_flow_sample_import_serve_skopeo(tmp_path: Path):
+async def test_quick_start_flow_sample_import_serve_skopeo(tmp_path: Path) -> None:
     """What scripts/quickstart does: sample, import into the embedded store, serve."""
     env = {**sealed_env(), "REGISTRY_LOCAL_FS_ROOT": str(tmp_path / "store")}
     await _cli("sample", str(tmp_path / "sample"), env=env)

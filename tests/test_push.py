@@ -12,15 +12,17 @@ import aiohttp
 import boto3
 import pytest
 
+from registry_local.config import StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.server.state import PUSHER
-from registry_local.transfer.imagebuild import Platform, build_image, build_index
+from registry_local.transfer.imagebuild import Image, Platform, build_image, build_index
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import fetch, pull_image, s3_settings, seed
+from .support.harness import RegistryLocal, StartCache, fetch, pull_image, s3_settings, seed
 from .support.images import blob_key
 from .support.processes import run_docker_registry, skopeo
+from .support.s3proxy import S3Proxy
 
 BLOB = os.urandom(300_000)
 BLOB_DIGEST = Digest.of(BLOB)
@@ -51,11 +53,11 @@ async def _request(
 
 
 @pytest.fixture
-async def pusher(start_cache):
+async def pusher(start_cache: StartCache) -> RegistryLocal:
     return await start_cache(allow_push=True, allow_delete=True)
 
 
-async def _push_image(base: str, name: str, tag: str, image) -> None:
+async def _push_image(base: str, name: str, tag: str, image: Image) -> None:
     """Push like an engine: each blob in one POST+PUT, manifests children first."""
     for digest, data in image.blobs.items():
         status, headers, _ = await _request("POST", f"{base}/v2/{name}/blobs/uploads/")
@@ -74,8 +76,8 @@ async def _push_image(base: str, name: str, tag: str, image) -> None:
 
 
 async def test_skopeo_pushes_and_registry2_serves_it_byte_identical(
-    pusher, tmp_path: Path, moto, bucket, s3proxy
-):
+    pusher: RegistryLocal, tmp_path: Path, moto: str, bucket: str, s3proxy: S3Proxy
+) -> None:
     per_platform = {
         Platform("linux", arch): build_image(
             [{"a.bin": os.urandom(200_000)}, {"b.txt": arch.encode() * 1000}],
@@ -123,7 +125,9 @@ async def test_skopeo_pushes_and_registry2_serves_it_byte_identical(
         ).read_bytes()
 
 
-async def test_another_host_reads_what_was_pushed_from_s3(pusher, start_cache, tmp_path, s3proxy):
+async def test_another_host_reads_what_was_pushed_from_s3(
+    pusher: RegistryLocal, start_cache: StartCache, tmp_path: Path, s3proxy: S3Proxy
+) -> None:
     image = build_image([{"x": os.urandom(100_000)}])
     await _push_image(pusher.url, "app", "v1", image)
     other = await start_cache(cache_dir=tmp_path / "other-host")
@@ -134,7 +138,7 @@ async def test_another_host_reads_what_was_pushed_from_s3(pusher, start_cache, t
     assert set(s3proxy.blob_gets().values()) == {1}
 
 
-async def test_chunked_upload_with_content_range_and_status(pusher):
+async def test_chunked_upload_with_content_range_and_status(pusher: RegistryLocal) -> None:
     status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
     assert status == 202 and headers["Range"] == "0-0"
     location, upload_id = headers["Location"], headers["Docker-Upload-UUID"]
@@ -166,7 +170,7 @@ async def test_chunked_upload_with_content_range_and_status(pusher):
     assert (await _request("GET", location))[0] == 404  # the session is gone
 
 
-async def test_monolithic_uploads(pusher):
+async def test_monolithic_uploads(pusher: RegistryLocal) -> None:
     status, headers, _ = await _request(
         "POST", f"{pusher.url}/v2/app/blobs/uploads/?digest={BLOB_DIGEST}", BLOB
     )
@@ -181,7 +185,7 @@ async def test_monolithic_uploads(pusher):
         assert status == 200 and body == data
 
 
-async def test_cross_repository_mount(pusher, s3proxy):
+async def test_cross_repository_mount(pusher: RegistryLocal, s3proxy: S3Proxy) -> None:
     await _request("POST", f"{pusher.url}/v2/source/blobs/uploads/?digest={BLOB_DIGEST}", BLOB)
     status, headers, _ = await _request(
         "POST", f"{pusher.url}/v2/target/blobs/uploads/?mount={BLOB_DIGEST}&from=source"
@@ -207,7 +211,7 @@ async def test_cross_repository_mount(pusher, s3proxy):
     assert status == 202 and "Docker-Upload-UUID" in headers
 
 
-async def test_upload_errors(pusher):
+async def test_upload_errors(pusher: RegistryLocal) -> None:
     status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
     location = headers["Location"]
     await _request("PATCH", location, b"x" * 10, {"Content-Range": "0-9"})
@@ -234,7 +238,7 @@ async def test_upload_errors(pusher):
     assert (await _request("GET", other))[0] == 404
 
 
-async def test_cancel_an_upload(pusher):
+async def test_cancel_an_upload(pusher: RegistryLocal) -> None:
     _status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
     location = headers["Location"]
     await _request("PATCH", location, b"abc")
@@ -243,7 +247,7 @@ async def test_cancel_an_upload(pusher):
     assert list((pusher.settings.cache.directory / "uploads").iterdir()) == []
 
 
-async def test_manifest_validation(pusher):
+async def test_manifest_validation(pusher: RegistryLocal) -> None:
     image = build_image([{"f": b"layer"}])
     manifest = image.top_manifest
     url = f"{pusher.url}/v2/app/manifests/v1"
@@ -288,7 +292,9 @@ async def test_manifest_validation(pusher):
     assert status == 400 and _error(body) == "MANIFEST_BLOB_UNKNOWN"
 
 
-async def test_an_interrupted_push_leaves_no_tag_or_link(pusher, moto, bucket):
+async def test_an_interrupted_push_leaves_no_tag_or_link(
+    pusher: RegistryLocal, moto: str, bucket: str
+) -> None:
     image = build_image([{"big": os.urandom(400_000)}])
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     _status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
@@ -308,7 +314,9 @@ async def test_an_interrupted_push_leaves_no_tag_or_link(pusher, moto, bucket):
     assert (await fetch(f"{pusher.url}/v2/app/blobs/{layer}", method="HEAD"))[0] == 404
 
 
-async def test_upload_sessions_survive_a_restart_and_expire(start_cache, tmp_path):
+async def test_upload_sessions_survive_a_restart_and_expire(
+    start_cache: StartCache, tmp_path: Path
+) -> None:
     first = await start_cache(allow_push=True)
     status, headers, _ = await _request("POST", f"{first.url}/v2/app/blobs/uploads/")
     path = headers["Location"].split(first.url, 1)[1]
@@ -331,12 +339,14 @@ async def test_upload_sessions_survive_a_restart_and_expire(start_cache, tmp_pat
     await second.stop()
     third = await start_cache(allow_push=True, cache_dir=tmp_path / "cache")
     # Expiry 0: every idle session is abandoned.
-    third.app[PUSHER].uploads._expiry = 0
-    assert await third.app[PUSHER].uploads.expire() == 1
+    third[PUSHER].uploads._expiry = 0
+    assert await third[PUSHER].uploads.expire() == 1
     assert (await _request("GET", headers["Location"].replace(second.url, third.url)))[0] == 404
 
 
-async def test_large_blobs_go_to_s3_in_parts(pusher, s3proxy, moto, bucket):
+async def test_large_blobs_go_to_s3_in_parts(
+    pusher: RegistryLocal, s3proxy: S3Proxy, moto: str, bucket: str
+) -> None:
     data = os.urandom(40 << 20)
     digest = Digest.of(data)
     status, headers, _ = await _request("POST", f"{pusher.url}/v2/app/blobs/uploads/")
@@ -355,7 +365,9 @@ async def test_large_blobs_go_to_s3_in_parts(pusher, s3proxy, moto, bucket):
     assert stored == data
 
 
-async def test_deletes(pusher, direct_store, start_cache):
+async def test_deletes(
+    pusher: RegistryLocal, direct_store: StoreSettings, start_cache: StartCache
+) -> None:
     image = build_image([{"f": b"to delete"}])
     await seed(direct_store, "app", "v1", image)
     await seed(direct_store, "app", "v2", image)
@@ -380,7 +392,9 @@ async def test_deletes(pusher, direct_store, start_cache):
     assert status == 405 and _error(body) == "UNSUPPORTED"
 
 
-async def test_deletes_leave_no_tag_or_repository_behind_on_seaweedfs(start_cache, seaweedfs):
+async def test_deletes_leave_no_tag_or_repository_behind_on_seaweedfs(
+    start_cache: StartCache, seaweedfs: str
+) -> None:
     """SeaweedFS goes on listing a "directory" whose objects were all deleted;
     the tag list and the catalog must not (the distribution-spec conformance
     suite's "tags list should reflect manifest deletion")."""

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import aiohttp
 
+from registry_local.config import StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import s3_settings, seed
+from .support.harness import RegistryLocal, StartCache, s3_settings, seed
 from .support.images import image_with_layer
 from .support.s3proxy import Fault, Recorded, S3Proxy, key_endswith
 
@@ -55,14 +57,16 @@ class Reader:
                     self.error = exc
 
 
-async def _ranged_cache(start_cache, bucket, s3proxy, **store):
+async def _ranged_cache(
+    start_cache: StartCache, bucket: str, s3proxy: S3Proxy, **store: Any
+) -> RegistryLocal:
     options = {"part_size": PART, "fill_concurrency": CONCURRENCY, **store}
     return await start_cache(store=s3_settings(s3proxy.url, bucket, **options))
 
 
 async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image, layer = image_with_layer(2048 * KIB)
     size = len(image.blobs[layer])
     await seed(direct_store, "app", "v1", image)
@@ -78,7 +82,7 @@ async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
     parts = -(-size // PART)
     await asyncio.wait_for(s3proxy.completed(parts - 1), BOUND)  # every part but part 0
 
-    fill = cache.app[BLOBS].in_flight(layer)
+    fill = cache[BLOBS].in_flight(layer)
     assert fill is not None and fill.readable <= 100 * KIB  # the gap at part 0 holds all back
     for reader in readers:
         assert len(reader.received) <= 100 * KIB
@@ -102,8 +106,8 @@ async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
 
 
 async def test_a_reset_in_one_part_resumes_that_part_only(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image, layer = image_with_layer(2048 * KIB)
     size = len(image.blobs[layer])
     await seed(direct_store, "app", "v1", image)
@@ -133,8 +137,8 @@ async def test_a_reset_in_one_part_resumes_that_part_only(
 
 
 async def test_a_corrupted_part_fails_the_fill_and_commits_nothing(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image, layer = image_with_layer(2048 * KIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(
@@ -159,8 +163,8 @@ async def test_a_corrupted_part_fails_the_fill_and_commits_nothing(
 
 
 async def test_a_part_refused_for_good_fails_the_fill_cleanly(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image, layer = image_with_layer(2048 * KIB)
     await seed(direct_store, "app", "v1", image)
     s3proxy.add(
@@ -181,13 +185,13 @@ async def test_a_part_refused_for_good_fails_the_fill_cleanly(
     assert not cache.blob_path(layer).exists()
     assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
     assert cache.metrics.sample("fills_finished", outcome="failed") == 1
-    assert cache.app[BLOBS].in_flight(layer) is None  # and no part is left running
+    assert cache[BLOBS].in_flight(layer) is None  # and no part is left running
     assert s3proxy.active == 0
 
 
 async def test_blobs_up_to_one_part_are_read_with_one_get(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image = build_image([{"a.bin": os.urandom(100 * KIB)}, {"b.bin": b"tiny"}])
     await seed(direct_store, "app", "v1", image)
     cache = await _ranged_cache(start_cache, bucket, s3proxy)
@@ -201,8 +205,8 @@ async def test_blobs_up_to_one_part_are_read_with_one_get(
 
 
 async def test_part_size_zero_reads_every_blob_as_one_stream(
-    start_cache, direct_store, s3proxy, bucket
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
     image, layer = image_with_layer(2048 * KIB)
     await seed(direct_store, "app", "v1", image)
     cache = await _ranged_cache(start_cache, bucket, s3proxy, part_size=0)

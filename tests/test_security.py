@@ -16,15 +16,16 @@ import aiohttp
 import bcrypt
 import pytest
 
+from registry_local.config import StoreSettings
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import OCI_MANIFEST
 from registry_local.transfer.imagebuild import build_image
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import pull_image, seed
+from .support.harness import StartCache, pull_image, seed
 from .support.images import blob_key
-from .support.processes import AWS_ENV, sealed_env, serving, skopeo
-from .support.s3proxy import Fault, key_endswith
+from .support.processes import AWS_ENV, StderrLog, sealed_env, serving, skopeo
+from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "tok-5f1c0a0d9b8e4a37b2c1"
@@ -52,7 +53,9 @@ def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_refuses_to_expose_writes_or_credentials(credentials, certificate):
+def test_refuses_to_expose_writes_or_credentials(
+    credentials: tuple[Path, Path], certificate: tuple[Path, Path]
+) -> None:
     htpasswd, _ = credentials
     cert, _ = certificate
     cases = [
@@ -71,7 +74,9 @@ def test_refuses_to_expose_writes_or_credentials(credentials, certificate):
     assert result.returncode == 2 and "only bcrypt" in result.stderr
 
 
-async def test_authentication_guards_the_api(start_cache, credentials, direct_store):
+async def test_authentication_guards_the_api(
+    start_cache: StartCache, credentials: tuple[Path, Path], direct_store: StoreSettings
+) -> None:
     htpasswd, tokens = credentials
     image = build_image([{"f": b"guarded"}])
     await seed(direct_store, "app", "v1", image)
@@ -102,8 +107,11 @@ async def test_authentication_guards_the_api(start_cache, credentials, direct_st
 
 
 async def test_push_and_pull_over_tls_with_credentials(
-    start_cache, credentials, certificate, tmp_path
-):
+    start_cache: StartCache,
+    credentials: tuple[Path, Path],
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
     htpasswd, _ = credentials
     cert, key = certificate
     cache = await start_cache(allow_push=True, auth_htpasswd=htpasswd, tls_cert=cert, tls_key=key)
@@ -160,8 +168,11 @@ async def test_push_and_pull_over_tls_with_credentials(
         assert Digest.of(await response.read()) == layer
 
 
-async def test_secrets_stay_out_of_logs_metrics_and_errors(credentials, tmp_path):
+async def test_secrets_stay_out_of_logs_metrics_and_errors(
+    credentials: tuple[Path, Path], tmp_path: Path
+) -> None:
     htpasswd, tokens = credentials
+    stderr = StderrLog()
     async with serving(
         "--fs-root",
         str(tmp_path),  # an empty store
@@ -175,8 +186,8 @@ async def test_secrets_stay_out_of_logs_metrics_and_errors(credentials, tmp_path
         "json",
         "--log-level",
         "debug",
-        keep_log=True,
-    ) as (url, process):
+        log=stderr,
+    ) as (url, _):
         async with aiohttp.ClientSession() as session:
             bodies = []
             for authorization in (
@@ -190,14 +201,16 @@ async def test_secrets_stay_out_of_logs_metrics_and_errors(credentials, tmp_path
                     bodies.append(await response.read())
             async with session.get(f"{url}/metrics") as response:
                 metrics = await response.read()
-    log = process.log  # type: ignore[attr-defined]
+    log = stderr.data
     encoded = base64.b64encode(f"ci:{PASSWORD}x".encode())
     for text in (log, metrics, *bodies):
         for secret in (PASSWORD.encode(), TOKEN.encode(), encoded):
             assert secret not in text
 
 
-async def test_presigned_reads_stay_out_of_the_debug_log(direct_store, bucket, s3proxy, tmp_path):
+async def test_presigned_reads_stay_out_of_the_debug_log(
+    direct_store: StoreSettings, bucket: str, s3proxy: S3Proxy, tmp_path: Path
+) -> None:
     """S3 reads are GETs of presigned URLs, whose query carries the access key
     and a signature: not a line of the debug log shows one, failures included."""
     image = build_image([{"layer.bin": os.urandom(64 * 1024)}])
@@ -206,6 +219,7 @@ async def test_presigned_reads_stay_out_of_the_debug_log(direct_store, bucket, s
         s3proxy.add(
             Fault(key_endswith(blob_key(digest)), times=3, status=500, code="InternalError")
         )
+    stderr = StderrLog()
     async with serving(
         "--s3-endpoint",
         s3proxy.url,
@@ -217,11 +231,11 @@ async def test_presigned_reads_stay_out_of_the_debug_log(direct_store, bucket, s
         "json",
         "--log-level",
         "debug",
-        keep_log=True,
-    ) as (url, process):
+        log=stderr,
+    ) as (url, _):
         pulled = await pull_image(url, "team/app", "v1")
     assert all(pulled[str(d)] == data for d, data in image.blobs.items())
-    log = process.log  # type: ignore[attr-defined]
+    log = stderr.data
     assert b"500 InternalError" in log  # the failures were logged
     for secret in (
         b"X-Amz-Signature",

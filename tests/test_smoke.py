@@ -1,9 +1,13 @@
+from registry_local.config import StoreSettings
 from registry_local.transfer.imagebuild import sample_image
 
-from .support.harness import fetch, pull_image, seed
+from .support.harness import StartCache, fetch, pull_image, seed
+from .support.s3proxy import S3Proxy
 
 
-async def test_pull_sample(start_cache, direct_store, s3proxy):
+async def test_pull_sample(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     image = sample_image()
     await seed(direct_store, "library/hello", "latest", image)
     cache = await start_cache()

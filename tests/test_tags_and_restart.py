@@ -3,11 +3,14 @@ everything committed survives a restart and is served with no S3 request."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from registry_local.config import StoreSettings
 from registry_local.layout import BucketLayout
 from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import fetch, pull_image, seed
-from .support.s3proxy import Fault
+from .support.harness import StartCache, fetch, pull_image, seed
+from .support.s3proxy import Fault, S3Proxy
 
 OLD = build_image([{"v": b"old"}])
 NEW = build_image([{"v": b"new"}])
@@ -22,7 +25,9 @@ def _everything_fails(method: str, key: str) -> bool:
     return True
 
 
-async def test_a_tag_is_trusted_for_its_ttl(start_cache, direct_store, s3proxy):
+async def test_a_tag_is_trusted_for_its_ttl(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     await seed(direct_store, "app", "v1", OLD)
     cache = await start_cache(tag_ttl=3600)
     assert await _tag_digest(cache.url) == (200, str(OLD.top))
@@ -33,7 +38,9 @@ async def test_a_tag_is_trusted_for_its_ttl(start_cache, direct_store, s3proxy):
     assert cache.metrics.sample("cache_requests", kind="tag", result="hit") == 1
 
 
-async def test_an_expired_tag_is_revalidated(start_cache, direct_store):
+async def test_an_expired_tag_is_revalidated(
+    start_cache: StartCache, direct_store: StoreSettings
+) -> None:
     await seed(direct_store, "app", "v1", OLD)
     cache = await start_cache(tag_ttl=0)
     assert await _tag_digest(cache.url) == (200, str(OLD.top))
@@ -45,7 +52,9 @@ async def test_an_expired_tag_is_revalidated(start_cache, direct_store):
     assert cache.metrics.sample(revalidations, outcome="unchanged") == 1
 
 
-async def test_a_deleted_tag_disappears_after_the_ttl(start_cache, direct_store, moto, bucket):
+async def test_a_deleted_tag_disappears_after_the_ttl(
+    start_cache: StartCache, direct_store: StoreSettings, moto: str, bucket: str
+) -> None:
     import boto3
 
     await seed(direct_store, "app", "v1", OLD)
@@ -60,8 +69,8 @@ async def test_a_deleted_tag_disappears_after_the_ttl(start_cache, direct_store,
 
 
 async def test_known_tags_and_cached_content_are_served_while_s3_is_down(
-    start_cache, direct_store, s3proxy
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy
+) -> None:
     await seed(direct_store, "app", "v1", OLD)
     cache = await start_cache(tag_ttl=0)
     pulled = await pull_image(cache.url, "app", "v1")
@@ -76,8 +85,8 @@ async def test_known_tags_and_cached_content_are_served_while_s3_is_down(
 
 
 async def test_a_restart_serves_everything_from_disk_with_no_s3_request(
-    start_cache, direct_store, s3proxy, tmp_path
-):
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, tmp_path: Path
+) -> None:
     await seed(direct_store, "app", "v1", OLD)
     first = await start_cache(tag_ttl=3600)
     pulled = await pull_image(first.url, "app", "v1")
@@ -93,7 +102,9 @@ async def test_a_restart_serves_everything_from_disk_with_no_s3_request(
     assert [r for r in s3proxy.requests if "/" in r.key] == []
 
 
-async def test_partial_files_left_by_a_crash_are_removed_at_start(start_cache, tmp_path):
+async def test_partial_files_left_by_a_crash_are_removed_at_start(
+    start_cache: StartCache, tmp_path: Path
+) -> None:
     tmp = tmp_path / "cache" / "tmp"
     tmp.mkdir(parents=True)
     (tmp / "0123.part").write_bytes(b"half a blob")

@@ -22,9 +22,9 @@ from registry_local.cli import _parser
 from registry_local.config import OriginSettings, StoreSettings, load
 from registry_local.origin.mapping import OriginMap, OriginRepo, open_origin_map
 from registry_local.server.state import BLOBS
-from registry_local.transfer.imagebuild import build_image
+from registry_local.transfer.imagebuild import Image, build_image
 
-from .support.harness import fetch, htpasswd_origin, pull_image, s3_settings, seed
+from .support.harness import StartCache, fetch, htpasswd_origin, pull_image, s3_settings, seed
 from .support.processes import run_docker_registry
 from .support.s3proxy import Fault, S3Proxy, key_endswith
 from .support.tokens import TokenGate
@@ -43,12 +43,12 @@ class Origin:
 
 
 @pytest.fixture
-def image():
+def image() -> Image:
     return build_image([{"a.bin": os.urandom(300 * 1024)}, {"b.txt": b"from the origin"}])
 
 
 @pytest.fixture
-async def origin(tmp_path, image) -> AsyncIterator[Origin]:
+async def origin(tmp_path: Path, image: Image) -> AsyncIterator[Origin]:
     async with htpasswd_origin(tmp_path, image, USER, PASSWORD) as url:
         proxy = await S3Proxy(url).start()
         try:
@@ -62,13 +62,13 @@ def _store(moto: str, bucket: str, url: str, password: str = PASSWORD) -> StoreS
 
 
 async def test_a_cold_pull_fills_disk_and_the_bucket_once_and_other_hosts_read_the_bucket(
-    start_cache, tmp_path, moto, bucket, origin, image
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str, origin: Origin, image: Image
+) -> None:
     store = _store(moto, bucket, origin.proxy.url)
     first = await start_cache(tmp_path / "host-1", store)
 
     pulls = await asyncio.gather(*(pull_image(first.url, "team/app", "v1") for _ in range(5)))
-    await first.app[BLOBS].settled()
+    await first[BLOBS].settled()
 
     expected = {str(d): data for d, data in [*image.blobs.items(), *image.manifests.items()]}
     assert all(pull == expected for pull in pulls)
@@ -92,8 +92,8 @@ async def test_a_cold_pull_fills_disk_and_the_bucket_once_and_other_hosts_read_t
 
 
 async def test_a_broken_origin_body_resumes_from_the_byte_reached(
-    start_cache, moto, bucket, origin, image
-):
+    start_cache: StartCache, moto: str, bucket: str, origin: Origin, image: Image
+) -> None:
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     origin.proxy.add(Fault(lambda m, key: key.endswith(str(layer)), times=1, reset_at=100_000))
     cache = await start_cache(store=_store(moto, bucket, origin.proxy.url))
@@ -107,8 +107,8 @@ async def test_a_broken_origin_body_resumes_from_the_byte_reached(
 
 
 async def test_an_origin_that_ignores_range_is_resumed_by_skipping(
-    start_cache, moto, bucket, origin, image
-):
+    start_cache: StartCache, moto: str, bucket: str, origin: Origin, image: Image
+) -> None:
     layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
     origin.proxy.add(Fault(lambda m, key: key.endswith(str(layer)), times=1, reset_at=100_000))
     # Every later request for the layer reaches the origin without its Range.
@@ -124,8 +124,13 @@ async def test_an_origin_that_ignores_range_is_resumed_by_skipping(
 
 
 async def test_one_manifest_from_the_bucket_and_from_an_origin_at_once_links_both(
-    start_cache, direct_store, s3proxy, bucket, origin, image
-):
+    start_cache: StartCache,
+    direct_store: StoreSettings,
+    s3proxy: S3Proxy,
+    bucket: str,
+    origin: Origin,
+    image: Image,
+) -> None:
     await seed(direct_store, "team/app", "v1", image)  # the bucket has team/app
     upstream = OriginSettings(origin.proxy.url, "mirror", USER, PASSWORD)
     cache = await start_cache(store=s3_settings(s3proxy.url, bucket, upstreams=(upstream,)))
@@ -150,12 +155,12 @@ async def test_one_manifest_from_the_bucket_and_from_an_origin_at_once_links_bot
 
 
 async def test_known_tags_are_served_while_the_origin_is_down(
-    start_cache, tmp_path, moto, bucket, origin, image
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str, origin: Origin, image: Image
+) -> None:
     store = _store(moto, bucket, origin.proxy.url)
     first = await start_cache(tmp_path / "host-1", store, tag_ttl=0)
     expected = await pull_image(first.url, "team/app", "v1")
-    await first.app[BLOBS].settled()
+    await first[BLOBS].settled()
     origin.proxy.add(Fault(lambda method, key: True, status=503, code="Unavailable"))
 
     assert await pull_image(first.url, "team/app", "v1") == expected  # its last answer
@@ -167,7 +172,9 @@ async def test_known_tags_are_served_while_the_origin_is_down(
     assert status == 503 and b"UNAVAILABLE" in body  # unknown tag, origin down: say so
 
 
-async def test_wrong_credentials_are_a_clear_error(start_cache, tmp_path, moto, bucket, origin):
+async def test_wrong_credentials_are_a_clear_error(
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str, origin: Origin
+) -> None:
     cache = await start_cache(store=_store(moto, bucket, origin.proxy.url, password="wrong"))
 
     status, _, body = await fetch(f"{cache.url}/v2/team/app/manifests/v1")
@@ -179,8 +186,8 @@ async def test_wrong_credentials_are_a_clear_error(start_cache, tmp_path, moto, 
 
 
 async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
-    start_cache, tmp_path, moto, bucket, image
-):
+    start_cache: StartCache, tmp_path: Path, moto: str, bucket: str, image: Image
+) -> None:
     root = tmp_path / "origin"
     await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
     with run_docker_registry(tmp_path, fs_root=root) as registry:
@@ -192,7 +199,7 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
             cache = await start_cache(store=_store(moto, bucket, proxy.url))
 
             pulled = await pull_image(cache.url, "team/app", "v1")
-            await cache.app[BLOBS].settled()
+            await cache[BLOBS].settled()
         finally:
             await proxy.close()
             await gate.close()
@@ -202,7 +209,7 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
     assert len(layer_gets) == 2  # throttled once, then served
 
 
-async def test_containerd_namespaces_and_name_prefixes_pick_the_origin():
+async def test_containerd_namespaces_and_name_prefixes_pick_the_origin() -> None:
     settings = [
         OriginSettings("http://127.0.0.1:1", "docker.io"),
         OriginSettings("http://127.0.0.1:2", "ghcr.io"),
@@ -220,7 +227,7 @@ async def test_containerd_namespaces_and_name_prefixes_pick_the_origin():
     assert not OriginMap()
 
 
-def test_upstream_settings_come_from_flags_env_and_the_config_file(tmp_path: Path):
+def test_upstream_settings_come_from_flags_env_and_the_config_file(tmp_path: Path) -> None:
 
     creds = tmp_path / "creds"
     creds.write_text("robot:pa:ss\n")
@@ -242,7 +249,7 @@ def test_upstream_settings_come_from_flags_env_and_the_config_file(tmp_path: Pat
     assert "pa:ss" not in repr(upstreams)
 
 
-def test_only_the_commands_that_use_an_origin_take_its_options(tmp_path: Path):
+def test_only_the_commands_that_use_an_origin_take_its_options(tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
     config.write_text("upstreams:\n  - match: ghcr.io\n    url: http://127.0.0.1:7001\n")
     warm = _parser().parse_args(

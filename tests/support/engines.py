@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -148,12 +148,12 @@ def _answers(docker: Docker) -> bool:
     return True
 
 
-def _wait_for(ready: object, process: subprocess.Popen[bytes], what: str) -> None:
+def _wait_for(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
-        if ready():  # type: ignore[operator]
+        if ready():
             return
         time.sleep(0.1)  # polling a daemon that is starting up
     raise RuntimeError(f"{what} did not start")

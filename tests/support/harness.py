@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -30,7 +31,18 @@ from registry_local.transfer.imagebuild import Image
 
 from .images import cached_blob
 
-__all__ = ["RegistryLocal", "fetch", "metric", "pull_image", "s3_settings", "seed", "seed_all"]
+__all__ = [
+    "RegistryLocal",
+    "StartCache",
+    "fetch",
+    "metric",
+    "pull_image",
+    "s3_settings",
+    "seed",
+    "seed_all",
+]
+
+T = TypeVar("T")
 
 MANIFEST_ACCEPT = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -40,16 +52,19 @@ MANIFEST_ACCEPT = (
 )
 
 
+_S3_FIELDS = ("read_timeout", "circuit_threshold", "circuit_cooldown")
+
+
 def s3_settings(endpoint: str, bucket: str, **kwargs: Any) -> StoreSettings:
     """Store settings for a test bucket. S3Settings fields may be given too; the
     circuit breaker's cool-down is 0 unless asked, so a recovered S3 is probed at
     once (tests do not wait)."""
-    s3 = {"read_timeout": 5.0, "circuit_cooldown": 0.0}
-    for field in ("read_timeout", "circuit_threshold", "circuit_cooldown"):
-        if field in kwargs:
-            s3[field] = kwargs.pop(field)
+    s3 = S3Settings(bucket=bucket, endpoint=endpoint, read_timeout=5.0, circuit_cooldown=0.0)
+    asked = {
+        f: kwargs.pop(f, None) for f in ("read_timeout", "circuit_threshold", "circuit_cooldown")
+    }
     return StoreSettings(
-        s3=S3Settings(bucket=bucket, endpoint=endpoint, **s3),  # type: ignore[arg-type]
+        s3=replace(s3, **{f: value for f, value in asked.items() if value is not None}),
         fs_root=Path("/nonexistent"),
         **kwargs,
     )
@@ -105,7 +120,7 @@ class RegistryLocal:
         tls = tls_context(self.settings)
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return self
 
@@ -114,13 +129,27 @@ class RegistryLocal:
             await self._runner.cleanup()
             self._runner = None
 
+    def __getitem__(self, key: web.AppKey[T]) -> T:
+        """What the running server keeps under `key` (its caches, its pusher)."""
+        assert self.app is not None, "not started"
+        return self.app[key]
+
     @property
     def metrics(self) -> Metrics:
-        assert self.app is not None
-        return self.app[METRICS]
+        return self[METRICS]
 
     def blob_path(self, digest: Digest) -> Path:
         return cached_blob(self.settings.cache.directory, digest)
+
+
+class StartCache(Protocol):
+    """The `start_cache` fixture: start registry-local on a cache dir (the
+    test's own unless given) and a store (the counted bucket unless given);
+    `cache` are options of RegistryLocal. Every server stops after the test."""
+
+    async def __call__(
+        self, cache_dir: Path | None = None, store: StoreSettings | None = None, **cache: Any
+    ) -> RegistryLocal: ...
 
 
 async def fetch(

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,13 +206,20 @@ def run_docker_registry(
         yield url
 
 
+@dataclass
+class StderrLog:
+    """What a served process wrote to stderr: all of it once the block ended."""
+
+    data: bytes = b""
+
+
 @asynccontextmanager
 async def serving(
-    *args: str, env: dict[str, str] | None = None, keep_log: bool = False
+    *args: str, env: dict[str, str] | None = None, log: StderrLog | None = None
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """`python -m registry_local serve ...` on a free port, once it says it listens.
 
-    With keep_log, everything it wrote to stderr is on `process.log` afterwards.
+    With `log`, everything it wrote to stderr is in `log.data` afterwards.
     """
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -233,8 +241,8 @@ async def serving(
             process.terminate()
             await process.wait()
         rest = await drain
-        if keep_log:
-            process.log = b"".join(lines) + rest  # type: ignore[attr-defined]
+        if log is not None:
+            log.data = b"".join(lines) + rest
 
 
 def skopeo(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

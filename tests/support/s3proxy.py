@@ -115,7 +115,7 @@ async def serve_app(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     return runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
