@@ -9,6 +9,7 @@
     │   │   BlobUploadInvalid, PaginationNumberInvalid          400
     │   ├── Unsupported                                         405 (or 404 for no route)
     │   ├── RangeInvalid                                        416
+    │   │   └── TooManyRanges       more ranges than one answer carries  400
     │   └── Unavailable                                         503
     ├── BackendError                the backing store (S3 or a directory) failed
     │   ├── BackendUnavailable      unreachable, timed out, 5xx, throttled: worth a retry
@@ -58,6 +59,7 @@ __all__ = [
     "SizeInvalid",
     "StartError",
     "TagInvalid",
+    "TooManyRanges",
     "Unavailable",
     "Unsupported",
     "UpstreamDenied",
@@ -176,6 +178,13 @@ class Unsupported(RegistryError):
 
 class RangeInvalid(RegistryError):
     code = ErrorCode.RANGE_INVALID
+
+
+class TooManyRanges(RangeInvalid):
+    """A Range request for more ranges than registry-local answers at once."""
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message, detail=detail, status=400)
 
 
 class Unavailable(RegistryError):

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from registry_local.backing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from registry_local.cache.slots import FairSlots
 from registry_local.config import StoreSettings
+from registry_local.fill.slots import FairSlots
 from registry_local.oci.digest import Digest
 from registry_local.telemetry.metrics import Metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -14,8 +15,9 @@ from registry_local.errors import (
     NameInvalid,
     RangeInvalid,
     TagInvalid,
+    TooManyRanges,
 )
-from registry_local.oci.byterange import parse_range
+from registry_local.oci.byterange import MAX_RANGES, parse_ranges
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import (
     DOCKER_MANIFEST,
@@ -120,42 +122,74 @@ def test_digest_parser_accepts_only_canonical_forms(text: str) -> None:
     assert str(digest) == text
 
 
+def _ranges(header: str | None, size: int = 100) -> list[tuple[int, int]]:
+    """The ranges a header resolves to, [(start, end)], the whole blob included."""
+    wanted = parse_ranges(header)
+    if wanted is None:
+        return [(0, size)]
+    return [(r.start, r.end) for r in wanted.resolve(size)]
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        (None, (0, 100, False)),
-        ("bytes=0-9", (0, 10, True)),
-        ("bytes=10-", (10, 100, True)),
-        ("bytes=90-200", (90, 100, True)),
-        ("bytes=-5", (95, 100, True)),
-        ("bytes=-500", (0, 100, False)),
-        ("bytes=0-99", (0, 100, False)),
-        ("bytes=abc", (0, 100, False)),  # malformed: ignored
-        ("bytes=0-1,5-6", (0, 100, False)),  # several ranges: ignored
-        ("bytes=9-3", (0, 100, False)),  # invalid: ignored
-        ("items=0-3", (0, 100, False)),
+        (None, [(0, 100)]),
+        ("bytes=0-9", [(0, 10)]),
+        ("bytes=10-", [(10, 100)]),
+        ("bytes=90-200", [(90, 100)]),
+        ("bytes=-5", [(95, 100)]),
+        ("bytes=-500", [(0, 100)]),
+        ("bytes=0-99", [(0, 100)]),
+        ("bytes=abc", [(0, 100)]),  # malformed: ignored
+        ("bytes=9-3", [(0, 100)]),  # invalid: ignored, whole header
+        ("bytes=0-1,9-3", [(0, 100)]),
+        ("items=0-3", [(0, 100)]),
+        ("BYTES=0-1", [(0, 2)]),
+        ("bytes=0-1,5-6", [(0, 2), (5, 7)]),
+        ("bytes=50-59, 0-1 ,-10", [(0, 2), (50, 60), (90, 100)]),  # sent ascending
+        ("bytes=0-4,5-9", [(0, 10)]),  # adjacent: merged
+        ("bytes=0-9,5-14,12-20", [(0, 21)]),  # overlapping: merged
+        ("bytes=0-1,,5-6", [(0, 2), (5, 7)]),  # the list syntax allows empty elements
+        ("bytes=0-1,200-300", [(0, 2)]),  # the unsatisfiable one is dropped
     ],
 )
-def test_ranges(header: str | None, expected: tuple[int, int, bool]) -> None:
-    r = parse_range(header, 100)
-    assert (r.start, r.end, r.partial) == expected
+def test_ranges(header: str | None, expected: list[tuple[int, int]]) -> None:
+    assert _ranges(header) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=100-", "bytes=1000-2000", "bytes=-0"])
-def test_unsatisfiable_ranges(header: str | None) -> None:
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=1000-2000", "bytes=-0", "bytes=100-,200-"])
+def test_unsatisfiable_ranges(header: str) -> None:
     with pytest.raises(RangeInvalid) as info:
-        parse_range(header, 100)
+        _ranges(header)
     assert info.value.status == 416
     assert info.value.headers == {"Content-Range": "bytes */100"}
+
+
+def test_more_ranges_than_the_bound_are_refused_with_400() -> None:
+    many = ",".join(f"{2 * i}-{2 * i}" for i in range(MAX_RANGES + 1))  # none adjacent
+    with pytest.raises(TooManyRanges) as info:
+        _ranges(f"bytes={many}", 10_000)
+    assert info.value.status == 400 and info.value.code.name == "RANGE_INVALID"
+    assert len(_ranges(f"bytes={','.join(many.split(',')[:MAX_RANGES])}", 10_000)) == MAX_RANGES
+    merged = ",".join(f"{i}-{i}" for i in range(1000))  # adjacent: one range
+    assert _ranges(f"bytes={merged}", 10_000) == [(0, 1000)]
+
+
+def test_the_first_byte_wanted_is_known_before_the_size_unless_counted_from_the_end() -> None:
+    first = parse_ranges("bytes=500-599,100-199")
+    assert first is not None and first.first == 100
+    suffix = parse_ranges("bytes=100-199,-51")
+    assert suffix is not None and suffix.first is None
 
 
 @given(st.integers(0, 10**6), st.text(max_size=40))
 def test_range_parser_is_total(size: int, header: str | None) -> None:
     try:
-        r = parse_range(header, size)
+        ranges = _ranges(header, size)
     except RangeInvalid:
         return
-    assert 0 <= r.start <= r.end <= size
+    assert all(0 <= start < end <= size for start, end in ranges) or ranges == [(0, 0)]
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))  # disjoint, apart
 
 
 def test_accept_from_several_lines_or_one() -> None:

@@ -1,2 +1,3 @@
-"""The cache over the backing store and the origins: fills, blob bodies, links,
-manifests and tags, pushes, warm-up and readiness."""
+"""The cache over the backing store and the origins: blob lookups (the fills
+themselves are fill/), links, manifests and tags, pushes, warm-up, prefetch,
+readiness and the write-through of what came from an origin."""

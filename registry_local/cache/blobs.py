@@ -1,12 +1,13 @@
-"""Blobs for readers: each request gets one BlobBody (body.py), whatever is behind it.
+"""Blobs for readers: each request gets one BlobBody (fill/body.py), whatever is behind it.
 
-A request for a blob that is not on this host starts a fill, or joins the one
-already running for that digest; its body then follows the fill's growing file.
-See fill.py for what a fill guarantees, and disk/eviction.py for when the cache
-has no room and blobs are streamed from the backing store instead (direct.py).
-A blob the bucket does not link, in a repository an origin registry serves
-(origin/mapping.py), is filled from the origin and then written through to the
-bucket (write_through.py).
+BlobCache looks blobs up and attaches readers: a committed file, a small blob
+in memory, or the fill bringing it (fill/), started for the first request and
+joined by the others. Where a fill reads from is chosen by fill/sources.py:
+the bucket, or, for a blob the bucket does not link in a repository an origin
+registry serves (origin/mapping.py), the origin (through the fleet when hosts
+coordinate), after which it is written through to the bucket
+(write_through.py). disk/eviction.py says when the cache has no room: blobs are
+then read straight from their source.
 """
 
 from __future__ import annotations
@@ -20,19 +21,17 @@ from ..backing.distribution import DistributionStore
 from ..disk.eviction import Evictor
 from ..disk.store import DiskStore
 from ..errors import BlobUnknown
+from ..fill.body import BlobBody, DirectBody, FileBody, MemoryBody
+from ..fill.direct import DirectBlob
+from ..fill.fill import Fill, NoRoom
+from ..fill.reading import Reading
+from ..fill.sources import Sources
 from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics
-from .body import BlobBody, DirectBody, FileBody, MemoryBody
-from .direct import DirectBlob
-from .fill import Fill, NoRoom
-from .fleet import Fleet
 from .links import LinkCache, once_linked
-from .parts import PartPolicy, Reads
-from .reading import RetryPolicy
-from .slots import FairSlots
 from .write_through import WriteThrough
 
 __all__ = ["SMALL", "BlobCache", "CommittedBlob"]
@@ -42,7 +41,6 @@ _SIZE_ENTRIES = 100_000
 # up to _SMALL_MEMO bytes in all.
 SMALL = 128 * 1024
 _SMALL_MEMO = 32 * 1024 * 1024
-_ONE_STREAM = PartPolicy(size=0, concurrency=1)
 
 
 def _abandon(fill: Fill | None) -> None:
@@ -63,22 +61,21 @@ class BlobCache:
         disk: DiskStore,
         links: LinkCache,
         evictor: Evictor,
-        retry: RetryPolicy,
-        slots: FairSlots,
-        parts: PartPolicy,
+        sources: Sources,
+        reading: Reading,
         metrics: Metrics,
         origins: OriginMap | None = None,
-        fleet: Fleet | None = None,
+        verified_ranges: bool = False,
     ) -> None:
         self._origins = origins or OriginMap()
-        self._fleet = fleet
-        self._slots = slots
+        self._sources = sources
+        self._reading = reading
+        self._verified_ranges = verified_ranges
         # Blobs a prefetch committed that no client has read yet (for the metric
         # of prefetches wasted by eviction).
         self._unread: set[Digest] = set()
         self._through = WriteThrough(store, disk, links, metrics)
         self._store = store
-        self._reads = Reads(store, retry, slots, parts, metrics)
         self._disk = disk
         self._links = links
         self._evictor = evictor
@@ -100,28 +97,32 @@ class BlobCache:
             raise BlobUnknown(detail={"digest": str(digest)})
         return repo
 
-    async def open(self, name: str, digest: Digest, namespace: str | None = None) -> BlobBody:
+    async def open(
+        self, name: str, digest: Digest, namespace: str | None = None, first: int | None = 0
+    ) -> BlobBody:
         """The blob, ready to read once its size is known. Raises BlobUnknown;
-        `namespace` is the registry containerd names with ?ns=."""
+        `namespace` is the registry containerd names with ?ns=; `first` is the
+        first byte the reader wants (None: it counts from the end, so the size
+        is needed first), where a fill started for it begins to read."""
         if self._links.known_blob(name, digest):
-            return await self._from_bucket(digest)  # the warm path: nothing to check
+            return await self._from_bucket(digest, first)  # the warm path: nothing to check
         repo = self._origins.repo_for(name, namespace)
         if repo is not None:
             if await self._links.blob_linked(name, digest):
-                return await self._from_bucket(digest)
-            return await self._from_origin(repo, name, digest)
+                return await self._from_bucket(digest, first)
+            return await self._from_origin(repo, name, digest, first)
         # The link check and the first read of the blob run together: a cold
         # request costs one round trip to the bucket, not two. Nothing is handed
         # out before the link is confirmed; what an unlinked request started is
         # dropped (a fill only it wanted is cancelled).
         return await once_linked(
             self._links.blob_linked(name, digest),
-            self._from_bucket(digest),
+            self._from_bucket(digest, first),
             lambda: BlobUnknown(detail={"digest": str(digest)}),
             lambda body: body.abandon(),
         )
 
-    async def _from_bucket(self, digest: Digest) -> BlobBody:
+    async def _from_bucket(self, digest: Digest, first: int | None = 0) -> BlobBody:
         small = self._small.get(digest)
         if small is not None:
             self._unread.discard(digest)
@@ -130,33 +131,38 @@ class BlobCache:
             return small
         for _ in range(2):
             try:
-                source, file = await self._opened(digest, lambda: self.source(digest))
+                found, file = await self._opened(digest, lambda: self.source(digest, first=first))
             except NoRoom as exc:
                 return await self._bypass(digest, exc.size)
-            if isinstance(source, Fill):
-                return FileBody(file, await source.started(), source, self._disk, digest)
+            if isinstance(found, Fill):
+                return self._body(file, await found.started(), found, digest)
             await self._disk.touch(digest)
-            if source.size > SMALL:
-                return FileBody(file, source.size, None, self._disk, digest)
+            if found.size > SMALL:
+                return self._body(file, found.size, None, digest)
             with file:  # a quick read of a few bytes from the page cache
                 small = MemoryBody(file.readall())
-            if small.size == source.size:
+            if small.size == found.size:
                 self._small.put(digest, small)
                 return small
             self._disk.forget(digest)  # the file changed under us: fetch it again
         raise BlobUnknown(detail={"digest": str(digest)})
 
-    async def _from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> BlobBody:
+    async def _from_origin(
+        self, repo: OriginRepo, name: str, digest: Digest, first: int | None = 0
+    ) -> BlobBody:
         try:
-            source, file = await self._opened(digest, lambda: self.source(digest, repo, name))
+            found, file = await self._opened(digest, lambda: self.source(digest, repo, name, first))
         except NoRoom as exc:
             return await self._bypass(digest, exc.size, repo)
-        if isinstance(source, Fill):
-            fill, size = source, await source.started()
+        if isinstance(found, Fill):
+            fill, size = found, await found.started()
         else:
-            fill, size = None, source.size
+            fill, size = None, found.size
         self._through.blob(name, digest, fill)
-        return FileBody(file, size, fill, self._disk, digest)
+        return self._body(file, size, fill, digest)
+
+    def _body(self, file: FileIO, size: int, fill: Fill | None, digest: Digest) -> FileBody:
+        return FileBody(file, size, fill, self._disk, digest, self._verified_ranges)
 
     async def _opened(
         self, digest: Digest, find: Callable[[], Awaitable[CommittedBlob | Fill | None]]
@@ -166,24 +172,29 @@ class BlobCache:
         renaming it as it commits) is looked for once more. Raises what `find`
         raises, and BlobUnknown when it finds nothing."""
         for _ in range(2):
-            source = await find()
-            if source is None:
+            found = await find()
+            if found is None:
                 break
             try:
                 # Opening is a quick local call, made on the loop so that a fill
                 # cannot rename its file between our look at its path and the open.
-                return source, open(source.path, "rb", buffering=0)  # noqa: ASYNC230
+                return found, open(found.path, "rb", buffering=0)  # noqa: ASYNC230
             except FileNotFoundError:
-                if not isinstance(source, Fill):
+                if not isinstance(found, Fill):
                     self._disk.forget(digest)
         raise BlobUnknown(detail={"digest": str(digest)})
 
     async def source(
-        self, digest: Digest, repo: OriginRepo | None = None, name: str = ""
+        self,
+        digest: Digest,
+        repo: OriginRepo | None = None,
+        name: str = "",
+        first: int | None = 0,
     ) -> CommittedBlob | Fill:
         """A committed blob, or the fill bringing it in (started if needed) from
-        the bucket or from `repo`'s origin for the repository `name`. Raises
-        NoRoom when the cache cannot take it."""
+        the bucket or from `repo`'s origin for the repository `name`, reading
+        from `first` on (None: from wherever readers ask, once the size is
+        known). Raises NoRoom when the cache cannot take it."""
         committed = self._committed(digest)
         if committed is None and await self._disk.discover(digest):
             committed = self._committed(digest)  # committed by another process
@@ -196,11 +207,14 @@ class BlobCache:
             if not await self._evictor.can_cache():
                 self._metrics.blob_miss(None)
                 raise NoRoom(str(digest), None)
+            size = self._sizes.get(digest)
+            if first is None and size is None:
+                size = await self._stat(digest, repo)  # a range from the end: the size first
             self._metrics.blob_miss("fill")
-            fill = self._start(digest, repo, name)
+            fill = self._start(digest, repo, name, size, first or 0)
         else:
             fill.joiners += 1
-            self._slots.foreground(fill)  # a client waits for it now, if a prefetch did not
+            self._sources.slots.foreground(fill)  # a client waits for it now, if a prefetch did not
             self._metrics.blob_miss("join")
         size = await fill.started()
         self._sizes.put(digest, size)
@@ -212,28 +226,24 @@ class BlobCache:
         if size is None:
             size = await self._stat(digest, repo)
         self._metrics.blob_bypassed()
-        return DirectBody(DirectBlob(self._reads_from(repo), digest, size))
+        source = self._sources.choose(digest, repo, alone=True).source
+        return DirectBody(DirectBlob(source, self._reading, digest, size), self._verified_ranges)
 
-    def _reads_from(self, repo: OriginRepo | None) -> Reads:
-        """Reads of the bucket, or of an origin: one stream per blob there, as
-        registries need not honour ranges and one pull should not look like a
-        swarm to them."""
-        return self._reads if repo is None else self._reads.from_(repo, _ONE_STREAM)
-
-    def _start(self, digest: Digest, repo: OriginRepo | None = None, name: str = "") -> Fill:
-        if repo is not None and self._fleet is not None:
-            # The fleet decides: this host reads the origin, or follows the host
+    def _start(
+        self,
+        digest: Digest,
+        repo: OriginRepo | None = None,
+        name: str = "",
+        size: int | None = None,
+        first: int = 0,
+    ) -> Fill:
+        choice = self._sources.choose(digest, repo)
+        fill = Fill(digest, choice.source, self._reading, self._disk, self._evictor, size, first)
+        if choice.lease is not None:
+            # The fleet decided: this host reads the origin, or follows the host
             # that does. The write-through, started with the fill, lets go of
             # the fleet's lease when it ends, whether the fill succeeds or not.
-            fleet_blob = self._fleet.blob(repo, digest)
-            fill = Fill(
-                digest, self._reads.from_(fleet_blob, _ONE_STREAM), self._disk, self._evictor
-            )
-            self._through.blob(name, digest, fill, fleet_blob)
-        else:
-            fill = Fill(digest, self._reads_from(repo), self._disk, self._evictor)
-            if repo is not None:
-                self._metrics.origin_fetched("blob")
+            self._through.blob(name, digest, fill, choice.lease)
         self._fills[digest] = fill
         fill.task.add_done_callback(lambda _: self._fill_done(fill))
         return fill
@@ -272,13 +282,13 @@ class BlobCache:
             self._metrics.prefetch_skipped()
             return None
         fill = self._start(digest, repo, name)
-        self._slots.background(fill)
+        self._sources.slots.background(fill)
         self._metrics.prefetch_started()
         fill.task.add_done_callback(lambda _: self._prefetch_done(fill))
         return fill
 
     def _prefetch_done(self, fill: Fill) -> None:
-        self._slots.foreground(fill)
+        self._sources.slots.foreground(fill)
         if not fill.task.cancelled() and not fill.failed and fill.size is not None:
             self._metrics.prefetch_committed(fill.size)
             if not fill.joiners:
@@ -307,6 +317,7 @@ class BlobCache:
         except BlobUnknown:
             return None
         if isinstance(source, Fill):
+            # Another host verifies the blob itself: ranges as this host holds them.
             return FileBody(file, await source.started(), source, self._disk, digest)
         return FileBody(file, source.size, None, self._disk, digest)
 

@@ -25,6 +25,7 @@ from ..errors import (
     NameUnknown,
     ObjectTooLarge,
 )
+from ..fleet.coordination import Fleet
 from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
@@ -32,7 +33,6 @@ from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
 from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
-from .fleet import Fleet
 from .links import LinkCache, once_linked
 from .write_through import write_failed
 

@@ -14,17 +14,17 @@ from ..config import CacheSettings, FleetSettings, StoreSettings
 from ..disk.eviction import CacheLimit, Evictor
 from ..disk.learned import Learned
 from ..disk.store import DiskStore
+from ..fill.reading import Reading, RetryPolicy
+from ..fill.slots import FairSlots
+from ..fill.sources import PartPolicy, Sources
+from ..fleet.coordination import open_fleet
 from ..origin.mapping import open_origin_map
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
 from .catalog import Catalog
-from .fleet import open_fleet
 from .links import LinkCache
 from .manifests import ManifestCache
-from .parts import PartPolicy
-from .reading import RetryPolicy
 from .referrers import Referrers
-from .slots import FairSlots
 
 __all__ = ["Cache", "open_cache"]
 
@@ -71,7 +71,14 @@ async def open_cache(
         links = LinkCache(store, learned, negative_ttl=cache.tag_ttl)
         limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)
         evictor = Evictor(disk, limit, metrics)
-        retry = RetryPolicy(attempts=cache.fill_attempts)
+        reading = Reading(RetryPolicy(attempts=cache.fill_attempts), metrics)
+        sources = Sources(
+            store,
+            FairSlots(store_settings.max_concurrency, metrics),
+            PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
+            metrics,
+            fleet,
+        )
         manifests = ManifestCache(
             store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet
         )
@@ -86,12 +93,11 @@ async def open_cache(
                 disk,
                 links,
                 evictor,
-                retry,
-                FairSlots(store_settings.max_concurrency, metrics),
-                PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
+                sources,
+                reading,
                 metrics,
                 origins,
-                fleet,
+                cache.verified_ranges,
             ),
             manifests,
             Referrers(store, manifests, origins, cache.tag_ttl),

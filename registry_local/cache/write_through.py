@@ -17,11 +17,11 @@ from pathlib import Path
 from ..backing.distribution import DistributionStore
 from ..disk.store import DiskStore
 from ..errors import BackendError, FillFailed
+from ..fill.fill import Fill
+from ..fleet.coordination import FleetBlob
 from ..oci.digest import Digest
 from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
-from .fill import Fill
-from .fleet import FleetBlob
 from .links import LinkCache
 
 __all__ = ["WriteThrough", "write_failed"]

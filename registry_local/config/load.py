@@ -211,6 +211,7 @@ def _cache(v: _Values) -> CacheSettings:
         directory=v[o.CACHE_DIR],
         tag_ttl=v[o.TAG_TTL],
         fill_attempts=v[o.FILL_ATTEMPTS],
+        verified_ranges=v[o.VERIFIED_RANGES],
         max_bytes=max_bytes,
         max_share=max_share,
     )

@@ -254,6 +254,18 @@ FILL_ATTEMPTS: Option[int] = Option(
     metavar="N",
     group="cache",
 )
+VERIFIED_RANGES: Option[bool] = Option(
+    "verified-ranges",
+    "answer Range requests only from verified content: a range of a blob still "
+    "filling waits for its digest check, and without room in the cache a range "
+    "short of the end gets the whole blob (default: ranges are sent as the backing "
+    "store holds them, as the CNCF registry sends them; see docs/security.md)",
+    values.boolean,
+    lambda: CacheSettings().verified_ranges,
+    _show_bool,
+    group="cache",
+    flag=True,
+)
 CACHE_MAX_BYTES: Option[tuple[int, float]] = Option(
     "cache-max-bytes",
     "limit of the cache dir, e.g. 50GiB, 500MB or 80% (of its filesystem); least "
@@ -444,6 +456,7 @@ OPTIONS: tuple[Setting, ...] = (
     CACHE_DIR,
     TAG_TTL,
     FILL_ATTEMPTS,
+    VERIFIED_RANGES,
     CACHE_MAX_BYTES,
     WARM_ENDPOINT,
     ALLOW_PUSH,

@@ -93,6 +93,9 @@ class CacheSettings:
     fill_attempts: int = 5  # consecutive failed reads of one blob before a fill gives up
     max_bytes: int = 0  # 0 and max_share 0: no limit
     max_share: float = 0.0  # of the cache dir's filesystem
+    # Ranges only from verified content: a range of a blob still filling waits
+    # for its digest check (default: sent as the backing store holds them).
+    verified_ranges: bool = False
 
 
 @dataclass(frozen=True)

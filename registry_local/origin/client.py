@@ -68,6 +68,8 @@ class Origin:
         self._session = session
         self._auth = _Auth()
         self._credentials = credentials
+        # Whether its blob GETs honour Range: known from the first answer to one.
+        self.honours_ranges: bool | None = None
 
     # -- what the cache asks -----------------------------------------------------
 
@@ -115,11 +117,12 @@ class Origin:
         self, name: str, digest: Digest, offset: int = 0, end: int | None = None
     ) -> _BlobStream | None:
         """A stream of the blob's bytes [offset, end), or None if the origin has
-        no such blob. Raises BackendError."""
+        no such blob. Raises BackendError. Every read asks for a range, from 0 too,
+        so the first answer says whether this origin honours ranges
+        (`honours_ranges`); one that does not sends the whole blob, and the
+        bytes before `offset` are skipped."""
         path = f"/v2/{name}/blobs/{digest}"
-        headers: dict[str, str] = {}
-        if offset or end is not None:
-            headers["Range"] = f"bytes={offset}-" + ("" if end is None else str(end - 1))
+        headers = {"Range": f"bytes={offset}-" + ("" if end is None else str(end - 1))}
         response = await self._send("GET", path, name, headers)
         try:
             if response.status == 404:
@@ -131,6 +134,7 @@ class Origin:
                 return None if size is None else _BlobStream(None, path, size, 0)
             _check(response, self.url + path)
             size, skip = _extent(response, offset)
+            self.honours_ranges = response.status == 206
             stop = size if end is None else min(end, size)
             stream = _BlobStream(response, path, size, max(0, stop - offset))
             await stream.skip(skip)

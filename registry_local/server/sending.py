@@ -18,16 +18,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from typing import BinaryIO
 
 from aiohttp import web
 
-from ..cache.body import BlobBody
-from ..errors import BackendError, FillFailed
-from ..oci.byterange import ByteRange, parse_range
+from ..errors import BackendError, FillFailed, TooManyRanges
+from ..fill.body import BlobBody
+from ..oci.byterange import ByteRange, parse_ranges
 from ..oci.digest import Digest
 from ..telemetry.logs import error_fields
+from ..telemetry.metrics import RangeShape
 from ..telemetry.requestlog import note_cut
 
 __all__ = ["Count", "answer_blob", "blob_headers", "send_blob"]
@@ -37,6 +39,7 @@ __all__ = ["Count", "answer_blob", "blob_headers", "send_blob"]
 Count = Callable[[int, bool], None]
 
 log = logging.getLogger(__name__)
+
 
 
 def blob_headers(digest: Digest) -> dict[str, str]:
@@ -50,12 +53,33 @@ def blob_headers(digest: Digest) -> dict[str, str]:
 
 
 async def answer_blob(
-    request: web.Request, digest: Digest, body: BlobBody, count: Count
+    request: web.Request,
+    digest: Digest,
+    body: BlobBody,
+    count: Count,
+    on_ranges: Callable[[RangeShape], None] = lambda _: None,
 ) -> web.StreamResponse:
     """The whole answer to a GET of a blob: status, headers, the requested
-    range of `body` (closed when done)."""
+    ranges of `body` (closed when done). One range is a 206 with Content-Range;
+    several, a 206 multipart/byteranges (RFC 9110 section 14.6); `on_ranges`
+    hears which it was."""
     try:
-        byte_range = body.fit(parse_range(request.headers.get("Range"), body.size))
+        wanted = parse_ranges(request.headers.get("Range"))
+        whole = ByteRange(0, body.size, body.size)
+        ranges = [whole]
+        if wanted is not None:
+            try:
+                ranges = wanted.resolve(body.size)
+            except TooManyRanges:
+                on_ranges("too_many")
+                raise
+            on_ranges("one" if len(ranges) == 1 else "many")
+        fitted = [body.fit(r) for r in ranges]
+        if fitted != ranges:  # some cannot be sent as asked: the whole blob instead
+            fitted = [whole]
+        if len(fitted) > 1:
+            return await _answer_parts(request, digest, body, fitted, count)
+        byte_range = fitted[0]
         headers = blob_headers(digest)
         if byte_range.partial:
             headers["Content-Range"] = byte_range.content_range()
@@ -66,6 +90,8 @@ async def answer_blob(
             return web.Response(
                 status=status, body=body.whole[byte_range.start : byte_range.end], headers=headers
             )
+        if byte_range.partial:
+            body.want(fitted)
         stream = web.StreamResponse(status=status, headers=headers)
         stream.content_length = byte_range.length
         await stream.prepare(request)
@@ -74,6 +100,35 @@ async def answer_blob(
         return stream
     finally:
         body.close()
+
+
+async def _answer_parts(
+    request: web.Request, digest: Digest, body: BlobBody, ranges: list[ByteRange], count: Count
+) -> web.StreamResponse:
+    """206 multipart/byteranges: each range after its own part headers."""
+    boundary = secrets.token_hex(16)
+    heads = [
+        (
+            ("\r\n" if index else "")
+            + f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            + f"Content-Range: {r.content_range()}\r\n\r\n"
+        ).encode()
+        for index, r in enumerate(ranges)
+    ]
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    headers = blob_headers(digest)
+    headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+    stream = web.StreamResponse(status=206, headers=headers)
+    stream.content_length = sum(map(len, heads)) + sum(r.length for r in ranges) + len(tail)
+    body.want(ranges)  # every range is fetched at once, sent in turn
+    await stream.prepare(request)
+    for head, byte_range in zip(heads, ranges, strict=True):
+        await stream.write(head)
+        if not await send_blob(request, stream, body, byte_range, count):
+            return stream
+    await stream.write(tail)
+    await stream.write_eof()
+    return stream
 
 
 async def send_blob(

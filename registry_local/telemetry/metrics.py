@@ -38,6 +38,7 @@ __all__ = [
     "Metrics",
     "OriginKind",
     "PeerDirection",
+    "RangeShape",
     "Revalidation",
     "Route",
     "S3Operation",
@@ -84,6 +85,8 @@ LeaseEvent = Literal["taken", "followed", "taken_over", "refused"]
 PeerDirection = Literal["served", "received"]
 # What a request's trace notes for a blob miss: a fill started, or joined.
 BlobMiss = Literal["fill", "join"]
+# How many ranges a Range request on a blob asked for (after merging), or too many.
+RangeShape = Literal["one", "many", "too_many"]
 
 ROUTES: tuple[Route, ...] = get_args(Route)
 CACHE_KINDS: tuple[CacheKind, ...] = get_args(CacheKind)
@@ -188,7 +191,39 @@ class Metrics:
         )
         self._fill_parts = Counter(
             p + "fill_parts",
-            "Parts of ranged fills read whole from the backing store (see --s3-part-size).",
+            "Reads of fills that reached their end: each part of a blob read in parts "
+            "(see --s3-part-size), or each piece read first for a waiting range.",
+            registry=r,
+        )
+        self._fill_demand_reads = Counter(
+            p + "fill_demand_reads",
+            "Reads a fill started for bytes a waiting range reader asked for, before the "
+            "rest of the blob (lazy pullers: footers, tables of contents, chunks).",
+            registry=r,
+        )
+        self._range_requests = Counter(
+            p + "blob_range_requests",
+            "Range requests on blobs: one range, several (multipart/byteranges), or more "
+            "than the bound (refused with 400).",
+            ["ranges"],
+            registry=r,
+        )
+        self._range_unverified = Counter(
+            p + "range_bytes_unverified",
+            "Bytes of ranges served from fills before the blob's digest was checked "
+            "(as the backing store holds them; --verified-ranges waits instead).",
+            registry=r,
+        )
+        self._range_discarded = Counter(
+            p + "range_bytes_discarded",
+            "Bytes of ranges served from fills whose blob then failed its digest check "
+            "and was discarded.",
+            registry=r,
+        )
+        self._origin_range_ignored = Counter(
+            p + "origin_range_ignored",
+            "Fills from an origin registry that answered a range with the whole blob: "
+            "read in order only, so a range waits for the bytes before it.",
             registry=r,
         )
         self._fill_part_retries = Counter(
@@ -375,6 +410,8 @@ class Metrics:
             self._peer_bytes.labels(direction)
         for kind in get_args(WrittenKind):
             self._origin_written.labels(kind)
+        for shape in get_args(RangeShape):
+            self._range_requests.labels(shape)
         for route in ROUTES:
             self._http_bytes.labels(route)
             for method in ("GET", "HEAD"):
@@ -431,8 +468,27 @@ class Metrics:
         self._fill_bytes.inc(count)
 
     def fill_part_read(self) -> None:
-        """A part of a ranged fill was read whole from the backing store."""
+        """A read of a fill (a part, or a piece) reached its end."""
         self._fill_parts.inc()
+
+    def fill_demand_read(self) -> None:
+        """A fill started a read for bytes a range reader waits for."""
+        self._fill_demand_reads.inc()
+
+    def range_request(self, shape: RangeShape) -> None:
+        self._range_requests.labels(shape).inc()
+
+    def range_bytes_unverified(self, count: int) -> None:
+        """Range bytes served from a fill before its digest was checked."""
+        self._range_unverified.inc(count)
+
+    def range_bytes_discarded(self, count: int) -> None:
+        """A fill that had served `count` range bytes failed its digest check."""
+        self._range_discarded.inc(count)
+
+    def origin_range_ignored(self) -> None:
+        """A fill's origin answered a range with the whole blob."""
+        self._origin_range_ignored.inc()
 
     def fill_resumed(self, *, part: bool) -> None:
         """A read of a blob from the backing store resumed after a break; `part`:

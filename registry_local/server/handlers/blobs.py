@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...oci.byterange import parse_ranges
 from ...oci.digest import Digest
 from ...oci.reference import parse_name
 from ..sending import answer_blob, blob_headers
@@ -32,10 +33,12 @@ async def delete_blob(request: web.Request) -> web.Response:
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
-    body = await request.app[BLOBS].open(name, digest, request.query.get("ns"))
+    wanted = parse_ranges(request.headers.get("Range"))
+    first = 0 if wanted is None else wanted.first  # where a fill for it begins
+    body = await request.app[BLOBS].open(name, digest, request.query.get("ns"), first)
     metrics = request.app[METRICS]
 
     def count(sent: int, by_sendfile: bool) -> None:
         metrics.blob_bytes_sent(body.source, sent, by_sendfile=by_sendfile)
 
-    return await answer_blob(request, digest, body, count)
+    return await answer_blob(request, digest, body, count, metrics.range_request)

@@ -7,7 +7,8 @@ owner; a reader without one is an owner of its own), and a freed slot goes to
 the owners in turn, each owner's readers first come, first served: one fill
 with many parts, or one image with many layers, cannot starve another.
 Owners marked as background (prefetches nobody asked for yet) get a freed slot
-only when no other owner waits, until a client joins them. Small reads (links,
+only when no other owner waits, until a client joins them; urgent reads (the
+bytes of a range a client waits for) get one before anyone else. Small reads (links,
 tags, manifests) do not take slots: they must not wait behind large blobs.
 """
 
@@ -22,6 +23,8 @@ from ..telemetry.metrics import Metrics
 
 __all__ = ["FairSlots"]
 
+_URGENT = object()  # the queue of reads a client waits for byte by byte: served first
+
 
 class FairSlots:
     def __init__(self, limit: int, metrics: Metrics) -> None:
@@ -35,17 +38,27 @@ class FairSlots:
         metrics.s3_slots(0, 0)
 
     @contextlib.asynccontextmanager
-    async def slot(self, owner: object = None) -> AsyncIterator[None]:
-        if self._held < self._limit and not self._waiting:
-            self._held += 1
-        else:
-            await self._queue(object() if owner is None else owner)
-        self._report()
-        self._metrics.s3_blob_read()
+    async def slot(self, owner: object = None, urgent: bool = False) -> AsyncIterator[None]:
+        await self.acquire(owner, urgent)
         try:
             yield
         finally:
-            self._release()
+            self.release()
+
+    async def acquire(self, owner: object = None, urgent: bool = False) -> None:
+        """Take a slot, waiting for one if all are held; `urgent` (a reader waits
+        for these very bytes) goes before every owner's queue. Give it back with
+        `release`."""
+        if self._held < self._limit and not self._waiting:
+            self._held += 1
+        else:
+            await self._queue(_URGENT if urgent else object() if owner is None else owner)
+        self._report()
+        self._metrics.s3_blob_read()
+
+    def release(self) -> None:
+        """Give back a slot `acquire` took: it goes to the next waiter in turn."""
+        self._release()
 
     async def _queue(self, owner: object) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -80,6 +93,8 @@ class FairSlots:
         self._background.discard(owner)
 
     def _next_owner(self) -> object:
+        if _URGENT in self._queues:
+            return _URGENT
         for owner in self._queues:
             if owner not in self._background:
                 return owner

@@ -1,23 +1,30 @@
 """A blob's body, as the cache hands it to a reader: its size, then its bytes.
 
 Whatever is behind it (a committed file, a fill still growing, a small blob held
-in memory, or the backing store when the cache has no room) a body is read the
-same way: `fit` the requested range, then take `pieces` in order. A piece is a
-stretch of an open file (for sendfile) or bytes in memory. Every fallback stays
-in here: a fill that runs out of room part-way goes on from the backing store
-where the reader is, and a range that cannot be verified is widened to the whole
-blob. The reader never learns which kind of body it holds.
+in memory, or the source itself when the cache has no room) a body is read the
+same way: `fit` the requested ranges, `want` them all at once, then take
+`pieces` of each in order. A piece is a stretch of an open file (for sendfile)
+or bytes in memory. Every fallback stays in here: a fill that runs out of room
+part-way goes on from the source where the reader is. The reader never learns
+which kind of body it holds.
 
-    BlobBody               size, fit, pieces, keep, close
+What is verified when (docs/security.md): the whole blob ([0, size)) is sent
+only as it is verified, its last byte held back until the digest matched. A
+range is sent as the source holds it, before the digest is checked, unless
+`verified_ranges` (--verified-ranges): then a range of a blob still filling
+waits for it to be committed, and without room in the cache a range short of
+the end is answered with the whole blob, which can be verified.
+
+    BlobBody               size, fit, want, pieces, keep, close
     ├── MemoryBody         a small committed blob, whole in memory
     ├── FileBody           a committed file, or a fill's growing file to follow
-    └── DirectBody         streamed from the backing store, not cached (no room)
+    └── DirectBody         streamed from the source, not cached (no room)
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -28,7 +35,7 @@ from ..oci.digest import Digest
 from .direct import DirectBlob
 from .fill import Fill, NoRoom
 
-__all__ = ["BlobBody", "BodySource", "FileStretch", "Piece"]
+__all__ = ["BlobBody", "BodySource", "DirectBody", "FileBody", "FileStretch", "MemoryBody", "Piece"]
 
 BodySource = Literal["disk", "fill", "s3"]
 
@@ -56,8 +63,12 @@ class BlobBody(ABC):
 
     def fit(self, requested: ByteRange) -> ByteRange:
         """The range this body will send for `requested` (the same, unless it
-        cannot be verified: then the whole blob, as RFC 9110 allows)."""
+        cannot be verified when it must be: then the whole blob, as RFC 9110
+        allows)."""
         return requested
+
+    def want(self, ranges: Sequence[ByteRange]) -> None:  # noqa: B027 (most have it all)
+        """The reader will take these ranges, in this order: fetch them all now."""
 
     @abstractmethod
     def pieces(self, start: int, end: int) -> AsyncGenerator[Piece, None]:
@@ -97,7 +108,13 @@ class FileBody(BlobBody):
     is pinned: eviction leaves it alone."""
 
     def __init__(
-        self, file: BinaryIO, size: int, fill: Fill | None, disk: DiskStore, digest: Digest
+        self,
+        file: BinaryIO,
+        size: int,
+        fill: Fill | None,
+        disk: DiskStore,
+        digest: Digest,
+        verified_ranges: bool = False,
     ) -> None:
         self._file = file
         self.size = size
@@ -105,7 +122,13 @@ class FileBody(BlobBody):
         self.source = "disk" if fill is None else "fill"
         self._disk = disk
         self._digest = digest
+        self._verified_ranges = verified_ranges
+        self._wanted: list[int] = []
         disk.pin(digest)
+
+    def want(self, ranges: Sequence[ByteRange]) -> None:
+        if self._fill is not None and not self._verified_ranges:
+            self._wanted += [self._fill.want(r.start, r.end) for r in ranges if r.partial]
 
     async def pieces(self, start: int, end: int) -> AsyncGenerator[Piece, None]:
         fill = self._fill
@@ -113,18 +136,24 @@ class FileBody(BlobBody):
             if start < end:
                 yield FileStretch(self._file, start, end - start)
             return
-        if end < self.size:
-            # A range short of the end gets no held-back byte to protect it: wait
-            # until the fill has verified and committed the blob.
+        whole = start == 0 and end == self.size
+        if not whole and self._verified_ranges and end < self.size:
+            # Only verified bytes for ranges: a range short of the end has no
+            # held-back byte to protect it, so it waits for the commit.
             await fill.committed()
         position = start
         while position < end:
             try:
-                readable = min(await fill.readable_beyond(position), end)
+                if whole or self._verified_ranges:
+                    readable = min(await fill.readable_beyond(position), end)
+                else:
+                    readable = await fill.held_from(position, end)
+                    fill.served_unverified(readable - position)
             except NoRoom:
-                # The fill ran out of disk: go on from the backing store where we are.
+                # The fill ran out of disk: go on from the source where we are.
                 direct = fill.direct()
-                async for chunk in direct.chunks(position, end, end == direct.size):
+                verify = whole or (self._verified_ranges and end == direct.size)
+                async for chunk in direct.chunks(position, end, verify):
                     yield chunk
                 return
             yield FileStretch(self._file, position, readable - position)
@@ -140,6 +169,10 @@ class FileBody(BlobBody):
         return True
 
     def close(self) -> None:
+        if self._fill is not None:
+            for token in self._wanted:
+                self._fill.unwant(token)
+            self._wanted = []
         self._file.close()
         self._disk.unpin(self._digest)
 
@@ -150,23 +183,26 @@ class FileBody(BlobBody):
 
 
 class DirectBody(BlobBody):
-    """Streamed from the backing store (or an origin) while the cache has no room."""
+    """Streamed from the source (the bucket or an origin) while the cache has no room."""
 
     source: BodySource = "s3"
 
-    def __init__(self, direct: DirectBlob) -> None:
+    def __init__(self, direct: DirectBlob, verified_ranges: bool = False) -> None:
         self._direct = direct
         self.size = direct.size
+        self._verified_ranges = verified_ranges
 
     def fit(self, requested: ByteRange) -> ByteRange:
-        if requested.end < self.size:
-            # Straight from the store, only a range reaching the end can be
+        if self._verified_ranges and requested.end < self.size:
+            # Straight from the source, only a range reaching the end can be
             # verified: send the whole blob instead.
             return ByteRange(0, self.size, self.size)
         return requested
 
     async def pieces(self, start: int, end: int) -> AsyncGenerator[Piece, None]:
-        async for chunk in self._direct.chunks(start, end):
+        whole = start == 0 and end == self.size
+        verify = whole or (self._verified_ranges and end == self.size)
+        async for chunk in self._direct.chunks(start, end, verify):
             yield chunk
 
     async def keep(self) -> bool:

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Open bytes [offset, end) of the blob in the bucket (None: not there).
+Open = Callable[[int, int | None], Awaitable[ObjectStream | None]]
+
 _FIRST_DELAY = 0.02  # seconds between looks at the bucket, doubling...
 _MAX_DELAY = 0.25  # ...up to this: a few small requests a second per waiting host
 _PEER_TRIES = 2  # failed reads from a holder before a follower stops asking it
@@ -59,12 +62,10 @@ class Fleet:
         self,
         leases: Leases,
         peers: PeerClient,
-        store: DistributionStore,
         metrics: Metrics,
     ) -> None:
         self.leases = leases
         self.peers = peers
-        self.store = store
         self.metrics = metrics
         self.wait_limit = max(60.0, 20 * leases.ttl)
 
@@ -127,11 +128,13 @@ class _Waiting:
 
 
 class FleetBlob:
-    """A fill's source (the `open_blob` of reading.py) for a blob from an origin.
+    """Where a fill reads a blob from an origin, as the fleet decides.
 
     The first read takes the blob's lease or learns who holds it; every read
     after that (resumes included) goes to the origin as the holder, or to the
-    holder's peer listener, or to the bucket, as the fleet's state says.
+    holder's peer listener, or to the bucket, as the fleet's state says. Reads
+    of the bucket go through `bucket` (which holds an S3 slot while it streams);
+    waiting for another host holds none.
     """
 
     def __init__(self, fleet: Fleet, repo: OriginRepo, digest: Digest) -> None:
@@ -152,30 +155,30 @@ class FleetBlob:
         blob through to the bucket."""
         return isinstance(self._state, Held)
 
-    async def open_blob(
-        self, digest: Digest, offset: int = 0, end: int | None = None
-    ) -> ObjectStream | None:
+    async def open_blob(self, offset: int, end: int | None, bucket: Open) -> ObjectStream | None:
+        """Bytes [offset, end) from wherever the fleet's state says; None if
+        there is no such blob. Raises BackendError."""
         if self._in_bucket:
-            return await self._fleet.store.open_blob(self._digest, offset, end)
+            return await bucket(offset, end)
         if not self._started:
             self._started = True
             self._state = await self._fleet.leases.take(self._key)
         waiting = _Waiting(self._fleet.wait_limit, self._key)
         while True:
             if isinstance(self._state, Held):
-                return await self._as_holder(offset, end)
+                return await self._as_holder(offset, end, bucket)
             if isinstance(self._state, Seen):
-                stream = await self._as_follower(self._state, offset, end)
+                stream = await self._as_follower(self._state, offset, end, bucket)
                 if stream is not None:
                     return stream
                 await waiting.pause()
             self._state = await self._fleet.next_state(self._key, self._state)
 
-    async def _as_holder(self, offset: int, end: int | None) -> ObjectStream | None:
+    async def _as_holder(self, offset: int, end: int | None, bucket: Open) -> ObjectStream | None:
         if not self._reading:
             self._reading = True
             # The lease may have been free because the holder just finished.
-            stream = await self._fleet.store.open_blob(self._digest, offset, end)
+            stream = await bucket(offset, end)
             if stream is not None:
                 await self.release()
                 self._state, self._in_bucket = None, True
@@ -183,7 +186,9 @@ class FleetBlob:
             self._fleet.metrics.origin_fetched("blob")
         return await self._repo.open_blob(self._digest, offset, end)
 
-    async def _as_follower(self, seen: Seen, offset: int, end: int | None) -> ObjectStream | None:
+    async def _as_follower(
+        self, seen: Seen, offset: int, end: int | None, bucket: Open
+    ) -> ObjectStream | None:
         """The holder's fill, else the bucket's copy; None while neither is there."""
         if seen.holder != self._holder:  # a new holder (a takeover): worth asking
             self._holder, self._peer_failures = seen.holder, 0
@@ -205,7 +210,7 @@ class FleetBlob:
                             **error_fields(exc),
                         },
                     )
-        return await self._fleet.store.open_blob(self._digest, offset, end)
+        return await bucket(offset, end)
 
     async def release(self) -> None:
         """Give the lease back, if this host holds it (its work is in the bucket,
@@ -254,4 +259,4 @@ async def open_fleet(
     metrics.fleet_coordinating(True)
     log.info("fleet coordination on: peers reach this host at %s", settings.advertise_url)
     async with open_peer_client(settings.token, settings.read_timeout, metrics) as peers:
-        yield Fleet(leases, peers, store, metrics)
+        yield Fleet(leases, peers, metrics)
