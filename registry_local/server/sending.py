@@ -41,7 +41,6 @@ Count = Callable[[int, bool], None]
 log = logging.getLogger(__name__)
 
 
-
 def blob_headers(digest: Digest) -> dict[str, str]:
     return {
         "Content-Type": "application/octet-stream",
