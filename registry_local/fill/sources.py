@@ -3,9 +3,9 @@
     Source                  how a fill reads one blob: open(offset, end, owner, urgent)
     ├── BucketSource        the bucket; each read holds one of the shared S3 slots
     │                       (slots.py) while its body streams, and only then
-    ├── OriginSource        an origin registry's repository (--upstream), one stream
-    │                       in order, and reads away from the front once the origin
-    │                       is known to honour Range
+    ├── OriginSource        an origin registry's repository (--upstream): one read at
+    │                       a time from the front, and reads away from it once the
+    │                       origin is known to honour Range
     └── FleetSource         through the fleet (fleet/coordination.py): this host reads
                             the origin, or follows the host that does
 
@@ -143,19 +143,26 @@ class _Slotted:
 
 
 class OriginSource:
-    """The blob at an origin registry, read by this host alone."""
+    """The blob at an origin registry, read by this host alone: one read at a
+    time from the front. Until the origin is known to honour Range, that read
+    runs to the end (an origin that ignores Range sends the whole blob to every
+    GET); once it is, reads stop at each part's end, so a range a reader waits
+    for beyond the front part can be read on its own."""
 
-    policy = ONE_STREAM
-
-    def __init__(self, repo: OriginRepo, digest: Digest, metrics: Metrics) -> None:
+    def __init__(self, repo: OriginRepo, digest: Digest, part_size: int, metrics: Metrics) -> None:
         self._repo = repo
         self._digest = digest
+        self._parts = PartPolicy(size=part_size, concurrency=1)
         self._metrics = metrics
         self._counted = False
 
     @property
     def ranged(self) -> bool:
         return self._repo.origin.honours_ranges is True
+
+    @property
+    def policy(self) -> PartPolicy:
+        return self._parts if self.ranged else ONE_STREAM
 
     async def open(
         self, offset: int, end: int | None, owner: object, urgent: bool
@@ -234,4 +241,4 @@ class Sources:
             return Choice(FleetSource(blob, self.bucket(digest)), blob)
         if not alone:
             self._metrics.origin_fetched("blob")
-        return Choice(OriginSource(repo, digest, self._metrics))
+        return Choice(OriginSource(repo, digest, self._parts.size, self._metrics))
