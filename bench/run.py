@@ -17,7 +17,9 @@ same run:
   connections); manifest HEAD and small-blob request rates (wrk, 20
   connections); a large blob pulled cold by 100 clients; a fleet (4 hosts x 10
   clients, an origin registry behind a throttle, an empty bucket) with and
-  without coordination, against one host alone.
+  without coordination, against one host alone; a lazy puller's reads of a
+  cold 1 GiB layer (lazy: bench/lazy.py) through registry-local and the CNCF
+  registry, against the same reads straight from the bucket.
 
     python bench/run.py [--quick] [--json results.json]
 
@@ -47,6 +49,7 @@ import yarl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.lazy import Plan, from_bucket, print_lazy, through_registry  # noqa: E402
 from registry_local.config import StoreSettings  # noqa: E402
 from registry_local.layout import BucketLayout  # noqa: E402
 from registry_local.loadtest.run import run_load  # noqa: E402
@@ -136,8 +139,14 @@ class Bench:
         return proc
 
     async def registry2(
-        self, tag: str, upstream: str | None = None, fs_root: Path | None = None
+        self,
+        tag: str,
+        upstream: str | None = None,
+        fs_root: Path | None = None,
+        endpoint: str | None = None,
     ) -> Proc:
+        """The CNCF registry on the throttled S3 (or the S3 at `endpoint`), on a
+        directory, or in proxy mode in front of `upstream`."""
         port = free_port()
         if fs_root is not None:
             storage = f"  filesystem:\n    rootdirectory: {fs_root}\n"
@@ -145,7 +154,7 @@ class Bench:
         elif upstream is None:
             storage = (
                 f"  s3:\n    region: us-east-1\n    bucket: bench\n"
-                f"    regionendpoint: {self.throttle}\n    accesskey: testing\n"
+                f"    regionendpoint: {endpoint or self.throttle}\n    accesskey: testing\n"
                 f"    secretkey: testing\n    secure: false\n    v4auth: true\n"
             )
             proxy = ""
@@ -336,6 +345,8 @@ async def main(args: argparse.Namespace) -> None:
                 await _fleet(bench, image, results)
             if "cold-layers" in scenarios:
                 await _cold_layers(bench, results)
+            if "lazy" in scenarios:
+                await _lazy(bench, results)
         finally:
             throttle.terminate()
             throttle.wait()
@@ -345,7 +356,11 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def _throttle(
-    s3: str, args: argparse.Namespace, link_mbps: float = 0, stream_mbps: float | None = None
+    s3: str,
+    args: argparse.Namespace,
+    link_mbps: float = 0,
+    stream_mbps: float | None = None,
+    latency_ms: float | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """bench/throttle.py in front of S3: the process and its URL."""
     port = free_port()
@@ -358,7 +373,7 @@ async def _throttle(
             "--port",
             str(port),
             "--latency-ms",
-            str(args.latency_ms),
+            str(args.latency_ms if latency_ms is None else latency_ms),
             "--stream-mbps",
             str(args.stream_mbps if stream_mbps is None else stream_mbps),
             "--link-mbps",
@@ -555,6 +570,77 @@ async def _read_from_bucket(s3: str, name: str, tag: str, blobs: dict[Any, bytes
     return seconds
 
 
+async def _lazy(bench: Bench, results: dict[str, Any]) -> None:
+    """A lazy puller's reads of one cold layer (bench/lazy.py), straight from the
+    bucket, through registry-local and through the CNCF registry, the same
+    throttle for all; the median of a few rounds, each on a cold cache."""
+    args = bench.args
+    image = _image([args.lazy_mb])
+    await seed(s3_settings(bench.s3, "bench"), "bench/lazy", "v1", image)
+    layer = max(image.blobs, key=lambda d: len(image.blobs[d]))
+    plan = Plan.of(len(image.blobs[layer]))
+    throttle, url = await _throttle(
+        bench.s3, args, stream_mbps=args.lazy_stream_mbps, latency_ms=args.lazy_latency_ms
+    )
+    runs: dict[str, list[dict[str, float]]] = {}
+    r2 = await bench.registry2("lazy", endpoint=url)
+    try:
+        for round_ in range(args.lazy_rounds):
+            runs.setdefault("bare client", []).append(
+                await from_bucket(url, "bench", blob_key(layer), plan)
+            )
+            rl = await bench.registry_local(f"lazy-{round_}", url)
+            try:
+                # A host that has served before: its S3 client and code are warm
+                # (the layer is what is cold).
+                await fetch_status(f"{rl.url}/v2/bench/lazy/manifests/v1")
+                await bench.s3_stats(reset=True, throttle=url)
+                row = await through_registry(f"{rl.url}/v2/bench/lazy/blobs/{layer}", plan)
+                await _fills_done(rl.url)
+                stats = await bench.s3_stats(throttle=url)
+                row["s3_bytes_ratio"] = sum(
+                    n for k, n in stats["bytes_by_key"].items() if k.endswith(f"{layer.hex}/data")
+                ) / len(image.blobs[layer])
+            finally:
+                rl.stop()
+            runs.setdefault("registry-local", []).append(row)
+            runs.setdefault("registry:2 on S3", []).append(
+                await through_registry(f"{r2.url}/v2/bench/lazy/blobs/{layer}", plan)
+            )
+    finally:
+        r2.stop()
+        throttle.terminate()
+        throttle.wait()
+    rows: dict[str, Any] = {
+        "layer_mb": args.lazy_mb,
+        "stream_mbps": args.lazy_stream_mbps,
+        "latency_ms": args.lazy_latency_ms,
+        "rounds": runs,
+    }
+    for name, found in runs.items():
+        rows[name] = {k: sorted(r[k] for r in found)[len(found) // 2] for k in found[0]}
+    results["lazy"] = rows
+    print("lazy: done", flush=True)
+
+
+async def fetch_status(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        await response.read()
+        return response.status
+
+
+async def _fills_done(url: str) -> None:
+    """Until the server has no fill running (its /metrics says so)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(12_000):  # a 1 GiB prefetch reads one part at a time: ~40 s here
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            if re.search(r"^registry_local_fills_in_flight 0\.0$", text, re.M):
+                return
+            await asyncio.sleep(0.05)  # a benchmark waiting for a server's background fill
+    raise RuntimeError(f"{url}: fills still running")
+
+
 def _print_cold_layers(results: dict[str, Any]) -> None:
     rows = results["cold-layers"]
     print(
@@ -660,6 +746,8 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
         _print_fleet(results)
     if "cold-layers" in results:
         _print_cold_layers(results)
+    if "lazy" in results:
+        print_lazy(results["lazy"])
 
 
 def _print_cold(results: dict[str, Any], client_counts: list[int]) -> None:
@@ -760,6 +848,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cold-link-mbps", type=float, default=100, help="S3 link cap of cold-layers; 0: none"
     )
+    parser.add_argument("--lazy-mb", type=float, default=1024, help="the layer of lazy")
+    parser.add_argument("--lazy-stream-mbps", type=float, default=30, help="S3 MB/s per stream")
+    parser.add_argument("--lazy-latency-ms", type=float, default=30, help="S3 latency of lazy")
+    parser.add_argument("--lazy-rounds", type=int, default=3, help="rounds of lazy (median)")
     parser.add_argument("--fleet-hosts", type=int, default=4)
     parser.add_argument("--fleet-clients", type=int, default=10, help="clients per host")
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
@@ -769,6 +861,7 @@ if __name__ == "__main__":
     if arguments.quick:
         arguments.clients, arguments.layers, arguments.big_mb = "1,20", [2, 1], 64
         arguments.big_clients, arguments.seconds = 20, 3
+        arguments.lazy_mb, arguments.lazy_rounds = 64, 1
     start_time = time.monotonic()
     asyncio.run(main(arguments))
     print(f"\n(benchmark took {time.monotonic() - start_time:.0f} s)")

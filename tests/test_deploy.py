@@ -149,6 +149,11 @@ def test_engine_files_point_at_the_default_listen_address() -> None:
     registries = tomllib.loads((DEPLOY / "podman" / "registries.conf").read_text())
     mirror = registries["registry"][0]["mirror"][0]
     assert mirror == {"location": "127.0.0.1:5000", "insecure": True}
+    for lazy in ("stargz", "soci"):  # the lazy-pulling snapshotters' own resolvers
+        resolver = tomllib.loads((DEPLOY / lazy / "config.toml").read_text())["resolver"]
+        assert resolver["host"]["docker.io"]["mirrors"] == [
+            {"host": "127.0.0.1:5000", "insecure": True}
+        ]
     snippet = tomllib.loads((DEPLOY / "containerd" / "config.toml.snippet").read_text())
     assert (
         snippet["plugins"]["io.containerd.grpc.v1.cri"]["registry"]["config_path"]

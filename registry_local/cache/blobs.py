@@ -27,6 +27,7 @@ from ..fill.fill import Fill, NoRoom
 from ..fill.reading import Reading
 from ..fill.sources import Sources
 from ..lru import BoundedDict
+from ..oci.byterange import RangeRequest
 from ..oci.digest import Digest
 from ..origin.mapping import OriginMap, OriginRepo
 from ..singleflight import SingleFlight
@@ -98,31 +99,35 @@ class BlobCache:
         return repo
 
     async def open(
-        self, name: str, digest: Digest, namespace: str | None = None, first: int | None = 0
+        self,
+        name: str,
+        digest: Digest,
+        namespace: str | None = None,
+        wanted: RangeRequest | None = None,
     ) -> BlobBody:
         """The blob, ready to read once its size is known. Raises BlobUnknown;
-        `namespace` is the registry containerd names with ?ns=; `first` is the
-        first byte the reader wants (None: it counts from the end, so the size
-        is needed first), where a fill started for it begins to read."""
+        `namespace` is the registry containerd names with ?ns=; `wanted`, the
+        ranges the reader asks for (None: the whole blob): a fill started for
+        it begins to read at the first of them."""
         if self._links.known_blob(name, digest):
-            return await self._from_bucket(digest, first)  # the warm path: nothing to check
+            return await self._from_bucket(digest, wanted)  # the warm path: nothing to check
         repo = self._origins.repo_for(name, namespace)
         if repo is not None:
             if await self._links.blob_linked(name, digest):
-                return await self._from_bucket(digest, first)
-            return await self._from_origin(repo, name, digest, first)
+                return await self._from_bucket(digest, wanted)
+            return await self._from_origin(repo, name, digest, wanted)
         # The link check and the first read of the blob run together: a cold
         # request costs one round trip to the bucket, not two. Nothing is handed
         # out before the link is confirmed; what an unlinked request started is
         # dropped (a fill only it wanted is cancelled).
         return await once_linked(
             self._links.blob_linked(name, digest),
-            self._from_bucket(digest, first),
+            self._from_bucket(digest, wanted),
             lambda: BlobUnknown(detail={"digest": str(digest)}),
             lambda body: body.abandon(),
         )
 
-    async def _from_bucket(self, digest: Digest, first: int | None = 0) -> BlobBody:
+    async def _from_bucket(self, digest: Digest, wanted: RangeRequest | None = None) -> BlobBody:
         small = self._small.get(digest)
         if small is not None:
             self._unread.discard(digest)
@@ -131,7 +136,7 @@ class BlobCache:
             return small
         for _ in range(2):
             try:
-                found, file = await self._opened(digest, lambda: self.source(digest, first=first))
+                found, file = await self._opened(digest, lambda: self.source(digest, wanted=wanted))
             except NoRoom as exc:
                 return await self._bypass(digest, exc.size)
             if isinstance(found, Fill):
@@ -148,10 +153,12 @@ class BlobCache:
         raise BlobUnknown(detail={"digest": str(digest)})
 
     async def _from_origin(
-        self, repo: OriginRepo, name: str, digest: Digest, first: int | None = 0
+        self, repo: OriginRepo, name: str, digest: Digest, wanted: RangeRequest | None = None
     ) -> BlobBody:
         try:
-            found, file = await self._opened(digest, lambda: self.source(digest, repo, name, first))
+            found, file = await self._opened(
+                digest, lambda: self.source(digest, repo, name, wanted)
+            )
         except NoRoom as exc:
             return await self._bypass(digest, exc.size, repo)
         if isinstance(found, Fill):
@@ -189,12 +196,12 @@ class BlobCache:
         digest: Digest,
         repo: OriginRepo | None = None,
         name: str = "",
-        first: int | None = 0,
+        wanted: RangeRequest | None = None,
     ) -> CommittedBlob | Fill:
         """A committed blob, or the fill bringing it in (started if needed) from
         the bucket or from `repo`'s origin for the repository `name`, reading
-        from `first` on (None: from wherever readers ask, once the size is
-        known). Raises NoRoom when the cache cannot take it."""
+        first the first byte `wanted` names (a range counted from the end needs
+        the size first). Raises NoRoom when the cache cannot take it."""
         committed = self._committed(digest)
         if committed is None and await self._disk.discover(digest):
             committed = self._committed(digest)  # committed by another process
@@ -208,13 +215,15 @@ class BlobCache:
                 self._metrics.blob_miss(None)
                 raise NoRoom(str(digest), None)
             size = self._sizes.get(digest)
+            first = 0 if wanted is None else wanted.first
             if first is None and size is None:
                 size = await self._stat(digest, repo)  # a range from the end: the size first
             self._metrics.blob_miss("fill")
             fill = self._start(digest, repo, name, size, first or 0)
         else:
             fill.joiners += 1
-            self._sources.slots.foreground(fill)  # a client waits for it now, if a prefetch did not
+            if wanted is None:
+                self._foreground(fill)  # a client waits for all of it now, if a prefetch did not
             self._metrics.blob_miss("join")
         size = await fill.started()
         self._sizes.put(digest, size)
@@ -282,13 +291,18 @@ class BlobCache:
             self._metrics.prefetch_skipped()
             return None
         fill = self._start(digest, repo, name)
+        fill.background = True  # one read at a time, after client reads for S3 slots
         self._sources.slots.background(fill)
         self._metrics.prefetch_started()
         fill.task.add_done_callback(lambda _: self._prefetch_done(fill))
         return fill
 
-    def _prefetch_done(self, fill: Fill) -> None:
+    def _foreground(self, fill: Fill) -> None:
+        fill.background = False
         self._sources.slots.foreground(fill)
+
+    def _prefetch_done(self, fill: Fill) -> None:
+        self._foreground(fill)
         if not fill.task.cancelled() and not fill.failed and fill.size is not None:
             self._metrics.prefetch_committed(fill.size)
             if not fill.joiners:

@@ -5,10 +5,11 @@ cold cache the fills would run a few at a time while the S3 link sits idle.
 When an image manifest is served by GET, its config and every layer this host
 lacks start filling in the background, under the same single-flight as client
 fills: a client that then asks for a layer joins its fill. An index prefetches
-nothing (engines pull one platform: its manifest comes next). Prefetches wait
-behind client reads for S3 slots (slots.py) until a client joins them, run a
-few at a time, never start when the cache has no room, and fail quietly: the
-client's own request reports any error.
+nothing (engines pull one platform: its manifest comes next). Until a client
+asks for the whole blob, a prefetch reads one part at a time and waits behind
+client reads for S3 slots (fill/slots.py); prefetches run a few at a time,
+never start when the cache has no room, and fail quietly: the client's own
+request reports any error.
 """
 
 from __future__ import annotations

@@ -95,6 +95,10 @@ class Fill:
             digest, self._temp, source, reading, self, self._notify, self._retried
         )
         self._pieces.size = size
+        self._followers = 0  # readers of the whole blob waiting for its front
+        self._background = False
+        self._pieces.followed = lambda: self._followers > 0
+        self._pieces.background = lambda: self._background
         self._first = first
         self.task = asyncio.create_task(self._run(), name=f"fill {digest}")
 
@@ -103,6 +107,17 @@ class Fill:
     @property
     def size(self) -> int | None:
         return self._pieces.size
+
+    @property
+    def background(self) -> bool:
+        """A prefetch nobody has asked for yet: its front reads one at a time."""
+        return self._background
+
+    @background.setter
+    def background(self, value: bool) -> None:
+        self._background = value
+        if not value:
+            self._pieces.plan()  # a client waits now: the front at full width
 
     @property
     def failed(self) -> bool:
@@ -130,8 +145,13 @@ class Fill:
 
     async def readable_beyond(self, offset: int) -> int:
         """Wait until more than `offset` bytes are readable; return how many are."""
-        while self.readable <= offset:
-            await self._wait()
+        if self.readable <= offset:
+            self._followers += 1
+            try:
+                while self.readable <= offset:
+                    await self._wait()
+            finally:
+                self._followers -= 1
         return self.readable
 
     async def held_from(self, start: int, end: int) -> int:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import mmap
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ __all__ = ["NEAR", "Pieces", "hash_range", "write_at"]
 MIB = 1 << 20
 BATCH = MIB  # bytes a read gathers before writing them, unless a reader waits
 NEAR = MIB  # about what one stream brings in a round trip: not worth a read of its own
+QUIET = 1.0  # seconds after a reader last asked for a range before the front reads again
 # Written bytes between flushes to disk behind the fill: the sync before the
 # commit then finds little left (ten 8 MiB fills at once: 150-190 ms before
 # their commit with none, about 10 ms with one every 4 MiB).
@@ -95,6 +97,12 @@ class Pieces:
         self._reads: dict[_Read, asyncio.Task[None]] = {}
         self._demands: dict[int, tuple[int, int]] = {}  # token -> range, in arrival order
         self._tokens = 0
+        self._asked_at = -QUIET  # when a reader last asked for a range
+        self._resume: asyncio.TimerHandle | None = None  # front reads at full width again
+        # Whether a reader of the whole blob waits for bytes from the front now,
+        # and whether the fill is a prefetch nobody has asked for yet.
+        self.followed: Callable[[], bool] = lambda: False
+        self.background: Callable[[], bool] = lambda: False
         self._unflushed = 0
 
     # -- what the fill asks ------------------------------------------------------------
@@ -111,6 +119,7 @@ class Pieces:
         a token for `unwant`."""
         self._tokens += 1
         self._demands[self._tokens] = (start, end)
+        self._asked_at = time.monotonic()
         self.plan()
         return self._tokens
 
@@ -126,6 +135,9 @@ class Pieces:
 
     async def close(self) -> None:
         """Stop every read still running (the fill is done, one way or another)."""
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         tasks = list(self._reads.values())
         for task in tasks:
             task.cancel()
@@ -143,12 +155,30 @@ class Pieces:
             for start, end in self._demands.values():
                 offset = self._unclaimed(start, min(end, self.size))
                 if offset is not None:
-                    return self._carve(offset, demand=True)
-        if running < policy.concurrency:
+                    return self._carve(offset, end)
+        front = sum(not read.demand for read in self._reads)
+        if front < self._front_width(policy.concurrency):
             offset = self._unclaimed(0, self.size)
             if offset is not None:
-                return self._carve(offset, demand=False)
+                return self._carve(offset)
         return None
+
+    def _front_width(self, concurrency: int) -> int:
+        """How many reads from the front may run now: all the policy allows (one
+        for a prefetch nobody has asked for yet), but while readers ask for
+        ranges (lazy pullers), none, unless a reader of the whole blob waits for
+        the front too: then one. The link, and the host, carry what readers wait
+        for first; the front resumes QUIET seconds after the last range."""
+        quiet_in = self._asked_at + QUIET - time.monotonic()
+        if quiet_in <= 0:
+            return 1 if self.background() else concurrency
+        if self._resume is None:
+            self._resume = asyncio.get_running_loop().call_later(quiet_in, self._resumed)
+        return 1 if self.followed() else 0
+
+    def _resumed(self) -> None:
+        self._resume = None
+        self.plan()
 
     def _unclaimed(self, start: int, end: int) -> int | None:
         """The first byte of [start, end) that is neither held nor on its way."""
@@ -163,15 +193,19 @@ class Pieces:
             offset = self._stop(read)
         return None
 
-    def _carve(self, offset: int, demand: bool) -> tuple[int, int, bool]:
-        """The read to start at `offset`: to the part's end or the next claimed byte."""
+    def _carve(self, offset: int, wanted: int | None = None) -> tuple[int, int, bool]:
+        """The read to start at `offset`: to the part's end or the next claimed
+        byte, and for bytes a reader waits for (up to `wanted`), no further than
+        those: the rest is left free for the next reader's bytes, or the front."""
         assert self.size is not None
         ends = [self._source.policy.part_end(offset, self.size) or self.size]
+        if wanted is not None:
+            ends.append(wanted)
         ends += [r.start for r in self._reads if r.start > offset]
         claimed = self.held.next_start(offset)
         if claimed is not None:
             ends.append(claimed)
-        return offset, min(ends), demand
+        return offset, min(ends), wanted is not None
 
     def _read_at(self, offset: int) -> _Read | None:
         for read in self._reads:

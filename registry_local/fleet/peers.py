@@ -8,7 +8,7 @@ reached and verifies the digest itself before it commits.
 
 Anything short of a good answer (refused connection, a 404 because the holder
 has no such fill, a 401 for a wrong token, a broken body) raises
-BackendUnavailable: the follower then falls back to the bucket (cache/fleet.py).
+BackendUnavailable: the follower then falls back to the bucket (coordination.py).
 """
 
 from __future__ import annotations

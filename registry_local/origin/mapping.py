@@ -29,7 +29,7 @@ __all__ = ["OriginMap", "OriginRepo", "open_origin_map"]
 
 @dataclass(frozen=True)
 class OriginRepo:
-    """One repository at an origin; also a blob source for fills (reading.py)."""
+    """One repository at an origin; also where fills read its blobs (fill/sources.py)."""
 
     origin: Origin
     remote: str  # the repository's name at the origin

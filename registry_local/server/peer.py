@@ -1,6 +1,6 @@
 """The peer listener: fills in progress, served by digest to the other hosts.
 
-With --peer-listen, the host that holds a blob's lease (cache/fleet.py) serves
+With --peer-listen, the host that holds a blob's lease (fleet/coordination.py) serves
 its fill to the hosts following it, on a listener of its own, never the
 engines' port. One route, by digest only: it serves what this host has
 committed or is filling, starts nothing, and knows no repositories. Bytes go

@@ -1,6 +1,6 @@
 """Sending a blob's body: file stretches by sendfile, chunks by plain writes.
 
-The cache hands over one BlobBody (cache/body.py) whatever is behind it; this
+The cache hands over one BlobBody (fill/body.py) whatever is behind it; this
 module only moves its pieces to the socket in order. A file stretch first goes
 to `os.sendfile` directly, as much as the socket takes at once: readers
 following a fill send many short stretches, and each `loop.sendfile` costs

@@ -34,8 +34,7 @@ async def delete_blob(request: web.Request) -> web.Response:
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
     wanted = parse_ranges(request.headers.get("Range"))
-    first = 0 if wanted is None else wanted.first  # where a fill for it begins
-    body = await request.app[BLOBS].open(name, digest, request.query.get("ns"), first)
+    body = await request.app[BLOBS].open(name, digest, request.query.get("ns"), wanted)
     metrics = request.app[METRICS]
 
     def count(sent: int, by_sendfile: bool) -> None:
