@@ -32,6 +32,9 @@ collector only walk `docker/registry/v2/`, so they never see them:
         leases/blobs/<alg>/<hex>                         one host reads this blob
         leases/manifests/<alg>/<hex>                     ... this manifest
         leases/tags/<name>/<tag>                         ... resolves this tag
+        staging/blobs/<alg>/<hex>/<start>-<end>          part of a blob the lease holder
+                                                         is reading from an origin, staged
+                                                         while it fills (16 hex digits each)
         probes/<uuid>                                    conditional-write probe at start
         probes/<uuid>/probe                              how the store lists emptied prefixes
 
@@ -133,6 +136,25 @@ class BucketLayout:
 
     def tag_lease(self, name: str, tag: str) -> str:
         return self._own(f"leases/tags/{name}/{tag}")
+
+    def staged_parts(self, digest: Digest) -> str:
+        """The "directory" of a blob's staged parts."""
+        return self._own(f"staging/blobs/{digest.algorithm}/{digest.hex}/")
+
+    def staged_part(self, digest: Digest, start: int, end: int) -> str:
+        """Bytes [start, end) of a blob, staged (names sort by offset)."""
+        return self.staged_parts(digest) + f"{start:016x}-{end:016x}"
+
+    @staticmethod
+    def staged_span(name: str) -> tuple[int, int] | None:
+        """The [start, end) a staged part's name (under `staged_parts`) holds."""
+        start, sep, end = name.partition("-")
+        if not sep or len(start) != 16 or len(end) != 16:
+            return None
+        try:
+            return int(start, 16), int(end, 16)
+        except ValueError:
+            return None
 
     def probe(self, token: str) -> str:
         return self._own(f"probes/{token}")

@@ -4,6 +4,7 @@ and SeaweedFS, a real S3 implementation)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 import uuid
@@ -176,6 +177,17 @@ async def test_children_are_checked_only_where_the_store_lists_emptied_prefixes(
         assert await s3.list("t/") == ["a", "b", "c"]
         lists = metrics.sample("s3_requests", operation="ListObjectsV2", outcome="ok") - before
     assert lists == (1 + 4 if checks_children else 1)
+
+
+async def test_compose_joins_objects_into_one_without_moving_them(backend: Backend) -> None:
+    first, second, last = os.urandom(5 << 20), os.urandom(5 << 20), os.urandom(1000)
+    for key, data in (("staged/0", first), ("staged/1", second), ("staged/2", last)):
+        await backend.write(key, data)
+    await backend.compose("blobs/whole", ["staged/0", "staged/1", "staged/2"])
+    assert await backend.read("blobs/whole", 20 << 20) == first + second + last
+    assert await backend.read("staged/1", 20 << 20) == second  # the sources stay
+    await backend.compose("blobs/one", ["staged/2"])
+    assert await backend.read("blobs/one", 2000) == last
 
 
 async def test_walk_gives_every_key_below_a_prefix(backend: Backend) -> None:

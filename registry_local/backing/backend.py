@@ -10,6 +10,7 @@ or BackendError (it is not).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -87,6 +88,12 @@ class Backend(Protocol):
     async def write_file(self, key: str, path: Path) -> None:
         """Store a local file's content as an object, streaming it (S3: multipart
         above a threshold), so memory stays bounded. Raises BackendError."""
+
+    async def compose(self, key: str, sources: Sequence[str]) -> None:
+        """Store under `key` the bytes of the objects `sources`, in order, without
+        moving them through this host (S3: a multipart upload whose parts are
+        copied server-side, UploadPartCopy: every source but the last must be at
+        least 5 MiB). Raises BackendError."""
 
     async def delete(self, key: str) -> None:
         """Remove one object; absent is fine. Raises BackendError."""

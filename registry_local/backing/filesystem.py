@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -187,6 +187,20 @@ class FilesystemBackend:
             await asyncio.to_thread(copy)
         except OSError as exc:
             raise BackendError("write", key, exc.strerror or str(exc)) from None
+
+    async def compose(self, key: str, sources: Sequence[str]) -> None:
+        target = self._path(key)
+        paths = [self._path(source) for source in sources]
+
+        def concatenate(out: BinaryIO) -> None:
+            for path in paths:
+                with path.open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 20)
+
+        try:
+            await asyncio.to_thread(_put, target, concatenate)
+        except OSError as exc:
+            raise BackendError("compose", key, exc.strerror or str(exc)) from None
 
     async def delete(self, key: str) -> None:
         path = self._path(key)

@@ -25,7 +25,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -459,14 +459,7 @@ class S3Backend:
         # Parts are read from the file only when their turn comes: at most
         # _PART_CONCURRENCY parts are in memory at once, whatever the size.
         part_size = max(_PART_SIZE, -(-size // _MAX_PARTS))
-        created = await self._request(
-            "CreateMultipartUpload",
-            key,
-            lambda: self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=key, ContentType="application/octet-stream"
-            ),
-        )
-        upload_id = created["UploadId"]
+        upload_id = await self._create_upload(key)
         turns = asyncio.Semaphore(_PART_CONCURRENCY)
 
         async def upload_part(number: int, offset: int) -> dict[str, Any]:
@@ -488,13 +481,52 @@ class S3Backend:
                     self._metrics.s3_bytes(written=len(data))
                 return {"PartNumber": number, "ETag": answer["ETag"]}
 
+        numbered = enumerate(range(0, size, part_size), start=1)
+        await self._complete(key, upload_id, [upload_part(n, offset) for n, offset in numbered])
+
+    async def _create_upload(self, key: str) -> str:
+        """A new multipart upload of `key`: its id."""
+        created = await self._request(
+            "CreateMultipartUpload",
+            key,
+            lambda: self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType="application/octet-stream"
+            ),
+        )
+        upload_id: str = created["UploadId"]
+        return upload_id
+
+    async def compose(self, key: str, sources: Sequence[str]) -> None:
+        upload_id = await self._create_upload(key)
+        turns = asyncio.Semaphore(_PART_CONCURRENCY)
+
+        async def copy(number: int, source: str) -> dict[str, Any]:
+            async with turns:
+                answer = await self._request(
+                    "UploadPartCopy",
+                    key,
+                    functools.partial(
+                        self._client.upload_part_copy,
+                        Bucket=self._bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": self._bucket, "Key": source},
+                    ),
+                )
+                return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
+
+        await self._complete(key, upload_id, [copy(n, s) for n, s in enumerate(sources, start=1)])
+
+    async def _complete(
+        self, key: str, upload_id: str, parts: Sequence[Awaitable[dict[str, Any]]]
+    ) -> None:
+        """Run the part uploads of a multipart upload and complete it; abort it
+        if anything fails, so no half-made object and no orphaned parts stay."""
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(upload_part(number, offset))
-                    for number, offset in enumerate(range(0, size, part_size), start=1)
-                ]
-            parts = [task.result() for task in tasks]
+                tasks = [group.create_task(_as_coroutine(part)) for part in parts]
+            done = [task.result() for task in tasks]
             await self._request(
                 "CompleteMultipartUpload",
                 key,
@@ -502,7 +534,7 @@ class S3Backend:
                     Bucket=self._bucket,
                     Key=key,
                     UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
+                    MultipartUpload={"Parts": done},
                 ),
             )
         except BaseException as exc:
@@ -537,6 +569,10 @@ class S3Backend:
         await self._request(
             "HeadBucket", self._bucket, lambda: self._client.head_bucket(Bucket=self._bucket)
         )
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 def _read_at(path: Path, offset: int, length: int) -> bytes:
