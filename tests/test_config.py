@@ -75,6 +75,18 @@ def test_config_file_from_env(tmp_path: Path) -> None:
             None,
             "cannot read --peer-token-file",
         ),
+        (["--peer-listen", "127.0.0.1:5002", "--peer-max-streams", "-1"], None, "0 or more"),
+        (["--peer-listen", "127.0.0.1:5002", "--fleet-part-size", "1MiB"], None, "5MiB"),
+        (["--peer-listen", "127.0.0.1:5002", "--peer-tls-cert", "c.pem"], None, "go together"),
+        (["--peer-ca", "ca.pem"], None, "need --peer-listen"),
+        (
+            [
+                *("--peer-listen", "127.0.0.1:5002", "--advertise-url", "http://127.0.0.1:5002"),
+                *("--peer-tls-cert", "c.pem", "--peer-tls-key", "k.pem"),
+            ],
+            None,
+            "speaks TLS",
+        ),
     ],
 )
 def test_bad_configuration(
@@ -162,8 +174,17 @@ def test_fleet_settings(tmp_path: Path) -> None:
         None,
         15,
     )
+    assert (fleet.max_streams, fleet.part_size, fleet.tls_cert, fleet.insecure) == (
+        2,
+        32 << 20,
+        None,
+        False,
+    )
+    off_loopback = ["--peer-listen", "0.0.0.0:5002", "--peer-token-file", str(token)]
+    with pytest.raises(ConfigError, match="token in clear"):
+        _load(off_loopback, {"REGISTRY_LOCAL_ADVERTISE_URL": "http://10.0.0.7:5002"})
     fleet = _load(
-        ["--peer-listen", "0.0.0.0:5002", "--peer-token-file", str(token)],
+        [*off_loopback, "--peer-insecure", "--peer-max-streams", "0"],
         {"REGISTRY_LOCAL_ADVERTISE_URL": "http://10.0.0.7:5002", "REGISTRY_LOCAL_LEASE_TTL": "4"},
     ).fleet
     assert fleet is not None
@@ -173,4 +194,17 @@ def test_fleet_settings(tmp_path: Path) -> None:
         "s3cret",
         4,
     )
+    assert (fleet.insecure, fleet.max_streams) == (True, 0)
     assert "s3cret" not in repr(fleet)  # the secret never shows in a repr or a log line
+    tls = ["--peer-tls-cert", "c.pem", "--peer-tls-key", "k.pem", "--peer-ca", "ca.pem"]
+    fleet = _load(
+        ["--peer-listen", "10.0.0.7:5002", "--peer-token-file", str(token), *tls],
+        {"REGISTRY_LOCAL_FLEET_PART_SIZE": "8MiB"},
+    ).fleet
+    assert fleet is not None
+    assert (fleet.advertise_url, fleet.part_size) == ("https://10.0.0.7:5002", 8 << 20)
+    assert (fleet.tls_cert, fleet.tls_key, fleet.ca) == (
+        Path("c.pem"),
+        Path("k.pem"),
+        Path("ca.pem"),
+    )

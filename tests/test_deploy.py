@@ -86,7 +86,13 @@ def test_the_daemonset_is_what_a_node_needs() -> None:
         config["peer-token-file"] = str(token)
         settings = _load_config(config, {"REGISTRY_LOCAL_ADVERTISE_URL": advertised})
     assert settings.fleet is not None
-    assert settings.fleet.advertise_url == "http://10.1.2.3:5002"
+    assert settings.fleet.advertise_url == "https://10.1.2.3:5002"
+    # Peers speak TLS, one certificate for every node, checked by name.
+    assert (settings.fleet.tls_cert, settings.fleet.tls_key, settings.fleet.ca) == tuple(
+        Path(mount["mountPath"]) / name for name in ("tls.crt", "tls.key", "ca.crt")
+    )
+    assert settings.fleet.tls_name == "registry-local-peer"
+    assert not settings.fleet.insecure
     peer_port = next(p for p in container["ports"] if p["name"] == "peers")["containerPort"]
     assert settings.fleet.peer_port == peer_port
     assert settings.server.host == "127.0.0.1"

@@ -1,9 +1,7 @@
 """One origin read per blob for the whole fleet: hosts coordinate through the bucket.
 
-Several `registry-local serve` processes on 127.0.0.1 (own ports, own cache
-dirs, own peer listeners) stand in for several hosts over one SeaweedFS bucket.
-The origin is the CNCF registry behind a counting proxy, and another counting
-proxy sits in front of the bucket, so the tests see what each tier was asked.
+Several `registry-local serve` processes stand in for several hosts over one
+SeaweedFS bucket, the CNCF registry as their origin (tests/support/fleet.py).
 """
 
 from __future__ import annotations
@@ -12,126 +10,28 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import boto3
 import pytest
 
-from registry_local.config import StoreSettings
 from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
-from registry_local.transfer.imagebuild import Image, build_image
+from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import fetch, metric, pull_image, seed
-from .support.processes import StderrLog, free_port, run_docker_registry, serving
+from .support.fleet import Bench, hosts, kill_when_followed, metric_sum, open_bench, until
+from .support.harness import fetch, metric, pull_image
+from .support.processes import StderrLog, free_port, serving
 from .support.s3proxy import Fault, S3Proxy, key_endswith
-
-TOKEN = "fleet-secret"
-
-
-@dataclass
-class Bench:
-    """An origin, a bucket, and what each was asked."""
-
-    image: Image
-    origin: S3Proxy  # the CNCF registry behind a counting proxy
-    bucket_proxy: S3Proxy  # the bucket behind a counting proxy
-    endpoint: str  # the bucket's S3, direct
-    bucket: str
-    token_file: Path
-    tmp: Path
-
-    def expected(self) -> dict[str, bytes]:
-        return {
-            str(d): data for d, data in [*self.image.blobs.items(), *self.image.manifests.items()]
-        }
-
-    def origin_gets(self) -> Counter[str]:
-        return Counter(r.key for r in self.origin.requests if r.method == "GET")
-
-    def blob_gets(self) -> dict[str, int]:
-        gets = self.origin_gets()
-        return {str(d): gets[f"v2/team/app/blobs/{d}"] for d in self.image.blobs}
-
-    def bucket_puts(self) -> Counter[str]:
-        """PUTs per key of distribution's tree (leases left out)."""
-        return Counter(
-            r.key.split("/", 1)[1]
-            for r in self.bucket_proxy.requests
-            if r.method == "PUT" and "/docker/registry/v2/" in r.key
-        )
-
-    def host_args(
-        self, name: str, peer_port: int, *extra: str, lease_ttl: float = 5.0
-    ) -> list[str]:
-        return [
-            *("--cache-dir", str(self.tmp / name)),
-            *("--s3-bucket", self.bucket, "--s3-endpoint", self.bucket_proxy.url),
-            *("--upstream", self.origin.url),
-            *("--peer-listen", f"127.0.0.1:{peer_port}"),
-            *("--peer-token-file", str(self.token_file)),
-            *("--lease-ttl", str(lease_ttl)),
-            *("--log-level", "debug"),
-            *extra,
-        ]
-
-    async def settled(self) -> None:
-        """Wait until every host has let go of its leases and the bucket holds
-        every blob: the write-through ran in other processes, so it is observed."""
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
-        wanted = {BucketLayout().blob_data(d) for d in self.image.blobs}
-        async with asyncio.timeout(60):
-            while True:
-                leases = s3.list_objects_v2(Bucket=self.bucket, Prefix="registry-local/leases/")
-                data = s3.list_objects_v2(Bucket=self.bucket, Prefix="docker/registry/v2/blobs/")
-                stored = {item["Key"] for item in data.get("Contents", [])}
-                if leases.get("KeyCount", 0) == 0 and wanted <= stored:
-                    return
-                await asyncio.sleep(0.05)  # other processes' work: observed, not awaited
 
 
 @pytest.fixture
 async def bench(tmp_path: Path, seaweedfs: str) -> AsyncIterator[Bench]:
     image = build_image([{"big.bin": os.urandom(3 << 20)}, {"small.txt": b"from the origin"}])
-    root = tmp_path / "origin"
-    await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
-    bucket = f"fleet-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1").create_bucket(Bucket=bucket)
-    token_file = tmp_path / "peer-token"
-    token_file.write_text(TOKEN + "\n")
-    with run_docker_registry(tmp_path, fs_root=root) as url:
-        origin = await S3Proxy(url).start()
-        bucket_proxy = await S3Proxy(seaweedfs).start()
-        try:
-            yield Bench(image, origin, bucket_proxy, seaweedfs, bucket, token_file, tmp_path)
-        finally:
-            await bucket_proxy.close()
-            await origin.close()
-
-
-@dataclass
-class Host:
-    url: str
-    process: asyncio.subprocess.Process
-    peer_url: str
-
-
-@contextlib.asynccontextmanager
-async def hosts(bench: Bench, count: int, lease_ttl: float = 5.0) -> AsyncIterator[list[Host]]:
-    async with contextlib.AsyncExitStack() as stack:
-        started = []
-        for n in range(count):
-            port = free_port()
-            args = bench.host_args(f"host-{n}", port, lease_ttl=lease_ttl)
-            url, process = await stack.enter_async_context(serving(*args))
-            started.append(Host(url, process, f"http://127.0.0.1:{port}"))
-        yield started
+    async with open_bench(tmp_path, seaweedfs, image) as opened:
+        yield opened
 
 
 def _layer(bench: Bench) -> str:
@@ -145,13 +45,13 @@ async def test_a_storm_on_every_host_reads_each_blob_from_the_origin_once(bench:
         )
         assert all(pull == bench.expected() for pull in pulls)
         await bench.settled()
-        served = await _metric_sum(fleet, "registry_local_peer_bytes_total", direction="served")
-        taken = await _metric_sum(fleet, "registry_local_fleet_leases_total", event="taken")
+        served = await metric_sum(fleet, "registry_local_peer_bytes_total", direction="served")
+        taken = await metric_sum(fleet, "registry_local_fleet_leases_total", event="taken")
 
     assert bench.blob_gets() == {d: 1 for d in bench.blob_gets()}  # once for the fleet
     manifests = {k: n for k, n in bench.origin_gets().items() if "/manifests/" in k}
     assert manifests and max(manifests.values()) <= 2, manifests
-    puts = bench.bucket_puts()
+    puts = bench.bucket_writes()
     assert puts and max(puts.values()) == 1, puts  # every object written once
     assert taken >= len(bench.image.blobs)
     assert served > 0  # followers streamed from the holder while it filled
@@ -164,15 +64,8 @@ async def test_a_holder_killed_mid_fill_leaves_every_other_host_whole(bench: Ben
         holder, *others = fleet
         first = asyncio.create_task(pull_image(holder.url, "team/app", "v1"))
         await gate.reached.wait()  # the holder is mid-fill, its lease taken
-        followers = [asyncio.create_task(pull_image(h.url, "team/app", "v1")) for h in others]
-        followed = "registry_local_fleet_leases_total"
-        await _until(lambda: _metric_sum(others, followed, event="followed"), len(others))
-        holder.process.send_signal(signal.SIGKILL)
-        await holder.process.wait()
-        with contextlib.suppress(Exception):
-            await first  # its client saw the host die
-        pulls = await asyncio.gather(*followers)
-        taken_over = await _metric_sum(
+        pulls = await kill_when_followed(holder, others, first)
+        taken_over = await metric_sum(
             others, "registry_local_fleet_leases_total", event="taken_over"
         )
 
@@ -195,7 +88,7 @@ async def test_a_peer_with_the_wrong_token_gets_401_and_its_host_waits_for_the_b
         args[args.index("--peer-token-file") + 1] = str(wrong)
         outsider_url, _ = await stack.enter_async_context(serving(*args))
         follower = asyncio.create_task(pull_image(outsider_url, "team/app", "v1"))
-        await _until(lambda: metric(outsider_url, "registry_local_fleet_bucket_fallbacks_total"), 1)
+        await until(lambda: metric(outsider_url, "registry_local_fleet_bucket_fallbacks_total"), 1)
         gate.gate.set()  # the holder finishes and writes the blob through
         assert await first == bench.expected()
         assert await follower == bench.expected()
@@ -208,19 +101,6 @@ async def test_a_peer_with_the_wrong_token_gets_401_and_its_host_waits_for_the_b
                 assert (await response.json())["errors"][0]["code"] == "UNAUTHORIZED"
                 assert "Docker-Content-Digest" not in response.headers  # nothing else
     assert bench.blob_gets()[layer] == 1
-
-
-async def _metric_sum(fleet: list[Host], name: str, **labels: str) -> float:
-    return sum([await metric(host.url, name, **labels) for host in fleet])
-
-
-async def _until(read: Callable[[], Awaitable[float]], at_least: float) -> None:
-    """Wait until another process's metric reaches a value (observed by polling)."""
-    async with asyncio.timeout(30):
-        while True:
-            if await read() >= at_least:
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_a_lease_left_by_a_dead_host_is_taken_over_after_its_time_to_live(

@@ -249,9 +249,10 @@ class BlobCache:
         choice = self._sources.choose(digest, repo)
         fill = Fill(digest, choice.source, self._reading, self._disk, self._evictor, size, first)
         if choice.lease is not None:
-            # The fleet decided: this host reads the origin, or follows the host
-            # that does. The write-through, started with the fill, lets go of
-            # the fleet's lease when it ends, whether the fill succeeds or not.
+            # The fleet decides on the first read: this host reads the origin, or
+            # follows the host that does. Its write-through, started with the
+            # fill, lets go of the lease when it ends, whatever the fill's end.
+            choice.lease.attach(fill)
             self._through.blob(name, digest, fill, choice.lease)
         self._fills[digest] = fill
         fill.task.add_done_callback(lambda _: self._fill_done(fill))

@@ -17,7 +17,7 @@ from ..disk.store import DiskStore
 from ..fill.reading import Reading, RetryPolicy
 from ..fill.slots import FairSlots
 from ..fill.sources import PartPolicy, Sources
-from ..fleet.coordination import open_fleet
+from ..fleet.coordination import Fleet, open_fleet
 from ..origin.mapping import open_origin_map
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
@@ -45,6 +45,7 @@ class Cache:
     referrers: Referrers
     catalog: Catalog
     fleet: str  # coordination with the other hosts: "on", "off" or why it is off
+    coordination: Fleet | None = None  # the fleet, while it coordinates
 
 
 @contextlib.asynccontextmanager
@@ -103,6 +104,7 @@ async def open_cache(
             Referrers(store, manifests, origins, cache.tag_ttl),
             Catalog(store, cache.tag_ttl),
             fleet_state,
+            fleet,
         )
         evictor.on_evict = parts.blobs.evicted
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")

@@ -59,15 +59,13 @@ class WriteThrough:
         self, name: str, digest: Digest, fill: Fill | None, fleet_blob: FleetBlob | None
     ) -> None:
         try:
+            if fleet_blob is not None:
+                # The fleet writes it (staged parts composed, or whole) and lets
+                # its lease go; a follower only links what its repository lacks.
+                await fleet_blob.finish(name, lambda: self._links.learned_blob(name, digest))
+                return
             if fill is not None:
                 await fill.committed()
-            if fleet_blob is not None and not fleet_blob.holds:
-                # The holder writes the content and its link; only a link that
-                # this repository still lacks afterwards is ours to write.
-                await fleet_blob.holder_done()
-                if await self._store.blob_linked(name, digest):
-                    await self._links.learned_blob(name, digest)
-                    return
             found = self._disk.blob(digest)
             if found is None:
                 return  # evicted already: the next miss fetches it again
@@ -81,9 +79,6 @@ class WriteThrough:
             return  # nothing was committed: nothing to write
         except (BackendError, OSError) as exc:
             write_failed(self._metrics, name, digest, exc)
-        finally:
-            if fleet_blob is not None:
-                await fleet_blob.release()
 
     async def settled(self) -> None:
         """Wait for every write-through under way (tests, shutdown)."""

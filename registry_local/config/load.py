@@ -273,27 +273,59 @@ def _auth_file(path: object) -> Path | None:
 def _fleet(v: _Values, listen: tuple[str, int]) -> FleetSettings | None:
     peer = v[o.PEER_LISTEN]
     advertise, token_file = v[o.ADVERTISE_URL], v[o.PEER_TOKEN_FILE]
+    cert, key, ca = v[o.PEER_TLS_CERT], v[o.PEER_TLS_KEY], v[o.PEER_CA]
     if peer is None:
-        if advertise or token_file:
-            raise ConfigError("--advertise-url and --peer-token-file need --peer-listen")
+        if advertise or token_file or cert or key or ca:
+            raise ConfigError(
+                "--advertise-url, --peer-token-file, --peer-tls-cert, --peer-tls-key and "
+                "--peer-ca need --peer-listen"
+            )
         return None
+    if (cert is None) != (key is None):
+        raise ConfigError("--peer-tls-cert and --peer-tls-key go together")
     host, port = peer
     if peer == listen:
         raise ConfigError("--peer-listen needs a listener of its own, not the --listen address")
+    scheme = "http" if cert is None else "https"
     if advertise is None:
         if host in ("0.0.0.0", "::", ""):
             raise ConfigError(
                 f"--peer-listen {host} is every address: give --advertise-url, the one "
                 "the other hosts reach this host at"
             )
-        advertise = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        advertise = f"{scheme}://{address}"
+    elif advertise.startswith("http://") and cert is not None:
+        raise ConfigError("--advertise-url is http:// but the peer listener speaks TLS: https://")
     token = _secret(token_file) if token_file else None
-    if token is None and not is_loopback(host):
-        raise ConfigError(
-            f"--peer-listen on {host}, which is not a loopback address, needs "
-            "--peer-token-file: peers must prove they belong to the fleet"
-        )
-    return FleetSettings(host, port, advertise, token, v[o.LEASE_TTL], v[o.S3_READ_TIMEOUT])
+    insecure = v[o.PEER_INSECURE]
+    if not is_loopback(host):
+        if token is None:
+            raise ConfigError(
+                f"--peer-listen on {host}, which is not a loopback address, needs "
+                "--peer-token-file: peers must prove they belong to the fleet"
+            )
+        if cert is None and not insecure:
+            raise ConfigError(
+                f"--peer-listen on {host} without --peer-tls-cert/--peer-tls-key would "
+                "have peers send the fleet token in clear: give them (and --peer-ca), "
+                "or --peer-insecure on a network you trust end to end"
+            )
+    return FleetSettings(
+        host,
+        port,
+        advertise,
+        token,
+        v[o.LEASE_TTL],
+        v[o.S3_READ_TIMEOUT],
+        v[o.PEER_MAX_STREAMS],
+        v[o.FLEET_PART_SIZE],
+        cert,
+        key,
+        ca,
+        v[o.PEER_TLS_NAME],
+        insecure,
+    )
 
 
 def _secret(path: Path) -> str:

@@ -419,6 +419,71 @@ LEASE_TTL: Option[float] = Option(
     "SECONDS",
     "serve",
 )
+PEER_MAX_STREAMS: Option[int] = Option(
+    "peer-max-streams",
+    "other hosts that may stream a blob from this host's fill at once; the rest read "
+    "the parts it stages in the bucket (0: only staged parts)",
+    values.count,
+    lambda: _fleet().max_streams,
+    metavar="N",
+    group="serve",
+)
+FLEET_PART_SIZE: Option[int] = Option(
+    "fleet-part-size",
+    "a lease holder stages blobs larger than this in the bucket in parts of this size "
+    "as it fills them, for the other hosts to read as they land (at least 5MiB)",
+    values.staged_part_size,
+    lambda: _fleet().part_size,
+    values.show_size,
+    "SIZE",
+    "serve",
+)
+PEER_TLS_CERT: Option[Path | None] = Option(
+    "peer-tls-cert",
+    "the peer listener speaks TLS with this certificate (PEM, with its chain); needs "
+    "--peer-tls-key",
+    values.optional(values.path),
+    lambda: _fleet().tls_cert,
+    metavar="FILE",
+    group="serve",
+)
+PEER_TLS_KEY: Option[Path | None] = Option(
+    "peer-tls-key",
+    "the private key of --peer-tls-cert (PEM)",
+    values.optional(values.path),
+    lambda: _fleet().tls_key,
+    metavar="FILE",
+    group="serve",
+)
+PEER_CA: Option[Path | None] = Option(
+    "peer-ca",
+    "CA certificates (PEM) the other hosts' peer listeners are checked against "
+    "(default: the system's)",
+    values.optional(values.path),
+    lambda: _fleet().ca,
+    metavar="FILE",
+    group="serve",
+)
+PEER_TLS_NAME: Option[str | None] = Option(
+    "peer-tls-name",
+    "the name the fleet's peer certificates are issued for, checked instead of each "
+    "peer's address, so that one certificate can serve every host (default: the "
+    "address in the peer's URL)",
+    values.optional(values.text),
+    lambda: _fleet().tls_name,
+    metavar="NAME",
+    group="serve",
+)
+PEER_INSECURE: Option[bool] = Option(
+    "peer-insecure",
+    "let the fleet token cross the network in clear: plain-HTTP peer listeners off "
+    "loopback (only on a network you trust end to end)",
+    values.boolean,
+    lambda: _fleet().insecure,
+    _show_bool,
+    group="serve",
+    flag=True,
+)
 
 PREFETCH: Option[bool] = Option(
     "prefetch",
@@ -474,6 +539,13 @@ OPTIONS: tuple[Setting, ...] = (
     ADVERTISE_URL,
     PEER_TOKEN_FILE,
     LEASE_TTL,
+    PEER_MAX_STREAMS,
+    FLEET_PART_SIZE,
+    PEER_TLS_CERT,
+    PEER_TLS_KEY,
+    PEER_CA,
+    PEER_TLS_NAME,
+    PEER_INSECURE,
     PREFETCH,
     PREFETCH_CONCURRENCY,
 )

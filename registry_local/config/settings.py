@@ -134,6 +134,13 @@ class FleetSettings:
     token: str | None = field(default=None, repr=False)  # shared secret of the fleet
     lease_ttl: float = 15.0  # seconds a lease stays valid without renewal
     read_timeout: float = _READ_TIMEOUT  # a stalled read from another host is retried
+    max_streams: int = 2  # followers a holder streams its fill to at once; the rest: staged
+    part_size: int = 32 << 20  # a blob larger than this is staged in the bucket in parts
+    tls_cert: Path | None = None  # the peer listener speaks TLS with this certificate...
+    tls_key: Path | None = None  # ...and key
+    ca: Path | None = None  # peers' certificates are checked against this CA
+    tls_name: str | None = None  # ...for this name, not their address (one cert for all)
+    insecure: bool = False  # the token may cross the network in clear (plain HTTP off loopback)
 
 
 @dataclass(frozen=True)

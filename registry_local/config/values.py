@@ -169,6 +169,26 @@ def part_size(value: str) -> int:
     return size
 
 
+S3_MIN_PART = 5 << 20  # S3's smallest part of a multipart upload but the last
+
+
+def staged_part_size(value: str) -> int:
+    size, share = parse_size(value)
+    if share or size < S3_MIN_PART:
+        raise ValueError("a size of at least 5MiB (S3's smallest part), like 32MiB")
+    return size
+
+
+def count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("a whole number, 0 or more") from None
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 def origin_url(value: str) -> str:
     if not re.fullmatch(r"https?://[^/\s]+/?", value.strip()):
         raise ValueError("expected http(s)://host[:port]")

@@ -174,6 +174,13 @@ class Fill:
             if token is not None:
                 self._pieces.unwant(token)
 
+    async def held(self, start: int, end: int) -> None:
+        """Wait until every byte of [start, end) is in the file (asking for
+        nothing: for a reader that follows the fill, as the fleet's staging
+        does). Raises the fill's error."""
+        while not self._committed and not self._pieces.held.covers(start, end):
+            await self._wait()
+
     def want(self, start: int, end: int) -> int:
         """Ask for [start, end) before the rest (the ranges of one request, all
         at once); a token for `unwant`."""

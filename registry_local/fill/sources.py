@@ -107,9 +107,18 @@ class BucketSource:
     async def open(
         self, offset: int, end: int | None, owner: object, urgent: bool
     ) -> ObjectStream | None:
+        return await self.open_key(
+            self._store.layout.blob_data(self._digest), offset, end, owner, urgent
+        )
+
+    async def open_key(
+        self, key: str, offset: int, end: int | None, owner: object, urgent: bool
+    ) -> ObjectStream | None:
+        """Bytes [offset, end) of any object of the bucket (the fleet's staged
+        parts too), holding a slot while they stream."""
         await self._slots.acquire(owner, urgent)
         try:
-            stream = await self._store.open_blob(self._digest, offset, end)
+            stream = await self._store.backend.open(key, offset, end)
         except BaseException:
             self._slots.release()
             raise
@@ -191,10 +200,10 @@ class FleetSource:
     async def open(
         self, offset: int, end: int | None, owner: object, urgent: bool
     ) -> ObjectStream | None:
-        async def bucket(start: int, stop: int | None) -> ObjectStream | None:
-            return await self._bucket.open(start, stop, owner, urgent)
+        async def open_key(key: str, start: int, stop: int | None) -> ObjectStream | None:
+            return await self._bucket.open_key(key, start, stop, owner, urgent)
 
-        return await self.blob.open_blob(offset, end, bucket)
+        return await self.blob.open_blob(offset, end, open_key)
 
 
 @dataclass(frozen=True)

@@ -23,21 +23,43 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
 
 from ..backing.backend import Backend
-from ..errors import BackendError
+from ..errors import BackendError, BackendUnavailable
 from ..layout import BucketLayout
 from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 
-__all__ = ["Held", "Leases", "Seen"]
+__all__ = ["Backoff", "Held", "Leases", "Seen"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4096
+_FIRST_DELAY = 0.05  # seconds between looks at a lease (or the bucket), doubling...
+# ...up to this, each pause drawn at random from its upper half: a host waiting on
+# another asks about one request a second, and a thousand hosts do not ask in step.
+_MAX_DELAY = 2.0
+
+
+class Backoff:
+    """Pauses between looks at the bucket while another host works: growing,
+    jittered, and bounded in all by `limit` seconds."""
+
+    def __init__(self, limit: float, key: str) -> None:
+        self._deadline = time.monotonic() + limit
+        self._delay = _FIRST_DELAY
+        self._key = key
+
+    async def pause(self) -> None:
+        """Raises BackendUnavailable once the limit has passed."""
+        if time.monotonic() > self._deadline:
+            raise BackendUnavailable("lease", self._key, "another host holds it for too long")
+        await asyncio.sleep(random.uniform(self._delay / 2, self._delay))
+        self._delay = min(_MAX_DELAY, self._delay * 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from .inflight import InFlight
 from .state import (
     BLOBS,
     CATALOG,
+    FLEET,
     INFLIGHT,
     MAIN_APP,
     MANIFESTS,
@@ -78,6 +79,8 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[MANIFESTS] = cache.manifests
             app[REFERRERS] = cache.referrers
             app[CATALOG] = cache.catalog
+            if cache.coordination is not None:
+                app[FLEET] = cache.coordination
             app[READINESS] = Readiness(
                 cache.disk,
                 cache.store.backend,

@@ -14,16 +14,17 @@ import asyncio
 import logging
 import signal
 import ssl
+from pathlib import Path
 
 from aiohttp import web
 
-from ..config import Settings, is_loopback
+from ..config import FleetSettings, Settings, is_loopback
 from ..errors import ConfigError, StartError
 from .app import build_app, build_ops_app
 from .peer import build_peer_app
 from .state import INFLIGHT
 
-__all__ = ["serve", "tls_context"]
+__all__ = ["peer_tls_context", "serve", "tls_context"]
 
 log = logging.getLogger("registry_local")
 
@@ -51,7 +52,18 @@ async def _start(
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    cert, key = settings.server.tls_cert, settings.server.tls_key
+    """The engines' listener's TLS, if configured; raises ConfigError."""
+    return _tls(settings.server.tls_cert, settings.server.tls_key, "--tls-cert", "--tls-key")
+
+
+def peer_tls_context(fleet: FleetSettings) -> ssl.SSLContext | None:
+    """The peer listener's TLS, if configured; raises ConfigError."""
+    return _tls(fleet.tls_cert, fleet.tls_key, "--peer-tls-cert", "--peer-tls-key")
+
+
+def _tls(
+    cert: Path | None, key: Path | None, cert_flag: str, key_flag: str
+) -> ssl.SSLContext | None:
     if cert is None or key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -59,13 +71,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot use --tls-cert {cert} / --tls-key {key}: {exc}") from None
+        raise ConfigError(f"cannot use {cert_flag} {cert} / {key_flag} {key}: {exc}") from None
     return context
 
 
 async def serve(settings: Settings) -> None:
     server = settings.server
     tls = tls_context(settings)
+    peer_tls = None if settings.fleet is None else peer_tls_context(settings.fleet)
     app = build_app(settings)
     runners = [await _start(app, server.host, server.port, tls)]
     scheme = "https" if tls else "http"
@@ -86,9 +99,13 @@ async def serve(settings: Settings) -> None:
         log.info("metrics on http://%s/metrics", _address(host, port))
     if settings.fleet is not None:
         fleet = settings.fleet
-        peers = build_peer_app(app, fleet.token)
-        runners.append(await _start(peers, fleet.peer_host, fleet.peer_port))
-        log.info("peer listener on http://%s", _address(fleet.peer_host, fleet.peer_port))
+        peers = build_peer_app(app, fleet.token, fleet.max_streams)
+        runners.append(await _start(peers, fleet.peer_host, fleet.peer_port, peer_tls))
+        log.info(
+            "peer listener on %s://%s",
+            "https" if peer_tls else "http",
+            _address(fleet.peer_host, fleet.peer_port),
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

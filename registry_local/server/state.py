@@ -12,12 +12,14 @@ from ..cache.prefetch import Prefetcher
 from ..cache.push import Pusher
 from ..cache.referrers import Referrers
 from ..cache.warm import Warmer
+from ..fleet.coordination import Fleet
 from ..telemetry.metrics import Metrics
 from .inflight import InFlight
 
 __all__ = [
     "BLOBS",
     "CATALOG",
+    "FLEET",
     "INFLIGHT",
     "MAIN_APP",
     "MANIFESTS",
@@ -41,3 +43,4 @@ PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 INFLIGHT = web.AppKey("in_flight", InFlight)
 REFERRERS = web.AppKey("referrers", Referrers)
 CATALOG = web.AppKey("catalog", Catalog)
+FLEET = web.AppKey("fleet", Fleet)

@@ -70,6 +70,7 @@ S3Operation = Literal[
     "HeadBucket",
     "CreateMultipartUpload",
     "UploadPart",
+    "UploadPartCopy",
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "DeleteObject",
@@ -338,6 +339,31 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self._fleet_staged = Counter(
+            p + "fleet_staged_bytes",
+            "Blob bytes staged in the bucket part by part while this host filled them as "
+            "a lease holder (staged), and read from parts another host staged (read).",
+            ["direction"],
+            registry=r,
+        )
+        self._fleet_peer_busy = Counter(
+            p + "fleet_peer_busy",
+            "Times a follower found the lease holder streaming to --peer-max-streams "
+            "others already, and read the staged parts from the bucket instead.",
+            registry=r,
+        )
+        self._peer_streams = Gauge(
+            p + "peer_streams",
+            "Blob streams this host serves other hosts of the fleet now "
+            "(at most --peer-max-streams).",
+            registry=r,
+        )
+        self._peer_refused = Counter(
+            p + "peer_streams_refused",
+            "Peer blob requests this host answered 503 because it already streamed to "
+            "--peer-max-streams others (they read the staged parts instead).",
+            registry=r,
+        )
         self._fleet_fallbacks = Counter(
             p + "fleet_bucket_fallbacks",
             "Times a follower could not stream from the lease holder and waited for "
@@ -408,6 +434,8 @@ class Metrics:
             self._leases.labels(event)
         for direction in get_args(PeerDirection):
             self._peer_bytes.labels(direction)
+        for staged in ("staged", "read"):
+            self._fleet_staged.labels(staged)
         for kind in get_args(WrittenKind):
             self._origin_written.labels(kind)
         for shape in get_args(RangeShape):
@@ -539,6 +567,26 @@ class Metrics:
 
     def peer_bytes(self, direction: PeerDirection, count: int) -> None:
         self._peer_bytes.labels(direction).inc(count)
+
+    def fleet_staged_read(self, count: int) -> None:
+        """Bytes of a part another host staged, read from the bucket."""
+        self._fleet_staged.labels("read").inc(count)
+
+    def fleet_staged(self, count: int) -> None:
+        """Bytes this host, as a lease holder, staged in the bucket."""
+        self._fleet_staged.labels("staged").inc(count)
+
+    def fleet_peer_busy(self) -> None:
+        """The holder had no peer stream to spare: its staged parts instead."""
+        self._fleet_peer_busy.inc()
+
+    def peer_stream(self, change: int) -> None:
+        """A peer's blob stream from this host began (+1) or ended (-1)."""
+        self._peer_streams.inc(change)
+
+    def peer_refused(self) -> None:
+        """A peer asked for a stream when none was to spare."""
+        self._peer_refused.inc()
 
     def fleet_fell_back(self) -> None:
         """A follower could not stream from the lease holder: it waits for the bucket."""
