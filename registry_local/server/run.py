@@ -80,9 +80,29 @@ async def serve(settings: Settings) -> None:
     tls = tls_context(settings)
     peer_tls = None if settings.fleet is None else peer_tls_context(settings.fleet)
     app = build_app(settings)
-    runners = [await _start(app, server.host, server.port, tls)]
-    scheme = "https" if tls else "http"
-    log.info("listening on %s://%s", scheme, _address(server.host, server.port))
+    # Every listener is up before the first says so: "listening on" means ready.
+    listeners: list[tuple[web.Application, str, int, ssl.SSLContext | None, str]] = [
+        (app, server.host, server.port, tls, "listening on %s://%s")
+    ]
+    if server.metrics_listen is not None:
+        host, port = server.metrics_listen
+        listeners.append((build_ops_app(app), host, port, None, "metrics on %s://%s/metrics"))
+    if settings.fleet is not None:
+        fleet = settings.fleet
+        peers = build_peer_app(app, fleet.token, fleet.max_streams)
+        listeners.append(
+            (peers, fleet.peer_host, fleet.peer_port, peer_tls, "peer listener on %s://%s")
+        )
+    runners: list[web.AppRunner] = []
+    try:
+        for listener, host, port, context, _ in listeners:
+            runners.append(await _start(listener, host, port, context))
+    except StartError:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        raise
+    for _, host, port, context, message in listeners:
+        log.info(message, "https" if context else "http", _address(host, port))
     if (
         not is_loopback(server.host)
         and server.auth_htpasswd is None
@@ -92,19 +112,6 @@ async def serve(settings: Settings) -> None:
             "serving pulls without authentication on %s: whoever can reach it can "
             "read every image in the backing store",
             server.host,
-        )
-    if server.metrics_listen is not None:
-        host, port = server.metrics_listen
-        runners.append(await _start(build_ops_app(app), host, port))
-        log.info("metrics on http://%s/metrics", _address(host, port))
-    if settings.fleet is not None:
-        fleet = settings.fleet
-        peers = build_peer_app(app, fleet.token, fleet.max_streams)
-        runners.append(await _start(peers, fleet.peer_host, fleet.peer_port, peer_tls))
-        log.info(
-            "peer listener on %s://%s",
-            "https" if peer_tls else "http",
-            _address(fleet.peer_host, fleet.peer_port),
         )
 
     stop = asyncio.Event()
