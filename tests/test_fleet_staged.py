@@ -18,9 +18,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from registry_local.fleet.staging import parts_of
 from registry_local.transfer.imagebuild import build_image
 
-from .support.fleet import Bench, Peers, hosts, kill_when_followed, metric_sum, open_bench, until
+from .support.fleet import (
+    TOKEN,
+    Bench,
+    Peers,
+    hosts,
+    kill_when_followed,
+    metric_sum,
+    open_bench,
+    until,
+)
 from .support.harness import metric, pull_image, s3_settings, seed
 from .support.processes import free_port, serving
 from .support.s3proxy import Fault, key_endswith
@@ -41,9 +51,16 @@ def _layers(bench: Bench) -> dict[str, int]:
     return {str(d): len(data) for d, data in bench.image.blobs.items() if len(data) > PART}
 
 
+def _origin_at(bench: Bench, rate: float) -> None:
+    """The origin's blob bodies at `rate` bytes/s each, so that followers come
+    while the holder fills (a real origin is slower than a local registry)."""
+    bench.origin.add(Fault(lambda method, key: method == "GET" and "/blobs/" in key, rate=rate))
+
+
 async def test_a_storm_on_eight_hosts_sends_no_host_more_than_k_times_a_blob(
     bench: Bench,
 ) -> None:
+    _origin_at(bench, 16e6)
     async with hosts(bench, 8, *FLEET) as fleet:
         pulls = await asyncio.gather(
             *(pull_image(host.url, "team/app", "v1") for host in fleet for _ in range(2))
@@ -103,12 +120,15 @@ async def test_a_takeover_resumes_from_the_parts_the_dead_holder_staged(bench: B
     staged_before = 10 << 20
     # The dead holder's read, then only what it had not staged.
     assert bench.origin_bytes(layer) <= held_at + (size - staged_before)
-    # The parts it staged were kept, not staged again; the other layer was
-    # staged by whoever held it (the dead holder, if it finished it first).
+    # The parts it staged were kept, not staged again. The other layer was
+    # staged by whoever held it: the dead holder, or a host that took it over
+    # from the part where the dead holder stopped.
     other = sum(n for d, n in _layers(bench).items() if d != layer)
-    assert restaged - (size - staged_before) in (0, other)
+    rest_of_other = {0} | {other - start for start, _ in parts_of(other, PART)}
+    assert restaged - (size - staged_before) in rest_of_other
     assert _staged_parts(bench) == []
-    assert max(bench.bucket_writes().values()) == 1
+    twice = {key: n for key, n in bench.bucket_writes().items() if n > 1}
+    assert twice == {}
 
 
 async def test_slow_down_on_staged_parts_is_retried_and_every_pull_completes(
@@ -118,12 +138,15 @@ async def test_slow_down_on_staged_parts_is_retried_and_every_pull_completes(
         Fault(lambda method, key: method == "GET" and "/registry-local/staging/" in key, times=8)
     )
     slow.status = 503  # SlowDown, as S3 answers past a prefix's request rate
+    _origin_at(bench, 16e6)
     async with hosts(bench, 6, *FLEET) as fleet:
         pulls = await asyncio.gather(*(pull_image(host.url, "team/app", "v1") for host in fleet))
         retries = await metric_sum(fleet, "registry_local_s3_retries_total", operation="GetObject")
+        retries += await metric_sum(fleet, "registry_local_fill_retries_total")
         await bench.settled()
     assert all(pull == bench.expected() for pull in pulls)
-    assert slow.applied == 8 and retries >= 8  # each answered SlowDown, and retried
+    # Each answered SlowDown, and retried: by the S3 client, or past its attempts by the fill.
+    assert slow.applied == 8 and retries >= 8
     assert bench.blob_gets() == {d: 1 for d in bench.blob_gets()}
     assert _staged_parts(bench) == []
 
@@ -199,3 +222,18 @@ async def test_followers_waiting_on_the_holder_hold_no_s3_slot(
 
 async def _applied(fault: Fault) -> float:
     return fault.applied
+
+
+async def test_the_peer_listener_answers_bad_requests_in_the_oci_envelope(bench: Bench) -> None:
+    layer = next(iter(_layers(bench)))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with hosts(bench, 1, *FLEET) as (host,), aiohttp.ClientSession() as session:
+        for path, status, code in (
+            (f"/peer/v1/staged/{layer}?have=many", 400, "UNSUPPORTED"),
+            (f"/peer/v1/staged/{layer}", 404, "BLOB_UNKNOWN"),  # no lease held here
+            (f"/peer/v1/blobs/{layer}", 404, "BLOB_UNKNOWN"),
+            ("/peer/v1/blobs/sha256:nothex", 400, "DIGEST_INVALID"),
+        ):
+            async with session.get(host.peer_url + path, headers=headers) as response:
+                assert response.status == status, path
+                assert (await response.json())["errors"][0]["code"] == code, path

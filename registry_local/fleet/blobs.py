@@ -94,13 +94,14 @@ class Stager:
         self._fd = os.open(fill.path, os.O_RDONLY | os.O_CLOEXEC)  # read through the rename
         self.spans: list[tuple[int, int]] = list(already)
         self.size: int | None = None
-        self.done = False  # composed into the final object, which is linked
+        self.done = False  # the final object is in the bucket, and linked
         self.streams = 0  # followers granted a stream of this fill (server/peer.py)
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"stage {digest}")
 
     async def _run(self) -> None:
         size = self.size = await self._fill.started()
+        self._announce()
         if not self._staging.stages(size):
             return  # written whole once verified
         for span in self._staging.spans(size):
@@ -151,9 +152,9 @@ class Stager:
                 await self._put(span)
         return list(self.spans)
 
-    def finished(self, composed: bool) -> None:
-        """The blob is in the bucket whole (`composed`), or this host gave up."""
-        self.done = composed
+    def finished(self, in_bucket: bool) -> None:
+        """The blob is in the bucket whole (`in_bucket`), or this host gave up."""
+        self.done = in_bucket
         self._task.cancel()
         self._announce()
         os.close(self._fd)
@@ -227,8 +228,11 @@ class FleetBlob:
             # The lease may have been free because the holder just finished.
             stream = await open_key(self._blob_key, offset, end)
             if stream is not None:
-                await self._release()
-                self._state, self._in_bucket = None, True
+                self._in_bucket = True
+                if not self._state_held().taken_over:
+                    await self._release()
+                    self._state = None
+                # Else its holder died after writing it: finish() ends its work.
                 return stream
             self._fleet.metrics.origin_fetched("blob")
             already = await self._staged_before()
@@ -307,14 +311,23 @@ class FleetBlob:
         self, holder: str, offset: int, end: int | None, open_key: OpenKey
     ) -> ObjectStream | None:
         """A stream over the holder's staged parts from `offset`, each read as
-        the holder says it landed; None if the holder stages nothing of it."""
+        the holder says it landed; for a blob of one part, the final object
+        once the holder says it is in the bucket. None if the holder cannot
+        say (it is gone, or gave up)."""
+        peers, staging = self._fleet.peers, self._fleet.staging
         try:
-            progress = await self._fleet.peers.progress(holder, self._digest, 0, wait=False)
+            progress = await peers.progress(holder, self._digest, 0, wait=False)
+            while not progress.done and (
+                progress.size is None or not staging.stages(progress.size)
+            ):
+                # Not begun, or written whole once verified: hear when (no polling).
+                progress = await peers.progress(holder, self._digest, len(progress.spans))
         except BackendUnavailable as exc:
             self._peer_failed(holder, exc)
             return None
-        if progress.size is None or progress.done or not self._fleet.staging.stages(progress.size):
-            return None  # not staged (one part), or whole in the bucket already
+        if progress.done:
+            return await open_key(self._blob_key, offset, end)
+        assert progress.size is not None
 
         async def segment(at: int, stop: int | None) -> ObjectStream | None:
             return await self._staged_segment(holder, at, stop, open_key)
@@ -346,13 +359,14 @@ class FleetBlob:
     async def finish(self, name: str, publish: Callable[[], Awaitable[None]]) -> None:
         """Once the fill is committed here: as the holder, put the blob in the
         bucket (composed from its staged parts, or whole), link it into `name`
-        (`publish`) and remove the parts; as a follower, wait for the holder,
-        then link what `name` still lacks. Then let the lease go. A fill that
+        (`publish`) and remove the parts; as a follower, wait for the holder
+        (taking the lease over if it died, to end its work), then link what
+        `name` still lacks. Then let the lease go. A fill that
         failed its digest check discards what it staged; one that stopped for
         another reason leaves its parts to whoever takes the lease over."""
         fill = self._fill
         assert fill is not None
-        composed = False
+        composed = in_bucket = False
         try:
             try:
                 await fill.committed()
@@ -361,9 +375,12 @@ class FleetBlob:
                     await self._fleet.staging.clear(self._digest)
                 raise
             if not self.holds:
-                await self.holder_done()
+                await self._holder_done()
+            if self._written_before():
                 if await self._fleet.store.blob_linked(name, self._digest):
+                    in_bucket = True
                     await publish()
+                    await self._tidy()
                     return
             spans = None if self._stager is None else await self._stager.complete()
             if spans is not None:
@@ -374,30 +391,52 @@ class FleetBlob:
             elif await self._fleet.store.put_blob_file(self._digest, fill.path):
                 self._fleet.metrics.origin_written_through("blob")
             await self._fleet.store.link_blob(name, self._digest)
+            in_bucket = True
             await publish()
             if composed:
                 await self._fleet.staging.clear(self._digest)
+            else:
+                await self._tidy()
         finally:
             if self._stager is not None:
-                self._stager.finished(composed)
+                self._stager.finished(in_bucket)
                 self._fleet.holding.pop(self._digest, None)
             await self._release()
+
+    def _state_held(self) -> Held:
+        assert isinstance(self._state, Held)
+        return self._state
 
     async def _release(self) -> None:
         if isinstance(self._state, Held):
             await self._state.release()
 
-    async def holder_done(self) -> None:
+    def _written_before(self) -> bool:
+        """Whether another host may have put the blob in the bucket already: it
+        held the lease (a follower's view), or held it and died."""
+        state = self._state
+        return not isinstance(state, Held) or self._in_bucket or state.taken_over
+
+    async def _tidy(self) -> None:
+        """As the holder after one that died: remove the parts it staged (the
+        blob is whole in the bucket now, or written whole by this host)."""
+        if isinstance(self._state, Held) and self._state.taken_over:
+            await self._fleet.staging.clear(self._digest)
+
+    async def _holder_done(self) -> None:
         """Wait, bounded, until the holder has let go of the lease: its write to
-        the bucket is finished (or it failed, or died)."""
-        if not isinstance(self._state, Seen):
-            return
+        the bucket is finished (or it failed). If it died, take the lease over
+        to finish its work, unless another follower did first: wait for that one."""
         waiting = Backoff(self._fleet.wait_limit, self._key)
-        seen: Seen | None = self._state
+        leases = self._fleet.leases
         with contextlib.suppress(BackendError):
-            while seen is not None and not self._fleet.leases.abandoned(seen):
+            while isinstance(self._state, Seen):
+                seen = self._state
+                if leases.abandoned(seen):
+                    self._state = await leases.take_over(seen) or await leases.look(self._key)
+                    continue
                 await waiting.pause()
-                seen = await self._fleet.leases.look(self._key, seen)
+                self._state = await leases.look(self._key, seen)
 
 
 class _Counted:

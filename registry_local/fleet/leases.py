@@ -39,9 +39,11 @@ __all__ = ["Backoff", "Held", "Leases", "Seen"]
 log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4096
-_FIRST_DELAY = 0.05  # seconds between looks at a lease (or the bucket), doubling...
-# ...up to this, each pause drawn at random from its upper half: a host waiting on
-# another asks about one request a second, and a thousand hosts do not ask in step.
+_FIRST_DELAY = 0.02  # seconds between looks at a lease (or the bucket), doubling...
+# ...up to this, each pause drawn at random from its upper half: a holder that
+# answers at once is seen at once, and a host waiting long on another asks less
+# than one request a second, a thousand hosts not in step. Blob followers wait on
+# the holder's long poll instead (fleet/blobs.py).
 _MAX_DELAY = 2.0
 
 
@@ -80,10 +82,11 @@ class Seen:
 class Held:
     """A lease this host holds, renewed in the background until released."""
 
-    def __init__(self, leases: Leases, key: str, version: str) -> None:
+    def __init__(self, leases: Leases, key: str, version: str, taken_over: bool) -> None:
         self._leases = leases
         self.key = key
         self.version = version
+        self.taken_over = taken_over  # from a holder that died: its work may be half done
         self.lost = False
         self._released = False
         self._renewal = asyncio.create_task(self._renew(), name=f"lease {key}")
@@ -172,7 +175,7 @@ class Leases:
         if version is not None:
             self.metrics.lease("taken")
             log.debug("took lease %s", key, extra={"lease": key})
-            return Held(self, key, version)
+            return Held(self, key, version, taken_over=False)
         seen = await self.look(key)
         if seen is not None:
             self.metrics.lease("followed")
@@ -217,7 +220,7 @@ class Leases:
             seen.holder or "an unknown holder",
             extra={"lease": seen.key, "holder": seen.holder},
         )
-        return Held(self, seen.key, version)
+        return Held(self, seen.key, version, taken_over=True)
 
     async def probe(self) -> bool:
         """Whether the store refuses a second create of one key, as leases need.

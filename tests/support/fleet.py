@@ -74,11 +74,15 @@ class Bench:
 
     def bucket_writes(self) -> Counter[str]:
         """Objects written per key of distribution's tree (leases left out): a
-        PutObject, or a multipart upload completed (its parts are not objects)."""
+        PutObject, or a multipart upload completed (its parts are not objects),
+        that the store answered with success (a host killed as it sent one
+        wrote nothing)."""
         return Counter(
             r.key.split("/", 1)[1]
             for r in self.bucket_proxy.requests
             if "/docker/registry/v2/" in r.key
+            and r.status is not None
+            and 200 <= r.status < 300
             and (
                 (r.method == "PUT" and "uploadId=" not in r.query)
                 or (r.method == "POST" and "uploadId=" in r.query)
@@ -110,13 +114,18 @@ class Bench:
         has let go of its leases: the write-through ran in other processes, so
         it is observed. A host killed holding a lease leaves it behind."""
         wanted = {BucketLayout().blob_data(d) for d in self.image.blobs}
-        async with asyncio.timeout(60):
-            while True:
-                held = self.keys("registry-local/leases/") if leases else []
-                stored = set(self.keys("docker/registry/v2/blobs/"))
-                if not held and wanted <= stored:
-                    return
-                await asyncio.sleep(0.05)  # other processes' work: observed, not awaited
+        held: list[str] = []
+        missing: set[str] = set()
+        try:
+            async with asyncio.timeout(60):
+                while True:
+                    held = self.keys("registry-local/leases/") if leases else []
+                    missing = wanted - set(self.keys("docker/registry/v2/blobs/"))
+                    if not held and not missing:
+                        return
+                    await asyncio.sleep(0.05)  # other processes' work: observed, not awaited
+        except TimeoutError:
+            raise AssertionError(f"not settled: leases {held}, blobs missing {missing}") from None
 
 
 @contextlib.asynccontextmanager

@@ -31,6 +31,7 @@ class Recorded:
     key: str  # "bucket/key..." as in the path-style URL
     range: str | None
     query: str = ""  # as sent (a presigned URL's signature is there)
+    status: int | None = None  # the store's answer; None if it gave none (client gone)
 
     @property
     def span(self) -> tuple[int, int | None]:
@@ -219,6 +220,7 @@ class S3Proxy:
             data=request.content if request.body_exists else None,
             allow_redirects=False,
         ) as upstream:
+            recorded.status = upstream.status
             response = web.StreamResponse(status=upstream.status)
             for name, value in upstream.headers.items():
                 if name.lower() not in _HOP_HEADERS:
