@@ -17,7 +17,10 @@ same run:
   connections); manifest HEAD and small-blob request rates (wrk, 20
   connections); a large blob pulled cold by 100 clients; a fleet (4 hosts x 10
   clients, an origin registry behind a throttle, an empty bucket) with and
-  without coordination, against one host alone; a lazy puller's reads of a
+  without coordination, against one host alone; the fleet at scale (8 hosts,
+  two layers only the origin has: every follower streaming the holder's fill,
+  against staged parts with and without peer streams, beside the scale model
+  bench/fleet_model.py); a lazy puller's reads of a
   cold 1 GiB layer (lazy: bench/lazy.py) through registry-local and the CNCF
   registry, against the same reads straight from the bucket.
 
@@ -49,6 +52,7 @@ import yarl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fleet_model import Setting, simulate  # noqa: E402
 from bench.lazy import Plan, from_bucket, print_lazy, through_registry  # noqa: E402
 from registry_local.config import StoreSettings  # noqa: E402
 from registry_local.layout import BucketLayout  # noqa: E402
@@ -57,7 +61,7 @@ from registry_local.oci.digest import Digest  # noqa: E402
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES  # noqa: E402
 from registry_local.transfer.imagebuild import Image, build_image  # noqa: E402
 from tests.support.engines import run_seaweedfs  # noqa: E402
-from tests.support.harness import s3_settings, seed  # noqa: E402
+from tests.support.harness import metric, s3_settings, seed  # noqa: E402
 from tests.support.images import blob_key  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     AWS_ENV,
@@ -343,6 +347,8 @@ async def main(args: argparse.Namespace) -> None:
                 await _ranged(bench, big, results)
             if "fleet" in scenarios:
                 await _fleet(bench, image, results)
+            if "fleet-scale" in scenarios:
+                await _fleet_scale(bench, results)
             if "cold-layers" in scenarios:
                 await _cold_layers(bench, results)
             if "lazy" in scenarios:
@@ -715,6 +721,133 @@ async def _fleet(bench: Bench, image: Any, results: dict[str, Any]) -> None:
     print("fleet: done", flush=True)
 
 
+# The fleet-scale set-ups: (name, --peer-max-streams, --fleet-part-size); None: unbounded.
+_SCALE_DESIGNS = (
+    ("flat: every follower streams", None, "1GiB"),
+    ("staged, 2 streams", 2, "8MiB"),
+    ("staged, no streams", 0, "8MiB"),
+)
+
+
+async def _fleet_scale(bench: Bench, results: dict[str, Any]) -> None:
+    """Hosts coordinating over one empty bucket, an origin behind a throttle, two
+    layers larger than a staged part: the flat design (every follower streams
+    the holder's fill) against staged parts with and without peer streams."""
+    args = bench.args
+    hosts, layer_mb = args.scale_hosts, args.scale_layer_mb
+    image = _image([layer_mb, layer_mb])
+    root = bench.work / "scale-origin"
+    await seed(StoreSettings(s3=None, fs_root=root), "bench/app", "v1", image)
+    origin_registry = await bench.registry2("scale-origin", fs_root=root)
+    # Slow enough that eight hosts on one machine are held by their links, as
+    # hosts are, not by the CPU they share here.
+    rate = args.scale_stream_mbps
+    throttle, origin = await _throttle(origin_registry.url, args, stream_mbps=rate)
+    bucket_throttle, bucket_url = await _throttle(bench.s3, args, stream_mbps=rate)
+    blob_bytes = sum(len(data) for data in image.blobs.values())
+    rows = results["fleet-scale"] = {
+        "hosts": hosts,
+        "layer_mb": layer_mb,
+        "stream_mbps": rate,
+        "designs": {},
+    }
+    s3 = boto3.client("s3", endpoint_url=bench.s3, region_name="us-east-1")
+    try:
+        for name, streams, part in _SCALE_DESIGNS:
+            bucket = f"scale-{len(rows['designs'])}"
+            s3.create_bucket(Bucket=bucket)
+            procs = []
+            for n in range(hosts):
+                options = {
+                    "S3_BUCKET": bucket,
+                    "UPSTREAM": origin,
+                    "PEER_LISTEN": f"127.0.0.1:{free_port()}",
+                    # flat: a stream for every follower of either layer
+                    "PEER_MAX_STREAMS": str(2 * (hosts - 1) if streams is None else streams),
+                    "FLEET_PART_SIZE": part,
+                }
+                procs.append(
+                    await bench.registry_local(f"scale-{bucket}-{n}", bucket_url, **options)
+                )
+            try:
+                await bench.s3_stats(reset=True, throttle=bucket_url)
+                await bench.s3_stats(reset=True, throttle=origin)
+                began = time.monotonic()
+                reports = await asyncio.gather(
+                    *(run_load(p.url, "bench/app:v1", clients=2, processes=1) for p in procs)
+                )
+                seconds = time.monotonic() - began
+                for p in procs:
+                    await _fills_done(p.url)
+                stats = await bench.s3_stats(throttle=bucket_url)
+                origin_stats = await bench.s3_stats(throttle=origin)
+                uploads = [
+                    await metric(p.url, "registry_local_peer_bytes_total", direction="served")
+                    + await metric(
+                        p.url, "registry_local_fleet_staged_bytes_total", direction="staged"
+                    )
+                    for p in procs
+                ]
+            finally:
+                for p in procs:
+                    p.stop()
+            if any(r.pulls_failed for r in reports):
+                raise RuntimeError(
+                    f"fleet-scale {name}: pulls failed: {[r.errors for r in reports]}"
+                )
+            of_blobs = sum(n for k, n in origin_stats["bytes_by_key"].items() if "/blobs/" in k)
+            staged_gets = sum(n for k, n in stats["gets_by_key"].items() if "/staging/" in k)
+            rows["designs"][name] = {
+                "seconds": seconds,
+                "origin_bytes_ratio": of_blobs / blob_bytes,
+                "busiest_upload_ratio": max(uploads) / blob_bytes,
+                "staged_gets": staged_gets,
+                "first_layer_byte_p50": sorted(r.first_layer_byte["p50"] for r in reports),
+                "model_seconds": _modelled(args, hosts, layer_mb, streams, part),
+            }
+    finally:
+        for process in (throttle, bucket_throttle):
+            process.terminate()
+            process.wait()
+        origin_registry.stop()
+    print("fleet-scale: done", flush=True)
+
+
+def _modelled(
+    args: argparse.Namespace, hosts: int, layer_mb: float, streams: int | None, part: str
+) -> float:
+    """The scale model's storm for this set-up (bench/fleet_model.py): one layer,
+    the throttles' rates, a host's link at --scale-nic-mbps."""
+    setting = Setting(
+        hosts=hosts,
+        blob=int(layer_mb * MIB),
+        design="flat" if streams is None else "staged",
+        part=int(part.removesuffix("MiB")) * MIB if part.endswith("MiB") else 1 << 40,
+        max_streams=streams or 0,
+        nic=args.scale_nic_mbps * 1e6,
+        origin_rate=args.scale_stream_mbps * 1e6,
+        s3_rate=args.scale_stream_mbps * 1e6,
+        s3_latency=args.latency_ms / 1000,
+    )
+    return simulate(setting).storm
+
+
+def _print_fleet_scale(results: dict[str, Any]) -> None:
+    rows = results["fleet-scale"]
+    print(
+        f"\n== fleet at scale: {rows['hosts']} hosts x 2 clients, two {rows['layer_mb']:g} MiB "
+        f"layers only the origin has ({rows['stream_mbps']:g} MB/s per stream) =="
+    )
+    for name, row in rows["designs"].items():
+        firsts = row["first_layer_byte_p50"]
+        print(
+            f"{name:30} {row['seconds']:6.2f} s (model {row['model_seconds']:5.2f} s)  origin "
+            f"bytes/blob bytes {row['origin_bytes_ratio']:.2f}  busiest host sent "
+            f"{row['busiest_upload_ratio']:.2f}x the image  staged-part GETs "
+            f"{row['staged_gets']}  first layer byte p50 {firsts[0]:.3f}..{firsts[-1]:.3f} s"
+        )
+
+
 def _print_fleet(results: dict[str, Any]) -> None:
     fleet = results["fleet"]
     one = fleet["one host"]["seconds"]
@@ -744,6 +877,8 @@ def _print(results: dict[str, Any], client_counts: list[int]) -> None:
         _print_ranged(results)
     if "fleet" in results:
         _print_fleet(results)
+    if "fleet-scale" in results:
+        _print_fleet_scale(results)
     if "cold-layers" in results:
         _print_cold_layers(results)
     if "lazy" in results:
@@ -837,7 +972,7 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--scenarios",
-        default="cold,warm,big,ranged,fleet,cold-layers",
+        default="cold,warm,big,ranged,fleet,fleet-scale,cold-layers",
         help="which to run, comma-separated",
     )
     parser.add_argument("--cold-layers", type=int, default=10, help="layers of cold-layers")
@@ -854,6 +989,14 @@ if __name__ == "__main__":
     parser.add_argument("--lazy-rounds", type=int, default=3, help="rounds of lazy (median)")
     parser.add_argument("--fleet-hosts", type=int, default=4)
     parser.add_argument("--fleet-clients", type=int, default=10, help="clients per host")
+    parser.add_argument("--scale-hosts", type=int, default=8, help="hosts of fleet-scale")
+    parser.add_argument("--scale-layer-mb", type=float, default=32, help="fleet-scale's layers")
+    parser.add_argument(
+        "--scale-stream-mbps", type=float, default=5, help="origin and S3 MB/s per stream"
+    )
+    parser.add_argument(
+        "--scale-nic-mbps", type=float, default=400, help="a host's link, for fleet-scale's model"
+    )
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--json", help="also write the results here")
