@@ -38,6 +38,7 @@ from .write_through import WriteThrough
 __all__ = ["SMALL", "BlobCache", "CommittedBlob"]
 
 _SIZE_ENTRIES = 100_000
+_FILLED_ENTRIES = 100_000  # blobs remembered as filled (a few MB of memory)
 # Committed blobs up to SMALL bytes are kept in memory (config blobs, mostly),
 # up to _SMALL_MEMO bytes in all.
 SMALL = 128 * 1024
@@ -84,6 +85,8 @@ class BlobCache:
         self._fills: dict[Digest, Fill] = {}
         self._small: BoundedDict[Digest, MemoryBody] = BoundedDict(_SMALL_MEMO, lambda b: b.size)
         self._sizes: BoundedDict[Digest, int] = BoundedDict(_SIZE_ENTRIES)
+        # Blobs this process filled: one filled again crossed the link twice.
+        self._filled: BoundedDict[Digest, int] = BoundedDict(_FILLED_ENTRIES)
         self._stats: SingleFlight[Digest, int | None] = SingleFlight()
 
     async def _require_link(
@@ -352,6 +355,10 @@ class BlobCache:
     def _fill_done(self, fill: Fill) -> None:
         if self._fills.get(fill.digest) is fill:
             del self._fills[fill.digest]
+        if fill.done and fill.size is not None:
+            if self._filled.get(fill.digest) is not None:
+                self._metrics.fill_repeated(fill.size)  # evicted, or the cache dir wiped
+            self._filled.put(fill.digest, fill.size)
 
     async def size(self, name: str, digest: Digest, namespace: str | None = None) -> int:
         """The blob's size, without fetching it. Raises BlobUnknown."""

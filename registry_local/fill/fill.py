@@ -124,6 +124,11 @@ class Fill:
         return self._error is not None
 
     @property
+    def done(self) -> bool:
+        """Committed: the blob is verified and in the cache."""
+        return self._committed
+
+    @property
     def readable(self) -> int:
         """Bytes a reader of the whole blob may have now: all once committed,
         else the hashed prefix but the last byte."""

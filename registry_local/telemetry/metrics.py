@@ -173,6 +173,16 @@ class Metrics:
         self._fill_bytes = Counter(
             p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
         )
+        self._fill_repeats = Counter(
+            p + "fill_repeats",
+            "Fills committed of a blob this process had filled before (evicted, or wiped).",
+            registry=r,
+        )
+        self._fill_repeated_bytes = Counter(
+            p + "fill_repeated_bytes",
+            "Bytes of those fills: blob bytes that crossed the link to the cache again.",
+            registry=r,
+        )
         self._origin_fetches = Counter(
             p + "origin_fetches",
             "Blobs (fills started) and manifests fetched from an origin registry (--upstream).",
@@ -494,6 +504,11 @@ class Metrics:
     def fill_wrote(self, count: int) -> None:
         """A fill wrote `count` more bytes of a blob into the cache."""
         self._fill_bytes.inc(count)
+
+    def fill_repeated(self, size: int) -> None:
+        """A fill committed a blob of `size` bytes this process had filled before."""
+        self._fill_repeats.inc()
+        self._fill_repeated_bytes.inc(size)
 
     def fill_part_read(self) -> None:
         """A read of a fill (a part, or a piece) reached its end."""
