@@ -188,6 +188,18 @@ def _parser() -> argparse.ArgumentParser:
     config.add_options(check, "check")
     check.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
 
+    status = commands.add_parser(
+        "status",
+        help="print a short live summary of the server on --listen, from its /metrics",
+        description="Read /metrics of a running server (--listen as for `serve`: flag, "
+        "environment, --config) and print what an operator asks first: readiness, hit "
+        "ratio, fills, S3 and origin traffic, fan-out, disk use against the limit and the "
+        "host's part in the fleet. Counts are since the server started; exits 1 when "
+        "the server is not ready or does not answer.",
+    )
+    config.add_options(status, "status")
+    status.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     sample = commands.add_parser(
         "sample",
         help="write a small sample image as an OCI image layout",
@@ -348,10 +360,10 @@ def _prune(settings: config.Settings, to: str | None) -> int:
     return 0
 
 
-def _check(settings: config.Settings, ready: bool) -> int:
-    """Probe the server these settings describe: over TLS when it serves TLS,
-    and only registry-local's own answer counts (another program's 200 does not)."""
-    import json
+def _ask_local(settings: config.Settings, path: str) -> tuple[str, int, bytes] | None:
+    """GET `path` of the server these settings describe, over TLS when it
+    serves TLS: (url, status, body), or None (said on stderr) when nothing
+    answers or another program does."""
     import ssl
     import urllib.error
     import urllib.request
@@ -364,7 +376,7 @@ def _check(settings: config.Settings, ready: bool) -> int:
     # certificate (often issued for another name) is not checked here.
     context = ssl._create_unverified_context() if tls else None
     scheme = "https" if tls else "http"
-    url = f"{scheme}://{host}:{server.port}/{'readyz' if ready else 'healthz'}"
+    url = f"{scheme}://{host}:{server.port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=3, context=context) as response:
             status, headers, body = response.status, response.headers, response.read()
@@ -373,10 +385,22 @@ def _check(settings: config.Settings, ready: bool) -> int:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"registry-local: {url}: {reason}", file=sys.stderr)
-        return 1
+        return None
     if headers.get("Docker-Distribution-API-Version") != "registry/2.0":
         print(f"registry-local: {url}: something else answers there", file=sys.stderr)
+        return None
+    return url, status, body
+
+
+def _check(settings: config.Settings, ready: bool) -> int:
+    """Probe the server these settings describe; only registry-local's own
+    answer counts (another program's 200 does not)."""
+    import json
+
+    answer = _ask_local(settings, "/readyz" if ready else "/healthz")
+    if answer is None:
         return 1
+    _, status, body = answer
     if status != 200:
         try:
             checks = json.loads(body).get("checks", {})
@@ -386,6 +410,33 @@ def _check(settings: config.Settings, ready: bool) -> int:
         print(f"registry-local: not ready ({why or status})", file=sys.stderr)
         return 1
     return 0
+
+
+def _status(settings: config.Settings, as_json: bool) -> int:
+    import dataclasses
+    import json
+
+    from .telemetry.summary import summarize
+
+    readiness = _ask_local(settings, "/readyz")  # a fresh probe: the gauge may be older
+    answer = None if readiness is None else _ask_local(settings, "/metrics")
+    if readiness is None or answer is None:
+        return 1
+    url, status, body = answer
+    try:
+        if status != 200:
+            raise ValueError(f"answered {status}")
+        summary = summarize(body.decode("utf-8", "replace"), readiness[1] == 200)
+    except ValueError as exc:
+        print(f"registry-local: {url}: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps({**dataclasses.asdict(summary), "fan_out": summary.fan_out}, indent=2))
+        return 0
+    print(f"registry-local at {url.removesuffix('/metrics')}")
+    for line in summary.lines():
+        print(f"  {line}")
+    return 0 if summary.ready else 1
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -452,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _loadtest(args)
         elif args.command == "check":
             return _check(config.load(args), args.ready)
+        elif args.command == "status":
+            return _status(config.load(args), args.json)
         elif args.command == "sample":
             _sample(args.dest)
     except ConfigError as exc:

@@ -42,7 +42,9 @@ T = TypeVar("T")
 ENV_PREFIX = "REGISTRY_LOCAL_"
 
 Group = Literal["store", "origin", "cachedir", "cache", "limit", "listen", "serve"]
-Command = Literal["serve", "import", "export", "warm", "verify", "cached", "prune", "check"]
+Command = Literal[
+    "serve", "import", "export", "warm", "verify", "cached", "prune", "check", "status"
+]
 
 # The option groups each command takes.
 COMMANDS: dict[Command, tuple[Group, ...]] = {
@@ -54,6 +56,7 @@ COMMANDS: dict[Command, tuple[Group, ...]] = {
     "cached": ("cachedir",),
     "prune": ("cachedir", "limit"),
     "check": ("listen",),
+    "status": ("listen",),
 }
 
 
