@@ -199,6 +199,17 @@ async def test_walk_gives_every_key_below_a_prefix(backend: Backend) -> None:
     assert await backend.walk("absent/") == []
 
 
+async def test_a_dated_walk_gives_each_key_its_time_from_the_listing(backend: Backend) -> None:
+    for key in ["d/a/link", "d/b"]:
+        await backend.write(key, b"1")
+    await backend.write("d/b", b"22")
+    dated = await backend.walk_dated("d/")
+    assert [(listed.name, listed.size) for listed in dated] == [("a/link", 1), ("b", 2)]
+    for listed in dated:
+        assert listed.modified == await backend.modified("d/" + listed.name)
+    assert await backend.walk_dated("absent/") == []
+
+
 async def test_check_passes(backend: Backend) -> None:
     await backend.check()
 

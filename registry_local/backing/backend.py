@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-__all__ = ["Backend", "ObjectStream"]
+__all__ = ["Backend", "Listed", "ObjectStream"]
 
 
 class ObjectStream(Protocol):
@@ -33,6 +33,14 @@ class ObjectStream(Protocol):
 
     async def close(self) -> None:
         """Release the connection; safe to call twice."""
+
+
+class Listed(NamedTuple):
+    """An object as a listing shows it."""
+
+    name: str  # relative to the prefix listed
+    modified: float  # seconds since the epoch, the store's clock
+    size: int
 
 
 class Backend(Protocol):
@@ -61,6 +69,11 @@ class Backend(Protocol):
     async def walk(self, prefix: str) -> list[str]:
         """Keys of every object under a directory-like prefix ending in "/",
         relative to it, sorted. Raises BackendError."""
+
+    async def walk_dated(self, prefix: str) -> list[Listed]:
+        """As `walk`, each key with when its object was last written (seconds
+        since the epoch, the store's clock) and its size, from the listing
+        itself (S3: ListObjectsV2's LastModified and Size). Raises BackendError."""
 
     async def list(self, prefix: str) -> list[str]:
         """Names of the immediate children of a directory-like prefix ending in

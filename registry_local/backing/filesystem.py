@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BackendError, ObjectTooLarge
+from .backend import Listed
 
 __all__ = ["FilesystemBackend"]
 
@@ -94,13 +95,20 @@ class FilesystemBackend:
             raise BackendError("open", key, exc.strerror or str(exc)) from None
 
     async def walk(self, prefix: str) -> list[str]:
+        return [listed.name for listed in await self.walk_dated(prefix)]
+
+    async def walk_dated(self, prefix: str) -> list[Listed]:
         path = self._path(prefix.rstrip("/"))
 
-        def keys() -> list[str]:
-            found: list[str] = []
+        def keys() -> list[Listed]:
+            found: list[Listed] = []
             for directory, _, files in os.walk(path):
                 relative = Path(directory).relative_to(path)
-                found.extend((relative / name).as_posix() for name in files)
+                for name in files:
+                    with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                        stat = os.stat(os.path.join(directory, name))
+                        key = (relative / name).as_posix()
+                        found.append(Listed(key, stat.st_mtime, stat.st_size))
             return sorted(found)
 
         try:

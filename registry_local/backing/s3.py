@@ -38,6 +38,7 @@ from ..config import S3Settings, StoreSettings
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
 from ..singleflight import SingleFlight
 from ..telemetry.metrics import Metrics, S3Operation, S3Outcome
+from .backend import Listed
 from .breaker import CircuitBreaker
 from .presigned import PresignedReads
 
@@ -373,14 +374,24 @@ class S3Backend:
         return kept
 
     async def walk(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+        return [listed.name for listed in await self.walk_dated(prefix)]
+
+    async def walk_dated(self, prefix: str) -> list[Listed]:
+        keys: list[Listed] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
             page = await self._list_page(prefix, kwargs)
-            keys.extend(item["Key"][len(prefix) :] for item in page.get("Contents", []))
+            keys.extend(
+                Listed(
+                    item["Key"][len(prefix) :],
+                    float(item["LastModified"].timestamp()),
+                    int(item.get("Size", 0)),
+                )
+                for item in page.get("Contents", [])
+            )
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return sorted(keys)
