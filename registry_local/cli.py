@@ -9,10 +9,14 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, config
 from .config.settings import LoadSettings, WarmSettings
 from .errors import ConfigError, RegistryError, RegistryLocalError
+
+if TYPE_CHECKING:
+    from .telemetry.gc_metrics import GcRunMetrics
 
 __all__ = ["main"]
 
@@ -187,6 +191,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_options(check, "check")
     check.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
+
+    gc = commands.add_parser(
+        "gc",
+        help="remove from the bucket what came from an origin and nobody used for long",
+        description="Untag and unlink the manifests that were filled from an origin "
+        "(--upstream) and that no host served for --unused-for, then remove the blobs "
+        "only they referenced, in distribution's layout. Pushed content stays unless "
+        "--include-pushed; anything written less than --grace ago stays. Safe beside "
+        "serving hosts, pushes and other gc runs (one runs at a time). Hosts note the "
+        "use of what they serve at most every --record-use-every: give --unused-for "
+        "longer than that.",
+    )
+    config.add_options(gc, "gc")
+    gc.add_argument(
+        "--unused-for",
+        required=True,
+        type=_duration,
+        metavar="DURATION",
+        help="remove what nobody used for this long, e.g. 30d, 12h, 90m",
+    )
+    gc.add_argument(
+        "--grace",
+        type=_duration,
+        default=3600.0,
+        metavar="DURATION",
+        help="keep anything written less than this long ago (uploads and fills in "
+        "flight; default 1h)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="print what would go, remove nothing")
+    gc.add_argument(
+        "--include-pushed",
+        action="store_true",
+        help="also remove pushed content (no origin can fill it again) unused as long",
+    )
+    gc.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="FILE",
+        help="write the run's metrics here (Prometheus text format, for node_exporter's "
+        "textfile collector)",
+    )
 
     status = commands.add_parser(
         "status",
@@ -439,6 +484,80 @@ def _status(settings: config.Settings, as_json: bool) -> int:
     return 0 if summary.ready else 1
 
 
+def _duration(text: str) -> float:
+    from .config.values import duration
+
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def _gc(settings: config.Settings, args: argparse.Namespace) -> int:
+    from .backing.opening import open_store
+    from .progress import human_bytes
+    from .retention.gc import GcBusy, collect
+    from .retention.plan import GcOptions
+    from .telemetry.gc_metrics import GcRunMetrics
+    from .telemetry.metrics import Metrics
+
+    if settings.store.s3 is None and not settings.store.fs_root.is_dir():
+        raise ConfigError(f"--fs-root {settings.store.fs_root} does not exist: nothing to collect")
+    options = GcOptions(args.unused_for, args.grace, args.dry_run, args.include_pushed)
+    run = GcRunMetrics()
+
+    def say(line: str) -> None:
+        print(f"gc: {line}", file=sys.stderr, flush=True)
+
+    try:
+        async with open_store(settings.store) as store:
+            report = await collect(store, options, Metrics(), say)
+    except (GcBusy, RegistryError, RegistryLocalError):
+        run.failed()
+        _write_gc_metrics(run, args.metrics_file)
+        raise
+    removal = report.removal
+    if report.dry_run:
+        for name, digest in removal.manifests:
+            print(f"would unlink manifest {name}@{digest}")
+        for name, tag in removal.tags:
+            print(f"would untag {name}:{tag}")
+        for digest, size in removal.blobs:
+            print(f"would remove blob {digest} ({human_bytes(size)})")
+    counts = {
+        "manifest": len(removal.manifests),
+        "tag": len(removal.tags),
+        "tag_history": len(removal.tag_links),
+        "layer_link": len(removal.layers),
+        "blob": len(removal.blobs) - report.kept_blobs,
+        "staged_part": len(removal.staged),
+    }
+    run.ran(counts, removal.blob_bytes, report.seconds, report.dry_run)
+    _write_gc_metrics(run, args.metrics_file)
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{verb} {_count(counts['manifest'], 'manifest')}, {_count(counts['tag'], 'tag')}, "
+        f"{_count(counts['layer_link'], 'layer link')}, {_count(counts['blob'], 'blob')} "
+        f"({human_bytes(removal.blob_bytes)}), {_count(counts['staged_part'], 'staged part')} "
+        f"in {report.seconds:.1f} s"
+        + (
+            f"; kept {report.kept_blobs} blobs written or linked meanwhile"
+            if report.kept_blobs
+            else ""
+        )
+    )
+    return 0
+
+
+def _write_gc_metrics(run: GcRunMetrics, path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        run.write(path)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-file {path}: {exc.strerror or exc}") from None
+
+
 def _loadtest(args: argparse.Namespace) -> int:
     from .loadtest.run import print_report, run_load
 
@@ -503,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _loadtest(args)
         elif args.command == "check":
             return _check(config.load(args), args.ready)
+        elif args.command == "gc":
+            return asyncio.run(_gc(config.load(args), args))
         elif args.command == "status":
             return _status(config.load(args), args.json)
         elif args.command == "sample":

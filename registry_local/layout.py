@@ -37,6 +37,12 @@ collector only walk `docker/registry/v2/`, so they never see them:
                                                          while it fills (16 hex digits each)
         probes/<uuid>                                    conditional-write probe at start
         probes/<uuid>/probe                              how the store lists emptied prefixes
+        leases/gc                                        one `registry-local gc` at a time
+        uses/<name>/<alg>/<hex>                          a host served this manifest of the
+                                                         repository: the object's time is
+                                                         the last use noted (retention/)
+        origin/<name>/<alg>/<hex>                        the manifest was filled from an
+                                                         origin: gc may remove it unused
 
 A lease's body is JSON: the holder's peer URL, its host id, the lease's
 time to live and a renewal count.
@@ -72,10 +78,20 @@ from pathlib import Path
 from .errors import DigestInvalid
 from .oci.digest import Digest
 
-__all__ = ["BucketLayout", "CacheLayout"]
+__all__ = ["BucketLayout", "CacheLayout", "RepositoryEntry"]
 
 _V2 = "docker/registry/v2"
 _OWN = "registry-local"  # our own keys, outside distribution's tree
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    """A link in a repository's tree, as BucketLayout.repository_entry reads it."""
+
+    name: str  # the repository
+    kind: str  # "layer", "revision", "tag" (its current link) or "tag-index"
+    digest: str | None  # "<alg>:<hex>" the key names (None for a tag's current link)
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,40 @@ class BucketLayout:
     def tags_dir(self, name: str) -> str:
         return self._key(f"repositories/{name}/_manifests/tags/")
 
+    def blobs(self) -> str:
+        return self._key("blobs/")
+
+    @staticmethod
+    def blob_of(key: str) -> str | None:
+        """ "<alg>:<hex>" of a key under `blobs()` (<alg>/<xx>/<hex>/data), or None."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[3] != "data" or not parts[2].startswith(parts[1]):
+            return None
+        return f"{parts[0]}:{parts[2]}"
+
+    @staticmethod
+    def repository_entry(key: str) -> RepositoryEntry | None:
+        """What a key under `repositories()` is: a layer link, a revision link,
+        a tag's current or index link (with the repository's name); None for
+        anything else (uploads, referrers, keys of other shapes)."""
+        head, sep, rest = key.partition("/_")
+        if not sep or not head:
+            return None
+        parts = ("_" + rest).split("/")
+        if parts[-1] != "link":
+            return None
+        if parts[0] == "_layers" and len(parts) == 4:
+            return RepositoryEntry(head, "layer", f"{parts[1]}:{parts[2]}")
+        if parts[0] != "_manifests":
+            return None
+        if parts[1] == "revisions" and len(parts) == 5:
+            return RepositoryEntry(head, "revision", f"{parts[2]}:{parts[3]}")
+        if parts[1] == "tags" and len(parts) == 5 and parts[3] == "current":
+            return RepositoryEntry(head, "tag", None, parts[2])
+        if parts[1] == "tags" and len(parts) == 7 and parts[3] == "index":
+            return RepositoryEntry(head, "tag-index", f"{parts[4]}:{parts[5]}", parts[2])
+        return None
+
     def tag_dir(self, name: str, tag: str) -> str:
         return self._key(f"repositories/{name}/_manifests/tags/{tag}/")
 
@@ -137,6 +187,10 @@ class BucketLayout:
     def tag_lease(self, name: str, tag: str) -> str:
         return self._own(f"leases/tags/{name}/{tag}")
 
+    def staging(self) -> str:
+        """Where every blob's staged parts are."""
+        return self._own("staging/")
+
     def staged_parts(self, digest: Digest) -> str:
         """The "directory" of a blob's staged parts."""
         return self._own(f"staging/blobs/{digest.algorithm}/{digest.hex}/")
@@ -155,6 +209,31 @@ class BucketLayout:
             return int(start, 16), int(end, 16)
         except ValueError:
             return None
+
+    def gc_lease(self) -> str:
+        return self._own("leases/gc")
+
+    def use_record(self, name: str, digest: Digest) -> str:
+        return self.use_records() + f"{name}/{digest.algorithm}/{digest.hex}"
+
+    def use_records(self) -> str:
+        return self._own("uses/")
+
+    def origin_mark(self, name: str, digest: Digest) -> str:
+        return self.origin_marks() + f"{name}/{digest.algorithm}/{digest.hex}"
+
+    def origin_marks(self) -> str:
+        return self._own("origin/")
+
+    @staticmethod
+    def manifest_of(key: str) -> tuple[str, str] | None:
+        """(repository, "<alg>:<hex>") of a key under `use_records` or
+        `origin_marks`, or None for a key of another shape."""
+        name, _, rest = key.rpartition("/")
+        repository, _, algorithm = name.rpartition("/")
+        if not repository or not algorithm or not rest:
+            return None
+        return repository, f"{algorithm}:{rest}"
 
     def probe(self, token: str) -> str:
         return self._own(f"probes/{token}")

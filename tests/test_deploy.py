@@ -144,6 +144,53 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     assert exposure and float(exposure.group(1)) < 2.0, result.stdout[-400:]
 
 
+def test_the_gc_timer_and_its_service_verify(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    executable = Path(sys.executable).parent / "registry-local"
+    for name in ("registry-local-gc.service", "registry-local-gc.timer"):
+        text = (DEPLOY / "systemd" / name).read_text()
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/registry-local", str(executable)))
+    service = (tmp_path / "registry-local-gc.service").read_text()
+    assert "Type=oneshot" in service and "DynamicUser=yes" in service
+    result = subprocess.run(
+        [
+            analyze,
+            "verify",
+            *(str(tmp_path / n) for n in ("registry-local-gc.service", "registry-local-gc.timer")),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    command = re.search(r"^ExecStart=(\S+) (.*)$", service, re.M)
+    assert command is not None
+    _gc_arguments_parse(command.group(2).split())
+
+
+def _gc_arguments_parse(args: list[str]) -> None:
+    """The arguments are ones `registry-local gc` takes (its parser says so)."""
+    from registry_local.cli import _parser
+
+    parsed = _parser().parse_args(args)
+    assert parsed.command == "gc" and parsed.unused_for >= 86400
+
+
+def test_the_gc_cronjob_runs_one_gc_with_the_nodes_config() -> None:
+    by_kind = {d["kind"]: d for d in _manifests()}
+    job = by_kind["CronJob"]["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    _gc_arguments_parse(container["args"])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    config = yaml.safe_load(by_kind["ConfigMap"]["data"]["config.yaml"])
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        settings = load(argparse.Namespace(command="gc", config=str(path)), {})
+    assert settings.store.s3 is not None and settings.store.s3.bucket == config["s3-bucket"]
+
+
 def test_engine_files_point_at_the_default_listen_address() -> None:
     assert json.loads((DEPLOY / "docker" / "daemon.json").read_text()) == {
         "registry-mirrors": ["http://127.0.0.1:5000"]

@@ -112,12 +112,20 @@ class BlobCache:
         `namespace` is the registry containerd names with ?ns=; `wanted`, the
         ranges the reader asks for (None: the whole blob): a fill started for
         it begins to read at the first of them."""
-        if self._links.known_blob(name, digest):
-            return await self._from_bucket(digest, wanted)  # the warm path: nothing to check
         repo = self._origins.repo_for(name, namespace)
-        if repo is not None:
-            if await self._links.blob_linked(name, digest):
+        # Known here (the warm path: nothing to check), or linked in the bucket.
+        if self._links.known_blob(name, digest) or (
+            repo is not None and await self._links.blob_linked(name, digest)
+        ):
+            try:
                 return await self._from_bucket(digest, wanted)
+            except BlobUnknown:
+                if repo is None:
+                    raise
+                # Gone from the bucket since it was learned (gc removed what
+                # nobody used): the origin has it.
+                await self._links.forget_blob(name, digest)
+        if repo is not None:
             return await self._from_origin(repo, name, digest, wanted)
         # The link check and the first read of the blob run together: a cold
         # request costs one round trip to the bucket, not two. Nothing is handed

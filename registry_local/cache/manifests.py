@@ -30,6 +30,7 @@ from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
 from ..origin.mapping import OriginMap, OriginRepo
+from ..retention.records import RetentionRecords
 from ..singleflight import SingleFlight
 from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
@@ -66,9 +67,11 @@ class ManifestCache:
         metrics: Metrics,
         origins: OriginMap | None = None,
         fleet: Fleet | None = None,
+        records: RetentionRecords | None = None,
     ) -> None:
         self._origins = origins or OriginMap()
         self._fleet = fleet
+        self._records = records
         self._store = store
         self._disk = disk
         self._learned = learned
@@ -86,11 +89,16 @@ class ManifestCache:
 
     async def by_digest(self, name: str, digest: Digest, namespace: str | None = None) -> Manifest:
         """The manifest, if the repository links it (or its origin registry has
-        it). Raises ManifestUnknown; `namespace` is containerd's ?ns=."""
-        if self._links.known_manifest(name, digest):
-            return await self.content(digest)  # the warm path: nothing to check
+        it), its use noted for `gc`. Raises ManifestUnknown; `namespace` is
+        containerd's ?ns=."""
+        manifest = await self._by_digest(name, digest, namespace)
+        if self._records is not None:
+            self._records.served(name, digest)
+        return manifest
+
+    async def _by_digest(self, name: str, digest: Digest, namespace: str | None) -> Manifest:
         repo = self._origins.repo_for(name, namespace)
-        if repo is None:
+        if repo is None and not self._links.known_manifest(name, digest):
             # The revision link and the manifest's bytes are read together; the
             # manifest is handed out only once the link is confirmed.
             return await once_linked(
@@ -98,10 +106,21 @@ class ManifestCache:
                 self.content(digest),
                 lambda: ManifestUnknown(detail={"digest": str(digest)}),
             )
-        if await self._links.manifest_linked(name, digest):
-            return await self.content(digest)
+        # Known here (the warm path: nothing to check), or linked in the bucket.
+        if self._links.known_manifest(name, digest) or await self._links.manifest_linked(
+            name, digest
+        ):
+            try:
+                return await self.content(digest)
+            except ManifestUnknown:
+                if repo is None:
+                    raise
+                # Gone from the bucket since it was learned (gc): ask the origin.
+                await self._links.forget_manifest(name, digest)
+        assert repo is not None
+        origin = repo
         return await self._origin_flights.run(
-            (name, digest), lambda: self._fetch_from_origin(repo, name, digest)
+            (name, digest), lambda: self._fetch_from_origin(origin, name, digest)
         )
 
     async def by_tag(self, name: str, tag: str, namespace: str | None = None) -> Manifest:
@@ -279,6 +298,8 @@ class ManifestCache:
         await self._links.learned_manifest(name, digest)
         try:
             await self._store.put_blob(digest, data)
+            if self._records is not None:
+                await self._records.from_origin(name, digest)
             await self._store.link_manifest(name, digest)
             self._metrics.origin_written_through("manifest")
             if tag is not None:

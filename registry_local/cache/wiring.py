@@ -19,6 +19,7 @@ from ..fill.slots import FairSlots
 from ..fill.sources import PartPolicy, Sources
 from ..fleet.coordination import Fleet, open_fleet
 from ..origin.mapping import open_origin_map
+from ..retention.records import RetentionRecords
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
 from .catalog import Catalog
@@ -80,8 +81,9 @@ async def open_cache(
             metrics,
             fleet,
         )
+        records = RetentionRecords(store.backend, store.layout, cache.record_use_every, metrics)
         manifests = ManifestCache(
-            store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet
+            store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet, records
         )
         parts = Cache(
             store,
@@ -116,6 +118,7 @@ async def open_cache(
             maintenance.cancel()
             await parts.blobs.close()
             await parts.manifests.close()
+            await records.settled()
             await parts.referrers.close()
             await parts.catalog.close()
             await links.close()

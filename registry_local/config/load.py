@@ -212,6 +212,7 @@ def _cache(v: _Values) -> CacheSettings:
         tag_ttl=v[o.TAG_TTL],
         fill_attempts=v[o.FILL_ATTEMPTS],
         verified_ranges=v[o.VERIFIED_RANGES],
+        record_use_every=v[o.RECORD_USE_EVERY],
         max_bytes=max_bytes,
         max_share=max_share,
     )

@@ -43,7 +43,7 @@ ENV_PREFIX = "REGISTRY_LOCAL_"
 
 Group = Literal["store", "origin", "cachedir", "cache", "limit", "listen", "serve"]
 Command = Literal[
-    "serve", "import", "export", "warm", "verify", "cached", "prune", "check", "status"
+    "serve", "import", "export", "warm", "verify", "cached", "prune", "check", "status", "gc"
 ]
 
 # The option groups each command takes.
@@ -57,6 +57,7 @@ COMMANDS: dict[Command, tuple[Group, ...]] = {
     "prune": ("cachedir", "limit"),
     "check": ("listen",),
     "status": ("listen",),
+    "gc": ("store",),
 }
 
 
@@ -268,6 +269,17 @@ VERIFIED_RANGES: Option[bool] = Option(
     _show_bool,
     group="cache",
     flag=True,
+)
+RECORD_USE_EVERY: Option[float] = Option(
+    "record-use-every",
+    "note in the bucket that a manifest this host serves is in use, at most this "
+    "often per manifest (e.g. 1h, 30m, 90s; 0 never), so that `registry-local gc "
+    "--unused-for` keeps what the fleet runs",
+    values.duration,
+    lambda: CacheSettings().record_use_every,
+    values.show_duration,
+    "DURATION",
+    "cache",
 )
 CACHE_MAX_BYTES: Option[tuple[int, float]] = Option(
     "cache-max-bytes",
@@ -525,6 +537,7 @@ OPTIONS: tuple[Setting, ...] = (
     TAG_TTL,
     FILL_ATTEMPTS,
     VERIFIED_RANGES,
+    RECORD_USE_EVERY,
     CACHE_MAX_BYTES,
     WARM_ENDPOINT,
     ALLOW_PUSH,

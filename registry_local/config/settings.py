@@ -96,6 +96,9 @@ class CacheSettings:
     # Ranges only from verified content: a range of a blob still filling waits
     # for its digest check (default: sent as the backing store holds them).
     verified_ranges: bool = False
+    # A served manifest's use is noted in the bucket at most this often per
+    # manifest (for `registry-local gc --unused-for`); 0: never.
+    record_use_every: float = 3600.0
 
 
 @dataclass(frozen=True)

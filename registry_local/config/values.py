@@ -15,6 +15,7 @@ from typing import TypeVar
 __all__ = [
     "MIN_PART_SIZE",
     "boolean",
+    "duration",
     "endpoint_url",
     "is_loopback",
     "listen",
@@ -28,6 +29,7 @@ __all__ = [
     "positive_int",
     "positive_seconds",
     "seconds",
+    "show_duration",
     "show_listen",
     "show_seconds",
     "show_size",
@@ -91,6 +93,29 @@ def positive_seconds(value: str) -> float:
 
 def show_seconds(value: float) -> str:
     return f"{value:g}"
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: str) -> float:
+    """`90` or `90s`, `30m`, `1h`, `7d`, `1h30m`: seconds."""
+    compact = value.strip().lower().replace(" ", "")
+    try:
+        return seconds(compact)
+    except ValueError:
+        pass
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError("a duration like 90s, 30m, 1h, 7d or 1h30m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def show_duration(value: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
 
 
 def positive_int(value: str) -> int:

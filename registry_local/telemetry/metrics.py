@@ -173,6 +173,12 @@ class Metrics:
         self._fill_bytes = Counter(
             p + "fill_bytes", "Bytes written into the cache by fills.", registry=r
         )
+        self._use_records = Counter(
+            p + "use_records",
+            "Uses of manifests noted in the bucket (for gc), by outcome.",
+            ["outcome"],
+            registry=r,
+        )
         self._fill_repeats = Counter(
             p + "fill_repeats",
             "Fills committed of a blob this process had filled before (evicted, or wiped).",
@@ -438,6 +444,8 @@ class Metrics:
             self._stale_served.labels(kind)
         for kind in get_args(OriginKind):
             self._origin_fetches.labels(kind)
+        for written in ("written", "failed"):
+            self._use_records.labels(written)
         for prefetch in ("started", "skipped"):
             self._prefetches.labels(prefetch)
         for event in get_args(LeaseEvent):
@@ -504,6 +512,10 @@ class Metrics:
     def fill_wrote(self, count: int) -> None:
         """A fill wrote `count` more bytes of a blob into the cache."""
         self._fill_bytes.inc(count)
+
+    def use_recorded(self, written: bool) -> None:
+        """A served manifest's use noted in the bucket, or the write failed."""
+        self._use_records.labels("written" if written else "failed").inc()
 
     def fill_repeated(self, size: int) -> None:
         """A fill committed a blob of `size` bytes this process had filled before."""

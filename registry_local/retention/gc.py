@@ -1,0 +1,176 @@
+"""`registry-local gc`: one run at a time (a lease in the bucket), the inventory
+read, the plan made (plan.py), then removals in the order that keeps every
+reader whole: tags first (a pull by tag then goes to the origin), then the
+revision links, then layer links, then blobs, each blob looked at again just
+before it goes (one written or linked since the inventory stays)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from ..backing.distribution import DistributionStore
+from ..errors import BackendError, RegistryLocalError
+from ..fleet.leases import Held, Leases
+from ..oci.digest import Digest
+from ..oci.mediatypes import MAX_MANIFEST_BYTES
+from ..telemetry.metrics import Metrics
+from .inventory import Inventory, Key, read_inventory, references
+from .plan import GcOptions, Removal, plan
+
+__all__ = ["GcBusy", "GcReport", "collect"]
+
+log = logging.getLogger(__name__)
+
+_LEASE_TTL = 120.0  # seconds a gc's lease outlives its last renewal (every 40 s)
+_DELETES_AT_ONCE = 16
+
+
+class GcBusy(RegistryLocalError):
+    """Another gc holds the lease."""
+
+
+@dataclass(frozen=True)
+class GcReport:
+    removal: Removal
+    dry_run: bool
+    seconds: float
+    kept_blobs: int  # blobs of the plan found written or linked again, so kept
+
+
+async def _store_now(store: DistributionStore, lease: str) -> float:
+    """The store's clock, read from the lease just written (hosts' clocks and
+    the store's may differ; every time gc compares is the store's)."""
+    now = await store.backend.modified(lease)
+    return time.time() if now is None else now
+
+
+@contextlib.asynccontextmanager
+async def _one_gc(store: DistributionStore, metrics: Metrics) -> AsyncIterator[Held]:
+    leases = Leases(store.backend, store.layout, "gc", _LEASE_TTL, metrics)
+    key = store.layout.gc_lease()
+    state = await leases.take(key)
+    if not isinstance(state, Held) and state is not None:
+        written = await store.backend.modified(key)
+        if written is not None and time.time() - written < _LEASE_TTL:
+            raise GcBusy("another registry-local gc is running on this bucket (its lease is held)")
+        state = await leases.take_over(state)  # its run died: its lease went unrenewed
+    if not isinstance(state, Held):
+        raise GcBusy("another registry-local gc took the lease as this one started")
+    try:
+        yield state
+    finally:
+        await state.release()
+
+
+async def collect(
+    store: DistributionStore,
+    options: GcOptions,
+    metrics: Metrics,
+    say: Callable[[str], None],
+) -> GcReport:
+    """Plan and (unless a dry run) remove. Raises GcBusy, BackendError."""
+    began = time.monotonic()
+    async with _one_gc(store, metrics):
+        now = await _store_now(store, store.layout.gc_lease())
+        say("reading the bucket")
+        inventory = await read_inventory(store)
+        removal = plan(inventory, now, options)
+        say(
+            f"{len(inventory.revisions)} manifests in {len(inventory.repositories)} "
+            f"repositories, {len(inventory.blobs)} blobs: {len(removal.manifests)} manifests "
+            f"unused for {options.unused_for:g} s"
+        )
+        for digest in removal.unreadable:
+            say(f"cannot read manifest {digest}: no blob is removed in this run")
+        kept = 0
+        if not options.dry_run:
+            kept = await _remove(store, inventory, removal, say)
+    return GcReport(removal, options.dry_run, time.monotonic() - began, kept)
+
+
+async def _remove(
+    store: DistributionStore, inventory: Inventory, removal: Removal, say: Callable[[str], None]
+) -> int:
+    layout, backend = store.layout, store.backend
+    for name, tag in removal.tags:
+        await store.untag(name, tag)
+        say(f"untagged {name}:{tag}")
+    for name, tag, digest in removal.tag_links:
+        await backend.delete(layout.tag_index_link(name, tag, digest))
+    for n, (name, digest) in enumerate(removal.manifests, 1):
+        await store.unlink_manifest(name, digest)
+        for subject in _subjects_of(digest, inventory):
+            await store.unlink_referrer(name, subject, digest)
+        await backend.delete(layout.use_record(name, digest))
+        await backend.delete(layout.origin_mark(name, digest))
+        say(f"unlinked manifest {name}@{digest} ({n}/{len(removal.manifests)})")
+    for name, digest in removal.layers:
+        await store.unlink_blob(name, digest)
+    kept = await _remove_blobs(store, inventory, removal, say)
+    for key in removal.staged:
+        await backend.delete(key)
+    return kept
+
+
+def _subjects_of(digest: Digest, inventory: Inventory) -> list[Digest]:
+    manifest = inventory.manifests.get(digest)
+    return [] if manifest is None or manifest.subject is None else [manifest.subject]
+
+
+async def _remove_blobs(
+    store: DistributionStore, inventory: Inventory, removal: Removal, say: Callable[[str], None]
+) -> int:
+    """Delete the plan's blobs but those a host wrote or linked since the
+    inventory (a fill from the origin while gc ran): links listed again, each
+    blob's time read again. Returns how many were kept that way."""
+    linked: set[Digest] = set()
+    for listed in await store.backend.walk_dated(store.layout.repositories()):
+        entry = store.layout.repository_entry(listed.name)
+        if entry is None or entry.digest is None:
+            continue
+        with contextlib.suppress(ValueError):
+            digest = Digest.parse(entry.digest)
+            key: Key = (entry.name, digest)
+            if entry.kind == "layer" and key not in set(removal.layers):
+                linked.add(digest)
+            elif entry.kind == "revision" and key not in inventory.revisions:
+                needed = await _needed_by_new(store, digest)  # a manifest linked since
+                if needed is None:
+                    say(f"cannot read manifest {digest}, linked meanwhile: no blob removed")
+                    return len(removal.blobs)
+                linked |= needed
+    first = {digest: written for digest, (written, _) in inventory.blobs.items()}
+    turns = asyncio.Semaphore(_DELETES_AT_ONCE)
+    kept = 0
+    done = 0
+
+    async def one(digest: Digest, size: int) -> None:
+        nonlocal kept, done
+        async with turns:
+            if digest in linked or await store.backend.modified(
+                store.layout.blob_data(digest)
+            ) != first.get(digest):
+                kept += 1
+                return
+            await store.backend.delete(store.layout.blob_data(digest))
+            done += 1
+            if done % 100 == 0 or done == len(removal.blobs):
+                say(f"removed {done}/{len(removal.blobs)} blobs")
+
+    await asyncio.gather(*(one(digest, size) for digest, size in removal.blobs))
+    return kept
+
+
+async def _needed_by_new(store: DistributionStore, digest: Digest) -> set[Digest] | None:
+    """What a manifest linked since the inventory needs; None if it cannot be read."""
+    try:
+        data = await store.read_blob(digest, MAX_MANIFEST_BYTES)
+    except BackendError:
+        return None
+    manifest = None if data is None else references(data)
+    return None if manifest is None else {digest, *manifest.blobs, *manifest.children}
