@@ -115,7 +115,7 @@ async def test_warm_then_pull_reads_nothing_from_s3(
     s3proxy.requests.clear()
     pulled = await pull_image(cache.url, "team/app", "v1")
     assert set(pulled) == {str(d) for d in [*image.blobs, *image.manifests]}
-    assert s3proxy.requests == []
+    assert s3proxy.pull_requests() == []
 
 
 async def test_warm_one_platform_and_errors(

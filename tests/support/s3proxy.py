@@ -158,6 +158,11 @@ class S3Proxy:
         self.faults.append(fault)
         return fault
 
+    def pull_requests(self) -> list[Recorded]:
+        """The requests recorded, but the notes of use a host writes for gc in
+        the background (registry-local/uses/): what serving itself asked of S3."""
+        return [r for r in self.requests if "/registry-local/uses/" not in r.key]
+
     def count(self, method: str, key_suffix: str) -> int:
         return sum(1 for r in self.requests if r.method == method and r.key.endswith(key_suffix))
 
