@@ -503,6 +503,8 @@ async def _gc(settings: config.Settings, args: argparse.Namespace) -> int:
 
     if settings.store.s3 is None and not settings.store.fs_root.is_dir():
         raise ConfigError(f"--fs-root {settings.store.fs_root} does not exist: nothing to collect")
+    if args.metrics_file is not None and not args.metrics_file.parent.is_dir():
+        raise ConfigError(f"--metrics-file {args.metrics_file}: its directory does not exist")
     options = GcOptions(args.unused_for, args.grace, args.dry_run, args.include_pushed)
     run = GcRunMetrics()
 

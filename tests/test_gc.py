@@ -244,8 +244,15 @@ async def test_pushed_content_stays_unless_asked_and_one_gc_runs_at_a_time(
     assert not (root / LAYOUT.blob_data(image.top)).exists()
 
 
-async def test_gc_says_what_is_wrong_with_its_input(tmp_path: Path) -> None:
+async def test_gc_says_what_is_wrong_with_its_input(tmp_path: Path, moto: str) -> None:
     code, _, err = await _gc_fs(tmp_path, "--unused-for", "a while")
     assert code == 2 and "a duration like" in err
     code, _, err = await _gc_fs(tmp_path / "absent", "--unused-for", "1d")
     assert code == 2 and "does not exist" in err and "Traceback" not in err, err
+    assert not (tmp_path / "absent").exists()  # nothing made where nothing was
+    metrics = tmp_path / "no-such-dir" / "gc.prom"
+    code, _, err = await _gc_fs(tmp_path, "--unused-for", "1d", "--metrics-file", str(metrics))
+    assert code == 2 and "its directory does not exist" in err, err
+    bucket = ("--s3-endpoint", moto, "--s3-bucket", "no-such-bucket")
+    code, _, err = await run_cli("gc", *bucket, "--unused-for", "1d", env=sealed_env())
+    assert code == 1 and "no such bucket" in err and "Traceback" not in err, err

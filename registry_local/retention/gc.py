@@ -75,6 +75,7 @@ async def collect(
 ) -> GcReport:
     """Plan and (unless a dry run) remove. Raises GcBusy, BackendError."""
     began = time.monotonic()
+    await store.backend.check()  # a missing bucket or a wrong endpoint: said before anything
     async with _one_gc(store, metrics):
         now = await _store_now(store, store.layout.gc_lease())
         say("reading the bucket")

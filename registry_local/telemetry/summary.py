@@ -81,8 +81,8 @@ class Summary:
             f"hit ratio    blobs {_share(self.blob_hits, self.blob_lookups)}, "
             f"manifests {_share(self.manifest_hits, self.manifest_lookups)}",
             f"fills        {self.fills_in_flight:.0f} in flight, {self.fills_committed:.0f} "
-            f"committed, {self.fills_failed:.0f} failed; {self.fill_joins:.0f} requests "
-            "joined one",
+            f"committed, {self.fills_failed:.0f} failed; {self.fill_joins:.0f} "
+            f"{'request' if self.fill_joins == 1 else 'requests'} joined a fill",
             f"S3           {human_bytes(int(self.s3_read_bytes))} read, "
             f"{human_bytes(int(self.s3_written_bytes))} written, {self.s3_failures:.0f} "
             f"requests failed; circuit {self.circuit}",
