@@ -531,22 +531,18 @@ async def _gc(settings: config.Settings, args: argparse.Namespace) -> int:
         "tag": len(removal.tags),
         "tag_history": len(removal.tag_links),
         "layer_link": len(removal.layers),
-        "blob": len(removal.blobs) - report.kept_blobs,
+        "blob": report.removed_blobs,
         "staged_part": len(removal.staged),
     }
-    run.ran(counts, removal.blob_bytes, report.seconds, report.dry_run)
+    run.ran(counts, report.removed_bytes, report.seconds, report.dry_run)
     _write_gc_metrics(run, args.metrics_file)
     verb = "would remove" if report.dry_run else "removed"
     print(
         f"{verb} {_count(counts['manifest'], 'manifest')}, {_count(counts['tag'], 'tag')}, "
         f"{_count(counts['layer_link'], 'layer link')}, {_count(counts['blob'], 'blob')} "
-        f"({human_bytes(removal.blob_bytes)}), {_count(counts['staged_part'], 'staged part')} "
+        f"({human_bytes(report.removed_bytes)}), {_count(counts['staged_part'], 'staged part')} "
         f"in {report.seconds:.1f} s"
-        + (
-            f"; kept {report.kept_blobs} blobs written or linked meanwhile"
-            if report.kept_blobs
-            else ""
-        )
+        + (f"; kept {len(report.kept)} blobs written or linked meanwhile" if report.kept else "")
     )
     return 0
 

@@ -19,7 +19,7 @@ from ..fleet.leases import Held, Leases
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES
 from ..telemetry.metrics import Metrics
-from .inventory import Inventory, Key, read_inventory, references
+from .inventory import Inventory, parse_digest, read_inventory, references
 from .plan import GcOptions, Removal, plan
 
 __all__ = ["GcBusy", "GcReport", "collect"]
@@ -39,7 +39,15 @@ class GcReport:
     removal: Removal
     dry_run: bool
     seconds: float
-    kept_blobs: int  # blobs of the plan found written or linked again, so kept
+    kept: frozenset[Digest]  # blobs of the plan written or linked again meanwhile: kept
+
+    @property
+    def removed_blobs(self) -> int:
+        return len(self.removal.blobs) - len(self.kept)
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(size for digest, size in self.removal.blobs if digest not in self.kept)
 
 
 async def _store_now(store: DistributionStore, lease: str) -> float:
@@ -88,15 +96,15 @@ async def collect(
         )
         for digest in removal.unreadable:
             say(f"cannot read manifest {digest}: no blob is removed in this run")
-        kept = 0
+        kept: list[Digest] = []
         if not options.dry_run:
             kept = await _remove(store, inventory, removal, say)
-    return GcReport(removal, options.dry_run, time.monotonic() - began, kept)
+    return GcReport(removal, options.dry_run, time.monotonic() - began, frozenset(kept))
 
 
 async def _remove(
     store: DistributionStore, inventory: Inventory, removal: Removal, say: Callable[[str], None]
-) -> int:
+) -> list[Digest]:
     layout, backend = store.layout, store.backend
     for name, tag in removal.tags:
         await store.untag(name, tag)
@@ -125,45 +133,43 @@ def _subjects_of(digest: Digest, inventory: Inventory) -> list[Digest]:
 
 async def _remove_blobs(
     store: DistributionStore, inventory: Inventory, removal: Removal, say: Callable[[str], None]
-) -> int:
+) -> list[Digest]:
     """Delete the plan's blobs but those a host wrote or linked since the
     inventory (a fill from the origin while gc ran): links listed again, each
-    blob's time read again. Returns how many were kept that way."""
+    blob's time read again. Returns those kept that way."""
     linked: set[Digest] = set()
+    unlinked = set(removal.layers)
     for listed in await store.backend.walk_dated(store.layout.repositories()):
         entry = store.layout.repository_entry(listed.name)
-        if entry is None or entry.digest is None:
+        digest = None if entry is None else parse_digest(entry.digest)
+        if entry is None or digest is None:
             continue
-        with contextlib.suppress(ValueError):
-            digest = Digest.parse(entry.digest)
-            key: Key = (entry.name, digest)
-            if entry.kind == "layer" and key not in set(removal.layers):
-                linked.add(digest)
-            elif entry.kind == "revision" and key not in inventory.revisions:
-                needed = await _needed_by_new(store, digest)  # a manifest linked since
-                if needed is None:
-                    say(f"cannot read manifest {digest}, linked meanwhile: no blob removed")
-                    return len(removal.blobs)
-                linked |= needed
+        if entry.kind == "layer" and (entry.name, digest) not in unlinked:
+            linked.add(digest)
+        elif entry.kind == "revision" and (entry.name, digest) not in inventory.revisions:
+            needed = await _needed_by_new(store, digest)  # a manifest linked since
+            if needed is None:
+                say(f"cannot read manifest {digest}, linked meanwhile: no blob removed")
+                return [digest for digest, _ in removal.blobs]
+            linked |= needed
     first = {digest: written for digest, (written, _) in inventory.blobs.items()}
     turns = asyncio.Semaphore(_DELETES_AT_ONCE)
-    kept = 0
+    kept: list[Digest] = []
     done = 0
 
-    async def one(digest: Digest, size: int) -> None:
-        nonlocal kept, done
+    async def one(digest: Digest) -> None:
+        nonlocal done
         async with turns:
-            if digest in linked or await store.backend.modified(
-                store.layout.blob_data(digest)
-            ) != first.get(digest):
-                kept += 1
+            key = store.layout.blob_data(digest)
+            if digest in linked or await store.backend.modified(key) != first.get(digest):
+                kept.append(digest)
                 return
-            await store.backend.delete(store.layout.blob_data(digest))
+            await store.backend.delete(key)
             done += 1
-            if done % 100 == 0 or done == len(removal.blobs):
+            if done % 100 == 0 or done + len(kept) == len(removal.blobs):
                 say(f"removed {done}/{len(removal.blobs)} blobs")
 
-    await asyncio.gather(*(one(digest, size) for digest, size in removal.blobs))
+    await asyncio.gather(*(one(digest) for digest, _ in removal.blobs))
     return kept
 
 

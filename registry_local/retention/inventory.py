@@ -17,7 +17,7 @@ from ..errors import DigestInvalid, ManifestInvalid, ObjectTooLarge
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, inspect_manifest
 
-__all__ = ["Inventory", "Manifest", "read_inventory", "references"]
+__all__ = ["Inventory", "Manifest", "parse_digest", "read_inventory", "references"]
 
 _READS_AT_ONCE = 16
 
@@ -52,7 +52,8 @@ class Inventory:
         return {name for name, _ in self.revisions} | {name for name, _ in self.tags}
 
 
-def _digest(text: str | None) -> Digest | None:
+def parse_digest(text: str | None) -> Digest | None:
+    """The digest a key names, or None for a name that is no digest."""
     if text is None:
         return None
     with contextlib.suppress(DigestInvalid):
@@ -78,7 +79,7 @@ async def read_inventory(store: DistributionStore) -> Inventory:
         entry = layout.repository_entry(listed.name)
         if entry is None:
             continue
-        digest = _digest(entry.digest)
+        digest = parse_digest(entry.digest)
         if entry.kind == "tag" and entry.tag is not None:
             found.tags[(entry.name, entry.tag)] = None
         elif digest is None:
@@ -90,13 +91,13 @@ async def read_inventory(store: DistributionStore) -> Inventory:
         elif entry.kind == "tag-index" and entry.tag is not None:
             found.tag_history.setdefault((entry.name, entry.tag), set()).add(digest)
     for listed in await backend.walk_dated(layout.blobs()):
-        blob = _digest(layout.blob_of(listed.name))
+        blob = parse_digest(layout.blob_of(listed.name))
         if blob is not None:
             found.blobs[blob] = (listed.modified, listed.size)
     for prefix, into in ((layout.use_records(), found.uses), (layout.origin_marks(), found.marks)):
         for listed in await backend.walk_dated(prefix):
             named = layout.manifest_of(listed.name)
-            digest = None if named is None else _digest(named[1])
+            digest = None if named is None else parse_digest(named[1])
             if named is not None and digest is not None:
                 into[(named[0], digest)] = listed.modified
     for listed in await backend.walk_dated(layout.staging()):
