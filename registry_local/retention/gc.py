@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,14 +16,11 @@ from ..backing.distribution import DistributionStore
 from ..errors import BackendError, RegistryLocalError
 from ..fleet.leases import Held, Leases
 from ..oci.digest import Digest
-from ..oci.mediatypes import MAX_MANIFEST_BYTES
 from ..telemetry.metrics import Metrics
-from .inventory import Inventory, parse_digest, read_inventory, references
+from .inventory import Inventory, parse_digest, read_inventory, read_references
 from .plan import GcOptions, Removal, plan
 
 __all__ = ["GcBusy", "GcReport", "collect"]
-
-log = logging.getLogger(__name__)
 
 _LEASE_TTL = 120.0  # seconds a gc's lease outlives its last renewal (every 40 s)
 _DELETES_AT_ONCE = 16
@@ -176,8 +172,7 @@ async def _remove_blobs(
 async def _needed_by_new(store: DistributionStore, digest: Digest) -> set[Digest] | None:
     """What a manifest linked since the inventory needs; None if it cannot be read."""
     try:
-        data = await store.read_blob(digest, MAX_MANIFEST_BYTES)
+        manifest = await read_references(store, digest)
     except BackendError:
         return None
-    manifest = None if data is None else references(data)
     return None if manifest is None else {digest, *manifest.blobs, *manifest.children}

@@ -17,7 +17,7 @@ from ..errors import DigestInvalid, ManifestInvalid, ObjectTooLarge
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, inspect_manifest
 
-__all__ = ["Inventory", "Manifest", "parse_digest", "read_inventory", "references"]
+__all__ = ["Inventory", "Manifest", "parse_digest", "read_inventory", "read_references"]
 
 _READS_AT_ONCE = 16
 
@@ -107,15 +107,21 @@ async def read_inventory(store: DistributionStore) -> Inventory:
         found.tags[key] = await store.tag_target(*key)
 
     async def manifest(digest: Digest) -> None:
-        try:
-            data = await store.read_blob(digest, MAX_MANIFEST_BYTES)
-        except ObjectTooLarge:
-            data = None  # no manifest is that large
-        found.manifests[digest] = None if data is None else references(data)
+        found.manifests[digest] = await read_references(store, digest)
 
     await _each(list(found.tags), tag_target)
     await _each(sorted({digest for _, digest in found.revisions}, key=str), manifest)
     return found
+
+
+async def read_references(store: DistributionStore, digest: Digest) -> Manifest | None:
+    """What the manifest `digest` names, from the bucket; None if it is not
+    there or is no manifest. Raises BackendError."""
+    try:
+        data = await store.read_blob(digest, MAX_MANIFEST_BYTES)
+    except ObjectTooLarge:
+        return None  # no manifest is that large
+    return None if data is None else references(data)
 
 
 def references(data: bytes) -> Manifest | None:

@@ -47,10 +47,6 @@ class Removal:
         return sum(size for _, size in self.blobs)
 
 
-def _keys(links: dict[Key, float]) -> list[tuple[Key, Digest]]:
-    return [(key, key[1]) for key in links]
-
-
 def _last_use(inventory: Inventory, key: Key) -> float:
     return max(
         inventory.revisions[key], inventory.uses.get(key, 0.0), inventory.marks.get(key, 0.0)
@@ -120,7 +116,7 @@ def plan(inventory: Inventory, now: float, options: GcOptions) -> Removal:
             if linked is not None and linked < settled:
                 removal.layers.append((name, digest))
     unlinked = set(removal.layers)
-    still_linked = {digest for key, digest in _keys(inventory.layers) if key not in unlinked}
+    still_linked = {digest for name, digest in inventory.layers if (name, digest) not in unlinked}
     still_needed: set[Digest] = set().union(*kept.values())
     if options.include_pushed:
         candidates = set(inventory.blobs)  # every blob: as the CNCF registry's collector

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from registry_local.layout import BucketLayout
+
 __all__ = ["Fault", "Recorded", "S3Proxy"]
 
 _CHUNK = 128 * 1024  # small enough for the shaping to be smooth, large enough to be fast
@@ -161,7 +163,8 @@ class S3Proxy:
     def pull_requests(self) -> list[Recorded]:
         """The requests recorded, but the notes of use a host writes for gc in
         the background (registry-local/uses/): what serving itself asked of S3."""
-        return [r for r in self.requests if "/registry-local/uses/" not in r.key]
+        uses = "/" + BucketLayout().use_records()
+        return [r for r in self.requests if uses not in r.key]
 
     def count(self, method: str, key_suffix: str) -> int:
         return sum(1 for r in self.requests if r.method == method and r.key.endswith(key_suffix))
