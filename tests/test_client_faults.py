@@ -64,7 +64,7 @@ async def test_a_thousand_aborted_requests_leak_nothing(
             )
         await asyncio.wait_for(app[INFLIGHT].idle(), BOUND)
         for layer in layers:  # fills nobody waits for any more still finish
-            fill = app[BLOBS].in_flight(layer)
+            fill = app[BLOBS].fills.in_flight(layer)
             if fill is not None:
                 await asyncio.wait_for(asyncio.shield(fill.task), BOUND)
         return _open_fds(), len(asyncio.all_tasks())

@@ -105,7 +105,7 @@ async def test_joiners_get_bytes_while_the_fill_is_still_running(
     await _wait(asyncio.gather(*(seen.wait() for seen in first_bytes)))
     # Every client has bytes, and the fill is still held at the gate.
     assert not gate.gate.is_set()
-    assert cache[BLOBS].in_flight(layer) is not None
+    assert cache[BLOBS].fills.in_flight(layer) is not None
     assert not cache.blob_path(layer).exists()
     gate.gate.set()
     bodies = await _wait(asyncio.gather(*clients))
@@ -128,7 +128,7 @@ async def test_a_client_that_leaves_does_not_stop_the_fill(
     async with aiohttp.ClientSession() as session:
         response = await session.get(url)
         assert len(await response.content.readany()) > 0
-        fill = cache[BLOBS].in_flight(layer)
+        fill = cache[BLOBS].fills.in_flight(layer)
         assert fill is not None
         response.close()  # the only client goes away mid-body
     gate.gate.set()
@@ -318,7 +318,7 @@ async def test_a_range_gets_bytes_as_held_and_a_fill_that_then_fails_is_discarde
             got = await response.read()
         assert len(got) == 1000 and got != data[:1000]  # as it came from the store
         assert got[:100] == data[:100] and got[101:] == data[101:1000]
-        fill = cache[BLOBS].in_flight(layer)
+        fill = cache[BLOBS].fills.in_flight(layer)
         if fill is not None:  # still running: its end, awaited
             await _wait(asyncio.shield(fill.task))
             assert fill.failed

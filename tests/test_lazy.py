@@ -107,7 +107,7 @@ async def test_several_ranges_are_one_multipart_answer_merged_where_they_touch(
             assert json.loads(parts[0][1])["errors"][0]["code"] == "RANGE_INVALID"
             status, headers, _ = await _get(session, url, f"bytes={size}-")
             assert (status, headers["Content-Range"]) == (416, f"bytes */{size}")
-        fill = cache[BLOBS].in_flight(layer)
+        fill = cache[BLOBS].fills.in_flight(layer)
         if fill is not None:  # the rest of the blob, after the ranges: awaited
             await asyncio.wait_for(asyncio.shield(fill.task), BOUND)
         metrics = cache.metrics
@@ -149,7 +149,7 @@ async def test_a_range_of_a_cold_blob_waits_only_for_its_own_bytes(
         ]
         # All of that while the front of the blob was still held back:
         assert not front.gate.is_set() and not whole.done()
-        fill = cache[BLOBS].in_flight(layer)
+        fill = cache[BLOBS].fills.in_flight(layer)
         assert fill is not None and fill.readable <= 64 * KIB
         front.gate.set()
         status, _, parts = await asyncio.wait_for(whole, BOUND)

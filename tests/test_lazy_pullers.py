@@ -65,7 +65,7 @@ def _link_bytes(proxy: S3Proxy, digest: Digest) -> int:
 
 
 async def _fill_done(cache: RegistryLocal, digest: Digest) -> None:
-    fill = cache[BLOBS].in_flight(digest)
+    fill = cache[BLOBS].fills.in_flight(digest)
     if fill is not None:
         await asyncio.wait_for(asyncio.shield(fill.task), BOUND)
 

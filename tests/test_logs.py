@@ -14,7 +14,7 @@ import pytest
 
 from registry_local.backing.filesystem import FilesystemBackend
 from registry_local.config import StoreSettings
-from registry_local.fleet.leases import Held, Leases, Seen
+from registry_local.fleet.leases import Leases
 from registry_local.layout import BucketLayout
 from registry_local.telemetry.metrics import Metrics
 from registry_local.transfer.imagebuild import build_image
@@ -139,9 +139,11 @@ async def test_debug_shows_the_steps_of_a_lease(
     backend = FilesystemBackend(tmp_path)
     first = Leases(backend, BucketLayout(""), "http://127.0.0.1:1", 30, Metrics())
     second = Leases(backend, BucketLayout(""), "http://127.0.0.1:2", 30, Metrics())
-    held = await first.take("leases/x")
-    assert isinstance(held, Held)
-    assert isinstance(await second.take("leases/x"), Seen)
+    held, seen = first.lease("leases/x"), second.lease("leases/x")
+    await held.take()
+    assert held.mine
+    await seen.take()
+    assert seen.other and seen.holder == "http://127.0.0.1:1"
     await held.release()
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert said == [

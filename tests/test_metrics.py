@@ -14,6 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from registry_local.config import StoreSettings
+from registry_local.server.state import BLOBS
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import StartCache, fetch, pull_image, seed
@@ -69,6 +70,7 @@ async def test_exact_deltas_for_a_cold_storm_then_a_warm_one(
 
     before = await scrape(cache.url)
     await asyncio.gather(*(pull_image(cache.url, "app", "v1") for _ in range(20)))
+    await cache[BLOBS].settled()  # each fill has ended (its metrics are recorded after its bytes)
     cold = Delta(before, await scrape(cache.url))
 
     assert cold("registry_local_fills_started_total") == blobs

@@ -146,7 +146,7 @@ async def test_a_prefetch_of_a_blob_its_repository_does_not_link_is_dropped(
     await fetch(f"{cache.url}/v2/team/app/manifests/v1", headers=ACCEPT)
     # The fill is reading the layer while the link check is under way.
     await asyncio.wait_for(asyncio.gather(data.reached.wait(), asked.reached.wait()), 60)
-    fill = cache[BLOBS].in_flight(layer)
+    fill = cache[BLOBS].fills.in_flight(layer)
     assert fill is not None
     asked.gate.set()  # "not linked"
     await _settled(cache)

@@ -82,7 +82,7 @@ async def test_a_ranged_fill_is_complete_verified_and_fed_to_joiners_in_order(
     parts = -(-size // PART)
     await asyncio.wait_for(s3proxy.completed(parts - 1), BOUND)  # every part but part 0
 
-    fill = cache[BLOBS].in_flight(layer)
+    fill = cache[BLOBS].fills.in_flight(layer)
     assert fill is not None and fill.readable <= 100 * KIB  # the gap at part 0 holds all back
     for reader in readers:
         assert len(reader.received) <= 100 * KIB
@@ -185,7 +185,7 @@ async def test_a_part_refused_for_good_fails_the_fill_cleanly(
     assert not cache.blob_path(layer).exists()
     assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
     assert cache.metrics.sample("fills_finished", outcome="failed") == 1
-    assert cache[BLOBS].in_flight(layer) is None  # and no part is left running
+    assert cache[BLOBS].fills.in_flight(layer) is None  # and no part is left running
     assert s3proxy.active == 0
 
 

@@ -34,8 +34,8 @@ from ..retention.records import RetentionRecords
 from ..singleflight import SingleFlight
 from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
+from ..telemetry.writes import write_failed
 from .links import LinkCache, once_linked
-from .write_through import write_failed
 
 __all__ = ["Manifest", "ManifestCache"]
 

@@ -19,7 +19,9 @@ import contextlib
 import logging
 
 from ..errors import BackendError, FillFailed, RegistryError
+from ..fill.fill import Fill
 from ..oci.digest import Digest
+from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
 from .manifests import Manifest
 
@@ -29,11 +31,29 @@ log = logging.getLogger(__name__)
 
 
 class Prefetcher:
-    def __init__(self, blobs: BlobCache, concurrency: int) -> None:
+    """The prefetches of this host, a few at a time, and what they brought that
+    nobody read before it was evicted. `start` hooks it to the cache."""
+
+    def __init__(self, blobs: BlobCache, concurrency: int, metrics: Metrics) -> None:
         self._blobs = blobs
+        self._metrics = metrics
         self._turns = asyncio.Semaphore(concurrency)
         self._pending: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Blobs a prefetch committed that no client has read yet (for the metric
+        # of prefetches wasted by eviction).
+        self._unread: set[Digest] = set()
+
+    def start(self) -> Prefetcher:
+        """Hear of every read of a committed blob; returns itself."""
+        self._blobs.fills.on_hit = self._unread.discard
+        return self
+
+    def evicted(self, digest: Digest) -> None:
+        """The evictor removed a blob: count it if a prefetch brought it for nothing."""
+        if digest in self._unread:
+            self._unread.discard(digest)
+            self._metrics.prefetch_evicted()
 
     def image(self, name: str, manifest: Manifest, namespace: str | None = None) -> None:
         """Start filling what this image manifest names and this host lacks."""
@@ -55,13 +75,24 @@ class Prefetcher:
             async with self._turns:  # a few fills at a time, each until it commits
                 fill = await self._blobs.prefetch(name, digest, size, namespace)
                 if fill is not None:
-                    # Until it ends (a fill reports its own failure); cancelling
-                    # the prefetch leaves the fill to its other readers.
-                    await asyncio.shield(fill.task)
+                    self._metrics.prefetch_started()
+                    await self._until_committed(fill)
         except (RegistryError, BackendError, FillFailed) as exc:
             log.debug("prefetch of %s for %s stopped: %s", digest, name, exc)
         finally:
             self._pending.discard(digest)
+
+    async def _until_committed(self, fill: Fill) -> None:
+        """Wait for the fill to commit (a fill reports its own failure);
+        cancelling this wait leaves the fill to its other readers."""
+        try:
+            await fill.committed()
+        finally:
+            self._blobs.fills.foreground(fill)
+        assert fill.size is not None
+        self._metrics.prefetch_committed(fill.size)
+        if not fill.joiners:
+            self._unread.add(fill.digest)
 
     async def settled(self) -> None:
         """Wait until every prefetch started so far has ended (tests)."""

@@ -15,8 +15,9 @@ from ..disk.eviction import CacheLimit, Evictor
 from ..disk.learned import Learned
 from ..disk.store import DiskStore
 from ..fill.reading import Reading, RetryPolicy
+from ..fill.registry import Fills
 from ..fill.slots import FairSlots
-from ..fill.sources import PartPolicy, Sources
+from ..fill.sources import PartPolicy, Sizes
 from ..fleet.coordination import Fleet, open_fleet
 from ..origin.mapping import open_origin_map
 from ..retention.records import RetentionRecords
@@ -26,6 +27,8 @@ from .catalog import Catalog
 from .links import LinkCache
 from .manifests import ManifestCache
 from .referrers import Referrers
+from .sources import BlobSources
+from .write_through import WriteThrough
 
 __all__ = ["Cache", "open_cache"]
 
@@ -74,10 +77,20 @@ async def open_cache(
         limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)
         evictor = Evictor(disk, limit, metrics)
         reading = Reading(RetryPolicy(attempts=cache.fill_attempts), metrics)
-        sources = Sources(
+        slots = FairSlots(store_settings.max_concurrency, metrics)
+        sizes = Sizes()
+        fills = Fills(disk, evictor, reading, slots, sizes, metrics, cache.verified_ranges)
+        through = WriteThrough(store, disk, links, metrics)
+        sources = BlobSources(
             store,
-            FairSlots(store_settings.max_concurrency, metrics),
+            disk,
+            links,
+            origins,
+            fills,
+            slots,
             PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
+            sizes,
+            through,
             metrics,
             fleet,
         )
@@ -91,24 +104,13 @@ async def open_cache(
             learned,
             links,
             evictor,
-            BlobCache(
-                store,
-                disk,
-                links,
-                evictor,
-                sources,
-                reading,
-                metrics,
-                origins,
-                cache.verified_ranges,
-            ),
+            BlobCache(sources, fills, through),
             manifests,
             Referrers(store, manifests, origins, cache.tag_ttl),
             Catalog(store, cache.tag_ttl),
             fleet_state,
             fleet,
         )
-        evictor.on_evict = parts.blobs.evicted
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
         if limit is not None:
             log.info("cache limit: %d bytes", limit)
@@ -117,6 +119,7 @@ async def open_cache(
         finally:
             maintenance.cancel()
             await parts.blobs.close()
+            await sizes.close()
             await parts.manifests.close()
             await records.settled()
             await parts.referrers.close()

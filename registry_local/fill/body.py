@@ -33,7 +33,7 @@ from ..errors import RegistryError
 from ..oci.byterange import ByteRange
 from ..oci.digest import Digest
 from .direct import DirectBlob
-from .fill import Fill, NoRoom
+from .fill import Fill
 
 __all__ = ["BlobBody", "BodySource", "DirectBody", "FileBody", "FileStretch", "MemoryBody", "Piece"]
 
@@ -143,13 +143,8 @@ class FileBody(BlobBody):
             await fill.committed()
         position = start
         while position < end:
-            try:
-                if whole or self._verified_ranges:
-                    readable = min(await fill.readable_beyond(position), end)
-                else:
-                    readable = await fill.held_from(position, end)
-                    fill.served_unverified(readable - position)
-            except NoRoom:
+            readable = await fill.reach(position, end, verified=whole or self._verified_ranges)
+            if readable is None:
                 # The fill ran out of disk: go on from the source where we are.
                 direct = fill.direct()
                 verify = whole or (self._verified_ranges and end == direct.size)
@@ -162,10 +157,8 @@ class FileBody(BlobBody):
     async def keep(self) -> bool:
         if self._fill is None:
             return False
-        try:
-            await self._fill.committed()
-        except NoRoom:
-            raise _no_room() from None
+        if not await self._fill.kept():
+            raise _no_room()
         return True
 
     def close(self) -> None:

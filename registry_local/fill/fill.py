@@ -60,15 +60,16 @@ class NoRoom(FillFailed):
 
 
 class Fill:
-    """One blob on its way into the cache; see the module docstring. `size` is
-    the blob's size when it is known already; `first`, the first byte the
-    reader that started it wants."""
+    """One blob on its way into the cache; see the module docstring. `temp` is
+    the file it writes; `size`, the blob's size when it is known already;
+    `first`, the first byte the reader that started it wants. `start` runs it."""
 
     def __init__(
         self,
         digest: Digest,
         source: Source,
         reading: Reading,
+        temp: TempBlob,
         disk: DiskStore,
         evictor: Evictor,
         size: int | None = None,
@@ -80,8 +81,8 @@ class Fill:
         self._disk = disk
         self._evictor = evictor
         self._metrics = reading.metrics
-        self._temp: TempBlob = disk.new_temp()
-        self.path: Path = self._temp.path  # the temp file, then the committed one
+        self._temp = temp
+        self.path: Path = temp.path  # the temp file, then the committed one
         self.joiners = 0
         self.retries = 0
         self.unverified_sent = 0  # bytes of ranges served before the digest was checked
@@ -100,7 +101,23 @@ class Fill:
         self._pieces.followed = lambda: self._followers > 0
         self._pieces.background = lambda: self._background
         self._first = first
-        self.task = asyncio.create_task(self._run(), name=f"fill {digest}")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Fill:
+        """Run the fill as a task of its own; returns itself."""
+        self._task = asyncio.create_task(self._run(), name=f"fill {self.digest}")
+        return self
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The fill's task: it ends once the blob is committed or the fill
+        failed, and its source's work after it (a write to the bucket) is done."""
+        assert self._task is not None, "the fill was not started"
+        return self._task
+
+    async def ended(self) -> None:
+        """Wait until the task has ended, however it ended."""
+        await asyncio.wait([self.task])
 
     # -- what readers use ------------------------------------------------------
 
@@ -148,6 +165,14 @@ class Fill:
         assert self.size is not None
         return self.size
 
+    async def begun(self) -> int | None:
+        """As `started`, but None when the cache turned out to have no room for
+        the blob: its reader reads the source instead."""
+        try:
+            return await self.started()
+        except NoRoom:
+            return None
+
     async def readable_beyond(self, offset: int) -> int:
         """Wait until more than `offset` bytes are readable; return how many are."""
         if self.readable <= offset:
@@ -178,6 +203,30 @@ class Fill:
         finally:
             if token is not None:
                 self._pieces.unwant(token)
+
+    async def reach(self, position: int, end: int, verified: bool) -> int | None:
+        """Wait until bytes from `position` may be read; return where they end
+        (at most `end`): only verified bytes with `verified`, else bytes as they
+        are held (counted as served unverified). None when the fill ran out of
+        room: its reader goes on from the source (`direct`). Raises the fill's
+        other errors."""
+        try:
+            if verified:
+                return min(await self.readable_beyond(position), end)
+            readable = await self.held_from(position, end)
+        except NoRoom:
+            return None
+        self.served_unverified(readable - position)
+        return readable
+
+    async def kept(self) -> bool:
+        """Wait for the commit: True once committed, False when the cache had no
+        room for it. Raises the fill's other errors."""
+        try:
+            await self.committed()
+        except NoRoom:
+            return False
+        return True
 
     async def held(self, start: int, end: int) -> None:
         """Wait until every byte of [start, end) is in the file (asking for
@@ -219,7 +268,7 @@ class Fill:
         """The same blob from its source, for readers of a fill that ran out of
         room (NoRoom) after they had some of its bytes."""
         assert self.size is not None
-        return DirectBlob(self.source, self._reading, self.digest, self.size)
+        return DirectBlob(self.source.alone(), self._reading, self.digest, self.size)
 
     async def _wait(self) -> None:
         if self._error is not None:
@@ -235,6 +284,10 @@ class Fill:
     # -- the task ----------------------------------------------------------------
 
     async def _run(self) -> None:
+        async with self.source.filling(self):  # the fleet's lease, if any, around it all
+            await self._copy()
+
+    async def _copy(self) -> None:
         began = time.monotonic()
         self._metrics.fill_started()
         outcome: FillOutcome = "failed"

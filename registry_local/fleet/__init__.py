@@ -1,2 +1,3 @@
-"""Coordination between the hosts of one bucket: leases written with S3's
-conditional writes, and the client that streams another host's fill."""
+"""The fleet: the hosts of one bucket coordinating through it, so that a whole
+fleet reads the origin once per blob, manifest and tag (coordination.py draws
+the package)."""

@@ -7,8 +7,10 @@ manifest and tag. The bucket they share is the coordinator:
 
     leases.py    who reads what for the fleet: S3 conditional writes
     staging.py   blobs in the bucket part by part while the holder fills them
+    stager.py    the holder's staging of one blob, and the blobs it stages now
     peers.py     reading another host's fill, and hearing of its staged parts
-    blobs.py     one blob's life: holder or follower, staged, composed, linked
+    streams.py   a follower's streams over staged parts
+    blob.py      one blob's life: holder or follower, staged, composed, linked
     here         the fleet as one host sees it; tags and manifests (`once`)
 
 Manifests and tags take the same leases, but followers simply wait for the
@@ -25,26 +27,24 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from ..backing.backend import Backend, ObjectStream
+from ..backing.backend import Backend
 from ..backing.distribution import DistributionStore
 from ..config import FleetSettings
 from ..errors import BackendError
 from ..oci.digest import Digest
 from ..origin.mapping import OriginRepo
 from ..telemetry.metrics import Metrics
-from .blobs import FleetBlob, Stager
-from .leases import Backoff, Held, Leases, Seen
+from .blob import FleetBlob, FleetTools
+from .leases import Backoff, Leases
 from .peers import PeerClient, open_peer_client
+from .stager import Holding
 from .staging import Staging
 
-__all__ = ["Fleet", "FleetBlob", "open_fleet"]
+__all__ = ["Fleet", "open_fleet"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Open bytes [offset, end) of the blob in the bucket (None: not there).
-Open = Callable[[int, int | None], Awaitable[ObjectStream | None]]
 
 
 class Fleet:
@@ -58,18 +58,23 @@ class Fleet:
         store: DistributionStore,
         metrics: Metrics,
     ) -> None:
-        self.leases = leases
-        self.peers = peers
-        self.staging = staging
-        self.store = store
-        self.metrics = metrics
-        self.wait_limit = max(60.0, 20 * leases.ttl)
+        self._leases = leases
         # The blobs this host holds the lease of and stages, for followers' polls.
-        self.holding: dict[Digest, Stager] = {}
+        self.holding = Holding()
+        self._tools = FleetTools(
+            leases, peers, staging, store, self.holding, metrics, max(60.0, 20 * leases.ttl)
+        )
 
-    def blob(self, repo: OriginRepo, digest: Digest) -> FleetBlob:
-        """The fleet's view of a fill of `digest`, which `repo`'s origin serves."""
-        return FleetBlob(self, repo, digest)
+    def blob(
+        self,
+        repo: OriginRepo,
+        digest: Digest,
+        name: str,
+        publish: Callable[[], Awaitable[None]],
+    ) -> FleetBlob:
+        """The fleet's reading of one fill of `digest`, which `repo`'s origin
+        serves, for the repository `name` (`publish`: its link is in the bucket)."""
+        return FleetBlob(self._tools, repo, digest, name, publish)
 
     async def once(
         self,
@@ -81,33 +86,19 @@ class Fleet:
         result in the bucket first); else `done()`'s result, once the holder has
         put it there. Raises BackendError, BackendUnavailable when waiting on
         another host takes longer than the wait limit."""
-        state = await self.leases.take(key)
-        waiting = Backoff(self.wait_limit, key)
-        while True:
-            if isinstance(state, Held):
-                try:
+        async with self._leases.lease(key) as lease:
+            await lease.take()
+            waiting = Backoff(self._tools.wait_limit, key)
+            while True:
+                if lease.mine:
                     result = await done()  # another host may have finished just now
                     return result if result is not None else await work()
-                finally:
-                    await state.release()
-            if state is not None:
-                result = await done()
-                if result is not None:
-                    return result
-                await waiting.pause()
-            state = await self.next_state(key, state)
-
-    async def next_state(self, key: str, seen: Seen | None) -> Held | Seen | None:
-        """The lease after a pause: still theirs, ours (gone, or abandoned and
-        taken over), or None to look again."""
-        if seen is None:
-            return await self.leases.take(key)
-        current = await self.leases.look(key, seen)
-        if current is None:
-            return await self.leases.take(key)
-        if self.leases.abandoned(current):
-            return await self.leases.take_over(current) or await self.leases.look(key)
-        return current
+                if lease.other:
+                    result = await done()
+                    if result is not None:
+                        return result
+                    await waiting.pause()
+                await lease.advance()
 
 
 @contextlib.asynccontextmanager

@@ -34,7 +34,7 @@ from ..layout import BucketLayout
 from ..telemetry.logs import error_fields
 from ..telemetry.metrics import Metrics
 
-__all__ = ["Backoff", "Held", "Leases", "Seen"]
+__all__ = ["Backoff", "Lease", "Leases"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,12 @@ class Held:
         self.taken_over = taken_over  # from a holder that died: its work may be half done
         self.lost = False
         self._released = False
-        self._renewal = asyncio.create_task(self._renew(), name=f"lease {key}")
+        self._renewal: asyncio.Task[None] | None = None
+
+    def start(self) -> Held:
+        """Begin renewing it in the background; returns itself."""
+        self._renewal = asyncio.create_task(self._renew(), name=f"lease {self.key}")
+        return self
 
     async def _renew(self) -> None:
         interval = self._leases.ttl / 3
@@ -124,9 +129,10 @@ class Held:
         if self._released:
             return
         self._released = True
-        self._renewal.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._renewal
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
         if self.lost:
             return
         try:
@@ -145,7 +151,8 @@ class Held:
 
 
 class Leases:
-    """Taking, watching and taking over leases in one backing store."""
+    """Taking, watching and taking over leases in one backing store. Callers
+    follow one key through a `Lease` (`lease(key)`)."""
 
     def __init__(
         self,
@@ -162,6 +169,10 @@ class Leases:
         self.ttl = ttl
         self.metrics = metrics
 
+    def lease(self, key: str) -> Lease:
+        """The lease `key` as this host will follow it (nothing is asked yet)."""
+        return Lease(self, key)
+
     def body(self, serial: int = 0) -> bytes:
         return json.dumps(
             {"holder": self.holder, "host": self.host, "ttl": self.ttl, "serial": serial},
@@ -175,7 +186,7 @@ class Leases:
         if version is not None:
             self.metrics.lease("taken")
             log.debug("took lease %s", key, extra={"lease": key})
-            return Held(self, key, version, taken_over=False)
+            return Held(self, key, version, taken_over=False).start()
         seen = await self.look(key)
         if seen is not None:
             self.metrics.lease("followed")
@@ -220,7 +231,7 @@ class Leases:
             seen.holder or "an unknown holder",
             extra={"lease": seen.key, "holder": seen.holder},
         )
-        return Held(self, seen.key, version, taken_over=True)
+        return Held(self, seen.key, version, taken_over=True).start()
 
     async def probe(self) -> bool:
         """Whether the store refuses a second create of one key, as leases need.
@@ -233,6 +244,91 @@ class Leases:
         finally:
             with contextlib.suppress(BackendError):
                 await self.backend.delete(key)
+
+
+class Lease:
+    """One lease key as this host follows it: held here (`mine`), held by
+    another host (`other`, with its peer URL as `holder`), or neither (not
+    looked at yet, or it vanished as we looked). `take` asks for it, `advance`
+    looks again after a pause (taking it when it is free or abandoned),
+    `release` gives it back. As an async context manager it is released on exit."""
+
+    def __init__(self, leases: Leases, key: str) -> None:
+        self._leases = leases
+        self.key = key
+        self._state: Held | Seen | None = None
+
+    @property
+    def mine(self) -> bool:
+        """This host holds it."""
+        return isinstance(self._state, Held)
+
+    @property
+    def other(self) -> bool:
+        """Another host holds it."""
+        return isinstance(self._state, Seen)
+
+    @property
+    def holder(self) -> str | None:
+        """The other host's peer URL (None: not another's, or not ours to read)."""
+        return self._state.holder if isinstance(self._state, Seen) else None
+
+    @property
+    def taken_over(self) -> bool:
+        """Held here after a holder that died: its work may be half done."""
+        return isinstance(self._state, Held) and self._state.taken_over
+
+    async def take(self) -> None:
+        """Ask for it: afterwards it is mine, another's, or neither. Raises BackendError."""
+        self._state = await self._leases.take(self.key)
+
+    async def advance(self) -> None:
+        """Look again (after a pause): take it if it is gone, take it over if its
+        holder died. Raises BackendError."""
+        leases, seen = self._leases, self._state
+        if isinstance(seen, Held):
+            return
+        if seen is not None:
+            current = await leases.look(self.key, seen)
+            if current is not None and not leases.abandoned(current):
+                self._state = current
+                return
+            if current is not None:
+                self._state = await leases.take_over(current) or await leases.look(self.key)
+                return
+        self._state = await leases.take(self.key)
+
+    async def take_over(self) -> None:
+        """Replace another host's lease although it looks alive (its owner
+        judged it dead by other means). Raises BackendError."""
+        if isinstance(self._state, Seen):
+            self._state = await self._leases.take_over(self._state)
+
+    async def until_released(self, limit: float) -> None:
+        """Wait, bounded by `limit` seconds, until the other host lets go of it;
+        if it died, take it over (mine afterwards), unless another host did
+        first: then wait for that one. Raises BackendError, BackendUnavailable."""
+        waiting = Backoff(limit, self.key)
+        leases = self._leases
+        while isinstance(self._state, Seen):
+            seen = self._state
+            if leases.abandoned(seen):
+                self._state = await leases.take_over(seen) or await leases.look(self.key)
+                continue
+            await waiting.pause()
+            self._state = await leases.look(self.key, seen)
+
+    async def release(self) -> None:
+        """Give it back if it is mine (safe to call twice); forget another's."""
+        state, self._state = self._state, None
+        if isinstance(state, Held):
+            await state.release()
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
 
 
 def _parse(data: bytes) -> tuple[str | None, str | None, float | None]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..backing.distribution import DistributionStore
 from ..errors import BackendError, RegistryLocalError
-from ..fleet.leases import Held, Leases
+from ..fleet.leases import Lease, Leases
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
 from .inventory import Inventory, parse_digest, read_inventory, read_references
@@ -54,21 +54,21 @@ async def _store_now(store: DistributionStore, lease: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def _one_gc(store: DistributionStore, metrics: Metrics) -> AsyncIterator[Held]:
+async def _one_gc(store: DistributionStore, metrics: Metrics) -> AsyncIterator[Lease]:
     leases = Leases(store.backend, store.layout, "gc", _LEASE_TTL, metrics)
     key = store.layout.gc_lease()
-    state = await leases.take(key)
-    if not isinstance(state, Held) and state is not None:
-        written = await store.backend.modified(key)
-        if written is not None and time.time() - written < _LEASE_TTL:
-            raise GcBusy("another registry-local gc is running on this bucket (its lease is held)")
-        state = await leases.take_over(state)  # its run died: its lease went unrenewed
-    if not isinstance(state, Held):
-        raise GcBusy("another registry-local gc took the lease as this one started")
-    try:
-        yield state
-    finally:
-        await state.release()
+    async with leases.lease(key) as lease:
+        await lease.take()
+        if lease.other:
+            written = await store.backend.modified(key)
+            if written is not None and time.time() - written < _LEASE_TTL:
+                raise GcBusy(
+                    "another registry-local gc is running on this bucket (its lease is held)"
+                )
+            await lease.take_over()  # its run died: its lease went unrenewed
+        if not lease.mine:
+            raise GcBusy("another registry-local gc took the lease as this one started")
+        yield lease
 
 
 async def collect(

@@ -91,7 +91,11 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             if settings.server.warm_endpoint:
                 app[WARMER] = Warmer(cache.manifests, cache.blobs, settings.warm.concurrency)
             if settings.server.prefetch:
-                app[PREFETCHER] = Prefetcher(cache.blobs, settings.server.prefetch_concurrency)
+                prefetcher = Prefetcher(
+                    cache.blobs, settings.server.prefetch_concurrency, metrics
+                ).start()
+                cache.evictor.on_evict = prefetcher.evicted
+                app[PREFETCHER] = prefetcher
             async with contextlib.AsyncExitStack() as stack:
                 if settings.push.allow_push:
                     app[PUSHER] = await stack.enter_async_context(open_pusher(cache, settings.push))
