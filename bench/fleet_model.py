@@ -62,6 +62,9 @@ class Setting:
 
 @dataclass
 class Outcome:
+    """What one simulated storm came to: its time, the busiest host's upload and
+    S3's load."""
+
     storm: float = 0.0  # seconds until every host holds the whole blob
     holder_done: float = 0.0  # the holder's own fill
     first_byte_lag: float = 0.0  # the slowest host's first byte, after the holder's
@@ -209,6 +212,8 @@ def _staged(s: Setting) -> Outcome:
 
 @dataclass
 class Row:
+    """One set-up of the model's table and its outcome."""
+
     setting: Setting
     outcome: Outcome = field(default_factory=Outcome)
 

@@ -47,6 +47,8 @@ FAULTS: list[dict[str, Any]] = [
 
 
 class Tally:
+    """What the soak's clients saw: whole and cut reads, errors, corrupt bodies, ranges."""
+
     def __init__(self) -> None:
         self.whole = self.cut = self.errors = self.corrupt = self.ranges = 0
 
