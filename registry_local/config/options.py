@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
 from . import values
+from .flags import add_flags
 from .settings import (
     CacheSettings,
     FleetSettings,
@@ -568,7 +569,8 @@ OPTIONS: tuple[Setting, ...] = (
 
 
 def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
-    """Add the flags of the option groups `command` takes, plus --config."""
+    """Add the flags of the option groups `command` takes, plus --config, then
+    the flags of its own (flags.py)."""
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -607,6 +609,7 @@ def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
+    add_flags(parser, command)
 
 
 def reference_markdown() -> str:
