@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, cast
 from . import values
 from .settings import GcSettings, LoadSettings, WarmSettings
 
-__all__ = ["FLAGS", "Flag", "add_flags"]
+__all__ = ["FLAGS", "Flag", "add_flags", "flags_markdown"]
 
 T = TypeVar("T")
 
@@ -220,3 +220,23 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """Add the flags `command` takes (config.add_options adds them with its options)."""
     for flag in FLAGS.get(command, ()):
         flag.add_to(parser)
+
+
+def flags_markdown() -> str:
+    """The table of every command's flags, for docs/configuration.md."""
+    rows = [
+        "Flags of one command run are given on its command line only: they are neither "
+        "environment variables nor config-file keys.",
+        "",
+        "| command | flag | what |",
+        "| --- | --- | --- |",
+    ]
+    for command, flags in FLAGS.items():
+        for flag in flags:
+            usage = f"`--{flag.name}`"
+            if not flag.switch:
+                usage += f" {flag.metavar or flag.dest.upper()}"
+            if flag.default is None:
+                usage += " (required)"
+            rows.append(f"| {command} | {usage} | {flag.help_text()} |")
+    return "\n".join(rows) + "\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
 from . import values
-from .flags import add_flags
+from .flags import add_flags, flags_markdown
 from .settings import (
     CacheSettings,
     FleetSettings,
@@ -613,7 +613,8 @@ def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
 
 
 def reference_markdown() -> str:
-    """The table of every option, for docs/configuration.md (a test keeps it current)."""
+    """The table of every option, then of every command's flags, for
+    docs/configuration.md (a test keeps it current)."""
     rows = [
         "| flag | environment | config key | default | commands | what |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -632,4 +633,4 @@ def reference_markdown() -> str:
             f"| {flag} | `{option.env}` | `{option.name}` | "
             f"{f'`{default}`' if default else '-'} | {commands} | {option.help} |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n\n" + flags_markdown()
