@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["Progress", "human_bytes"]
+__all__ = ["Progress", "human_bytes", "plural"]
 
 
 def human_bytes(count: float) -> str:
@@ -15,6 +15,11 @@ def human_bytes(count: float) -> str:
             return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+def plural(number: int, noun: str) -> str:
+    """`1 blob`, `2 blobs`."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class Progress:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from registry_local.config.settings import GcSettings
 from registry_local.oci.digest import Digest
 from registry_local.retention.inventory import Inventory, Manifest
-from registry_local.retention.plan import GcOptions, plan
+from registry_local.retention.plan import plan
 
 NOW = 1_000_000.0
 OLD = NOW - 10_000  # older than the run's unused-for and grace
-OPTIONS = GcOptions(unused_for=1000, grace=100)
+OPTIONS = GcSettings(unused_for=1000, grace=100)
 
 
 def _d(name: str) -> Digest:
@@ -64,5 +65,5 @@ def test_pushed_content_and_unreadable_manifests_keep_every_blob() -> None:
     removal = plan(inv, NOW, OPTIONS)
     assert removal.manifests == [("o", _d("origin"))]
     assert removal.unreadable == [_d("broken")] and removal.blobs == []
-    everything = plan(inv, NOW, GcOptions(unused_for=1000, grace=100, include_pushed=True))
+    everything = plan(inv, NOW, GcSettings(unused_for=1000, grace=100, include_pushed=True))
     assert ("p", _d("pushed")) in everything.manifests

@@ -261,9 +261,9 @@ async def test_a_bug_is_one_line_and_its_traceback_only_on_request(tmp_path: Pat
     """A real bug (here: one planted in `sample`) is not the operator's doing:
     one line saying so; the traceback only with debug logging."""
     plant = (
-        "import sys, registry_local.cli as cli\n"
-        "def broken(dest): raise ZeroDivisionError('planted')\n"
-        "cli._sample = broken\n"
+        "import sys, registry_local.cli as cli, registry_local.commands.sample as sample\n"
+        "def broken(): raise ZeroDivisionError('planted')\n"
+        "sample.sample_image = broken\n"
         "sys.exit(cli.main(['sample', sys.argv[1]]))\n"
     )
     for level, traced in (("info", False), ("debug", True)):

@@ -1,12 +1,15 @@
 """Configuration: one table of options (options.py), read from flags, the
 environment and a YAML file (load.py) into frozen settings (settings.py), whose
-fields hold every default once. Option values as text are parsed in values.py."""
+fields hold every default once; the flags of one command run (flags.py). Option
+values as text are parsed in values.py."""
 
+from .flags import FLAGS, Flag, add_flags
 from .load import check_exposure, load, unknown_variables
 from .options import COMMANDS, OPTIONS, Command, Option, add_options, reference_markdown
 from .settings import (
     CacheSettings,
     FleetSettings,
+    GcSettings,
     LoadSettings,
     OriginSettings,
     PushSettings,
@@ -20,10 +23,13 @@ from .values import is_loopback, parse_size
 
 __all__ = [
     "COMMANDS",
+    "FLAGS",
     "OPTIONS",
     "CacheSettings",
     "Command",
+    "Flag",
     "FleetSettings",
+    "GcSettings",
     "LoadSettings",
     "Option",
     "OriginSettings",
@@ -33,6 +39,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "WarmSettings",
+    "add_flags",
     "add_options",
     "check_exposure",
     "is_loopback",

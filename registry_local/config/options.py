@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
 from . import values
+from .flags import add_flags, flags_markdown
 from .settings import (
     CacheSettings,
     FleetSettings,
@@ -568,7 +569,8 @@ OPTIONS: tuple[Setting, ...] = (
 
 
 def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
-    """Add the flags of the option groups `command` takes, plus --config."""
+    """Add the flags of the option groups `command` takes, plus --config, then
+    the flags of its own (flags.py)."""
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -607,10 +609,12 @@ def add_options(parser: argparse.ArgumentParser, command: Command) -> None:
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
+    add_flags(parser, command)
 
 
 def reference_markdown() -> str:
-    """The table of every option, for docs/configuration.md (a test keeps it current)."""
+    """The table of every option, then of every command's flags, for
+    docs/configuration.md (a test keeps it current)."""
     rows = [
         "| flag | environment | config key | default | commands | what |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -629,4 +633,4 @@ def reference_markdown() -> str:
             f"| {flag} | `{option.env}` | `{option.name}` | "
             f"{f'`{default}`' if default else '-'} | {commands} | {option.help} |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n\n" + flags_markdown()

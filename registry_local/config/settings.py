@@ -14,6 +14,7 @@ from pathlib import Path
 __all__ = [
     "CacheSettings",
     "FleetSettings",
+    "GcSettings",
     "LoadSettings",
     "OriginSettings",
     "PushSettings",
@@ -162,6 +163,16 @@ class LoadSettings:
     ramp: float = 0.0  # seconds each wave's starts are spread over
     platform: str = "linux/amd64"  # the image of a multi-platform index to pull
     layer_concurrency: int = 3  # layers a pull fetches at once: dockerd's and containerd's
+
+
+@dataclass(frozen=True)
+class GcSettings:
+    """`registry-local gc`: what to remove from the bucket."""
+
+    unused_for: float  # seconds nobody used a manifest for, before it goes
+    grace: float = 3600.0  # anything written less than this long ago stays (in flight)
+    dry_run: bool = False
+    include_pushed: bool = False  # pushed content too (no origin can fill it again)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..backing.distribution import DistributionStore
+from ..config.settings import GcSettings
 from ..errors import BackendError, RegistryLocalError
 from ..fleet.leases import Lease, Leases
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
 from .inventory import Inventory, parse_digest, read_inventory, read_references
-from .plan import GcOptions, Removal, plan
+from .plan import Removal, plan
 
 __all__ = ["GcBusy", "GcReport", "collect"]
 
@@ -73,7 +74,7 @@ async def _one_gc(store: DistributionStore, metrics: Metrics) -> AsyncIterator[L
 
 async def collect(
     store: DistributionStore,
-    options: GcOptions,
+    options: GcSettings,
     metrics: Metrics,
     say: Callable[[str], None],
 ) -> GcReport:

@@ -13,18 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config.settings import GcSettings
 from ..oci.digest import Digest
 from .inventory import Inventory, Key
 
-__all__ = ["GcOptions", "Removal", "plan"]
-
-
-@dataclass(frozen=True)
-class GcOptions:
-    unused_for: float
-    grace: float = 3600.0
-    dry_run: bool = False
-    include_pushed: bool = False
+__all__ = ["Removal", "plan"]
 
 
 @dataclass
@@ -53,7 +46,7 @@ def _last_use(inventory: Inventory, key: Key) -> float:
     )
 
 
-def _unused(inventory: Inventory, now: float, options: GcOptions) -> tuple[set[Key], set[Key]]:
+def _unused(inventory: Inventory, now: float, options: GcSettings) -> tuple[set[Key], set[Key]]:
     """(what goes, what stays) among the revision links."""
     cutoff = now - options.unused_for
     going = {
@@ -93,7 +86,7 @@ def _references(inventory: Inventory, keys: set[Key]) -> dict[str, set[Digest]]:
     return found
 
 
-def plan(inventory: Inventory, now: float, options: GcOptions) -> Removal:
+def plan(inventory: Inventory, now: float, options: GcSettings) -> Removal:
     """`now` is the store's clock."""
     settled = now - options.grace
     going, staying = _unused(inventory, now, options)
