@@ -39,6 +39,8 @@ def test_every_deploy_file_parses() -> None:
     files = sorted(p for p in DEPLOY.rglob("*") if p.is_file())
     assert files
     for path in files:
+        if "templates" in path.relative_to(DEPLOY).parts:
+            continue  # the chart's templates are YAML once helm renders them (test_helm.py)
         text = path.read_text()
         if path.suffix in (".yaml", ".yml"):
             assert list(yaml.safe_load_all(text)), path
@@ -78,7 +80,7 @@ def test_the_daemonset_is_what_a_node_needs() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     advertised = env["REGISTRY_LOCAL_ADVERTISE_URL"]["value"].replace("$(NODE_IP)", "10.1.2.3")
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "peer-token")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "peer")
     assert config["peer-token-file"].startswith(mount["mountPath"] + "/")
     with tempfile.TemporaryDirectory() as directory:
         token = Path(directory) / "token"

@@ -22,8 +22,8 @@ from .support.processes import StderrLog, free_port, require_tool, serving
 from .support.s3proxy import Fault, S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "deploy" / "grafana" / "registry-local.json"
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "helm" / "registry-local" / "files" / "registry-local.json"
+ALERTS = ROOT / "deploy" / "helm" / "registry-local" / "files" / "alerts.yml"
 
 
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -232,7 +232,7 @@ def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     for args in (
         ["check", "rules", str(ALERTS)],
-        ["test", "rules", str(ALERTS.with_name("alerts_test.yml"))],
+        ["test", "rules", str(ROOT / "deploy" / "prometheus" / "alerts_test.yml")],
     ):
         result = subprocess.run([promtool, *args], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr

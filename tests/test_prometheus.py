@@ -24,8 +24,8 @@ from .support.prometheus import as_bool, running_prometheus
 from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "deploy" / "grafana" / "registry-local.json"
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "helm" / "registry-local" / "files" / "registry-local.json"
+ALERTS = ROOT / "deploy" / "helm" / "registry-local" / "files" / "alerts.yml"
 FAN_OUT = "RegistryLocalBlobsFilledAgain"
 
 

@@ -263,3 +263,40 @@ def test_only_the_commands_that_use_an_origin_take_its_options(tmp_path: Path) -
         )
     exporter = _parser().parse_args(["export", "--config", str(config), "team/app:v1", "out"])
     assert load(exporter, {}).store.upstreams == ()
+
+
+async def test_a_registry_neither_an_origin_nor_the_buckets_is_refused_at_once(
+    start_cache: StartCache,
+    tmp_path: Path,
+    direct_store: StoreSettings,
+    s3proxy: S3Proxy,
+    bucket: str,
+    image: Image,
+) -> None:
+    """containerd's `_default` mirror names every registry with ?ns=: by default
+    (`--bucket-registries *`) any registry is looked up in the bucket, as before;
+    with the bucket's registries listed, another one is answered 404 without
+    asking S3, so that containerd goes to that registry itself."""
+    await seed(direct_store, "team/pushed", "v1", image)
+    manifest = "/v2/team/pushed/manifests/v1"
+    as_before = await start_cache(tmp_path / "default", s3_settings(s3proxy.url, bucket))
+    status, _, _ = await fetch(f"{as_before.url}{manifest}?ns=elsewhere.test")
+    assert status == 200
+
+    store = s3_settings(
+        s3proxy.url,
+        bucket,
+        upstreams=(OriginSettings("http://127.0.0.1:9", "a.test"),),
+        bucket_registries=("images.test",),
+    )
+    listed = await start_cache(tmp_path / "listed", store)
+    s3proxy.requests.clear()
+    for ns in ("elsewhere.test", "docker.io"):
+        status, _, body = await fetch(f"{listed.url}{manifest}?ns={ns}")
+        assert status == 404 and b"NAME_UNKNOWN" in body and ns.encode() in body
+        status, _, _ = await fetch(f"{listed.url}/v2/team/pushed/blobs/{image.top}?ns={ns}")
+        assert status == 404
+    assert s3proxy.requests == []  # refused before the cache was asked
+    for query in ("?ns=images.test", ""):  # the bucket's registry, and no registry named
+        status, _, _ = await fetch(f"{listed.url}{manifest}{query}")
+        assert status == 200

@@ -240,6 +240,7 @@ def _store(
         part_size=v[o.S3_PART_SIZE],
         fill_concurrency=v[o.S3_FILL_CONCURRENCY],
         upstreams=_upstreams(v, file, environ) if with_origins else (),
+        bucket_registries=v[o.BUCKET_REGISTRIES],
     )
 
 

@@ -217,6 +217,19 @@ UPSTREAM_AUTH_FILE: Option[Path | None] = Option(
     metavar="FILE",
     group="origin",
 )
+BUCKET_REGISTRIES: Option[tuple[str, ...]] = Option(
+    "bucket-registries",
+    "registries (as containerd names them with ?ns=) whose images the bucket holds "
+    "without an origin, pushed or imported, comma-separated; `*` takes every registry "
+    "no upstream matches. With containerd's `_default` mirror, list only these (or give "
+    "an empty value): a request naming any other registry no upstream matches is then "
+    "answered 404 at once, and containerd asks that registry itself",
+    values.registries,
+    lambda: StoreSettings().bucket_registries,
+    values.show_registries,
+    metavar="HOSTS",
+    group="origin",
+)
 FS_ROOT: Option[Path] = Option(
     "fs-root",
     "directory of the embedded backing store (distribution's filesystem "
@@ -532,6 +545,7 @@ OPTIONS: tuple[Setting, ...] = (
     UPSTREAM,
     UPSTREAM_CREDENTIALS,
     UPSTREAM_AUTH_FILE,
+    BUCKET_REGISTRIES,
     FS_ROOT,
     LISTEN,
     CACHE_DIR,

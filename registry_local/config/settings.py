@@ -85,6 +85,8 @@ class StoreSettings:
     part_size: int = 8 << 20  # fills of larger blobs read parts at once; 0: one stream
     fill_concurrency: int = 8  # parts of one fill read at once
     upstreams: tuple[OriginSettings, ...] = ()
+    # Registries (containerd's ?ns=) the bucket serves without an origin; `*`: all.
+    bucket_registries: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True)

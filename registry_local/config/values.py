@@ -28,9 +28,11 @@ __all__ = [
     "path",
     "positive_int",
     "positive_seconds",
+    "registries",
     "seconds",
     "show_duration",
     "show_listen",
+    "show_registries",
     "show_seconds",
     "show_size",
     "text",
@@ -212,6 +214,19 @@ def count(value: str) -> int:
     if number < 0:
         raise ValueError("must be 0 or more")
     return number
+
+
+def registries(value: str) -> tuple[str, ...]:
+    """Registry hosts, comma-separated (`*`: every one; empty: none)."""
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    for name in names:
+        if name != "*" and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", name):
+            raise ValueError(f"{name!r} is not a registry host (host or host:port)")
+    return names
+
+
+def show_registries(value: tuple[str, ...]) -> str:
+    return ",".join(value)
 
 
 def origin_url(value: str) -> str:

@@ -16,12 +16,14 @@ from ..cache.warm import Warmer
 from ..cache.wiring import Cache, open_cache
 from ..config import Settings
 from ..errors import BackendError, BackendMisconfigured, StartError, Unsupported
+from ..origin.scope import RegistryScope
 from ..telemetry.metrics import Metrics
 from . import middleware
 from .auth import Authenticator, auth_middleware
 from .handlers import blobs, manifests, referrers, uploads, warm
 from .handlers.ops import add_ops_routes
 from .inflight import InFlight
+from .scope import scope_middleware
 from .state import (
     BLOBS,
     CATALOG,
@@ -129,6 +131,9 @@ def build_app(settings: Settings) -> web.Application:
     )
     if authenticator is not None:
         middlewares.append(auth_middleware(authenticator))
+    scope = RegistryScope.of(settings.store)
+    if not scope.everything:
+        middlewares.append(scope_middleware(scope))
     app = web.Application(middlewares=middlewares)
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
