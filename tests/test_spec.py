@@ -9,14 +9,16 @@ import json
 import os
 from pathlib import Path
 
+import boto3
 import pytest
 
+from registry_local.config import OriginSettings, StoreSettings
 from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import OCI_MANIFEST
 from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import RegistryLocal, StartCache, fetch
+from .support.harness import RegistryLocal, StartCache, fetch, s3_settings, seed
 from .support.processes import run_docker_registry
 from .support.pushing import bucket_keys, error_code, push_image, send, send_seeing_all
 
@@ -158,3 +160,30 @@ async def test_tags_are_listed_in_the_specs_order(pusher: RegistryLocal) -> None
             link = headers.get("Link", "")
             url = pusher.url + link[1 : link.index(">")] if link else ""
     assert pages == every
+
+
+async def test_answers_echo_the_namespace_that_picked_the_origin(
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path, moto: str
+) -> None:
+    image = build_image([{"f": b"from the origin"}])
+    await seed(direct_store, "library/app", "v1", image)
+    origin = await start_cache(tmp_path / "origin-cache", direct_store)
+    bucket = f"test-{os.urandom(6).hex()}"
+    boto3.client("s3", endpoint_url=moto, region_name="us-east-1").create_bucket(Bucket=bucket)
+    upstream = OriginSettings(origin.url, "docker.io")
+    mirror = await start_cache(
+        tmp_path / "mirror", s3_settings(moto, bucket, upstreams=(upstream,))
+    )
+    base = f"{mirror.url}/v2/library/app"
+    layer = next(iter(image.blobs))
+    for path in ("manifests/v1", f"manifests/{image.top}", f"blobs/{layer}"):
+        for method in ("GET", "HEAD"):
+            status, headers, _ = await fetch(f"{base}/{path}?ns=docker.io", method=method)
+            assert status == 200 and headers["OCI-Namespace"] == "docker.io", (path, method)
+            assert headers["Docker-Content-Digest"].startswith("sha256:")
+    status, headers, _ = await fetch(f"{base}/manifests/nosuchtag?ns=docker.io")
+    assert status == 404 and headers["OCI-Namespace"] == "docker.io"
+    # No `ns`, or one that picks no origin: nothing to echo.
+    for query in ("", "?ns=quay.io"):
+        status, headers, _ = await fetch(f"{base}/manifests/{image.top}{query}")
+        assert status == 200 and "OCI-Namespace" not in headers

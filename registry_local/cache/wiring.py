@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..backing.distribution import DistributionStore
 from ..backing.opening import open_store
@@ -18,7 +18,7 @@ from ..fill.reading import Reading, RetryPolicy
 from ..fill.slots import FairSlots
 from ..fill.sources import PartPolicy, Sources
 from ..fleet.coordination import Fleet, open_fleet
-from ..origin.mapping import open_origin_map
+from ..origin.mapping import OriginMap, open_origin_map
 from ..retention.records import RetentionRecords
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
@@ -47,6 +47,7 @@ class Cache:
     catalog: Catalog
     fleet: str  # coordination with the other hosts: "on", "off" or why it is off
     coordination: Fleet | None = None  # the fleet, while it coordinates
+    origins: OriginMap = field(default_factory=OriginMap)  # which origin serves a name
 
 
 @contextlib.asynccontextmanager
@@ -107,6 +108,7 @@ async def open_cache(
             Catalog(store, cache.tag_ttl),
             fleet_state,
             fleet,
+            origins,
         )
         evictor.on_evict = parts.blobs.evicted
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
