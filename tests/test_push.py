@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from registry_local.config import StoreSettings
+from registry_local.layout import BucketLayout
 from registry_local.oci.digest import Digest
 from registry_local.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from registry_local.server.state import PUSHER
@@ -348,13 +349,15 @@ async def test_deletes(
 
 
 async def test_deletes_leave_no_tag_or_repository_behind_on_seaweedfs(
-    start_cache: StartCache, seaweedfs: str
+    start_cache: StartCache, seaweedfs: str, tmp_path: Path
 ) -> None:
     """SeaweedFS goes on listing a "directory" whose objects were all deleted;
     the tag list and the catalog must not (the distribution-spec conformance
-    suite's "tags list should reflect manifest deletion")."""
+    suite's "tags list should reflect manifest deletion"), ours nor those of
+    registry:2 on the same bucket, which lists tags by prefix."""
     bucket = f"test-{os.urandom(6).hex()}"
-    boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1").create_bucket(Bucket=bucket)
+    s3 = boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
     cache = await start_cache(
         store=s3_settings(seaweedfs, bucket), allow_push=True, allow_delete=True
     )
@@ -368,24 +371,38 @@ async def test_deletes_leave_no_tag_or_repository_behind_on_seaweedfs(
         status, _, _ = await send("PUT", f"{url}/v2/gone/app/manifests/{tag}", manifest, headers)
         assert status == 201
 
-    async def tags() -> tuple[int, list[str] | str]:
-        status, _, body = await fetch(f"{url}/v2/gone/app/tags/list")
+    async def tags(base: str) -> tuple[int, list[str] | str]:
+        status, _, body = await fetch(f"{base}/v2/gone/app/tags/list")
         return status, json.loads(body)["tags"] if status == 200 else error_code(body)
 
-    async def catalog() -> list[str]:
-        status, _, body = await fetch(f"{url}/v2/_catalog")
+    async def catalog(base: str) -> list[str]:
+        status, _, body = await fetch(f"{base}/v2/_catalog")
         assert status == 200
         return list(json.loads(body)["repositories"])
 
-    assert await tags() == (200, ["v1", "v2", "v3"])
-    assert await catalog() == ["gone/app", "kept"]
-    assert (await send("DELETE", f"{url}/v2/gone/app/manifests/v2"))[0] == 202
-    assert await tags() == (200, ["v1", "v3"])
-    # The last manifest, by digest: its tags go with it, then the repository.
-    assert (await send("DELETE", f"{url}/v2/gone/app/manifests/{image.top}"))[0] == 202
-    assert await tags() == (200, [])  # blob links remain: the name is still known
-    assert await catalog() == ["kept"]
-    for digest in image.blobs:
-        assert (await send("DELETE", f"{url}/v2/gone/app/blobs/{digest}"))[0] == 202
-    assert await tags() == (404, "NAME_UNKNOWN")
-    assert await catalog() == ["kept"]
+    def prefixes(under: str) -> list[str]:
+        """What a listing by delimiter shows under repositories/<under>."""
+        root = BucketLayout().repositories() + under
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=root, Delimiter="/")
+        return [p["Prefix"][len(root) :] for p in listed.get("CommonPrefixes", [])]
+
+    with run_docker_registry(tmp_path, s3_endpoint=seaweedfs, bucket=bucket) as registry2:
+        for base in (url, registry2):
+            assert await tags(base) == (200, ["v1", "v2", "v3"])
+        assert await catalog(url) == ["gone/app", "kept"]
+        assert (await send("DELETE", f"{url}/v2/gone/app/manifests/v2"))[0] == 202
+        for base in (url, registry2):
+            assert await tags(base) == (200, ["v1", "v3"]), base
+        assert prefixes("gone/app/_manifests/tags/") == ["v1/", "v3/"]
+        # The last manifest, by digest: its tags go with it, then the repository.
+        assert (await send("DELETE", f"{url}/v2/gone/app/manifests/{image.top}"))[0] == 202
+        assert await tags(url) == (200, [])  # blob links remain: the name is still known
+        assert await tags(registry2) == (404, "NAME_UNKNOWN")  # it has no tags directory
+        assert prefixes("gone/app/") == ["_layers/"]
+        assert await catalog(url) == ["kept"]
+        for digest in image.blobs:
+            assert (await send("DELETE", f"{url}/v2/gone/app/blobs/{digest}"))[0] == 202
+        for base in (url, registry2):
+            assert await tags(base) == (404, "NAME_UNKNOWN")
+            assert await catalog(base) == ["kept"]
+        assert prefixes("") == ["kept/"]
