@@ -225,10 +225,13 @@ async def test_ranges(start_cache: StartCache, images: dict[str, Image], warm: b
         assert status == 206, header
         assert headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
         assert headers["Content-Length"] == str(end - start)
+        assert headers["Docker-Content-Digest"] == str(digest)
         assert body == data[start:end]
-    status, headers, body = await fetch(url, headers={"Range": f"bytes={size}-"})
-    assert status == 416 and _error_code(body) == "RANGE_INVALID"
-    assert headers["Content-Range"] == f"bytes */{size}"
+    # Past the end, and first byte after last (invalid): nothing to send.
+    for header in (f"bytes={size}-", "bytes=500-0"):
+        status, headers, body = await fetch(url, headers={"Range": header})
+        assert status == 416 and _error_code(body) == "RANGE_INVALID", header
+        assert headers["Content-Range"] == f"bytes */{size}"
     status, _, body = await fetch(url, headers={"Range": "bytes=garbage"})
     assert status == 200 and body == data
 

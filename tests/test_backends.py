@@ -8,7 +8,7 @@ import os
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
@@ -155,6 +155,52 @@ async def test_a_child_whose_objects_are_all_deleted_is_not_listed(backend: Back
     assert await backend.list("r/") == []
     await backend.write("r/tags/c/current/link", b"1")  # a new child shows again
     assert await backend.list("r/tags/") == ["c"]
+
+
+@pytest.mark.parametrize("store", ["filesystem", "moto", "seaweedfs"])
+async def test_emptied_directories_are_removed_up_to_the_root(
+    request: pytest.FixtureRequest, tmp_path: Path, store: str
+) -> None:
+    """What a listing by delimiter shows (registry:2 lists tags so) after the
+    objects under a prefix are deleted and remove_emptied has run."""
+    backend: Backend
+    if store == "filesystem":
+        backend = FilesystemBackend(tmp_path)
+
+        def raw(prefix: str) -> list[str]:
+            return sorted(p.name for p in (tmp_path / prefix).iterdir())
+
+        await _emptied_directories_go(backend, raw)
+        return
+    endpoint = request.getfixturevalue(store)
+    bucket = f"emptied-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+
+    def listed(prefix: str) -> list[str]:
+        page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        names = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        names += [o["Key"] for o in page.get("Contents", [])]
+        return sorted(name[len(prefix) :].rstrip("/") for name in names)
+
+    settings = S3Settings(bucket=bucket, endpoint=endpoint)
+    async with S3Backend.connect(settings, scratch="own/probes/") as backend:
+        await _emptied_directories_go(backend, listed)
+
+
+async def _emptied_directories_go(backend: Backend, raw: Callable[[str], list[str]]) -> None:
+    keys = ["r/tags/a/current/link", "r/tags/a/index/x/1/link", "r/tags/b/current/link"]
+    for key in [*keys, "r/keep", "r/x/y/link"]:
+        await backend.write(key, b"1")
+    await backend.delete_tree("r/tags/a/")
+    await backend.remove_emptied("r/tags/a/", "r/")
+    assert raw("r/tags/") == ["b"]
+    await backend.delete("r/tags/b/current/link")
+    await backend.remove_emptied("r/tags/b/current/", "r/")
+    assert raw("r/") == ["keep", "x"]  # the root stays, and so does what holds an object
+    await backend.remove_emptied("r/x/", "r/")
+    assert await backend.read("r/x/y/link", 10) == b"1"
+    await backend.remove_emptied("r/gone/", "r/")  # nothing there: nothing to do
 
 
 @pytest.mark.parametrize(("store", "checks_children"), [("moto", False), ("seaweedfs", True)])

@@ -17,8 +17,8 @@ from registry_local.transfer.imagebuild import Image, build_image
 
 from .support.harness import StartCache, fetch, pull_image, s3_settings, seed
 from .support.processes import require_tool, run_cli, run_docker_registry, sealed_env
+from .support.pushing import push_image, send
 from .support.s3proxy import S3Proxy
-from .test_push import _push_image, _request
 
 EMPTY = b"{}"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
@@ -59,12 +59,12 @@ async def _push_artifact(
     base: str, name: str, data: bytes, blobs: dict[Digest, bytes]
 ) -> dict[str, str]:
     for digest, blob in blobs.items():
-        status, headers, _ = await _request("POST", f"{base}/v2/{name}/blobs/uploads/")
+        status, headers, _ = await send("POST", f"{base}/v2/{name}/blobs/uploads/")
         assert status == 202
-        status, _, _ = await _request("PUT", f"{headers['Location']}?digest={digest}", blob)
+        status, _, _ = await send("PUT", f"{headers['Location']}?digest={digest}", blob)
         assert status == 201
     digest = Digest.of(data)
-    status, headers, body = await _request(
+    status, headers, body = await send(
         "PUT", f"{base}/v2/{name}/manifests/{digest}", data, {"Content-Type": OCI_MANIFEST}
     )
     assert status == 201, body
@@ -87,7 +87,7 @@ async def test_referrers_pushed_through_one_host_are_listed_by_every_host(
 ) -> None:
     image = build_image([{"app": b"x"}], media_type=OCI_MANIFEST)
     pusher = await start_cache(allow_push=True, allow_delete=True)
-    await _push_image(pusher.url, "team/app", "v1", image)
+    await push_image(pusher.url, "team/app", "v1", image)
     signature, signature_blobs = _artifact(
         image, b"sig", artifactType=SIGNATURE, annotations={"org.example.signer": "ci"}
     )
@@ -142,7 +142,7 @@ async def test_referrers_pushed_through_one_host_are_listed_by_every_host(
     assert index["manifests"] == []
 
     # Deleting a referrer removes it from the list (on the host that deleted it).
-    status, _, _ = await _request("DELETE", f"{pusher.url}/v2/team/app/manifests/{Digest.of(sbom)}")
+    status, _, _ = await send("DELETE", f"{pusher.url}/v2/team/app/manifests/{Digest.of(sbom)}")
     assert status == 202
     index, _ = await _referrers(pusher.url, "team/app", image.top)
     assert [d["digest"] for d in index["manifests"]] == [str(Digest.of(signature))]

@@ -6,6 +6,7 @@ else still pulls through registry:2 and registry-local."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from registry_local.layout import BucketLayout, CacheLayout
 from registry_local.transfer.imagebuild import Image, build_image
 from registry_local.transfer.oci_layout import write_oci_layout
 
-from .support.harness import pull_image, seed
+from .support.harness import fetch, pull_image, seed
 from .support.processes import (
     require_tool,
     run_cli,
@@ -181,6 +182,17 @@ async def test_gc_removes_what_came_from_the_origin_and_nobody_used(
         pushed_blobs = {LAYOUT.blob_data(d) for i in (pushed, during) for d in i.blobs}
         assert _blob_keys(used) | pushed_blobs <= after  # ...and no other
         assert f"removed 1 manifest, 1 tag, 3 layer links, {len(only_unused)} blobs" in out, out
+        # registry:2 on the bucket lists what is left: SeaweedFS would go on
+        # listing the emptied directories of what gc removed.
+        status, _, body = await fetch(f"{r2}/v2/team/unused/tags/list")
+        assert status == 404, body
+        status, _, body = await fetch(f"{r2}/v2/_catalog")
+        assert "team/unused" not in json.loads(body)["repositories"], body
+        team = LAYOUT.repository("team")
+        listed = bucket.s3.list_objects_v2(Bucket=bucket.name, Prefix=team, Delimiter="/")
+        assert {p["Prefix"] for p in listed["CommonPrefixes"]} == {
+            f"{team}{name}/" for name in ("used", "pushed", "during")
+        }
 
         assert await pull_image(r2, "team/used", "v1") == _expected(used)
         for name, image in (("team/pushed", pushed), ("team/during", during)):

@@ -224,6 +224,12 @@ async def test_containerd_namespaces_and_name_prefixes_pick_the_origin() -> None
         assert origins.repo_for("ghcr.io/org/app", None) == OriginRepo(ghcr.origin, "org/app")
         assert origins.repo_for("org/app", "ghcr.io") == OriginRepo(ghcr.origin, "org/app")
         assert origins.repo_for("library/alpine", None) is None  # pushed here: the bucket alone
+        # Only a match by `?ns=` is echoed in OCI-Namespace.
+        assert origins.chosen_by_namespace("org/app", "ghcr.io")
+        assert not origins.chosen_by_namespace("ghcr.io/org/app", "quay.io")  # by name
+        assert not origins.chosen_by_namespace("org/app", "quay.io")  # none chosen
+    async with open_origin_map([OriginSettings("http://127.0.0.1:1", "*")]) as origins:
+        assert not origins.chosen_by_namespace("org/app", "docker.io")
     assert not OriginMap()
 
 

@@ -115,5 +115,14 @@ class Backend(Protocol):
         """Remove every object under a directory-like prefix ending in "/".
         Raises BackendError."""
 
+    async def remove_emptied(self, prefix: str, root: str) -> None:
+        """On a store that keeps a "directory" once its last object is gone
+        (SeaweedFS; a directory tree), remove what is left of a directory-like
+        prefix that holds no object: it, every directory under it, then its
+        parents up to `root` (kept) while they hold none either. Others list
+        such prefixes by delimiter (registry:2's tag list does). Nothing is done
+        where a prefix still holds an object, nor on a store that keeps no
+        directories (AWS S3). Raises BackendError."""
+
     async def check(self) -> None:
         """Cheap reachability probe. Raises BackendError when unreachable."""

@@ -161,18 +161,36 @@ class DistributionStore:
         await self.backend.write(self.layout.tag_current_link(name, tag), link)
 
     # -- deletes (links only, as registry:2 does; content is garbage-collected) --
+    # Each leaves no emptied "directory" behind on stores that keep them, which
+    # registry:2 would go on listing (a deleted tag in its tag list).
+
+    async def _remove(self, key: str, root: str) -> None:
+        await self.backend.delete(key)
+        await self.backend.remove_emptied(key[: key.rfind("/") + 1], root)
 
     async def unlink_blob(self, name: str, digest: Digest) -> None:
-        await self.backend.delete(self.layout.layer_link(name, digest))
+        await self._remove(self.layout.layer_link(name, digest), self.layout.repositories())
 
     async def unlink_manifest(self, name: str, digest: Digest) -> None:
-        await self.backend.delete(self.layout.revision_link(name, digest))
+        await self._remove(self.layout.revision_link(name, digest), self.layout.repositories())
 
     async def unlink_referrer(self, name: str, subject: Digest, referrer: Digest) -> None:
-        await self.backend.delete(self.layout.referrer_link(name, subject, referrer))
+        key = self.layout.referrer_link(name, subject, referrer)
+        await self._remove(key, self.layout.repositories())
 
     async def untag(self, name: str, tag: str) -> None:
-        await self.backend.delete_tree(self.layout.tag_dir(name, tag))
+        directory = self.layout.tag_dir(name, tag)
+        await self.backend.delete_tree(directory)
+        await self.backend.remove_emptied(directory, self.layout.repositories())
+
+    async def forget_tag_target(self, name: str, tag: str, digest: Digest) -> None:
+        """Remove one of the tag's history links (the digest it pointed at once)."""
+        key = self.layout.tag_index_link(name, tag, digest)
+        await self._remove(key, self.layout.repositories())
+
+    async def remove_blob(self, digest: Digest) -> None:
+        """Remove a blob's content (garbage collection only)."""
+        await self._remove(self.layout.blob_data(digest), self.layout.blobs())
 
     async def tags_of(self, name: str, digest: Digest) -> list[str]:
         """The repository's tags whose current target is the digest."""

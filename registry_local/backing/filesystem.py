@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -223,6 +224,29 @@ class FilesystemBackend:
             await asyncio.to_thread(shutil.rmtree, path, ignore_errors=False)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise BackendError("delete", prefix, exc.strerror or str(exc)) from None
+
+    async def remove_emptied(self, prefix: str, root: str) -> None:
+        top = self._path(root.rstrip("/"))
+        path = self._path(prefix.rstrip("/"))
+
+        def remove() -> None:
+            directory = path
+            while directory != top and directory.is_relative_to(top):
+                if not _empty(directory):
+                    return
+                for below, _, _ in os.walk(directory, topdown=False):
+                    try:
+                        os.rmdir(below)
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOENT, errno.ENOTEMPTY):
+                            return  # removed meanwhile, or written into: in use
+                        raise
+                directory = directory.parent
+
+        try:
+            await asyncio.to_thread(remove)
         except OSError as exc:
             raise BackendError("delete", prefix, exc.strerror or str(exc)) from None
 

@@ -576,6 +576,32 @@ class S3Backend:
                 functools.partial(self._client.delete_objects, Bucket=self._bucket, Delete=batch),
             )
 
+    async def remove_emptied(self, prefix: str, root: str) -> None:
+        # SeaweedFS removes an emptied directory on a DeleteObject of its key with
+        # the trailing slash, and only once nothing is under it, emptied
+        # directories included: so deepest first. A directory that holds an
+        # object is left as it is (by the store too, should one be written into
+        # it between the check and the delete).
+        if not await self._keeps_emptied_prefixes():
+            return
+        while prefix != root and prefix.startswith(root):
+            if await self._holds_objects(prefix):
+                return
+            for directory in reversed(await self._directories(prefix)):
+                await self.delete(directory)
+            prefix = prefix[: prefix.rstrip("/").rfind("/") + 1]
+
+    async def _directories(self, prefix: str) -> Sequence[str]:
+        """`prefix` and every directory-like prefix under it, parents first."""
+        found, level = [prefix], [prefix]
+        while level:
+            listed = await asyncio.gather(*(self._level(p) for p in level))
+            level = [
+                f"{p}{name}/" for p, (_, names) in zip(level, listed, strict=True) for name in names
+            ]
+            found += level
+        return found
+
     async def check(self) -> None:
         await self._request(
             "HeadBucket", self._bucket, lambda: self._client.head_bucket(Bucket=self._bucket)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..backing.distribution import DistributionStore
@@ -294,7 +295,7 @@ class ManifestCache:
         the tag) through to the bucket: content before the links that name it."""
         manifest = Manifest(digest, data, inspect_manifest(data))
         self._metrics.origin_fetched("manifest")
-        await self.learned(manifest, name, tag)
+        await self.learned(manifest, name, () if tag is None else (tag,))
         await self._links.learned_manifest(name, digest)
         try:
             await self._store.put_blob(digest, data)
@@ -309,11 +310,11 @@ class ManifestCache:
             write_failed(self._metrics, name, digest, exc)
         return manifest
 
-    async def learned(self, manifest: Manifest, name: str, tag: str | None) -> None:
-        """This host just stored the manifest (and tag) in the backing store."""
+    async def learned(self, manifest: Manifest, name: str, tags: Sequence[str] = ()) -> None:
+        """This host just stored the manifest (and tagged it) in the backing store."""
         await self._disk.write_manifest(manifest.digest, manifest.data)
         self._memo.put(manifest.digest, manifest)
-        if tag is not None:
+        for tag in tags:
             self._tags.put(
                 (name, tag), await self._learned.remember_tag(name, tag, manifest.digest)
             )

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from ..backing.distribution import DistributionStore
 from ..config import PushSettings
 from ..disk.store import DiskStore
 from ..disk.uploads import Uploads, UploadSession
 from ..errors import (
+    BackendError,
     BlobUnknown,
     DigestInvalid,
     ManifestBlobUnknown,
@@ -71,8 +72,8 @@ class Pusher:
 
     # -- blob uploads ------------------------------------------------------------
 
-    async def start(self, name: str) -> UploadSession:
-        return await self.uploads.create(name)
+    async def start(self, name: str, algorithm: str = "sha256") -> UploadSession:
+        return await self.uploads.create(name, algorithm)
 
     async def session(self, name: str, upload_id: str) -> UploadSession:
         return await self.uploads.get(name, upload_id)
@@ -125,7 +126,7 @@ class Pusher:
 
     async def upload_whole(self, name: str, digest: Digest, chunks: Chunks) -> None:
         """A monolithic upload: POST with ?digest= and the blob as the body."""
-        session = await self.uploads.create(name)
+        session = await self.uploads.create(name, digest.algorithm)
         try:
             await self.finish(name, session.id, digest, chunks, None)
         except BaseException:
@@ -151,10 +152,20 @@ class Pusher:
     # -- manifests ---------------------------------------------------------------
 
     async def put_manifest(
-        self, name: str, reference: Digest | str, content_type: str, data: bytes
+        self,
+        name: str,
+        reference: Digest | str,
+        content_type: str,
+        data: bytes,
+        tags: Sequence[str] = (),
     ) -> Manifest:
-        """Store and link the manifest (and tag it); a manifest with a subject is
-        linked as its referrer too (referrers.py)."""
+        """Store and link the manifest and set its tags: the reference when it is
+        a tag, and `tags` (a push by digest with `?tag=`), each valid already.
+        A manifest with a subject is linked as its referrer too (referrers.py).
+
+        A push by digest keeps the client's digest, of whatever algorithm; a
+        push by tag names the manifest by its sha256 digest, as distribution
+        does (the spec lets the digest differ then: the client named none)."""
         info = inspect_manifest(data)
         if info.media_type in (SCHEMA1, SCHEMA1_SIGNED):
             raise ManifestInvalid("schema1 manifests are not supported")
@@ -171,19 +182,37 @@ class Pusher:
         missing = await self._missing_references(name, info)
         if missing:
             raise ManifestBlobUnknown(detail={"digests": missing})
-        tag = reference if isinstance(reference, str) else None
+        named = [reference] if isinstance(reference, str) else []
+        tags = list(dict.fromkeys([*named, *tags]))
         await self._store.put_blob(digest, data)
         await self._store.link_manifest(name, digest)
         if info.subject is not None:
             await self._store.link_referrer(name, info.subject.digest, digest)
             self._referrers.forget(name, info.subject.digest)
-        if tag is not None:
-            await self._store.tag(name, tag, digest)
+        await self._tag_all(name, tags, digest)
         await self._links.learned_manifest(name, digest)
         manifest = Manifest(digest, data, info)
-        await self._manifests.learned(manifest, name, tag)
+        await self._manifests.learned(manifest, name, tags)
         self._catalog.changed()
         return manifest
+
+    async def _tag_all(self, name: str, tags: Sequence[str], digest: Digest) -> None:
+        """Point every tag at the digest, or (when the store fails part-way)
+        put those already moved back where they were: all or none."""
+        before = await asyncio.gather(*(self._store.tag_target(name, tag) for tag in tags))
+        done: list[tuple[str, Digest | None]] = []
+        try:
+            for tag, previous in zip(tags, before, strict=True):
+                done.append((tag, previous))
+                await self._store.tag(name, tag, digest)
+        except BackendError:
+            for tag, previous in reversed(done):
+                with contextlib.suppress(BackendError):
+                    if previous is None:
+                        await self._store.untag(name, tag)
+                    else:
+                        await self._store.tag(name, tag, previous)
+            raise
 
     async def _missing_references(self, name: str, info: ManifestInfo) -> list[str]:
         blobs = [d for d in info.blobs if not d.urls]  # foreign layers are not ours to have

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..backing.distribution import DistributionStore
 from ..backing.opening import open_store
@@ -19,7 +19,7 @@ from ..fill.registry import Fills
 from ..fill.slots import FairSlots
 from ..fill.sources import PartPolicy, Sizes
 from ..fleet.coordination import Fleet, open_fleet
-from ..origin.mapping import open_origin_map
+from ..origin.mapping import OriginMap, open_origin_map
 from ..retention.records import RetentionRecords
 from ..telemetry.metrics import Metrics
 from .blobs import BlobCache
@@ -50,6 +50,7 @@ class Cache:
     catalog: Catalog
     fleet: str  # coordination with the other hosts: "on", "off" or why it is off
     coordination: Fleet | None = None  # the fleet, while it coordinates
+    origins: OriginMap = field(default_factory=OriginMap)  # which origin serves a name
 
 
 @contextlib.asynccontextmanager
@@ -110,6 +111,7 @@ async def open_cache(
             Catalog(store, cache.tag_ttl),
             fleet_state,
             fleet,
+            origins,
         )
         maintenance = asyncio.create_task(evictor.run(), name="cache maintenance")
         if limit is not None:

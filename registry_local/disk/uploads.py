@@ -42,7 +42,8 @@ class UploadSession:
     name: str
     directory: Path
     size: int = 0
-    hasher: _Hash | None = None  # sha256 over bytes [0, size), while in memory
+    hasher: _Hash | None = None  # over bytes [0, size), while in memory
+    algorithm: str = "sha256"  # the hasher's: the client's `digest-algorithm`
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -59,7 +60,9 @@ class Uploads:
         self._open: dict[str, UploadSession] = {}
         layout.uploads_dir.mkdir(parents=True, exist_ok=True)
 
-    async def create(self, name: str) -> UploadSession:
+    async def create(self, name: str, algorithm: str = "sha256") -> UploadSession:
+        """A new session, hashing what arrives with `algorithm` (one of
+        oci.digest.ALGORITHMS) as the blob's digest is expected to be."""
         upload_id = str(uuid.uuid4())
         directory = self._layout.upload_dir(upload_id)
 
@@ -70,7 +73,8 @@ class Uploads:
             (directory / "info.json").write_text(json.dumps(info))
 
         await asyncio.to_thread(make)
-        session = UploadSession(upload_id, name, directory, 0, hashlib.sha256())
+        hasher = hashlib.new(algorithm)
+        session = UploadSession(upload_id, name, directory, 0, hasher, algorithm)
         self._open[upload_id] = session
         return session
 
@@ -131,8 +135,8 @@ class Uploads:
 
     async def digest(self, session: UploadSession, algorithm: str) -> Digest:
         """The digest of everything uploaded, hashing the file if memory lost it."""
-        if session.hasher is not None and algorithm == "sha256":
-            return Digest("sha256", session.hasher.copy().hexdigest())
+        if session.hasher is not None and algorithm == session.algorithm:
+            return Digest(algorithm, session.hasher.copy().hexdigest())
         return await asyncio.to_thread(_hash_file, session.data, algorithm)
 
     async def remove(self, session: UploadSession) -> None:

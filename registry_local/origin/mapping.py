@@ -49,13 +49,25 @@ class OriginMap:
 
     def repo_for(self, name: str, namespace: str | None) -> OriginRepo | None:
         """The origin that serves a repository, or None (the bucket alone does)."""
+        chosen = self._choose(name, namespace)
+        return None if chosen is None else chosen[0]
+
+    def chosen_by_namespace(self, name: str, namespace: str | None) -> bool:
+        """Whether containerd's `?ns=` is what picked the repository's origin
+        (a mapping of `*`, or one matched by the name's first part, ignores it):
+        then answers echo it in `OCI-Namespace`, as the spec asks of a proxy."""
+        chosen = self._choose(name, namespace)
+        return chosen is not None and chosen[1]
+
+    def _choose(self, name: str, namespace: str | None) -> tuple[OriginRepo, bool] | None:
+        """The first mapping that matches, and whether `namespace` made it match."""
         for origin in self._origins:
             match = origin.settings.match
             if match == "*" or match == namespace:
-                return OriginRepo(origin, name)
+                return OriginRepo(origin, name), match != "*"
             first, sep, rest = name.partition("/")
             if sep and first == match:
-                return OriginRepo(origin, rest)
+                return OriginRepo(origin, rest), False
         return None
 
 

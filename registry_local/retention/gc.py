@@ -107,7 +107,7 @@ async def _remove(
         await store.untag(name, tag)
         say(f"untagged {name}:{tag}")
     for name, tag, digest in removal.tag_links:
-        await backend.delete(layout.tag_index_link(name, tag, digest))
+        await store.forget_tag_target(name, tag, digest)
     for n, (name, digest) in enumerate(removal.manifests, 1):
         await store.unlink_manifest(name, digest)
         for subject in _subjects_of(digest, inventory):
@@ -161,7 +161,7 @@ async def _remove_blobs(
             if digest in linked or await store.backend.modified(key) != first.get(digest):
                 kept.append(digest)
                 return
-            await store.backend.delete(key)
+            await store.remove_blob(digest)
             done += 1
             if done % 100 == 0 or done + len(kept) == len(removal.blobs):
                 say(f"removed {done}/{len(removal.blobs)} blobs")

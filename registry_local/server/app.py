@@ -32,6 +32,7 @@ from .state import (
     MAIN_APP,
     MANIFESTS,
     METRICS,
+    ORIGINS,
     PREFETCHER,
     PUSHER,
     READINESS,
@@ -81,6 +82,7 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[MANIFESTS] = cache.manifests
             app[REFERRERS] = cache.referrers
             app[CATALOG] = cache.catalog
+            app[ORIGINS] = cache.origins
             if cache.coordination is not None:
                 app[FLEET] = cache.coordination
             app[READINESS] = Readiness(

@@ -27,7 +27,7 @@ from ..telemetry.requestlog import (
     request_id,
     traced,
 )
-from .state import INFLIGHT, METRICS
+from .state import INFLIGHT, METRICS, ORIGINS
 
 __all__ = [
     "API_VERSION_HEADERS",
@@ -208,8 +208,14 @@ def _log_request(
 
 async def add_api_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every answer names the API version, as distribution's
-    do, and its request id; the trace notes the status the client is sent."""
+    do, and its request id; the trace notes the status the client is sent. An
+    answer for a repository whose origin `?ns=` picked echoes it in
+    `OCI-Namespace` (the spec's Registry Proxying section), errors too."""
     response.headers.update(API_VERSION_HEADERS)
+    namespace, name = request.query.get("ns"), request.match_info.get("name")
+    origins = request.app.get(ORIGINS)
+    if namespace and name and origins and origins.chosen_by_namespace(name, namespace):
+        response.headers["OCI-Namespace"] = namespace
     trace = current()
     if trace is not None:
         response.headers["X-Request-Id"] = trace.request_id

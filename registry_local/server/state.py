@@ -13,6 +13,7 @@ from ..cache.push import Pusher
 from ..cache.referrers import Referrers
 from ..cache.warm import Warmer
 from ..fleet.coordination import Fleet
+from ..origin.mapping import OriginMap
 from ..telemetry.metrics import Metrics
 from .inflight import InFlight
 
@@ -24,6 +25,7 @@ __all__ = [
     "MAIN_APP",
     "MANIFESTS",
     "METRICS",
+    "ORIGINS",
     "PREFETCHER",
     "PUSHER",
     "READINESS",
@@ -44,3 +46,4 @@ INFLIGHT = web.AppKey("in_flight", InFlight)
 REFERRERS = web.AppKey("referrers", Referrers)
 CATALOG = web.AppKey("catalog", Catalog)
 FLEET = web.AppKey("fleet", Fleet)
+ORIGINS = web.AppKey("origins", OriginMap)

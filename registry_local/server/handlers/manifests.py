@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ...cache.manifests import Manifest, ManifestCache
 from ...errors import (
@@ -19,17 +20,22 @@ from ...oci.mediatypes import (
     accepts_manifest_lists,
     parse_accept,
 )
-from ...oci.reference import parse_name, parse_reference
+from ...oci.reference import parse_name, parse_reference, parse_tag
 from ..state import CATALOG, MANIFESTS, PREFETCHER, PUSHER
 from .paging import DEFAULT_PAGE, page
 
 __all__ = [
+    "MAX_TAGS_PER_PUSH",
     "catalog",
     "delete_manifest",
     "get_manifest",
     "list_tags",
     "put_manifest",
 ]
+
+# Tags one push by digest may set with `?tag=` (the spec asks for at least 10;
+# past this, 414 as it allows).
+MAX_TAGS_PER_PUSH = 100
 
 
 async def _select(
@@ -89,20 +95,39 @@ async def _read_manifest_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
+def _tag_params(request: web.Request) -> list[str]:
+    """The `?tag=` parameters of a manifest push, each valid, without repeats."""
+    tags = list(dict.fromkeys(request.query.getall("tag", ())))
+    if len(tags) > MAX_TAGS_PER_PUSH:
+        raise TagInvalid(
+            f"{len(tags)} tags in one push; at most {MAX_TAGS_PER_PUSH}",
+            detail={"tags": len(tags), "limit": MAX_TAGS_PER_PUSH},
+            status=414,
+        )
+    return [parse_tag(tag) for tag in tags]
+
+
 async def put_manifest(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     reference = parse_reference(request.match_info["reference"])
+    tags = _tag_params(request)  # all checked before the body is read or anything stored
     data = await _read_manifest_body(request)
     manifest = await request.app[PUSHER].put_manifest(
-        name, reference, request.headers.get("Content-Type", ""), data
+        name, reference, request.headers.get("Content-Type", ""), data, tags
     )
     digest = manifest.digest
-    headers = {
-        "Location": str(request.url.with_path(f"/v2/{name}/manifests/{digest}").with_query(None)),
-        "Docker-Content-Digest": str(digest),
-    }
+    headers = CIMultiDict(
+        {
+            "Location": str(
+                request.url.with_path(f"/v2/{name}/manifests/{digest}").with_query(None)
+            ),
+            "Docker-Content-Digest": str(digest),
+        }
+    )
     if manifest.info.subject is not None:  # OCI 1.1: we keep its referrers
         headers["OCI-Subject"] = str(manifest.info.subject.digest)
+    for tag in tags:  # one header per tag set (the spec allows a list in one, too)
+        headers.add("OCI-Tag", tag)
     return web.Response(status=201, headers=headers)
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from ...cache.push import UploadSession
 from ...errors import DigestInvalid
 from ...oci.byterange import parse_content_range, upload_range
-from ...oci.digest import Digest
+from ...oci.digest import ALGORITHMS, Digest
 from ...oci.reference import parse_name
 from ..state import PUSHER
 
@@ -54,20 +54,35 @@ def _digest_param(request: web.Request) -> Digest:
     return Digest.parse(value)
 
 
+def _algorithm_param(request: web.Request) -> str:
+    """The `digest-algorithm` a session hashes with (the spec's end-4c): sha256
+    unless the client names another we know."""
+    algorithm = request.query.get("digest-algorithm", "sha256")
+    if algorithm not in ALGORITHMS:
+        raise DigestInvalid(
+            "unsupported digest algorithm",
+            detail={"digest-algorithm": algorithm[:100], "supported": sorted(ALGORITHMS)},
+        )
+    return algorithm
+
+
 async def start_upload(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
     pusher = request.app[PUSHER]
+    algorithm = _algorithm_param(request)
     mount, source = request.query.get("mount"), request.query.get("from")
     if mount:
         digest = Digest.parse(mount)
         if await pusher.mount(name, digest, parse_name(source) if source else None):
             return _created(request, name, digest)
-        # Not linked there: the client gets an ordinary session, as the spec says.
+        # Not linked there: the client gets an ordinary session, as the spec says,
+        # hashing as the blob it named is hashed unless it asked otherwise.
+        algorithm = request.query.get("digest-algorithm", digest.algorithm)
     elif "digest" in request.query:
         digest = _digest_param(request)
         await pusher.upload_whole(name, digest, _chunks(request))
         return _created(request, name, digest)
-    return _in_progress(request, await pusher.start(name), 202)
+    return _in_progress(request, await pusher.start(name, algorithm), 202)
 
 
 async def patch_upload(request: web.Request) -> web.Response:
