@@ -5,7 +5,8 @@ that the bucket does not have is fetched from an origin registry, once per host
 (the same single-flight fill, streamed to every joiner), verified, and written
 through to the bucket in distribution's layout, links included, so other hosts
 and `registry:2` find it there. This module only routes: the caches
-(blobs.py, manifests.py) do the fetching and writing.
+(cache/sources.py decides where a blob comes from; cache/manifests.py fetches
+manifests and tags) do the fetching and writing.
 
 A mapping matches a request when its `match` is `*`, equals the registry host
 containerd names with `?ns=` (e.g. `docker.io`), or is the first component of

@@ -1,6 +1,6 @@
 """The peer listener: fills in progress and their staged parts, by digest, for the other hosts.
 
-With --peer-listen, the host that holds a blob's lease (fleet/blobs.py) serves
+With --peer-listen, the host that holds a blob's lease (fleet/blob.py) serves
 the hosts following it on a listener of its own, never the engines' port, by
 digest only: it starts nothing and knows no repositories.
 
