@@ -106,7 +106,7 @@ async def test_skopeo_pushes_and_registry2_serves_it_byte_identical(
     assert s3proxy.blob_gets() == {}
 
     # registry:2 on the same bucket serves exactly the same bytes.
-    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         await asyncio.to_thread(
             skopeo,
             tmp_path,

@@ -137,7 +137,7 @@ async def open_bench(tmp: Path, seaweedfs: str, image: Image) -> AsyncIterator[B
     boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1").create_bucket(Bucket=bucket)
     token_file = tmp / "peer-token"
     token_file.write_text(TOKEN + "\n")
-    with run_docker_registry(tmp, fs_root=root) as url:
+    async with run_docker_registry(tmp, fs_root=root) as url:
         origin = await S3Proxy(url).start()
         bucket_proxy = await S3Proxy(seaweedfs).start()
         try:
