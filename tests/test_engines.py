@@ -66,10 +66,14 @@ def _image(name: str) -> Image:
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
-async def setup(
-    request: pytest.FixtureRequest, start_cache: StartCache, tmp_path: Path
-) -> AsyncIterator[Setup]:
-    endpoint = request.getfixturevalue(request.param)
+def endpoint(request: pytest.FixtureRequest) -> str:
+    """The S3 server's endpoint. A sync fixture: the session's S3 server may
+    start here, which blocks, so not on the event loop."""
+    return str(request.getfixturevalue(request.param))
+
+
+@pytest.fixture
+async def setup(endpoint: str, start_cache: StartCache, tmp_path: Path) -> AsyncIterator[Setup]:
     bucket = f"engines-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     name = f"app-{uuid.uuid4().hex[:6]}"
