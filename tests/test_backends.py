@@ -33,11 +33,17 @@ from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 
 @pytest.fixture(params=["filesystem", "moto", "seaweedfs"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "filesystem":
+def endpoint(request: pytest.FixtureRequest) -> str | None:
+    """The S3 server's endpoint (None for the directory store). A sync fixture:
+    the session's S3 server may start here, which blocks, so not on the loop."""
+    return None if request.param == "filesystem" else str(request.getfixturevalue(request.param))
+
+
+@pytest.fixture
+async def backend(endpoint: str | None, tmp_path: Path) -> AsyncIterator[Backend]:
+    if endpoint is None:
         yield FilesystemBackend(tmp_path / "store")
         return
-    endpoint = request.getfixturevalue(request.param)
     bucket = f"conformance-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     async with S3Backend.connect(S3Settings(bucket=bucket, endpoint=endpoint)) as s3:
@@ -157,14 +163,13 @@ async def test_a_child_whose_objects_are_all_deleted_is_not_listed(backend: Back
     assert await backend.list("r/tags/") == ["c"]
 
 
-@pytest.mark.parametrize("store", ["filesystem", "moto", "seaweedfs"])
 async def test_emptied_directories_are_removed_up_to_the_root(
-    request: pytest.FixtureRequest, tmp_path: Path, store: str
+    endpoint: str | None, tmp_path: Path
 ) -> None:
     """What a listing by delimiter shows (registry:2 lists tags so) after the
     objects under a prefix are deleted and remove_emptied has run."""
     backend: Backend
-    if store == "filesystem":
+    if endpoint is None:
         backend = FilesystemBackend(tmp_path)
 
         def raw(prefix: str) -> list[str]:
@@ -172,7 +177,6 @@ async def test_emptied_directories_are_removed_up_to_the_root(
 
         await _emptied_directories_go(backend, raw)
         return
-    endpoint = request.getfixturevalue(store)
     bucket = f"emptied-{uuid.uuid4().hex[:12]}"
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
@@ -203,13 +207,16 @@ async def _emptied_directories_go(backend: Backend, raw: Callable[[str], list[st
     await backend.remove_emptied("r/gone/", "r/")  # nothing there: nothing to do
 
 
-@pytest.mark.parametrize(("store", "checks_children"), [("moto", False), ("seaweedfs", True)])
+@pytest.mark.parametrize(
+    ("endpoint", "checks_children"),
+    [("moto", False), ("seaweedfs", True)],
+    indirect=["endpoint"],
+)
 async def test_children_are_checked_only_where_the_store_lists_emptied_prefixes(
-    request: pytest.FixtureRequest, store: str, checks_children: bool
+    endpoint: str, checks_children: bool
 ) -> None:
     """One probe per backend finds out how the store lists; moto (like AWS S3)
     then costs one LIST per listing, SeaweedFS one more per child."""
-    endpoint = request.getfixturevalue(store)
     bucket = f"probe-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     metrics = Metrics()
@@ -256,8 +263,24 @@ async def test_a_dated_walk_gives_each_key_its_time_from_the_listing(backend: Ba
     assert await backend.walk_dated("absent/") == []
 
 
-async def test_check_passes(backend: Backend) -> None:
-    await backend.check()
+async def test_check_passes_where_the_store_is_and_fails_where_it_is_not(
+    endpoint: str | None, tmp_path: Path
+) -> None:
+    if endpoint is None:
+        await FilesystemBackend(tmp_path / "store").check()
+        assert (tmp_path / "store").is_dir()  # made on the first check
+        (tmp_path / "plain").write_bytes(b"")
+        with pytest.raises(BackendError):  # a root under a plain file cannot be
+            await FilesystemBackend(tmp_path / "plain" / "store").check()
+        return
+    bucket = f"check-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    async with S3Backend.connect(S3Settings(bucket=bucket, endpoint=endpoint)) as s3:
+        await s3.check()
+    absent = S3Settings(bucket=f"absent-{uuid.uuid4().hex[:12]}", endpoint=endpoint)
+    async with S3Backend.connect(absent) as s3:
+        with pytest.raises(BackendError):
+            await s3.check()
 
 
 async def test_unreachable_s3_is_unavailable() -> None:

@@ -75,7 +75,7 @@ async def test_an_image_pushed_by_registry2_is_served_byte_identical(
 ) -> None:
     image = _multi_layer_index()
     write_oci_layout(tmp_path / "src", image, "v1")
-    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         await _push_layout(tmp_path, registry2, "team/app:v1")
     cache = await start_cache()
     rl = cache.url.removeprefix("http://")
@@ -105,7 +105,7 @@ async def test_an_image_we_write_is_served_by_registry2(
 ) -> None:
     image = _multi_layer_index()
     await seed(s3_settings(moto, bucket), "team/app", "v1", image)
-    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         await _skopeo(
             tmp_path,
             "copy",
@@ -126,7 +126,7 @@ async def test_we_write_the_same_objects_as_registry2(tmp_path: Path, moto: str)
     theirs, ours = "compat-theirs", "compat-ours"
     for name in (theirs, ours):
         s3.create_bucket(Bucket=name)
-    with run_docker_registry(
+    async with run_docker_registry(
         tmp_path, s3_endpoint=moto, bucket=theirs, prefix="/fleet/registry"
     ) as registry2:
         await _push_layout(tmp_path, registry2, "team/app:v1")
@@ -146,7 +146,7 @@ async def test_registry2_filesystem_layout_is_the_embedded_store(
     image = build_image([{"f": b"filesystem driver"}], media_type=OCI_MANIFEST)
     write_oci_layout(tmp_path / "src", image, "v1")
     root = tmp_path / "fsroot"
-    with run_docker_registry(tmp_path, fs_root=root) as registry2:
+    async with run_docker_registry(tmp_path, fs_root=root) as registry2:
         await _skopeo(
             tmp_path,
             "copy",

@@ -121,7 +121,7 @@ async def test_an_identity_token_is_exchanged_at_the_token_realm(
     sent to the realm as a refresh token (POST), never as a password."""
     root = tmp_path / "origin"
     await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
-    with run_docker_registry(tmp_path, fs_root=root) as registry:
+    async with run_docker_registry(tmp_path, fs_root=root) as registry:
         gate = await TokenGate(registry, USER, PASSWORD, refresh_token="refresh-me").start()
         try:
             entry = {"identitytoken": "refresh-me"}

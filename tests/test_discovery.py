@@ -223,7 +223,7 @@ async def test_an_origin_without_the_api_is_asked_for_the_referrers_tag(
     await seed(
         StoreSettings(s3=None, fs_root=root), "team/app", f"sha256-{image.top.hex}", fallback
     )
-    with run_docker_registry(tmp_path, fs_root=root) as registry:
+    async with run_docker_registry(tmp_path, fs_root=root) as registry:
         proxy = await S3Proxy(registry).start()
         try:
             upstream = OriginSettings(proxy.url, "*")
@@ -332,7 +332,7 @@ async def test_registry2_reads_a_store_with_referrer_links(
     signature, blobs = _artifact(image, b"sig", artifactType=SIGNATURE)
     await _push_artifact(pusher.url, "team/app", signature, blobs)
     assert (tmp_path / "store" / BucketLayout().referrers_dir("team/app", image.top)).is_dir()
-    with run_docker_registry(tmp_path, fs_root=tmp_path / "store") as registry:
+    async with run_docker_registry(tmp_path, fs_root=tmp_path / "store") as registry:
         status, _, body = await fetch(f"{registry}/v2/_catalog")
         assert status == 200 and json.loads(body)["repositories"] == ["team/app"]
         status, _, body = await fetch(f"{registry}/v2/team/app/tags/list")

@@ -30,7 +30,7 @@ from .support.engines import (
     run_dockerd,
 )
 from .support.harness import RegistryLocal, StartCache, pull_image, s3_settings, seed
-from .support.processes import require_tool, sealed_env
+from .support.processes import in_thread, require_tool, sealed_env
 from .support.s3proxy import S3Proxy
 
 
@@ -66,10 +66,14 @@ def _image(name: str) -> Image:
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
-async def setup(
-    request: pytest.FixtureRequest, start_cache: StartCache, tmp_path: Path
-) -> AsyncIterator[Setup]:
-    endpoint = request.getfixturevalue(request.param)
+def endpoint(request: pytest.FixtureRequest) -> str:
+    """The S3 server's endpoint. A sync fixture: the session's S3 server may
+    start here, which blocks, so not on the event loop."""
+    return str(request.getfixturevalue(request.param))
+
+
+@pytest.fixture
+async def setup(endpoint: str, start_cache: StartCache, tmp_path: Path) -> AsyncIterator[Setup]:
     bucket = f"engines-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     name = f"app-{uuid.uuid4().hex[:6]}"
@@ -89,20 +93,19 @@ def _each_blob_read_once(setup: Setup) -> None:
 
 
 async def test_dockerd_pulls_a_hub_name_through_its_mirror(setup: Setup, tmp_path: Path) -> None:
-    with run_dockerd(setup.mirror, tmp_path) as docker:
+    async with in_thread(run_dockerd(setup.mirror, tmp_path)) as docker:
         await asyncio.to_thread(docker, "pull", f"{setup.name}:v1")
-        arch = (
-            docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", f"{setup.name}:v1")
-            .stdout.decode()
-            .strip()
-        )
-        assert arch == "linux/amd64"
-        container = docker("create", f"{setup.name}:v1").stdout.decode().strip()
-        extracted = docker("cp", f"{container}:/hello.txt", "-").stdout  # a tar stream
+        inspect = "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}"
+        arch = (await asyncio.to_thread(docker, *inspect, f"{setup.name}:v1")).stdout
+        assert arch.decode().strip() == "linux/amd64"
+        created = await asyncio.to_thread(docker, "create", f"{setup.name}:v1")
+        container = created.stdout.decode().strip()
+        # `docker cp` writes a tar stream
+        extracted = (await asyncio.to_thread(docker, "cp", f"{container}:/hello.txt", "-")).stdout
         assert f"hello from {setup.name} on linux/amd64".encode() in extracted
         # A real `docker save`, imported back, pulls with every digest checked.
         archive = tmp_path / "saved.tar"
-        docker("save", "-o", str(archive), f"{setup.name}:v1")
+        await asyncio.to_thread(docker, "save", "-o", str(archive), f"{setup.name}:v1")
     _each_blob_read_once(setup)
     async with open_store(s3_settings(setup.endpoint, setup.bucket)) as store:
         await import_image(store, archive, "saved/app", "v1", None)
@@ -113,7 +116,7 @@ async def test_dockerd_pulls_a_hub_name_through_its_mirror(setup: Setup, tmp_pat
 
 async def test_containerd_pulls_through_hosts_toml(setup: Setup, tmp_path: Path) -> None:
     ctr = require_tool("ctr")
-    with run_containerd(setup.mirror, tmp_path) as (socket, hosts):
+    async with in_thread(run_containerd(setup.mirror, tmp_path)) as (socket, hosts):
         result = await asyncio.to_thread(
             subprocess.run,
             [

@@ -210,8 +210,31 @@ async def test_concurrent_blob_reads_from_s3_are_bounded(
     assert results == [(200, image.blobs[layer]) for image, layer in images]
 
 
+class _QueueWatch(Metrics):
+    """Metrics that let a test await the slot queue reaching a length: a waiter
+    is queued exactly when FairSlots reports it among `s3_slot_waiters`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self._changed = asyncio.Event()
+
+    def s3_slots(self, held: int, waiting: int) -> None:
+        super().s3_slots(held, waiting)
+        self.waiting = waiting
+        self._changed.set()
+
+    async def queued(self, count: int) -> None:
+        """Return once `count` readers wait for a slot."""
+        async with asyncio.timeout(BOUND):
+            while self.waiting < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
 async def test_slots_are_served_first_come_first_served() -> None:
-    slots = FairSlots(1, Metrics())
+    metrics = _QueueWatch()
+    slots = FairSlots(1, metrics)
     order: list[int] = []
     holder = slots.slot()
     await holder.__aenter__()
@@ -223,7 +246,7 @@ async def test_slots_are_served_first_come_first_served() -> None:
     waiters = []
     for number in range(5):
         waiters.append(asyncio.create_task(wait_turn(number)))
-        await asyncio.sleep(0)  # let it queue before the next one
+        await metrics.queued(number + 1)  # it is in the queue before the next one starts
     waiters[2].cancel()  # one gives up while waiting
     await holder.__aexit__(None, None, None)
     await asyncio.gather(*waiters, return_exceptions=True)
@@ -232,7 +255,8 @@ async def test_slots_are_served_first_come_first_served() -> None:
 
 async def test_slots_go_to_owners_in_turn() -> None:
     """A fill reading many parts at once cannot crowd out the fill queued after it."""
-    slots = FairSlots(1, Metrics())
+    metrics = _QueueWatch()
+    slots = FairSlots(1, metrics)
     order: list[str] = []
     holder = slots.slot()
     await holder.__aenter__()
@@ -245,7 +269,7 @@ async def test_slots_go_to_owners_in_turn() -> None:
     for owner, count in (("a", 4), ("b", 2), ("c", 1)):
         for number in range(count):
             waiters.append(asyncio.create_task(wait_turn(owner, number)))
-            await asyncio.sleep(0)  # let it queue before the next one
+            await metrics.queued(len(waiters))  # queued before the next one starts
     await holder.__aexit__(None, None, None)
     await asyncio.gather(*waiters)
     assert order == ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]

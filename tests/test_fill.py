@@ -66,7 +66,7 @@ async def test_storm_of_25_cold_clients_reads_every_object_once(
 ) -> None:
     image, _ = _layer_image(LAYER, os.urandom(300 * KIB), b"small")
     await seed(direct_store, "library/app", "v1", image)
-    cache = await start_cache(prefetch=False)  # exact counts of client fills and joins
+    cache = await start_cache(prefetch=False)  # only clients start fills
 
     pulls = await _wait(
         asyncio.gather(*(pull_image(cache.url, "library/app", "v1") for _ in range(25)))
@@ -78,8 +78,15 @@ async def test_storm_of_25_cold_clients_reads_every_object_once(
     assert len(s3proxy.blob_gets()) == len(expected)
     assert set(gets.values()) == {1}, gets.most_common(3)  # links and tag too: once each
     metrics = cache.metrics
-    assert metrics.sample("fills_started") == len(image.blobs)
-    assert metrics.sample("fill_joins") == 24 * len(image.blobs)
+    blobs = len(image.blobs)
+    fills, joins = metrics.sample("fills_started"), metrics.sample("fill_joins")
+    hits = metrics.sample("cache_requests", kind="blob", result="hit")
+    assert fills == blobs  # single flight: one fill per blob, however many asked
+    # Whether a later request joined the fill or found the blob committed is up
+    # to timing; the starter of each fill never joins, and every request was
+    # answered by one of the three.
+    assert joins <= 24 * blobs, joins
+    assert fills + joins + hits >= 25 * blobs, (fills, joins, hits)
 
 
 async def test_joiners_get_bytes_while_the_fill_is_still_running(
@@ -154,19 +161,32 @@ async def test_corrupt_bytes_are_never_committed_or_served_whole(
     await seed(direct_store, "app", "v1", image)
     good = image.blobs[layer]
     key = blob_key(layer)
+    # The first read is held before the bad byte until all five clients follow it.
+    gate = Fault(key_endswith(key), times=1, gate_at=128 * KIB)
     if where == "in the bucket":
         bad = bytearray(good)
         bad[len(bad) // 2] ^= 1
         boto3.client("s3", endpoint_url=moto).put_object(Bucket=bucket, Key=key, Body=bytes(bad))
     else:
-        s3proxy.add(Fault(key_endswith(key), times=1, corrupt_at=len(good) // 2))
+        gate.corrupt_at = len(good) // 2
+    s3proxy.add(gate)
     cache = await start_cache()
     url = f"{cache.url}/v2/app/blobs/{layer}"
+    first_bytes = [asyncio.Event() for _ in range(5)]
 
-    results = await _wait(asyncio.gather(*(_get_body(url) for _ in range(5))))
-    for status, body in results:
-        # Either refused before the headers, or cut short: never all the bytes.
-        assert status == 503 or isinstance(body, Exception), (status, type(body))
+    async def client(seen: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200
+            assert await response.content.readany()
+            seen.set()
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()  # cut short: never all the bytes
+
+    clients = [asyncio.create_task(client(seen)) for seen in first_bytes]
+    await _wait(asyncio.gather(*(seen.wait() for seen in first_bytes)))
+    assert s3proxy.count("GET", key) == 1  # all five follow the one fill, held at the gate
+    gate.gate.set()
+    await _wait(asyncio.gather(*clients))
     assert not cache.blob_path(layer).exists()
     assert list((cache.settings.cache.directory / "tmp").iterdir()) == []
     assert cache.metrics.sample("fills_finished", outcome="digest_mismatch") == 1
@@ -215,8 +235,12 @@ async def test_a_stalled_body_is_retried_after_the_read_timeout(
     status, body = await _wait(_get_body(f"{cache.url}/v2/app/blobs/{layer}"))
 
     assert status == 200 and body == image.blobs[layer]
-    assert s3proxy.count("GET", key) == 2
-    assert cache.metrics.sample("fill_retries") == 1
+    # At least the stalled read timed out and was resumed; a loaded machine may
+    # time out another read, so the counts are bounds, not exact.
+    reads = [r for r in s3proxy.requests if r.method == "GET" and r.key.endswith(key)]
+    assert len(reads) >= 2
+    assert any(r.span[0] > 0 for r in reads[1:])  # resumed, not read again from zero
+    assert cache.metrics.sample("fill_retries") >= 1
 
 
 async def test_an_s3_that_keeps_failing_releases_every_waiter(
@@ -327,7 +351,9 @@ async def test_a_range_gets_bytes_as_held_and_a_fill_that_then_fails_is_discarde
             assert response.status == 206 and await response.read() == data[:1000]
     assert cache.metrics.sample("fills_finished", outcome="digest_mismatch") == 1
     assert cache.metrics.sample("range_bytes_discarded") == 1000
-    assert cache.metrics.sample("range_bytes_unverified") >= 2000
+    # The corrupt range surely went out unverified; the second may find its
+    # fill already committed (then its bytes were verified), as timing decides.
+    assert 1000 <= cache.metrics.sample("range_bytes_unverified") <= 2000
     failed = [r for r in caplog.records if getattr(r, "outcome", None) == "digest_mismatch"]
     assert failed and failed[0].__dict__["range_bytes_served"] == 1000
 

@@ -39,10 +39,19 @@ def _layer(bench: Bench) -> str:
 
 
 async def test_a_storm_on_every_host_reads_each_blob_from_the_origin_once(bench: Bench) -> None:
+    layer = _layer(bench)
+    # The layer's one origin read is held mid-body until a follower on another
+    # host streams from its holder: that they do so is then not left to timing.
+    gate = bench.origin.add(Fault(key_endswith(f"blobs/{layer}"), times=1, gate_at=256 << 10))
     async with hosts(bench, 4) as fleet:
-        pulls = await asyncio.gather(
+        storm = asyncio.gather(
             *(pull_image(host.url, "team/app", "v1") for host in fleet for _ in range(5))
         )
+        received = "registry_local_peer_bytes_total"
+        await until(lambda: metric_sum(fleet, received, direction="received"), 1)
+        assert gate.reached.is_set() and not gate.gate.is_set()
+        gate.gate.set()
+        pulls = await storm
         assert all(pull == bench.expected() for pull in pulls)
         await bench.settled()
         served = await metric_sum(fleet, "registry_local_peer_bytes_total", direction="served")
@@ -54,7 +63,7 @@ async def test_a_storm_on_every_host_reads_each_blob_from_the_origin_once(bench:
     puts = bench.bucket_writes()
     assert puts and max(puts.values()) == 1, puts  # every object written once
     assert taken >= len(bench.image.blobs)
-    assert served > 0  # followers streamed from the holder while it filled
+    assert served > 0  # a follower streamed from the holder while it filled
 
 
 async def test_a_holder_killed_mid_fill_leaves_every_other_host_whole(bench: Bench) -> None:
@@ -114,8 +123,10 @@ async def test_a_lease_left_by_a_dead_host_is_taken_over_after_its_time_to_live(
     async with hosts(bench, 1) as (host,):
         assert await pull_image(host.url, "team/app", "v1") == bench.expected()
         leases = "registry_local_fleet_leases_total"
-        assert await metric(host.url, leases, event="taken_over") == 1
-        assert await metric(host.url, "registry_local_fleet_bucket_fallbacks_total") == 1
+        assert await metric(host.url, leases, event="taken_over") == 1  # one lease, one host
+        # Whether it gave up on the dead holder before the lease ran out, or
+        # found it run out first, is up to timing: at most once, either way.
+        assert await metric(host.url, "registry_local_fleet_bucket_fallbacks_total") <= 1
         await bench.settled()  # the new holder released it, too
     assert bench.blob_gets()[layer] == 1
 

@@ -140,8 +140,8 @@ async def test_gc_removes_what_came_from_the_origin_and_nobody_used(
     await seed(StoreSettings(s3=None, fs_root=root), "team/unused", "v1", unused)
     bucket = Bucket(seaweedfs)
     async with AsyncExitStack() as stack:
-        origin = stack.enter_context(run_docker_registry(tmp_path, fs_root=root))
-        r2 = stack.enter_context(
+        origin = await stack.enter_async_context(run_docker_registry(tmp_path, fs_root=root))
+        r2 = await stack.enter_async_context(
             run_docker_registry(tmp_path, s3_endpoint=seaweedfs, bucket=bucket.name)
         )
         await _push(tmp_path, pushed, r2, "team/pushed:v1")

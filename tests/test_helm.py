@@ -13,8 +13,8 @@ import subprocess
 import sys
 import tomllib
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ from registry_local.transfer.imagebuild import Image, build_image
 
 from .support.engines import containerd_snapshot_file, run_containerd
 from .support.harness import fetch, s3_settings, seed
-from .support.processes import free_port, require_tool, run_docker_registry, sealed_env, serving
+from .support.processes import (
+    free_port,
+    in_thread,
+    require_tool,
+    run_docker_registry,
+    sealed_env,
+    serving,
+)
 from .support.s3proxy import S3Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,16 +286,16 @@ def _small_image(text: str) -> Image:
 
 
 @pytest.fixture
-def origins(tmp_path: Path) -> Iterator[list[tuple[str, Path]]]:
+async def origins(tmp_path: Path) -> AsyncIterator[list[tuple[str, Path]]]:
     """Three CNCF registries on directories: two origins and one registry the
     cache is not told about. Yields (url, directory) of each."""
-    with ExitStack() as stack:
-        found = []
+    async with AsyncExitStack() as stack:
+        found: list[tuple[str, Path]] = []
         for name in ("a", "b", "c"):
             root = tmp_path / f"registry-{name}"
             work = tmp_path / f"work-{name}"
             work.mkdir()
-            url = stack.enter_context(run_docker_registry(work, fs_root=root))
+            url = await stack.enter_async_context(run_docker_registry(work, fs_root=root))
             found.append((url, root))
         yield found
 
@@ -329,7 +336,7 @@ async def test_containerd_pulls_every_registry_through_one_default_entry(
     try:
         async with serving("--config", str(config), *flags) as (url, _):
             mirror = url.removeprefix("http://")
-            with run_containerd(mirror, tmp_path) as (socket, hosts):
+            async with in_thread(run_containerd(mirror, tmp_path)) as (socket, hosts):
                 for entry in hosts.iterdir():  # only what the chart writes
                     (entry / "hosts.toml").unlink()
                     entry.rmdir()

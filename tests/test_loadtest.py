@@ -190,7 +190,7 @@ async def test_workers_import_the_parents_copy_whatever_the_directory_holds(
 
 async def test_it_pulls_from_any_registry(tmp_path: Path, moto: str, bucket: str) -> None:
     image, amd64 = _index()
-    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         from .support.harness import s3_settings
 
         await seed(s3_settings(moto, bucket), "team/app", "v1", image)

@@ -179,24 +179,38 @@ async def test_a_store_refusing_us_later_tells_clients_it_is_not_their_fault(
 
 @pytest.fixture
 def shared() -> Iterator[Path]:
-    """A directory of root's that others may read (outside root's 0700 homes)."""
+    """A directory that others may read (outside root's 0700 homes), holding a
+    store and a cache dir; it and the cache dir are read-only (mode 0555)."""
     shared = Path(tempfile.mkdtemp(prefix="registry-local-"))
-    shared.chmod(0o755)
     (shared / "cache").mkdir()
     (shared / "store").mkdir()
+    for path in (shared / "cache", shared):
+        path.chmod(0o555)
     yield shared
+    for path in (shared, shared / "cache"):
+        path.chmod(0o755)
     shutil.rmtree(shared)
 
 
-async def test_a_cache_dir_the_service_user_cannot_write(shared: Path) -> None:
-    """As an unprivileged user (nobody, allowed to read everything so that it can
-    run this interpreter wherever it is installed, but to write nothing of root's):
-    a cache dir it cannot write, or cannot create, is one line and exit 1."""
+def _as_a_user_who_cannot_write(shared: Path) -> list[str]:
+    """The command prefix that runs a program as a user the read-only
+    directories bind: this user, unless it is root, who writes anywhere; then
+    nobody (allowed to read everything, so that it can run this interpreter
+    wherever it is installed, but to write nothing of root's)."""
     if os.getuid() != 0:
-        pytest.skip("needs root to run a command as another user")
+        assert not os.access(shared / "cache", os.W_OK), "this user writes read-only dirs"
+        return []
     setpriv = require_tool("setpriv")
-    nobody = [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups"]
-    nobody += ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+    return [
+        *(setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups"),
+        *("--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"),
+    ]
+
+
+async def test_a_cache_dir_the_service_user_cannot_write(shared: Path) -> None:
+    """A cache dir the service user cannot write, or cannot create, is one line
+    and exit 1. Any user runs this: root runs it as nobody."""
+    user = _as_a_user_who_cannot_write(shared)
     store = ["--fs-root", str(shared / "store")]
     for argv in (
         ["serve", "--cache-dir", str(shared / "cache"), *store],
@@ -204,7 +218,7 @@ async def test_a_cache_dir_the_service_user_cannot_write(shared: Path) -> None:
         ["warm", "library/x:1", "--cache-dir", str(shared / "cache"), *store],
     ):
         process = await asyncio.create_subprocess_exec(
-            *nobody,
+            *user,
             sys.executable,
             "-m",
             "registry_local",

@@ -64,7 +64,7 @@ async def test_skopeo_pushes_and_registry2_serves_it_byte_identical(
     assert s3proxy.blob_gets() == {}
 
     # registry:2 on the same bucket serves exactly the same bytes.
-    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         await asyncio.to_thread(
             skopeo,
             tmp_path,
@@ -386,7 +386,7 @@ async def test_deletes_leave_no_tag_or_repository_behind_on_seaweedfs(
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=root, Delimiter="/")
         return [p["Prefix"][len(root) :] for p in listed.get("CommonPrefixes", [])]
 
-    with run_docker_registry(tmp_path, s3_endpoint=seaweedfs, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=seaweedfs, bucket=bucket) as registry2:
         for base in (url, registry2):
             assert await tags(base) == (200, ["v1", "v2", "v3"])
         assert await catalog(url) == ["gone/app", "kept"]

@@ -126,7 +126,7 @@ async def test_sha512_content_keeps_its_digest_in_registry2s_layout(
     assert LAYOUT.tag_index_link("app", "v1", digest) in keys
     assert all(LAYOUT.blob_data(d) in keys for d in blobs)
     # registry:2 reads the same bucket and names the manifest by the same digest.
-    with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
+    async with run_docker_registry(tmp_path, s3_endpoint=moto, bucket=bucket) as registry2:
         accept = {"Accept": OCI_MANIFEST}
         status, headers, body = await send("GET", f"{registry2}/v2/app/manifests/v1", None, accept)
     assert status == 200 and body == manifest, body

@@ -190,7 +190,7 @@ async def test_bearer_tokens_are_fetched_once_per_scope_and_429_is_waited_out(
 ) -> None:
     root = tmp_path / "origin"
     await seed(StoreSettings(s3=None, fs_root=root), "team/app", "v1", image)
-    with run_docker_registry(tmp_path, fs_root=root) as registry:
+    async with run_docker_registry(tmp_path, fs_root=root) as registry:
         gate = await TokenGate(registry, USER, PASSWORD).start()
         proxy = await S3Proxy(gate.url).start()
         try:

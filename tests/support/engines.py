@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .processes import _running, free_ports, require_tool, sealed_env, stop_process
+from .processes import (
+    _running,
+    free_ports,
+    refuse_the_loop,
+    require_tool,
+    sealed_env,
+    stop_process,
+)
 
 __all__ = [
     "DEPLOY",
@@ -104,7 +111,8 @@ def _config_with_mirror(source: Path, target: Path, mirror: str) -> None:
 
 @contextmanager
 def run_dockerd(mirror: str, log_dir: Path) -> Iterator[Docker]:
-    """dockerd configured by deploy/docker/daemon.json, mirror -> registry-local."""
+    """dockerd configured by deploy/docker/daemon.json, mirror -> registry-local.
+    It blocks while dockerd starts: async code enters it with `in_thread`."""
     dockerd = require_tool("dockerd")
     with private_dir("rl-dockerd-") as root:
         config = root / "daemon.json"
@@ -149,19 +157,21 @@ def _answers(docker: Docker) -> bool:
 
 
 def _wait_for(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
+    refuse_the_loop(f"waiting for {what}")  # async callers enter run_* with in_thread
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
         if ready():
             return
-        time.sleep(0.1)  # polling a daemon that is starting up
+        time.sleep(0.1)  # polling a daemon that is starting up, off any event loop
     raise RuntimeError(f"{what} did not start")
 
 
 @contextmanager
 def run_containerd(mirror: str, log_dir: Path) -> Iterator[tuple[Path, Path]]:
-    """containerd on private paths; yields (socket, hosts dir with deploy's hosts.toml)."""
+    """containerd on private paths; yields (socket, hosts dir with deploy's hosts.toml).
+    It blocks while containerd starts: async code enters it with `in_thread`."""
     containerd = require_tool("containerd")
     require_tool("ctr")
     with private_dir("rl-containerd-") as root:

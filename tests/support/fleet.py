@@ -119,8 +119,11 @@ class Bench:
         try:
             async with asyncio.timeout(60):
                 while True:
-                    held = self.keys("registry-local/leases/") if leases else []
-                    missing = wanted - set(self.keys("docker/registry/v2/blobs/"))
+                    # boto3 blocks: listed in a thread, so the proxies on this loop run on
+                    if leases:
+                        held = await asyncio.to_thread(self.keys, "registry-local/leases/")
+                    blobs = await asyncio.to_thread(self.keys, "docker/registry/v2/blobs/")
+                    missing = wanted - set(blobs)
                     if not held and not missing:
                         return
                     await asyncio.sleep(0.05)  # other processes' work: observed, not awaited
@@ -137,7 +140,7 @@ async def open_bench(tmp: Path, seaweedfs: str, image: Image) -> AsyncIterator[B
     boto3.client("s3", endpoint_url=seaweedfs, region_name="us-east-1").create_bucket(Bucket=bucket)
     token_file = tmp / "peer-token"
     token_file.write_text(TOKEN + "\n")
-    with run_docker_registry(tmp, fs_root=root) as url:
+    async with run_docker_registry(tmp, fs_root=root) as url:
         origin = await S3Proxy(url).start()
         bucket_proxy = await S3Proxy(seaweedfs).start()
         try:

@@ -234,5 +234,5 @@ async def htpasswd_origin(
     htpasswd = workdir / "htpasswd"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"{user}:{hashed}\n")
-    with run_docker_registry(workdir, fs_root=root, htpasswd=htpasswd) as url:
+    async with run_docker_registry(workdir, fs_root=root, htpasswd=htpasswd) as url:
         yield url

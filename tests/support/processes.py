@@ -16,10 +16,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +27,8 @@ __all__ = [
     "AWS_ENV",
     "free_port",
     "free_ports",
+    "in_thread",
+    "refuse_the_loop",
     "require_tool",
     "run_cli",
     "run_docker_registry",
@@ -38,6 +40,8 @@ __all__ = [
     "start_cli",
     "stop_process",
 ]
+
+T = TypeVar("T")
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -131,23 +135,50 @@ def sealed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _on_the_loop() -> bool:
+    """Whether this thread runs an event loop now: a blocking wait here would
+    stall every task on it (the server under test among them)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def refuse_the_loop(what: str) -> None:
+    """Fail at once when a blocking helper is called on a running event loop."""
+    if _on_the_loop():
+        raise AssertionError(f"{what} blocks: call it from a thread, or use its async form")
+
+
+def _answers(url: str) -> bool:
+    """Whether something answers HTTP at `url` yet (any status will do)."""
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except urllib.error.HTTPError:
+        return True  # it answers
+    except OSError:
+        return False
+    return True
+
+
 def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    refuse_the_loop("_wait_http")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
+        if _answers(url):
             return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.05)  # polling a process that is starting up
+        time.sleep(0.05)  # polling a process that is starting up, off any event loop
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
 @contextmanager
 def _running(cmd: list[str], ready_url: str, env: dict[str, str], log: Path) -> Iterator[None]:
+    """`cmd` started, once it answers at `ready_url`; stopped afterwards.
+    Blocking: for sync fixtures (no event loop runs); async code uses `_started`."""
+    refuse_the_loop("_running")
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -155,6 +186,58 @@ def _running(cmd: list[str], ready_url: str, env: dict[str, str], log: Path) -> 
         yield
     finally:
         stop_process(process, 10)
+
+
+async def _until_http(url: str, process: asyncio.subprocess.Process) -> None:
+    """Wait until `process` answers at `url`: each probe runs in a thread, and
+    the pause between probes lets the loop's other tasks run."""
+    while True:
+        if process.returncode is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        if await asyncio.to_thread(_answers, url):
+            return
+        await asyncio.sleep(0.05)  # polling a process that is starting up
+
+
+@asynccontextmanager
+async def _started(
+    cmd: list[str], ready_url: str, env: dict[str, str], log: Path
+) -> AsyncIterator[None]:
+    """`_running` for async callers: nothing in it blocks the event loop."""
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *cmd, stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        try:
+            async with asyncio.timeout(30):
+                await _until_http(ready_url, process)
+        except TimeoutError:
+            raise RuntimeError(f"{ready_url} did not answer within 30s") from None
+        yield
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@asynccontextmanager
+async def in_thread(blocking: AbstractContextManager[T]) -> AsyncIterator[T]:
+    """A blocking context manager (a daemon started and waited for) entered and
+    left in a worker thread, so that the event loop runs on meanwhile."""
+    value = await asyncio.to_thread(blocking.__enter__)
+    try:
+        yield value
+    except BaseException as exc:
+        if not await asyncio.to_thread(blocking.__exit__, type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await asyncio.to_thread(blocking.__exit__, None, None, None)
 
 
 @contextmanager
@@ -167,8 +250,8 @@ def run_moto(log: Path) -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def run_docker_registry(
+@asynccontextmanager
+async def run_docker_registry(
     workdir: Path,
     *,
     s3_endpoint: str | None = None,
@@ -176,7 +259,7 @@ def run_docker_registry(
     fs_root: Path | None = None,
     prefix: str = "",
     htpasswd: Path | None = None,
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
     """The CNCF registry (Debian's docker-registry) on S3 or a directory, with
     htpasswd auth if given; yields its URL."""
     binary = require_tool("docker-registry")
@@ -200,7 +283,7 @@ def run_docker_registry(
     )
     url = f"http://127.0.0.1:{port}"
     # Its S3 driver panics at start when AWS_CA_BUNDLE is set; sealed_env drops it.
-    with _running(
+    async with _started(
         [binary, "serve", str(config)], url + "/v2/", sealed_env(), workdir / f"registry-{port}.log"
     ):
         yield url
