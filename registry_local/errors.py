@@ -10,18 +10,37 @@
     │   ├── Unsupported                                         405 (or 404 for no route)
     │   ├── RangeInvalid                                        416
     │   │   └── TooManyRanges       more ranges than one answer carries  400
-    │   └── Unavailable                                         503
+    │   ├── Unavailable                                         503
+    │   ├── Unauthorized *          no or wrong credentials (server.auth)  401
+    │   └── _BadRequest *           a malformed POST /-/warm (server.handlers.warm),
+    │                               code UNKNOWN                400 or 413
     ├── BackendError                the backing store (S3 or a directory) failed
     │   ├── BackendUnavailable      unreachable, timed out, 5xx, throttled: worth a retry
+    │   │   └── PeerBusy *          a fleet peer has no stream to spare (fleet.peers)
     │   ├── BackendMisconfigured    access denied, no such bucket, wrong region, no
     │   │                           credentials: only the operator can fix it
     │   ├── ObjectTooLarge          an object is bigger than the reader allows
-    │   └── UpstreamDenied          an origin registry refused our credentials
+    │   ├── UpstreamDenied          an origin registry refused our credentials
+    │   └── _NotFound, _Refused *   S3 said no such object, or refused a conditional
+    │                               write (backing.s3, private to it)
     ├── StartError                  the server cannot start as configured (a port in
     │                               use, a backing store that refuses it)
     ├── FillFailed                  a fill did not commit; its joiners are released with it
-    │   └── DigestMismatch          the bytes did not hash to the digest asked for
-    └── ConfigError                 the configuration cannot be used (the CLI exits 2)
+    │   ├── DigestMismatch          the bytes did not hash to the digest asked for
+    │   └── NoRoom *                no room in the cache: serve uncached (fill.fill)
+    ├── ConfigError                 the configuration cannot be used (the CLI exits 2)
+    ├── GcBusy *                    another gc holds the bucket's lease (retention.gc)
+    ├── SourceError *               an image to import or export is missing, unreadable
+    │                               or corrupt (transfer.files)
+    └── LoadWorkerDied *            a load-test worker process did not start as asked,
+                                    or exited before its wave ended (loadtest.workers)
+
+    * defined in the module named in parentheses; the rest are defined here.
+      Outside the tree: loadtest.client's PullFailed, a plain Exception for one
+      simulated pull that failed, which the load test records as a failed pull.
+
+Each status is its code's own; a few raises set another (such as 413 for a manifest
+over 4 MiB, 414 for too many tags in one push, 507 for no room in the cache).
 
 Lower layers raise the domain errors; `as_registry_error` maps them onto the OCI table
 once, at the HTTP boundary, so no handler builds error JSON.
@@ -125,58 +144,91 @@ class RegistryError(RegistryLocalError):
 
 
 class BlobUnknown(RegistryError):
+    """The blob is unknown to the registry, or to this repository (404 BLOB_UNKNOWN)."""
+
     code = ErrorCode.BLOB_UNKNOWN
 
 
 class ManifestUnknown(RegistryError):
+    """No such manifest or tag, or no image for the platform asked (404 MANIFEST_UNKNOWN)."""
+
     code = ErrorCode.MANIFEST_UNKNOWN
 
 
 class NameUnknown(RegistryError):
+    """The repository name is not known to the registry (404 NAME_UNKNOWN)."""
+
     code = ErrorCode.NAME_UNKNOWN
 
 
 class NameInvalid(RegistryError):
+    """The repository name is not a valid one (400 NAME_INVALID)."""
+
     code = ErrorCode.NAME_INVALID
 
 
 class TagInvalid(RegistryError):
+    """A tag is not a valid one (400 TAG_INVALID; 414 for too many in one push)."""
+
     code = ErrorCode.TAG_INVALID
 
 
 class DigestInvalid(RegistryError):
+    """A digest is missing or malformed, or content did not hash to it
+    (400 DIGEST_INVALID)."""
+
     code = ErrorCode.DIGEST_INVALID
 
 
 class ManifestInvalid(RegistryError):
+    """A manifest that cannot be accepted: malformed, unsupported or too large
+    (400 MANIFEST_INVALID; 413 for one over 4 MiB)."""
+
     code = ErrorCode.MANIFEST_INVALID
 
 
 class PaginationNumberInvalid(RegistryError):
+    """The `n` of a paginated request is not a valid count (400 PAGINATION_NUMBER_INVALID)."""
+
     code = ErrorCode.PAGINATION_NUMBER_INVALID
 
 
 class ManifestBlobUnknown(RegistryError):
+    """A pushed manifest references content the repository does not link
+    (400 MANIFEST_BLOB_UNKNOWN)."""
+
     code = ErrorCode.MANIFEST_BLOB_UNKNOWN
 
 
 class BlobUploadUnknown(RegistryError):
+    """No such upload session (404 BLOB_UPLOAD_UNKNOWN)."""
+
     code = ErrorCode.BLOB_UPLOAD_UNKNOWN
 
 
 class BlobUploadInvalid(RegistryError):
+    """A blob upload request cannot be used, such as one with a malformed Content-Range
+    (400 BLOB_UPLOAD_INVALID)."""
+
     code = ErrorCode.BLOB_UPLOAD_INVALID
 
 
 class SizeInvalid(RegistryError):
+    """A chunk's length does not match its Content-Range (400 SIZE_INVALID)."""
+
     code = ErrorCode.SIZE_INVALID
 
 
 class Unsupported(RegistryError):
+    """The operation is not supported, or not enabled here (405 UNSUPPORTED)."""
+
     code = ErrorCode.UNSUPPORTED
 
 
 class RangeInvalid(RegistryError):
+    """A range that cannot be satisfied: of a blob, or an upload chunk that does not
+    start where the upload ends (416 RANGE_INVALID)."""
+
     code = ErrorCode.RANGE_INVALID
 
 
@@ -188,6 +240,8 @@ class TooManyRanges(RangeInvalid):
 
 
 class Unavailable(RegistryError):
+    """The registry cannot answer this now, or until its operator acts (503 UNAVAILABLE)."""
+
     code = ErrorCode.UNAVAILABLE
 
 

@@ -17,6 +17,9 @@ V = TypeVar("V")
 
 
 class Kept(Generic[K, V]):
+    """Answers by key, computed once for concurrent callers and reused for `ttl` seconds,
+    the most recently used `entries` of them kept."""
+
     def __init__(self, ttl: float, entries: int) -> None:
         self._ttl = ttl
         self._answers: BoundedDict[K, tuple[float, V]] = BoundedDict(entries)

@@ -24,6 +24,9 @@ CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 
 
 class CircuitBreaker:
+    """Counts a backing store's retryable failures and says whether a call may go to it
+    (closed, open or half-open); see the module docstring."""
+
     def __init__(
         self,
         threshold: int,

@@ -20,6 +20,9 @@ LIMIT = 100_000  # repositories a catalog lists at most
 
 
 class Catalog:
+    """The repository names for /v2/_catalog, listed from the backing store, kept for
+    --tag-ttl, and listed again after a push or delete on this host."""
+
     def __init__(self, store: DistributionStore, ttl: float) -> None:
         self._store = store
         self._kept: Kept[str, list[str]] = Kept(ttl, 1)

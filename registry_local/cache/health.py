@@ -22,6 +22,9 @@ __all__ = ["Readiness", "ReadinessReport", "store_fault"]
 
 @dataclass(frozen=True)
 class ReadinessReport:
+    """One readiness probe's result: "ok" or what failed, for the disk and for the
+    store, and whether coordination with other hosts is on."""
+
     disk: str  # "ok" or what failed
     store: str
     fleet: str = "off"  # coordination with other hosts: "on", "off", or why it is off
@@ -32,6 +35,9 @@ class ReadinessReport:
 
 
 class Readiness:
+    """Runs the readiness probes, one run in flight at a time, and reuses the report
+    for `interval` seconds."""
+
     def __init__(
         self,
         disk: DiskStore,

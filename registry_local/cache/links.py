@@ -29,6 +29,9 @@ _NEGATIVE_ENTRIES = 10_000
 
 
 class LinkCache:
+    """Whether a repository links a blob or manifest: learned links from disk, missing
+    ones remembered briefly, one backing-store lookup per question in flight."""
+
     def __init__(self, store: DistributionStore, learned: Learned, negative_ttl: float) -> None:
         self._store = store
         self._learned = learned

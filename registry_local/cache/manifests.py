@@ -48,6 +48,8 @@ _TAG_ENTRIES = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    """A manifest's digest, its bytes, and what they say (media type, references)."""
+
     digest: Digest
     data: bytes
     info: ManifestInfo
@@ -58,6 +60,9 @@ class Manifest:
 
 
 class ManifestCache:
+    """Manifests by digest and tags by name, from the cache dir, the backing store or an
+    origin registry; see the module docstring."""
+
     def __init__(
         self,
         store: DistributionStore,

@@ -52,6 +52,9 @@ Chunks = AsyncIterator[bytes]
 
 
 class Pusher:
+    """Blob uploads, mounts, manifest pushes and deletes, written through to the backing
+    store in distribution's order; see the module docstring."""
+
     def __init__(
         self,
         store: DistributionStore,

@@ -58,6 +58,9 @@ def descriptor_of(manifest: Manifest) -> dict[str, Any]:
 
 
 class Referrers:
+    """The referrers of a subject manifest, collected as the module docstring says and
+    kept for --tag-ttl."""
+
     def __init__(
         self,
         store: DistributionStore,

@@ -30,6 +30,9 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
 
 @dataclass
 class WarmResult:
+    """What warming one image did: the image, its digest, the manifests, blobs and bytes
+    it went through, and how many blobs were not cached before."""
+
     image: str
     digest: str
     manifests: int = 0
@@ -42,6 +45,8 @@ class WarmResult:
 
 
 class Warmer:
+    """Warms images through the manifest and blob caches, a few blobs at a time."""
+
     def __init__(self, manifests: ManifestCache, blobs: BlobCache, concurrency: int) -> None:
         self._manifests = manifests
         self._blobs = blobs

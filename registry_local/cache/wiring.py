@@ -39,6 +39,8 @@ _UNSUPPORTED = "off: the backing store does not honour conditional writes"
 
 @dataclass
 class Cache:
+    """The cache's parts, put together in one place for the server and for `warm`."""
+
     store: DistributionStore
     disk: DiskStore
     learned: Learned

@@ -91,6 +91,9 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
+    """The cache dir and how the cache uses it: tag TTL, fill attempts, size limits,
+    ranges, use records."""
+
     directory: Path = field(default_factory=default_cache_dir)
     tag_ttl: float = 30.0
     fill_attempts: int = 5  # consecutive failed reads of one blob before a fill gives up
@@ -106,6 +109,8 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class PushSettings:
+    """Whether pushes and deletes are allowed, and how long idle uploads are kept."""
+
     allow_push: bool = False
     allow_delete: bool = False
     upload_expiry: float = 86400.0  # idle seconds before an upload session is removed
@@ -113,6 +118,8 @@ class PushSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
+    """The server: listeners, shutdown, TLS, authentication, readiness, logging, prefetch."""
+
     host: str = "127.0.0.1"
     port: int = 5000
     metrics_listen: tuple[str, int] | None = None
@@ -179,6 +186,8 @@ class GcSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """The whole configuration, one part per component."""
+
     server: ServerSettings = field(default_factory=ServerSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     store: StoreSettings = field(default_factory=StoreSettings)

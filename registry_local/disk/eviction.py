@@ -52,6 +52,9 @@ class CacheLimit:
 
 
 class Evictor:
+    """Keeps the cache dir within its limit and its filesystem's free-space floor,
+    and says when the cache must stop taking blobs; see the module docstring."""
+
     def __init__(self, disk: DiskStore, limit: int | None, metrics: Metrics) -> None:
         self.on_evict: Callable[[Digest], None] = lambda digest: None  # told of each eviction
         self._disk = disk

@@ -25,6 +25,8 @@ __all__ = ["CachedRepository", "Learned", "TagRecord", "cached_repositories"]
 
 @dataclass(frozen=True, slots=True)
 class TagRecord:
+    """A tag's target, and when the backing store last confirmed it."""
+
     digest: Digest
     checked_at: float  # wall-clock time the backing store last confirmed it
 

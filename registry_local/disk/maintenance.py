@@ -36,6 +36,9 @@ def _content(layout: CacheLayout) -> Iterator[tuple[Digest, Path]]:
 
 @dataclass
 class VerifyReport:
+    """What `verify` did: files and bytes checked, the bad digests, and where `repair`
+    moved bad files."""
+
     checked: int = 0
     bytes: int = 0
     bad: list[Digest] = field(default_factory=list)
@@ -73,6 +76,8 @@ def verify(root: Path, repair: bool, on_file: Callable[[Digest, bool], None]) ->
 
 @dataclass
 class PruneReport:
+    """What `prune` did: bytes held before and after, and how many files it removed."""
+
     before: int = 0
     after: int = 0
     removed: int = 0

@@ -46,6 +46,9 @@ TOUCH_INTERVAL = 300.0
 
 @dataclass(slots=True)
 class Entry:
+    """The in-memory index's record of one committed file: its size, its last access (as
+    known and as written to its mtime), whether it is a manifest, its path."""
+
     size: int
     accessed: float  # last access, wall clock
     persisted: float  # last access as written to the file's mtime

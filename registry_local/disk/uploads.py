@@ -38,6 +38,9 @@ _UUID_LENGTH = 36
 
 @dataclass
 class UploadSession:
+    """One push session of a repository: its directory, the bytes received so far and
+    their hash state."""
+
     id: str
     name: str
     directory: Path

@@ -92,6 +92,8 @@ class BlobBody(ABC):
 
 
 class MemoryBody(BlobBody):
+    """A small committed blob, held whole in memory."""
+
     source: BodySource = "disk"
 
     def __init__(self, data: bytes) -> None:

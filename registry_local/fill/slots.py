@@ -27,6 +27,9 @@ _URGENT = object()  # the queue of reads a client waits for byte by byte: served
 
 
 class FairSlots:
+    """A bounded set of backing-store read slots, handed out in turn per owner
+    (urgent first, background last); see the module docstring."""
+
     def __init__(self, limit: int, metrics: Metrics) -> None:
         self._limit = limit
         self._held = 0

@@ -67,6 +67,9 @@ class Progress:
 
 
 class PeerClient:
+    """Reads from other hosts of the fleet: a blob from a peer's fill, and the progress
+    of what it has staged; see the module docstring."""
+
     def __init__(
         self,
         session: aiohttp.ClientSession,

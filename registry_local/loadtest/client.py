@@ -29,11 +29,13 @@ _LOAD = LoadSettings()
 
 
 class PullFailed(Exception):
-    pass
+    """One simulated pull went wrong (a bad status, a missing header, a digest mismatch)."""
 
 
 @dataclass
 class Pull:
+    """How one simulated pull went: whether it succeeded, its error, its times, its bytes."""
+
     ok: bool = False
     error: str | None = None
     seconds: float = 0.0

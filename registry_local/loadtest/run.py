@@ -40,6 +40,9 @@ _LOAD = LoadSettings()  # the defaults
 
 @dataclass
 class LoadReport:
+    """The outcome of a load test: pulls, timings, bytes and, when the server exports
+    its metrics, what it cost S3."""
+
     url: str
     image: str
     clients: int

@@ -72,6 +72,8 @@ class Credentials(Protocol):
 
 
 class Static:
+    """A fixed USER:PASSWORD (from --upstream-credentials or the environment)."""
+
     def __init__(self, username: str, password: str) -> None:
         self._secret = Secret(username, password)
 

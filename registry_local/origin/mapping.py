@@ -42,6 +42,8 @@ class OriginRepo:
 
 
 class OriginMap:
+    """The configured origin mappings, in order: which origin serves a repository name."""
+
     def __init__(self, origins: Sequence[Origin] = ()) -> None:
         self._origins = list(origins)
 

@@ -28,6 +28,9 @@ EVERY = "*"
 
 @dataclass(frozen=True)
 class RegistryScope:
+    """The registries this cache answers for, by containerd's `?ns=`; see the module
+    docstring."""
+
     origins: frozenset[str]  # the upstream entries' `match`
     bucket: frozenset[str]  # --bucket-registries
 

@@ -33,6 +33,9 @@ class GcBusy(RegistryLocalError):
 
 @dataclass(frozen=True)
 class GcReport:
+    """What a gc run removed (or would have, in a dry run), how long it took, and which
+    blobs it kept because they were written or linked again meanwhile."""
+
     removal: Removal
     dry_run: bool
     seconds: float

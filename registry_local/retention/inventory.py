@@ -37,6 +37,8 @@ class Manifest:
 
 @dataclass
 class Inventory:
+    """What the bucket holds, as gc plans from it; see the module docstring."""
+
     revisions: dict[Key, float] = field(default_factory=dict)  # -> the link's time
     layers: dict[Key, float] = field(default_factory=dict)
     tags: dict[tuple[str, str], Digest | None] = field(default_factory=dict)  # current target

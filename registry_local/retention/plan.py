@@ -22,6 +22,8 @@ __all__ = ["Removal", "plan"]
 
 @dataclass
 class Removal:
+    """What a gc plan removes, by kind, and the kept manifests it could not read."""
+
     manifests: list[Key] = field(default_factory=list)  # revision links, records, marks
     tags: list[tuple[str, str]] = field(default_factory=list)  # whole tags
     tag_links: list[tuple[str, str, Digest]] = field(default_factory=list)  # history links

@@ -34,10 +34,14 @@ _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 
 class Unauthorized(RegistryError):
+    """The request lacks valid credentials (401 UNAUTHORIZED)."""
+
     code = _Codes.UNAUTHORIZED
 
 
 class Authenticator:
+    """Checks a request's Authorization against htpasswd users or bearer tokens."""
+
     def __init__(self, users: dict[str, bytes], tokens: list[bytes]) -> None:
         self._users = users
         self._tokens = tokens

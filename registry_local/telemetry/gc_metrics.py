@@ -15,6 +15,8 @@ _P = "registry_local_gc_"
 
 
 class GcRunMetrics:
+    """The gauges of one gc run, written to a Prometheus text file."""
+
     def __init__(self) -> None:
         r = self._registry = CollectorRegistry()
         self._objects = Gauge(

@@ -39,6 +39,8 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """Formats a log record as one JSON object per line, with its structured fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": _timestamp(record),
@@ -53,6 +55,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """Formats a log record as one text line, structured fields as key=value pairs."""
+
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         text = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"

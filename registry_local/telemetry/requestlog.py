@@ -43,6 +43,9 @@ def request_id(offered: str | None) -> str:
 
 @dataclass
 class RequestTrace:
+    """What one request did, for its access-log line: its id, the cache's notes, its
+    status, the bytes sent outside aiohttp, and why the body ended short."""
+
     request_id: str = ""
     cache: list[str] = field(default_factory=list)
     sent_bytes: int = 0  # body bytes sent outside aiohttp's writer (sendfile)

@@ -29,6 +29,8 @@ class SourceError(RegistryLocalError):
 
 
 class SourceFiles(Protocol):
+    """The files of an image source, whether a directory or a tar archive."""
+
     def exists(self, name: str) -> bool: ...
 
     def read_bytes(self, name: str, limit: int = 64 << 20) -> bytes: ...

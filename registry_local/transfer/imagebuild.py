@@ -40,6 +40,8 @@ _LAYER_TYPES = {
 
 @dataclass(frozen=True)
 class Platform:
+    """An image's OS and architecture, shown as `os/arch`."""
+
     os: str = "linux"
     architecture: str = "amd64"
 

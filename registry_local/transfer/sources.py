@@ -32,6 +32,9 @@ _CHUNK = 1 << 20
 
 @dataclass
 class Plan:
+    """An image read from a source: its top manifest's digest, every manifest's bytes,
+    and every blob as a verified file."""
+
     top: Digest
     manifests: dict[Digest, bytes] = field(default_factory=dict)
     blobs: dict[Digest, Path] = field(default_factory=dict)

@@ -152,6 +152,8 @@ async def open_bench(tmp: Path, seaweedfs: str, image: Image) -> AsyncIterator[B
 
 @dataclass
 class Host:
+    """One running host of a test fleet: its API URL, its process, its peer listener's URL."""
+
     url: str
     process: asyncio.subprocess.Process
     peer_url: str

@@ -336,6 +336,8 @@ def soci_index(
 
 @dataclass
 class SociReplay:
+    """What a soci-snapshotter replay checked: the spans read and the ztocs fetched."""
+
     spans_checked: int = 0
     ztocs: int = 0
 

@@ -21,6 +21,8 @@ INTERVAL = "1s"  # scrape and rule evaluation: a test's storm is over in seconds
 
 
 class Prometheus:
+    """A running Prometheus server's HTTP query API, for the tests' assertions."""
+
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
         self.url = url
         self._session = session

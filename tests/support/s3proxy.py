@@ -29,6 +29,8 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade"
 
 @dataclass
 class Recorded:
+    """One request the proxy relayed to S3: method, key, range, query and the status."""
+
     method: str
     key: str  # "bucket/key..." as in the path-style URL
     range: str | None

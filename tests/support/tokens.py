@@ -24,6 +24,8 @@ __all__ = ["TokenGate"]
 
 
 class TokenGate:
+    """A bearer-token gate in front of a registry; see the module docstring."""
+
     def __init__(
         self, upstream: str, username: str, password: str, refresh_token: str | None = None
     ) -> None:
