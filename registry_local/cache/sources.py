@@ -114,10 +114,12 @@ class BlobSources:
         return Lookup(self._from_origin(repo, name, digest))
 
     async def _still_held(self, digest: Digest) -> bool:
-        """Here, on its way, or in the bucket still."""
+        """Here, on its way, or in the bucket still: asked of the bucket itself,
+        not of a size remembered from before a gc (only on a miss here)."""
         if self._fills.present(digest) or await self._disk.discover(digest):
             return True
-        return await self._sizes.ask(digest, lambda: self._store.blob_size(digest)) is not None
+        size = await self._sizes.ask(digest, lambda: self._store.blob_size(digest), fresh=True)
+        return size is not None
 
     def _bucket(self, digest: Digest) -> BucketSource:
         return BucketSource(self._store, digest, self._slots, self._parts, self._sizes)

@@ -79,9 +79,12 @@ class Sizes:
     def learned(self, digest: Digest, size: int) -> None:
         self._known.put(digest, size)
 
-    async def ask(self, digest: Digest, ask: Callable[[], Awaitable[int | None]]) -> int | None:
-        """The size, from memory or `ask()` (one question at a time per blob)."""
-        size = self._known.get(digest)
+    async def ask(
+        self, digest: Digest, ask: Callable[[], Awaitable[int | None]], fresh: bool = False
+    ) -> int | None:
+        """The size, from memory or `ask()` (one question at a time per blob);
+        with `fresh`, asked again (the object may be gone since)."""
+        size = None if fresh else self._known.get(digest)
         if size is None:
             size = await self._flights.run(digest, ask)
             if size is not None:
