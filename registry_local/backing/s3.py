@@ -7,8 +7,19 @@ help), BackendMisconfigured (access denied, no such bucket, wrong region, no
 credentials: only the operator can fix it) or BackendError (anything else S3
 refuses); a missing key is None. Reasons are in words an operator can act on.
 Nothing above this module ever sees a botocore type. Every request has a connect
-and a read timeout, is retried (bounded, jittered) here, and passes a circuit
-breaker (breaker.py) that stops calls while S3 keeps failing.
+and a read timeout, and passes a circuit breaker (breaker.py) that stops calls
+while S3 keeps failing.
+
+One retry loop per call, `_request` (botocore's own is off), with jittered
+backoff (backoff.py). Two kinds of answer are tried again:
+
+- a failure (no answer, a timeout, another 5xx): `S3Settings.attempts` tries
+  in all, and each one counts toward the circuit breaker;
+- back-pressure (503 SlowDown, 429, a 503 asking to "reduce your request
+  rate"): S3 is up and asks for fewer requests, so the call waits and tries
+  again for as long as a slow answer may take (--s3-read-timeout), and the
+  breaker hears that S3 answered. A fleet past a prefix's request rate slows
+  down; it never shuts every read of the host off.
 
 GetObject, the call on every cold read, is a GET of a URL botocore presigns
 (presigned.py): a quarter of the CPU of botocore's own call. Its errors take
@@ -21,7 +32,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import re
 import time
 import uuid
@@ -34,6 +44,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import exceptions as boto
 
+from ..backoff import ExponentialBackoff
 from ..config import S3Settings, StoreSettings
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
 from ..singleflight import SingleFlight
@@ -64,22 +75,33 @@ _SMALL_REQUESTS = 16  # connections beside the blob reads: links, tags, manifest
 _LISTS_AT_ONCE = 16  # children of one listing checked for objects at once
 _QUERY = re.compile(r"(https?://[^\s?'\"]*)\?[^\s'\"]*")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "ServiceUnavailable",
-        "InternalError",
-        "RequestTimeout",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequests",
-    }
+_RETRYABLE_CODES = frozenset({"ServiceUnavailable", "InternalError", "RequestTimeout"})
+# S3 asking for fewer requests (and S3-compatible stores saying so their way).
+_THROTTLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 )
+_RETRIES = ExponentialBackoff(base=0.05, cap=2.0)
 
 
 class _NotFound(BackendError):
     pass
+
+
+class _Throttled(BackendUnavailable):
+    """S3 answered, asking for fewer requests: wait, and do not count it as S3 failing."""
+
+
+def _throttled(operation: S3Operation, status: int, code: str, message: str) -> bool:
+    """Whether an error answer is back-pressure: SlowDown and its kin, a 429, a
+    503 that asks to "reduce your request rate", or a 503 to a HEAD (which has
+    no body to name its error: S3 answers a HEAD past the rate so)."""
+    if status == 429 or code in _THROTTLE_CODES:
+        return True
+    if status != 503:
+        return False
+    return "reduce your request rate" in message.lower() or (
+        operation.startswith("Head") and code == "503"
+    )
 
 
 class _Refused(BackendError):
@@ -116,6 +138,7 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
     except boto.ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
+        message = str(error.get("Message", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in _REFUSED_CODES or status in (409, 412):
             outcome = "refused"
@@ -132,7 +155,10 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
         if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
             outcome = "not_found"
             raise _NotFound(operation, key, code) from None
-        if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+        if _throttled(operation, status, code, message):
+            outcome = "unavailable"
+            raise _Throttled(operation, key, f"{status} {code}") from None
+        if status >= 500 or code in _RETRYABLE_CODES:
             outcome = "unavailable"
             raise BackendUnavailable(operation, key, f"{status} {code}") from None
         outcome = "error"
@@ -209,7 +235,7 @@ class S3Backend:
             s3={"addressing_style": "path" if settings.endpoint else "auto"},
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            # Retries are ours (`_request`): bounded, jittered and counted.
+            # Retries are ours (`_request`): one loop per call, jittered and counted.
             retries={"total_max_attempts": 1},
             max_pool_connections=connections,
             # SigV4 for presigned reads too (botocore would presign with SigV2,
@@ -238,29 +264,40 @@ class S3Backend:
     async def _request(
         self, operation: S3Operation, key: str, call: Callable[[], Awaitable[T]]
     ) -> T:
-        """Make one S3 call, retrying what a retry may fix (BackendUnavailable)."""
-        attempts = self._settings.attempts
-        for attempt in range(1, attempts + 1):
+        """Make one S3 call: `call()` again after a failure a retry may fix, up
+        to `attempts` tries, and after back-pressure until the call has waited
+        --s3-read-timeout (see the module docstring). Raises BackendUnavailable
+        when neither came right, BackendError."""
+        deadline = time.monotonic() + self._settings.read_timeout
+        failures = retries = 0
+        left: float | None  # how long the next pause may be
+        while True:
             if not self.breaker.allow():
                 raise BackendUnavailable(operation, key, self.breaker.why_open())
             try:
                 with _boundary(operation, key, self._metrics):
                     result = await call()
+            except _Throttled:
+                self.breaker.success()  # S3 answered: up, and busy
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
             except BackendUnavailable as exc:
                 self.breaker.failure(exc.reason)
-                if attempt == attempts:
+                failures += 1
+                if failures >= self._settings.attempts:
                     raise
-                if self._metrics is not None:
-                    self._metrics.s3_retry(operation)
-                # Full jitter: concurrent callers do not retry in step.
-                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                left = None
             except BackendError:
                 self.breaker.success()  # S3 answered, if with an error
                 raise
             else:
                 self.breaker.success()
                 return result
-        raise AssertionError("unreachable")
+            retries += 1
+            if self._metrics is not None:
+                self._metrics.s3_retry(operation)
+            await _RETRIES.pause(retries, left)
 
     async def _head(self, key: str) -> dict[str, Any] | None:
         try:

@@ -48,7 +48,7 @@ class Recorded:
 class Fault:
     """What to do to matching requests; `times` limits how many (None: all).
 
-    status:      answer with this status and an S3 error code, upstream untouched
+    status:      answer with this status, an S3 error code and message, upstream untouched
     headers:     with `status`, these headers on the answer too
     refuse:      close the connection without an answer
     gate_at:     send this many body bytes, then wait for `gate` to be set
@@ -70,6 +70,7 @@ class Fault:
     starting_at: int | None = None  # only requests whose byte range starts here
     status: int | None = None
     code: str = "SlowDown"
+    message: str = "injected"
     headers: dict[str, str] = field(default_factory=dict)
     refuse: bool = False
     gate_at: int | None = None
@@ -206,7 +207,7 @@ class S3Proxy:
             request.transport.abort()
             return web.Response()
         if fault is not None and fault.status is not None:
-            body = f"<Error><Code>{fault.code}</Code><Message>injected</Message></Error>"
+            body = f"<Error><Code>{fault.code}</Code><Message>{fault.message}</Message></Error>"
             headers = {"Retry-After": "0"} if fault.status == 429 else {}
             return web.Response(
                 status=fault.status,
