@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
+import os
 import re
 import time
 import uuid
@@ -499,38 +501,65 @@ class S3Backend:
             body.close()
         return data, str(response["ETag"])
 
-    async def write_file(self, key: str, path: Path) -> None:
+    async def write_file(
+        self, key: str, path: Path, start: int = 0, end: int | None = None
+    ) -> None:
         size = (await asyncio.to_thread(path.stat)).st_size
-        if size <= _MULTIPART_THRESHOLD:
-            await self.write(key, await asyncio.to_thread(path.read_bytes))
+        stop = size if end is None else min(end, size)
+        length = max(0, stop - start)
+        if length <= _MULTIPART_THRESHOLD:
+            put = functools.partial(
+                self._client.put_object,
+                Bucket=self._bucket,
+                Key=key,
+                ContentType="application/octet-stream",
+            )
+            await self._send_file("PutObject", key, put, path, start, length)
             return
-        # Parts are read from the file only when their turn comes: at most
-        # _PART_CONCURRENCY parts are in memory at once, whatever the size.
-        part_size = max(_PART_SIZE, -(-size // _MAX_PARTS))
+        part_size = max(_PART_SIZE, -(-length // _MAX_PARTS))
         upload_id = await self._create_upload(key)
         turns = asyncio.Semaphore(_PART_CONCURRENCY)
 
         async def upload_part(number: int, offset: int) -> dict[str, Any]:
+            put = functools.partial(
+                self._client.upload_part,
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+            )
             async with turns:
-                data = await asyncio.to_thread(_read_at, path, offset, part_size)
-                answer = await self._request(
-                    "UploadPart",
-                    key,
-                    functools.partial(
-                        self._client.upload_part,
-                        Bucket=self._bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=data,
-                    ),
-                )
-                if self._metrics is not None:
-                    self._metrics.s3_bytes(written=len(data))
+                part = min(part_size, stop - offset)
+                answer = await self._send_file("UploadPart", key, put, path, offset, part)
                 return {"PartNumber": number, "ETag": answer["ETag"]}
 
-        numbered = enumerate(range(0, size, part_size), start=1)
+        numbered = enumerate(range(start, stop, part_size), start=1)
         await self._complete(key, upload_id, [upload_part(n, offset) for n, offset in numbered])
+
+    async def _send_file(
+        self,
+        operation: S3Operation,
+        key: str,
+        send: Callable[..., Awaitable[dict[str, Any]]],
+        path: Path,
+        offset: int,
+        length: int,
+    ) -> dict[str, Any]:
+        """`send(Body=..., ContentLength=...)` (PutObject, UploadPart) with bytes
+        [offset, offset + length) of a file as the body, read from the file as
+        it is sent, never held whole; the file is opened afresh for each try."""
+
+        async def call() -> dict[str, Any]:
+            file = await asyncio.to_thread(io.FileIO, path, "rb")
+            try:
+                return await send(Body=_FileRange(file, offset, length), ContentLength=length)
+            finally:
+                file.close()
+
+        answer = await self._request(operation, key, call)
+        if self._metrics is not None:
+            self._metrics.s3_bytes(written=length)
+        return answer
 
     async def _create_upload(self, key: str) -> str:
         """A new multipart upload of `key`: its id."""
@@ -623,10 +652,44 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def _read_at(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(offset)
-        return f.read(length)
+class _FileRange(io.RawIOBase):
+    """Bytes [offset, offset + length) of a file as a seekable stream: a request
+    body read in chunks as it is sent (botocore measures it by seeking, aiohttp
+    reads it in a thread), so no part of a file is ever held whole."""
+
+    def __init__(self, file: io.FileIO, offset: int, length: int) -> None:
+        super().__init__()
+        self._file = file
+        self._offset = offset
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._length - self._position)
+        if n <= 0:
+            return 0
+        # fileno() refuses once the request is over: a read still queued in a
+        # thread then fails instead of reading whatever reused the descriptor.
+        data = os.pread(self._file.fileno(), n, self._offset + self._position)
+        if not data:
+            raise OSError(f"the file ended {self._length - self._position} bytes early")
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 def _total_size(headers: Any) -> int:
