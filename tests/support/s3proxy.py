@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from registry_local.layout import BucketLayout
 
-__all__ = ["Fault", "Recorded", "S3Proxy"]
+__all__ = ["Fault", "Recorded", "Rotation", "S3Proxy"]
 
 _CHUNK = 128 * 1024  # small enough for the shaping to be smooth, large enough to be fast
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer"}
@@ -87,6 +88,29 @@ class Fault:
     applied: int = 0
 
 
+@dataclass
+class Rotation:
+    """Faults taken in turn, per key: the n-th matching request for a key gets
+    `cycle[(start + n) % len(cycle)]` (None: passes untouched), where `start` is
+    drawn from the key's name (a stable hash, when `spread`; else 0), so keys do
+    not all begin at the same place of the cycle. Each Fault of the cycle counts
+    what it was applied to; its own `match`, `times` and `starting_at` are not read."""
+
+    match: Callable[[str, str], bool]
+    cycle: Sequence[Fault | None]
+    spread: bool = True
+    seen: Counter[str] = field(default_factory=Counter)
+
+    def next(self, key: str) -> Fault | None:
+        """What the next request for `key` gets."""
+        start = zlib.crc32(key.encode()) if self.spread else 0
+        fault = self.cycle[(start + self.seen[key]) % len(self.cycle)]
+        self.seen[key] += 1
+        if fault is not None:
+            fault.applied += 1
+        return fault
+
+
 def key_endswith(suffix: str, method: str | None = "GET") -> Callable[[str, str], bool]:
     return lambda m, key: key.endswith(suffix) and (method is None or m == method)
 
@@ -131,6 +155,7 @@ class S3Proxy:
         self.upstream = upstream.rstrip("/")
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.rotations: list[Rotation] = []
         self.body_bytes = 0
         self.bytes_by_key: Counter[str] = Counter()  # body bytes sent, per object
         self.active = 0  # bodies being relayed now
@@ -161,6 +186,11 @@ class S3Proxy:
         self.faults.append(fault)
         return fault
 
+    def rotate(self, rotation: Rotation) -> Rotation:
+        """Apply `rotation` to the requests it matches, before any fault added."""
+        self.rotations.append(rotation)
+        return rotation
+
     def pull_requests(self) -> list[Recorded]:
         """The requests recorded, but the notes of use a host writes for gc in
         the background (registry-local/uses/): what serving itself asked of S3."""
@@ -185,6 +215,9 @@ class S3Proxy:
 
     def _fault_for(self, recorded: Recorded) -> Fault | None:
         method, key = recorded.method, recorded.key
+        for rotation in self.rotations:
+            if rotation.match(method, key):
+                return rotation.next(key)
         for fault in self.faults:
             if fault.starting_at is not None and fault.starting_at != recorded.span[0]:
                 continue
