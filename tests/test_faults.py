@@ -9,13 +9,20 @@ fault clears succeeds.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 
 from registry_local.backing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from registry_local.config import StoreSettings
+from registry_local.backing.s3 import S3Backend
+from registry_local.config import S3Settings, StoreSettings
+from registry_local.errors import BackendUnavailable
 from registry_local.fill.slots import FairSlots
 from registry_local.oci.digest import Digest
 from registry_local.telemetry.metrics import Metrics
@@ -35,6 +42,20 @@ FAULTS: dict[str, dict[str, Any]] = {
     "stalled body": {"stall_at": 300 << 10},
     "short body": {"truncate_at": 900 << 10},
     "slow bandwidth": {"rate": 2 * MIB},  # 1 s for the blob: slow, yet it flows
+}
+UNAVAILABLE, REDUCE = "ServiceUnavailable", "Please reduce your request rate."
+# S3 asking for fewer requests: waited out, never a failure of S3.
+BACK_PRESSURE: dict[str, dict[str, Any]] = {
+    "503 SlowDown": FAULTS["503 SlowDown"],
+    "429 TooManyRequests": {"status": 429, "code": "TooManyRequests"},
+    "503 reduce your request rate": {"status": 503, "code": UNAVAILABLE, "message": REDUCE},
+}
+# S3 failing: each one counts toward the circuit breaker.
+FAILURES: dict[str, dict[str, Any]] = {
+    "connection reset": {"refuse": True},
+    "500 InternalError": FAULTS["500 InternalError"],
+    "502 BadGateway": {"status": 502, "code": "BadGateway"},
+    "503 ServiceUnavailable": {"status": 503, "code": UNAVAILABLE, "message": "It is down."},
 }
 
 
@@ -68,7 +89,7 @@ async def test_a_passing_fault_is_absorbed(
         assert resumed and resumed[0] > 0  # resumed where it broke off, not from zero
 
 
-@pytest.mark.parametrize("fault", ["503 SlowDown", "500 InternalError", "connection refused"])
+@pytest.mark.parametrize("fault", ["500 InternalError", "connection refused"])
 async def test_a_lasting_fault_releases_every_waiter(
     start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str, fault: str
 ) -> None:
@@ -96,6 +117,92 @@ async def test_a_lasting_fault_releases_every_waiter(
 
     injected.times = 0  # S3 recovers
     assert await asyncio.wait_for(_body(url), BOUND) == (200, image.blobs[layer])
+
+
+async def test_a_lasting_slow_down_releases_every_waiter_and_never_opens_the_circuit(
+    start_cache: StartCache, direct_store: StoreSettings, s3proxy: S3Proxy, bucket: str
+) -> None:
+    """S3 answers SlowDown for good: each read waits for it until its deadline
+    (--s3-read-timeout), the fill gives up after its attempts, every waiter is
+    released, and the breaker never opens: reads of other objects go on."""
+    image, layer = image_with_layer(2 * MIB)
+    other, other_layer = image_with_layer(MIB)
+    await seed(direct_store, "app", "v1", image)
+    await seed(direct_store, "other", "v1", other)
+    slow = s3proxy.add(Fault(key_endswith(f"{layer.hex}/data"), **FAULTS["503 SlowDown"]))
+    store = s3_settings(s3proxy.url, bucket, read_timeout=0.5, circuit_threshold=2)
+    cache = await start_cache(store=store, fill_attempts=1)
+    url = f"{cache.url}/v2/app/blobs/{layer}"
+
+    results = await asyncio.wait_for(asyncio.gather(*(_body(url) for _ in range(5))), BOUND)
+
+    for status, body in results:  # a 503 before the headers, or a cut body: never whole
+        assert status == 503 or body is None, (status, body and len(body))
+    assert not cache.blob_path(layer).exists()
+    assert slow.applied > 2  # answered, and asked again past the circuit's threshold
+    assert await metric(cache.url, "registry_local_s3_circuit_opened_total") == 0
+    assert await metric(cache.url, "registry_local_s3_circuit_state") == CLOSED
+    other_url = f"{cache.url}/v2/other/blobs/{other_layer}"
+    assert await asyncio.wait_for(_body(other_url), BOUND) == (200, other.blobs[other_layer])
+
+    slow.times = 0  # S3 catches up
+    assert await asyncio.wait_for(_body(url), BOUND) == (200, image.blobs[layer])
+
+
+def _breaker_settings(moto: str, proxy: S3Proxy) -> S3Settings:
+    """A fresh bucket behind `proxy`, and a breaker that opens after two
+    failures (and stays open): each failure is one call (one attempt)."""
+    bucket = f"breaker-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto, region_name="us-east-1").create_bucket(Bucket=bucket)
+    settings = S3Settings(bucket=bucket, endpoint=proxy.url)
+    return replace(settings, attempts=1, read_timeout=BOUND, circuit_threshold=2)
+
+
+@pytest.mark.parametrize("answer", list(BACK_PRESSURE))
+async def test_back_pressure_is_waited_out_and_never_opens_the_circuit(
+    moto: str, s3proxy: S3Proxy, tmp_path: Path, answer: str
+) -> None:
+    """Bursts of six back-pressure answers (three times the breaker's threshold,
+    with one attempt for failures) on every kind of call: each call waits them
+    out and succeeds; the circuit stays closed."""
+    metrics = Metrics()
+    file = tmp_path / "part"
+    file.write_bytes(bytes(range(256)) * 1024)
+    async with S3Backend.connect(_breaker_settings(moto, s3proxy), metrics) as s3:
+        await s3.write("k", b"hello")
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "GetObject": lambda: s3.read("k", 100),
+            "HeadObject": lambda: s3.stat("k"),
+            "conditional PutObject": lambda: s3.create("lease", b"{}"),
+            "PutObject from a file": lambda: s3.write_file("part", file, 100, 5000),
+        }
+        for name, call in calls.items():
+            burst = s3proxy.add(Fault(lambda method, key: True, times=6, **BACK_PRESSURE[answer]))
+            await asyncio.wait_for(call(), BOUND)
+            assert burst.applied == 6, name  # every answer of the burst came, one call waited
+            assert s3.breaker.state == CLOSED, name
+        assert await s3.read("k", 100) == b"hello"
+        assert await s3.stat("k") == 5
+        assert await s3.read("part", 10000) == file.read_bytes()[100:5000]
+    assert metrics.sample("s3_circuit_opened") == 0
+    assert metrics.sample("s3_retries", operation="GetObject") >= 6
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+async def test_failures_still_open_the_circuit(moto: str, s3proxy: S3Proxy, failure: str) -> None:
+    metrics = Metrics()
+    async with S3Backend.connect(_breaker_settings(moto, s3proxy), metrics) as s3:
+        await s3.write("k", b"hello")
+        s3proxy.add(Fault(lambda method, key: True, **FAILURES[failure]))
+        for _ in range(2):
+            with pytest.raises(BackendUnavailable):
+                await asyncio.wait_for(s3.read("k", 100), BOUND)
+        assert s3.breaker.state == OPEN
+        sent = len(s3proxy.requests)
+        with pytest.raises(BackendUnavailable, match="circuit open"):
+            await s3.stat("k")
+        assert len(s3proxy.requests) == sent  # refused here, without asking S3
+    assert metrics.sample("s3_circuit_opened") == 1
 
 
 @pytest.mark.parametrize("fault", ["reset mid-body", "stalled body", "short body"])

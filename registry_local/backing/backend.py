@@ -98,9 +98,13 @@ class Backend(Protocol):
         """The whole object and its version, or None if absent. Raises
         BackendError, also when the object is larger than `limit` bytes."""
 
-    async def write_file(self, key: str, path: Path) -> None:
-        """Store a local file's content as an object, streaming it (S3: multipart
-        above a threshold), so memory stays bounded. Raises BackendError."""
+    async def write_file(
+        self, key: str, path: Path, start: int = 0, end: int | None = None
+    ) -> None:
+        """Store bytes [start, end) of a local file (to its end when `end` is None
+        or past it) as an object, read from the file as they are sent (S3:
+        multipart above a threshold), so memory stays bounded whatever the size.
+        Raises BackendError."""
 
     async def compose(self, key: str, sources: Sequence[str]) -> None:
         """Store under `key` the bytes of the objects `sources`, in order, without

@@ -1,11 +1,15 @@
 """A circuit breaker: stop hammering a backing store that is down.
 
 After `threshold` consecutive failures that a retry might fix (unreachable,
-timeouts, 5xx, throttling) the circuit opens: calls fail at once, without
-touching the network, for a cool-down. Then one call is let through as a probe
-(half-open): success closes the circuit, failure opens it again for twice as
-long, up to a ceiling. Meanwhile the cache serves what it has (cached blobs,
-last known tags) and everything else gets a quick 503.
+timeouts, 5xx) the circuit opens: calls fail at once, without touching the
+network, for a cool-down. Then one call is let through as a probe (half-open):
+success closes the circuit, failure opens it again for twice as long, up to a
+ceiling. Meanwhile the cache serves what it has (cached blobs, last known
+tags) and everything else gets a quick 503.
+
+Back-pressure is no failure: a SlowDown or a 429 is S3 answering, busy, and
+counts as an answer (s3.py waits it out), so a fleet past a prefix's request
+rate slows down instead of shutting off every read of its hosts.
 """
 
 from __future__ import annotations

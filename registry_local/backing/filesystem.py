@@ -185,12 +185,16 @@ class FilesystemBackend:
         data = await self.read(key, limit)
         return None if data is None else (data, _version(data))
 
-    async def write_file(self, key: str, path: Path) -> None:
+    async def write_file(
+        self, key: str, path: Path, start: int = 0, end: int | None = None
+    ) -> None:
         target = self._path(key)
 
         def copy() -> None:
             with path.open("rb") as source:
-                _put(target, lambda out: shutil.copyfileobj(source, out, 1 << 20))
+                source.seek(start)
+                left = None if end is None else max(0, end - start)
+                _put(target, lambda out: _copy(source, out, left))
 
         try:
             await asyncio.to_thread(copy)
@@ -280,6 +284,17 @@ class _FileStream:
 
     async def close(self) -> None:
         self._file.close()
+
+
+def _copy(source: BinaryIO, out: BinaryIO, length: int | None) -> None:
+    """Copy `length` bytes of `source` (all that is left when None) to `out`."""
+    while length is None or length > 0:
+        chunk = source.read(1 << 20 if length is None else min(1 << 20, length))
+        if not chunk:
+            return
+        out.write(chunk)
+        if length is not None:
+            length -= len(chunk)
 
 
 def _empty(path: Path) -> bool:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _PRESIGNED_SECONDS = 900  # a presigned GET is sent at once; this only bounds a leak
 _ERROR_BODY_LIMIT = 64 * 1024
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
+_ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,500})</Message>")
 _ERROR_REGION = re.compile(rb"<Region>([a-z0-9-]{1,64})</Region>")
 # What S3 answers a request signed for the wrong region.
 _WRONG_REGION = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "301"})
@@ -123,13 +124,18 @@ class PresignedReads:
                 response.close()
             found = _ERROR_CODE.search(body)
             code = found.group(1).decode(errors="replace") if found else str(response.status)
+            said = _ERROR_MESSAGE.search(body)
+            message = said.group(1).decode(errors="replace") if said else ""
             elsewhere = _bucket_region(response.headers, body)
             if attempt == 0 and code in _WRONG_REGION and elsewhere not in (None, region):
                 assert elsewhere is not None
                 await self._move_to(elsewhere, region)
                 continue
             raise boto.ClientError(
-                {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": response.status}},
+                {
+                    "Error": {"Code": code, "Message": message},
+                    "ResponseMetadata": {"HTTPStatusCode": response.status},
+                },
                 "GetObject",
             )
         raise AssertionError("unreachable")

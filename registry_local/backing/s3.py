@@ -7,8 +7,19 @@ help), BackendMisconfigured (access denied, no such bucket, wrong region, no
 credentials: only the operator can fix it) or BackendError (anything else S3
 refuses); a missing key is None. Reasons are in words an operator can act on.
 Nothing above this module ever sees a botocore type. Every request has a connect
-and a read timeout, is retried (bounded, jittered) here, and passes a circuit
-breaker (breaker.py) that stops calls while S3 keeps failing.
+and a read timeout, and passes a circuit breaker (breaker.py) that stops calls
+while S3 keeps failing.
+
+One retry loop per call, `_request` (botocore's own is off), with jittered
+backoff (backoff.py). Two kinds of answer are tried again:
+
+- a failure (no answer, a timeout, another 5xx): `S3Settings.attempts` tries
+  in all, and each one counts toward the circuit breaker;
+- back-pressure (503 SlowDown, 429, a 503 asking to "reduce your request
+  rate"): S3 is up and asks for fewer requests, so the call waits and tries
+  again for as long as a slow answer may take (--s3-read-timeout), and the
+  breaker hears that S3 answered. A fleet past a prefix's request rate slows
+  down; it never shuts every read of the host off.
 
 GetObject, the call on every cold read, is a GET of a URL botocore presigns
 (presigned.py): a quarter of the CPU of botocore's own call. Its errors take
@@ -20,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
-import random
+import os
 import re
 import time
 import uuid
@@ -34,6 +46,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import exceptions as boto
 
+from ..backoff import ExponentialBackoff
 from ..config import S3Settings, StoreSettings
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
 from ..singleflight import SingleFlight
@@ -64,22 +77,33 @@ _SMALL_REQUESTS = 16  # connections beside the blob reads: links, tags, manifest
 _LISTS_AT_ONCE = 16  # children of one listing checked for objects at once
 _QUERY = re.compile(r"(https?://[^\s?'\"]*)\?[^\s'\"]*")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "ServiceUnavailable",
-        "InternalError",
-        "RequestTimeout",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequests",
-    }
+_RETRYABLE_CODES = frozenset({"ServiceUnavailable", "InternalError", "RequestTimeout"})
+# S3 asking for fewer requests (and S3-compatible stores saying so their way).
+_THROTTLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 )
+_RETRIES = ExponentialBackoff(base=0.05, cap=2.0)
 
 
 class _NotFound(BackendError):
     pass
+
+
+class _Throttled(BackendUnavailable):
+    """S3 answered, asking for fewer requests: wait, and do not count it as S3 failing."""
+
+
+def _throttled(operation: S3Operation, status: int, code: str, message: str) -> bool:
+    """Whether an error answer is back-pressure: SlowDown and its kin, a 429, a
+    503 that asks to "reduce your request rate", or a 503 to a HEAD (which has
+    no body to name its error: S3 answers a HEAD past the rate so)."""
+    if status == 429 or code in _THROTTLE_CODES:
+        return True
+    if status != 503:
+        return False
+    return "reduce your request rate" in message.lower() or (
+        operation.startswith("Head") and code == "503"
+    )
 
 
 class _Refused(BackendError):
@@ -116,6 +140,7 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
     except boto.ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
+        message = str(error.get("Message", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in _REFUSED_CODES or status in (409, 412):
             outcome = "refused"
@@ -132,7 +157,10 @@ def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) 
         if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
             outcome = "not_found"
             raise _NotFound(operation, key, code) from None
-        if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+        if _throttled(operation, status, code, message):
+            outcome = "unavailable"
+            raise _Throttled(operation, key, f"{status} {code}") from None
+        if status >= 500 or code in _RETRYABLE_CODES:
             outcome = "unavailable"
             raise BackendUnavailable(operation, key, f"{status} {code}") from None
         outcome = "error"
@@ -209,7 +237,7 @@ class S3Backend:
             s3={"addressing_style": "path" if settings.endpoint else "auto"},
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            # Retries are ours (`_request`): bounded, jittered and counted.
+            # Retries are ours (`_request`): one loop per call, jittered and counted.
             retries={"total_max_attempts": 1},
             max_pool_connections=connections,
             # SigV4 for presigned reads too (botocore would presign with SigV2,
@@ -238,29 +266,40 @@ class S3Backend:
     async def _request(
         self, operation: S3Operation, key: str, call: Callable[[], Awaitable[T]]
     ) -> T:
-        """Make one S3 call, retrying what a retry may fix (BackendUnavailable)."""
-        attempts = self._settings.attempts
-        for attempt in range(1, attempts + 1):
+        """Make one S3 call: `call()` again after a failure a retry may fix, up
+        to `attempts` tries, and after back-pressure until the call has waited
+        --s3-read-timeout (see the module docstring). Raises BackendUnavailable
+        when neither came right, BackendError."""
+        deadline = time.monotonic() + self._settings.read_timeout
+        failures = retries = 0
+        left: float | None  # how long the next pause may be
+        while True:
             if not self.breaker.allow():
                 raise BackendUnavailable(operation, key, self.breaker.why_open())
             try:
                 with _boundary(operation, key, self._metrics):
                     result = await call()
+            except _Throttled:
+                self.breaker.success()  # S3 answered: up, and busy
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
             except BackendUnavailable as exc:
                 self.breaker.failure(exc.reason)
-                if attempt == attempts:
+                failures += 1
+                if failures >= self._settings.attempts:
                     raise
-                if self._metrics is not None:
-                    self._metrics.s3_retry(operation)
-                # Full jitter: concurrent callers do not retry in step.
-                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                left = None
             except BackendError:
                 self.breaker.success()  # S3 answered, if with an error
                 raise
             else:
                 self.breaker.success()
                 return result
-        raise AssertionError("unreachable")
+            retries += 1
+            if self._metrics is not None:
+                self._metrics.s3_retry(operation)
+            await _RETRIES.pause(retries, left)
 
     async def _head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -462,38 +501,65 @@ class S3Backend:
             body.close()
         return data, str(response["ETag"])
 
-    async def write_file(self, key: str, path: Path) -> None:
+    async def write_file(
+        self, key: str, path: Path, start: int = 0, end: int | None = None
+    ) -> None:
         size = (await asyncio.to_thread(path.stat)).st_size
-        if size <= _MULTIPART_THRESHOLD:
-            await self.write(key, await asyncio.to_thread(path.read_bytes))
+        stop = size if end is None else min(end, size)
+        length = max(0, stop - start)
+        if length <= _MULTIPART_THRESHOLD:
+            put = functools.partial(
+                self._client.put_object,
+                Bucket=self._bucket,
+                Key=key,
+                ContentType="application/octet-stream",
+            )
+            await self._send_file("PutObject", key, put, path, start, length)
             return
-        # Parts are read from the file only when their turn comes: at most
-        # _PART_CONCURRENCY parts are in memory at once, whatever the size.
-        part_size = max(_PART_SIZE, -(-size // _MAX_PARTS))
+        part_size = max(_PART_SIZE, -(-length // _MAX_PARTS))
         upload_id = await self._create_upload(key)
         turns = asyncio.Semaphore(_PART_CONCURRENCY)
 
         async def upload_part(number: int, offset: int) -> dict[str, Any]:
+            put = functools.partial(
+                self._client.upload_part,
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+            )
             async with turns:
-                data = await asyncio.to_thread(_read_at, path, offset, part_size)
-                answer = await self._request(
-                    "UploadPart",
-                    key,
-                    functools.partial(
-                        self._client.upload_part,
-                        Bucket=self._bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=data,
-                    ),
-                )
-                if self._metrics is not None:
-                    self._metrics.s3_bytes(written=len(data))
+                part = min(part_size, stop - offset)
+                answer = await self._send_file("UploadPart", key, put, path, offset, part)
                 return {"PartNumber": number, "ETag": answer["ETag"]}
 
-        numbered = enumerate(range(0, size, part_size), start=1)
+        numbered = enumerate(range(start, stop, part_size), start=1)
         await self._complete(key, upload_id, [upload_part(n, offset) for n, offset in numbered])
+
+    async def _send_file(
+        self,
+        operation: S3Operation,
+        key: str,
+        send: Callable[..., Awaitable[dict[str, Any]]],
+        path: Path,
+        offset: int,
+        length: int,
+    ) -> dict[str, Any]:
+        """`send(Body=..., ContentLength=...)` (PutObject, UploadPart) with bytes
+        [offset, offset + length) of a file as the body, read from the file as
+        it is sent, never held whole; the file is opened afresh for each try."""
+
+        async def call() -> dict[str, Any]:
+            file = await asyncio.to_thread(io.FileIO, path, "rb")
+            try:
+                return await send(Body=_FileRange(file, offset, length), ContentLength=length)
+            finally:
+                file.close()
+
+        answer = await self._request(operation, key, call)
+        if self._metrics is not None:
+            self._metrics.s3_bytes(written=length)
+        return answer
 
     async def _create_upload(self, key: str) -> str:
         """A new multipart upload of `key`: its id."""
@@ -612,10 +678,44 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def _read_at(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(offset)
-        return f.read(length)
+class _FileRange(io.RawIOBase):
+    """Bytes [offset, offset + length) of a file as a seekable stream: a request
+    body read in chunks as it is sent (botocore measures it by seeking, aiohttp
+    reads it in a thread), so no part of a file is ever held whole."""
+
+    def __init__(self, file: io.FileIO, offset: int, length: int) -> None:
+        super().__init__()
+        self._file = file
+        self._offset = offset
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._length - self._position)
+        if n <= 0:
+            return 0
+        # fileno() refuses once the request is over: a read still queued in a
+        # thread then fails instead of reading whatever reused the descriptor.
+        data = os.pread(self._file.fileno(), n, self._offset + self._position)
+        if not data:
+            raise OSError(f"the file ended {self._length - self._position} bytes early")
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 def _total_size(headers: Any) -> int:

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ..backing.backend import ObjectStream
+from ..backoff import ExponentialBackoff
 from ..errors import BackendUnavailable, BlobUnknown, FillFailed
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
@@ -24,6 +25,7 @@ __all__ = ["CHUNK", "Open", "Reading", "RetryPolicy", "read_resuming"]
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+_RESUMES = ExponentialBackoff(base=0.1, cap=5.0)
 
 # Open bytes [offset, end) of the blob (to its end when end is None); None if
 # there is no such blob. Raises BackendUnavailable for what a retry may fix.
@@ -35,11 +37,12 @@ class RetryPolicy:
     """How often and how patiently a read resumes."""
 
     attempts: int  # consecutive failures without progress before giving up
-    base_delay: float = 0.1
-    max_delay: float = 5.0
+    backoff: ExponentialBackoff = _RESUMES
 
     def delay(self, failures: int) -> float:
-        return float(min(self.max_delay, self.base_delay * 2 ** (failures - 1)))
+        """The pause after `failures` consecutive failures: jittered, so the
+        fills a fault broke at once do not all come back at once."""
+        return self.backoff.delay(failures)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
 
 from ..backing.backend import Backend
+from ..backoff import ExponentialBackoff
 from ..errors import BackendError, BackendUnavailable
 from ..layout import BucketLayout
 from ..telemetry.logs import error_fields
@@ -39,12 +39,12 @@ __all__ = ["Backoff", "Lease", "Leases"]
 log = logging.getLogger(__name__)
 
 _MAX_LEASE_BYTES = 4096
-_FIRST_DELAY = 0.02  # seconds between looks at a lease (or the bucket), doubling...
-# ...up to this, each pause drawn at random from its upper half: a holder that
-# answers at once is seen at once, and a host waiting long on another asks less
-# than one request a second, a thousand hosts not in step. Blob followers wait on
-# the holder's long poll instead (fleet/blobs.py).
-_MAX_DELAY = 2.0
+# Pauses between looks at a lease (or the bucket): at most 20 ms at first, doubling
+# up to 2 s, each drawn at random below that (backoff.py): a holder that answers at
+# once is seen at once, and a host waiting long on another asks about once a second,
+# a thousand hosts not in step. Blob followers wait on the holder's long poll
+# instead (fleet/blobs.py).
+_LOOKS = ExponentialBackoff(base=0.02, cap=2.0)
 
 
 class Backoff:
@@ -53,15 +53,16 @@ class Backoff:
 
     def __init__(self, limit: float, key: str) -> None:
         self._deadline = time.monotonic() + limit
-        self._delay = _FIRST_DELAY
+        self._looks = 0
         self._key = key
 
     async def pause(self) -> None:
         """Raises BackendUnavailable once the limit has passed."""
-        if time.monotonic() > self._deadline:
+        left = self._deadline - time.monotonic()
+        if left < 0:
             raise BackendUnavailable("lease", self._key, "another host holds it for too long")
-        await asyncio.sleep(random.uniform(self._delay / 2, self._delay))
-        self._delay = min(_MAX_DELAY, self._delay * 2)
+        self._looks += 1
+        await _LOOKS.pause(self._looks, left)
 
 
 @dataclass(frozen=True, slots=True)

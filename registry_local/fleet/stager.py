@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import BackendUnavailable, FillFailed
+from ..errors import FillFailed
 from ..oci.digest import Digest
 from ..telemetry.metrics import Metrics
 from .peers import Progress
@@ -85,16 +85,10 @@ class Stager:
     async def _put(self, span: tuple[int, int]) -> None:
         assert self._fd is not None
         start, end = span
-        data = await asyncio.to_thread(os.pread, self._fd, end - start, start)
-        for attempt in range(3):
-            try:
-                await self._staging.put(self._digest, start, end, data)
-                self._metrics.fleet_staged(end - start)
-                break
-            except BackendUnavailable:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.2 * 2**attempt)
+        # Read from the file as it is sent, through the descriptor held since the
+        # start, which reads on through the rename at commit. The backend retries.
+        await self._staging.put(self._digest, start, end, Path(f"/dev/fd/{self._fd}"))
+        self._metrics.fleet_staged(end - start)
         self.spans.append(span)
         self.spans.sort()
         self._announce()

@@ -11,9 +11,11 @@ parts: no byte crosses the link again) and the parts are removed. A host that
 takes a lease over (its holder died) lists the parts already staged and reads
 only the rest from the origin.
 
-A staged part is written whole (one PutObject) or not at all, so one that is
-listed is complete; its bytes are not verified until the whole blob is, by
-every host that reads them, as all content is. Part sizes: STAGE_PART, or more
+A staged part is read from the fill's file as it is sent, never held in memory
+whole, and written whole (one PutObject, or a multipart upload for a part past
+S3's multipart threshold) or not at all, so one that is listed is complete; its
+bytes are not verified until the whole blob is, by every host that reads them,
+as all content is. Part sizes: STAGE_PART, or more
 for a blob so large that its parts would pass S3's 10,000 parts of an upload.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..backing.backend import Backend, ObjectStream
 from ..config.values import S3_MIN_PART
@@ -57,9 +60,11 @@ class Staging:
     def spans(self, size: int) -> list[tuple[int, int]]:
         return parts_of(size, self.part_size)
 
-    async def put(self, digest: Digest, start: int, end: int, data: bytes) -> None:
-        """Stage bytes [start, end). Raises BackendError."""
-        await self.backend.write(self.layout.staged_part(digest, start, end), data)
+    async def put(self, digest: Digest, start: int, end: int, path: Path) -> None:
+        """Stage bytes [start, end) of the blob, from the file `path` that holds
+        them at the same offsets. Raises BackendError (the backend has retried
+        what a retry may fix)."""
+        await self.backend.write_file(self.layout.staged_part(digest, start, end), path, start, end)
 
     async def staged(self, digest: Digest) -> list[tuple[int, int]]:
         """The parts of `digest` in the bucket now, by offset. Raises BackendError."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from ..backoff import ExponentialBackoff
 from ..config import OriginSettings
 from ..errors import BackendError, BackendUnavailable, DigestInvalid, UpstreamDenied
 from ..oci.digest import Digest
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _ATTEMPTS = 4  # tries of one request that is throttled (429) or unavailable (503)
 _MAX_RETRY_AFTER = 30.0  # seconds we wait at most for one Retry-After
+_BACKOFF = ExponentialBackoff(base=0.5, cap=_MAX_RETRY_AFTER)  # when it gives none
 _TOKEN_MARGIN = 10.0  # seconds before its expiry a token is fetched anew
 _CHUNK = 1 << 20
 
@@ -351,7 +353,7 @@ def _digest_or_none(text: str) -> Digest | None:
 
 def _retry_after(value: str | None, attempt: int) -> float:
     try:
-        seconds = float(value) if value is not None else 0.5 * 2 ** (attempt - 1)
+        seconds = float(value) if value is not None else _BACKOFF.delay(attempt)
     except ValueError:
         seconds = 1.0  # an HTTP date: not worth parsing, wait a little
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from registry_local.layout import BucketLayout
 
-__all__ = ["Fault", "Recorded", "S3Proxy"]
+__all__ = ["Fault", "Recorded", "Rotation", "S3Proxy"]
 
 _CHUNK = 128 * 1024  # small enough for the shaping to be smooth, large enough to be fast
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "trailer"}
@@ -50,7 +51,7 @@ class Recorded:
 class Fault:
     """What to do to matching requests; `times` limits how many (None: all).
 
-    status:      answer with this status and an S3 error code, upstream untouched
+    status:      answer with this status, an S3 error code and message, upstream untouched
     headers:     with `status`, these headers on the answer too
     refuse:      close the connection without an answer
     gate_at:     send this many body bytes, then wait for `gate` to be set
@@ -72,6 +73,7 @@ class Fault:
     starting_at: int | None = None  # only requests whose byte range starts here
     status: int | None = None
     code: str = "SlowDown"
+    message: str = "injected"
     headers: dict[str, str] = field(default_factory=dict)
     refuse: bool = False
     gate_at: int | None = None
@@ -86,6 +88,29 @@ class Fault:
     drop_range: bool = False
     drop_conditions: bool = False
     applied: int = 0
+
+
+@dataclass
+class Rotation:
+    """Faults taken in turn, per key: the n-th matching request for a key gets
+    `cycle[(start + n) % len(cycle)]` (None: passes untouched), where `start` is
+    drawn from the key's name (a stable hash, when `spread`; else 0), so keys do
+    not all begin at the same place of the cycle. Each Fault of the cycle counts
+    what it was applied to; its own `match`, `times` and `starting_at` are not read."""
+
+    match: Callable[[str, str], bool]
+    cycle: Sequence[Fault | None]
+    spread: bool = True
+    seen: Counter[str] = field(default_factory=Counter)
+
+    def next(self, key: str) -> Fault | None:
+        """What the next request for `key` gets."""
+        start = zlib.crc32(key.encode()) if self.spread else 0
+        fault = self.cycle[(start + self.seen[key]) % len(self.cycle)]
+        self.seen[key] += 1
+        if fault is not None:
+            fault.applied += 1
+        return fault
 
 
 def key_endswith(suffix: str, method: str | None = "GET") -> Callable[[str, str], bool]:
@@ -132,6 +157,7 @@ class S3Proxy:
         self.upstream = upstream.rstrip("/")
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.rotations: list[Rotation] = []
         self.body_bytes = 0
         self.bytes_by_key: Counter[str] = Counter()  # body bytes sent, per object
         self.active = 0  # bodies being relayed now
@@ -162,6 +188,11 @@ class S3Proxy:
         self.faults.append(fault)
         return fault
 
+    def rotate(self, rotation: Rotation) -> Rotation:
+        """Apply `rotation` to the requests it matches, before any fault added."""
+        self.rotations.append(rotation)
+        return rotation
+
     def pull_requests(self) -> list[Recorded]:
         """The requests recorded, but the notes of use a host writes for gc in
         the background (registry-local/uses/): what serving itself asked of S3."""
@@ -186,6 +217,9 @@ class S3Proxy:
 
     def _fault_for(self, recorded: Recorded) -> Fault | None:
         method, key = recorded.method, recorded.key
+        for rotation in self.rotations:
+            if rotation.match(method, key):
+                return rotation.next(key)
         for fault in self.faults:
             if fault.starting_at is not None and fault.starting_at != recorded.span[0]:
                 continue
@@ -208,7 +242,7 @@ class S3Proxy:
             request.transport.abort()
             return web.Response()
         if fault is not None and fault.status is not None:
-            body = f"<Error><Code>{fault.code}</Code><Message>injected</Message></Error>"
+            body = f"<Error><Code>{fault.code}</Code><Message>{fault.message}</Message></Error>"
             headers = {"Retry-After": "0"} if fault.status == 429 else {}
             return web.Response(
                 status=fault.status,
