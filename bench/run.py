@@ -69,7 +69,7 @@ from bench.scenarios.result import Json, Result, random_image  # noqa: E402
 from registry_local.transfer.imagebuild import Image  # noqa: E402
 from tests.support.engines import run_seaweedfs  # noqa: E402
 from tests.support.harness import s3_settings, seed  # noqa: E402
-from tests.support.processes import AWS_ENV  # noqa: E402
+from tests.support.processes import AWS_ENV, in_thread  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ SCENARIOS: dict[str, Run] = {
     "ranged": lambda c, i, a: ranged.run(c, i.the_big(), a.link_mbps),
     "fleet": lambda c, i, a: fleet.run(c, i.app, a.fleet_hosts, a.fleet_clients),
     "fleet-scale": lambda c, i, a: fleet_scale.run(
-        c, a.scale_hosts, a.scale_layer_mb, a.scale_stream_mbps, a.scale_nic_mbps
+        c, a.scale_hosts, a.scale_layer_mb, a.scale_stream_mbps, a.scale_nic_mbps, a.scale_part
     ),
     "cold-layers": lambda c, i, a: cold_layers.run(
         c, a.cold_layers, a.cold_layer_mb, a.cold_stream_mbps, a.cold_link_mbps
@@ -129,20 +129,22 @@ async def run(args: argparse.Namespace) -> dict[str, Result]:
     """The scenarios asked for, in the table's order, on one bucket behind one throttle."""
     chosen = set(args.scenarios.split(","))
     _client_counts(args)  # a malformed --clients fails before anything starts
+    with tempfile.TemporaryDirectory(prefix="rl-bench-") as work:
+        async with in_thread(run_seaweedfs(Path(work))) as s3:  # it blocks as it starts
+            os.environ.update(AWS_ENV)
+            return await _run_on(s3, Path(work), args, chosen)
+
+
+async def _run_on(
+    s3: str, work: Path, args: argparse.Namespace, chosen: set[str]
+) -> dict[str, Result]:
     results: dict[str, Result] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="rl-bench-") as work_dir,
-        run_seaweedfs(Path(work_dir)) as s3,
-    ):
-        os.environ.update(AWS_ENV)
-        images = await _seed(s3, args, chosen)
-        async with throttle(s3, args.latency_ms, args.stream_mbps) as s3_throttle:
-            contenders = Contenders(
-                Path(work_dir), s3, s3_throttle, args.latency_ms, args.stream_mbps
-            )
-            for name, scenario in SCENARIOS.items():
-                if name in chosen and (name not in _PULL_BIG or images.big is not None):
-                    results[name] = await scenario(contenders, images, args)
+    images = await _seed(s3, args, chosen)
+    async with throttle(s3, args.latency_ms, args.stream_mbps) as s3_throttle:
+        contenders = Contenders(work, s3, s3_throttle, args.latency_ms, args.stream_mbps)
+        for name, scenario in SCENARIOS.items():
+            if name in chosen and (name not in _PULL_BIG or images.big is not None):
+                results[name] = await scenario(contenders, images, args)
     return results
 
 
@@ -209,6 +211,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale-layer-mb", type=float, default=32, help="fleet-scale's layers")
     parser.add_argument(
         "--scale-stream-mbps", type=float, default=5, help="origin and S3 MB/s per stream"
+    )
+    parser.add_argument(
+        "--scale-part", default="8MiB", help="--fleet-part-size of fleet-scale's staged designs"
     )
     parser.add_argument(
         "--scale-nic-mbps", type=float, default=400, help="a host's link, for fleet-scale's model"

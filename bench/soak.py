@@ -34,7 +34,14 @@ sys.path.insert(0, str(ROOT))
 from registry_local.oci.digest import Digest  # noqa: E402
 from registry_local.transfer.imagebuild import Image, build_image  # noqa: E402
 from tests.support.harness import metric, s3_settings, seed  # noqa: E402
-from tests.support.processes import AWS_ENV, free_port, run_moto, sealed_env, serve_argv  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    AWS_ENV,
+    free_port,
+    in_thread,
+    run_moto,
+    sealed_env,
+    serve_argv,
+)
 from tests.support.s3proxy import Fault, S3Proxy  # noqa: E402
 
 FAULTS: list[dict[str, Any]] = [
@@ -98,108 +105,106 @@ async def sample(base: str) -> tuple[float, float, float]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    with (
-        tempfile.TemporaryDirectory(prefix="rl-soak-") as work,
-        run_moto(Path(work) / "moto.log") as moto,
-    ):
-        os.environ.update(AWS_ENV)
-        s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
-        s3.create_bucket(Bucket="soak")
-        images: list[tuple[str, Image]] = []
-        for number in range(args.images):
-            image = build_image(
-                [
-                    {"a": os.urandom(random.randint(50, 600) << 10)},
-                    {"b": os.urandom(random.randint(5, 80) << 10)},
-                ]
-            )
-            name = f"soak/app{number}"
-            await seed(s3_settings(moto, "soak"), name, "v1", image)
-            images.append((name, image))
-        proxy = await S3Proxy(moto).start()
-        for fault in FAULTS:
-            proxy.add(
-                Fault(
-                    lambda m, k: (
-                        k.endswith("/data") and random.random() < args.fault_rate / len(FAULTS)
-                    ),
-                    **fault,
+    with tempfile.TemporaryDirectory(prefix="rl-soak-") as work:
+        async with in_thread(run_moto(Path(work) / "moto.log")) as moto:  # it blocks as it starts
+            os.environ.update(AWS_ENV)
+            s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1")
+            s3.create_bucket(Bucket="soak")
+            images: list[tuple[str, Image]] = []
+            for number in range(args.images):
+                image = build_image(
+                    [
+                        {"a": os.urandom(random.randint(50, 600) << 10)},
+                        {"b": os.urandom(random.randint(5, 80) << 10)},
+                    ]
                 )
+                name = f"soak/app{number}"
+                await seed(s3_settings(moto, "soak"), name, "v1", image)
+                images.append((name, image))
+            proxy = await S3Proxy(moto).start()
+            for fault in FAULTS:
+                proxy.add(
+                    Fault(
+                        lambda m, k: (
+                            k.endswith("/data") and random.random() < args.fault_rate / len(FAULTS)
+                        ),
+                        **fault,
+                    )
+                )
+            port = free_port()
+            env = sealed_env(
+                {
+                    **AWS_ENV,
+                    "REGISTRY_LOCAL_S3_ENDPOINT": proxy.url,
+                    "REGISTRY_LOCAL_S3_BUCKET": "soak",
+                    "REGISTRY_LOCAL_LOG_LEVEL": "warning",
+                }
             )
-        port = free_port()
-        env = sealed_env(
-            {
-                **AWS_ENV,
-                "REGISTRY_LOCAL_S3_ENDPOINT": proxy.url,
-                "REGISTRY_LOCAL_S3_BUCKET": "soak",
-                "REGISTRY_LOCAL_LOG_LEVEL": "warning",
-            }
-        )
-        server_log = (Path(work) / "server.log").open("wb")
-        server = await asyncio.create_subprocess_exec(
-            *serve_argv(
-                port,
-                "--cache-dir",
-                str(Path(work) / "cache"),
-                "--cache-max-bytes",
-                args.cache,
-                "--s3-read-timeout",
-                "1",
-            ),
-            env=env,
-            stderr=server_log,
-        )
-        base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # wait for it to listen
-                try:
-                    async with session.get(f"{base}/healthz"):
-                        break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-        tally = Tally()
-        began = time.monotonic()
-        stop = began + args.minutes * 60
-        clients = [
-            asyncio.create_task(client(base, images, tally, stop)) for _ in range(args.clients)
-        ]
-        samples = []
-        while time.monotonic() + args.sample_every < stop:  # samples under load only
-            await asyncio.sleep(args.sample_every)
-            samples.append((time.monotonic() - began, *await sample(base)))
-            print(
-                f"{samples[-1][0]:6.0f}s  rss {samples[-1][1] / 2**20:6.1f} MiB  "
-                f"fds {samples[-1][2]:4.0f}  tasks {samples[-1][3]:4.0f}  whole "
-                f"{tally.whole}  ranges {tally.ranges}  cut {tally.cut}  errors "
-                f"{tally.errors}  corrupt {tally.corrupt}",
-                flush=True,
+            server_log = (Path(work) / "server.log").open("wb")
+            server = await asyncio.create_subprocess_exec(
+                *serve_argv(
+                    port,
+                    "--cache-dir",
+                    str(Path(work) / "cache"),
+                    "--cache-max-bytes",
+                    args.cache,
+                    "--s3-read-timeout",
+                    "1",
+                ),
+                env=env,
+                stderr=server_log,
             )
-        await asyncio.gather(*clients)
-        evictions = await metric(base, "registry_local_evictions_total")
-        fills = await metric(base, "registry_local_fills_started_total")
-        server.terminate()
-        await server.wait()
-        server_log.close()
-        await proxy.close()
-        logged = (Path(work) / "server.log").read_text()
-        errors_logged = logged.count(" ERROR ") + logged.count("Traceback")
+            base = f"http://127.0.0.1:{port}"
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):  # wait for it to listen
+                    try:
+                        async with session.get(f"{base}/healthz"):
+                            break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+            tally = Tally()
+            began = time.monotonic()
+            stop = began + args.minutes * 60
+            clients = [
+                asyncio.create_task(client(base, images, tally, stop)) for _ in range(args.clients)
+            ]
+            samples = []
+            while time.monotonic() + args.sample_every < stop:  # samples under load only
+                await asyncio.sleep(args.sample_every)
+                samples.append((time.monotonic() - began, *await sample(base)))
+                print(
+                    f"{samples[-1][0]:6.0f}s  rss {samples[-1][1] / 2**20:6.1f} MiB  "
+                    f"fds {samples[-1][2]:4.0f}  tasks {samples[-1][3]:4.0f}  whole "
+                    f"{tally.whole}  ranges {tally.ranges}  cut {tally.cut}  errors "
+                    f"{tally.errors}  corrupt {tally.corrupt}",
+                    flush=True,
+                )
+            await asyncio.gather(*clients)
+            evictions = await metric(base, "registry_local_evictions_total")
+            fills = await metric(base, "registry_local_fills_started_total")
+            server.terminate()
+            await server.wait()
+            server_log.close()
+            await proxy.close()
+            logged = (Path(work) / "server.log").read_text()
+            errors_logged = logged.count(" ERROR ") + logged.count("Traceback")
 
-    third = max(1, len(samples) // 3)
-    print(f"\nsoak: {args.minutes} min, {args.clients} clients, fault rate {args.fault_rate}")
-    print(
-        f"bodies: {tally.whole} whole, {tally.ranges} ranges, {tally.cut} cut or aborted, "
-        f"{tally.errors} errors, {tally.corrupt} corrupt"
-    )
-    print(
-        f"server: {fills:.0f} fills, {evictions:.0f} evictions, "
-        f"{errors_logged} errors or tracebacks logged"
-    )
-    for index, name in ((1, "RSS MiB"), (2, "open fds"), (3, "tasks")):
-        first = statistics.mean(s[index] for s in samples[:third])
-        last = statistics.mean(s[index] for s in samples[-third:])
-        scale = 2**20 if index == 1 else 1
-        print(f"{name:9} first third {first / scale:8.1f}   last third {last / scale:8.1f}")
-    return 1 if tally.corrupt or errors_logged else 0
+        third = max(1, len(samples) // 3)
+        print(f"\nsoak: {args.minutes} min, {args.clients} clients, fault rate {args.fault_rate}")
+        print(
+            f"bodies: {tally.whole} whole, {tally.ranges} ranges, {tally.cut} cut or aborted, "
+            f"{tally.errors} errors, {tally.corrupt} corrupt"
+        )
+        print(
+            f"server: {fills:.0f} fills, {evictions:.0f} evictions, "
+            f"{errors_logged} errors or tracebacks logged"
+        )
+        for index, name in ((1, "RSS MiB"), (2, "open fds"), (3, "tasks")):
+            first = statistics.mean(s[index] for s in samples[:third])
+            last = statistics.mean(s[index] for s in samples[-third:])
+            scale = 2**20 if index == 1 else 1
+            print(f"{name:9} first third {first / scale:8.1f}   last third {last / scale:8.1f}")
+        return 1 if tally.corrupt or errors_logged else 0
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ from tests.support.processes import free_port
 
 __all__ = ["Design", "FleetScale", "run"]
 
-# The set-ups: (name, --peer-max-streams, --fleet-part-size); None: unbounded.
-_DESIGNS = (
+# The set-ups: (name, --peer-max-streams, --fleet-part-size, or None for the
+# staged part size of the run); streams None: unbounded.
+_DESIGNS: tuple[tuple[str, int | None, str | None], ...] = (
     ("flat: every follower streams", None, "1GiB"),
-    ("staged, 2 streams", 2, "8MiB"),
-    ("staged, no streams", 0, "8MiB"),
+    ("staged, 2 streams", 2, None),
+    ("staged, no streams", 0, None),
 )
 
 
@@ -36,6 +37,7 @@ class Design:
     busiest_upload_ratio: float  # the most one host sent its peers, over the image
     staged_gets: int
     model_seconds: float
+    peak_rss: int  # the largest of the hosts' peak resident memory
 
     def to_json(self) -> dict[str, Json]:
         return {
@@ -45,6 +47,7 @@ class Design:
             "staged_gets": self.staged_gets,
             "first_layer_byte_p50": list(self.pull.first_layer_byte_p50),
             "model_seconds": self.model_seconds,
+            "peak_rss": self.peak_rss,
         }
 
 
@@ -55,6 +58,7 @@ class FleetScale:
     hosts: int
     layer_mb: float
     stream_mbps: float
+    part: str  # the staged designs' --fleet-part-size
     designs: Mapping[str, Design]
 
     def to_json(self) -> Json:
@@ -62,13 +66,15 @@ class FleetScale:
             "hosts": self.hosts,
             "layer_mb": self.layer_mb,
             "stream_mbps": self.stream_mbps,
+            "part": self.part,
             "designs": {name: design.to_json() for name, design in self.designs.items()},
         }
 
     def report(self) -> str:
         lines = [
             f"\n== fleet at scale: {self.hosts} hosts x 2 clients, two {self.layer_mb:g} MiB "
-            f"layers only the origin has ({self.stream_mbps:g} MB/s per stream) =="
+            f"layers only the origin has ({self.stream_mbps:g} MB/s per stream, staged "
+            f"parts of {self.part}) =="
         ]
         for name, row in self.designs.items():
             firsts = row.pull.first_layer_byte_p50
@@ -76,18 +82,24 @@ class FleetScale:
                 f"{name:30} {row.pull.seconds:6.2f} s (model {row.model_seconds:5.2f} s)  "
                 f"origin bytes/blob bytes {row.origin_bytes_ratio:.2f}  busiest host sent "
                 f"{row.busiest_upload_ratio:.2f}x the image  staged-part GETs "
-                f"{row.staged_gets}  first layer byte p50 {firsts[0]:.3f}..{firsts[-1]:.3f} s"
+                f"{row.staged_gets}  first layer byte p50 {firsts[0]:.3f}..{firsts[-1]:.3f} s  "
+                f"peak RSS {row.peak_rss / MIB:.0f} MiB"
             )
         return "\n".join(lines)
 
 
 async def run(
-    contenders: Contenders, count: int, layer_mb: float, stream_mbps: float, nic_mbps: float
+    contenders: Contenders,
+    count: int,
+    layer_mb: float,
+    stream_mbps: float,
+    nic_mbps: float,
+    part_size: str = "8MiB",
 ) -> FleetScale:
     """`count` hosts, two layers of `layer_mb` MiB; the origin and S3 at
     `stream_mbps` per stream (slow enough that hosts on one machine are held by
     their links, as hosts are, not by the CPU they share here); the model's
-    hosts on links of `nic_mbps`."""
+    hosts on links of `nic_mbps`; staged parts of `part_size`."""
     image = random_image([layer_mb, layer_mb])
     blob_bytes = sum(len(data) for data in image.blobs.values())
     designs: dict[str, Design] = {}
@@ -95,7 +107,8 @@ async def run(
         origin(contenders, "scale-origin", image, stream_mbps) as upstream,
         contenders.throttle(contenders.s3, stream_mbps=stream_mbps) as bucket_s3,
     ):
-        for name, streams, part in _DESIGNS:
+        for name, streams, fixed in _DESIGNS:
+            part = fixed or part_size
             bucket = contenders.create_bucket(f"scale-{len(designs)}")
             options = [
                 {
@@ -123,6 +136,7 @@ async def run(
                     )
                     for s in servers
                 ]
+                peak_rss = max(s.peak_rss() for s in servers)
             designs[name] = Design(
                 pull=pull,
                 origin_bytes_ratio=origin_counts.bytes(lambda k: "/blobs/" in k) / blob_bytes,
@@ -131,9 +145,10 @@ async def run(
                 model_seconds=_modelled(
                     contenders, count, layer_mb, streams, part, stream_mbps, nic_mbps
                 ),
+                peak_rss=peak_rss,
             )
     print("fleet-scale: done", flush=True)
-    return FleetScale(count, layer_mb, stream_mbps, designs)
+    return FleetScale(count, layer_mb, stream_mbps, part_size, designs)
 
 
 def _modelled(
