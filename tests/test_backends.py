@@ -221,7 +221,7 @@ async def test_children_are_checked_only_where_the_store_lists_emptied_prefixes(
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     metrics = Metrics()
     settings = S3Settings(bucket=bucket, endpoint=endpoint)
-    async with S3Backend.connect(settings, metrics, scratch="own/probes/") as s3:
+    async with S3Backend.connect(settings, metrics.s3, scratch="own/probes/") as s3:
         for key in ["t/a/link", "t/b/link", "t/c/link", "t/d/link"]:
             await s3.write(key, b"1")
         await s3.delete("t/d/link")

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import boto3
 import pytest
+from prometheus_client import CollectorRegistry
 
 from registry_local.backing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from registry_local.backing.s3 import S3Backend
@@ -25,7 +26,7 @@ from registry_local.config import S3Settings, StoreSettings
 from registry_local.errors import BackendUnavailable
 from registry_local.fill.slots import FairSlots
 from registry_local.oci.digest import Digest
-from registry_local.telemetry.metrics import Metrics
+from registry_local.telemetry.metrics import Metrics, S3Recorder
 
 from .support.harness import StartCache, fetch, metric, pull_image, s3_settings, seed
 from .support.images import image_with_layer
@@ -168,7 +169,7 @@ async def test_back_pressure_is_waited_out_and_never_opens_the_circuit(
     metrics = Metrics()
     file = tmp_path / "part"
     file.write_bytes(bytes(range(256)) * 1024)
-    async with S3Backend.connect(_breaker_settings(moto, s3proxy), metrics) as s3:
+    async with S3Backend.connect(_breaker_settings(moto, s3proxy), metrics.s3) as s3:
         await s3.write("k", b"hello")
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "GetObject": lambda: s3.read("k", 100),
@@ -191,7 +192,7 @@ async def test_back_pressure_is_waited_out_and_never_opens_the_circuit(
 @pytest.mark.parametrize("failure", list(FAILURES))
 async def test_failures_still_open_the_circuit(moto: str, s3proxy: S3Proxy, failure: str) -> None:
     metrics = Metrics()
-    async with S3Backend.connect(_breaker_settings(moto, s3proxy), metrics) as s3:
+    async with S3Backend.connect(_breaker_settings(moto, s3proxy), metrics.s3) as s3:
         await s3.write("k", b"hello")
         s3proxy.add(Fault(lambda method, key: True, **FAILURES[failure]))
         for _ in range(2):
@@ -317,12 +318,12 @@ async def test_concurrent_blob_reads_from_s3_are_bounded(
     assert results == [(200, image.blobs[layer]) for image, layer in images]
 
 
-class _QueueWatch(Metrics):
-    """Metrics that let a test await the slot queue reaching a length: a waiter
+class _QueueWatch(S3Recorder):
+    """An S3 recorder that lets a test await the slot queue reaching a length: a waiter
     is queued exactly when FairSlots reports it among `s3_slot_waiters`."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(CollectorRegistry())
         self.waiting = 0
         self._changed = asyncio.Event()
 

@@ -137,8 +137,8 @@ async def test_debug_shows_the_steps_of_a_lease(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="registry_local.fleet.leases")
     backend = FilesystemBackend(tmp_path)
-    first = Leases(backend, BucketLayout(""), "http://127.0.0.1:1", 30, Metrics())
-    second = Leases(backend, BucketLayout(""), "http://127.0.0.1:2", 30, Metrics())
+    first = Leases(backend, BucketLayout(""), "http://127.0.0.1:1", 30, Metrics().fleet)
+    second = Leases(backend, BucketLayout(""), "http://127.0.0.1:2", 30, Metrics().fleet)
     held, seen = first.lease("leases/x"), second.lease("leases/x")
     await held.take()
     assert held.mine

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import S3Recorder
 
 __all__ = ["CircuitBreaker"]
 
@@ -35,7 +35,7 @@ class CircuitBreaker:
         self,
         threshold: int,
         cooldown: float,
-        metrics: Metrics | None = None,
+        metrics: S3Recorder | None = None,
         max_cooldown: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

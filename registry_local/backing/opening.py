@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from ..config import StoreSettings
 from ..layout import BucketLayout
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import S3Recorder
 from .distribution import DistributionStore
 from .filesystem import FilesystemBackend
 from .s3 import S3Backend
@@ -17,7 +17,7 @@ __all__ = ["open_store"]
 
 @contextlib.asynccontextmanager
 async def open_store(
-    settings: StoreSettings, metrics: Metrics | None = None
+    settings: StoreSettings, metrics: S3Recorder | None = None
 ) -> AsyncIterator[DistributionStore]:
     """The configured backing store, open for the duration of the block."""
     layout = BucketLayout(settings.prefix)

@@ -50,7 +50,7 @@ from ..backoff import ExponentialBackoff
 from ..config import S3Settings, StoreSettings
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable, ObjectTooLarge
 from ..singleflight import SingleFlight
-from ..telemetry.metrics import Metrics, S3Operation, S3Outcome
+from ..telemetry.metrics import S3Operation, S3Outcome, S3Recorder
 from .backend import Listed
 from .breaker import CircuitBreaker
 from .presigned import PresignedReads
@@ -131,7 +131,9 @@ _REFUSED_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
 @contextlib.contextmanager
-def _boundary(operation: S3Operation, key: str, metrics: Metrics | None = None) -> Iterator[None]:
+def _boundary(
+    operation: S3Operation, key: str, metrics: S3Recorder | None = None
+) -> Iterator[None]:
     """Translate botocore and transport errors; count the request if `metrics`."""
     began = time.monotonic()
     outcome: S3Outcome = "ok"
@@ -200,7 +202,7 @@ class S3Backend:
         self,
         settings: S3Settings,
         client: Any,
-        metrics: Metrics | None,
+        metrics: S3Recorder | None,
         reads: PresignedReads,
         scratch: str | None = None,
     ) -> None:
@@ -222,7 +224,7 @@ class S3Backend:
     async def connect(
         cls,
         settings: S3Settings,
-        metrics: Metrics | None = None,
+        metrics: S3Recorder | None = None,
         scratch: str | None = None,
         blob_reads: int = StoreSettings.max_concurrency,
     ) -> AsyncIterator[S3Backend]:
@@ -735,7 +737,7 @@ class _S3Stream:
         size: int,
         position: int,
         stop: int,
-        metrics: Metrics | None,
+        metrics: S3Recorder | None,
         breaker: CircuitBreaker | None,
     ) -> None:
         self._body = body

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..backing.backend import Backend
 from ..disk.store import DiskStore
 from ..errors import BackendError, BackendMisconfigured, BackendUnavailable
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import ReadinessRecorder
 
 __all__ = ["Readiness", "ReadinessReport", "store_fault"]
 
@@ -42,7 +42,7 @@ class Readiness:
         self,
         disk: DiskStore,
         backend: Backend,
-        metrics: Metrics,
+        metrics: ReadinessRecorder,
         interval: float,
         fleet: str,
     ) -> None:

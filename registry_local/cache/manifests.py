@@ -34,7 +34,7 @@ from ..origin.mapping import OriginMap, OriginRepo
 from ..retention.records import RetentionRecords
 from ..singleflight import SingleFlight
 from ..telemetry.logs import error_fields
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import LookupRecorder, OriginRecorder
 from ..telemetry.writes import write_failed
 from .links import LinkCache, once_linked
 
@@ -70,7 +70,8 @@ class ManifestCache:
         learned: Learned,
         links: LinkCache,
         tag_ttl: float,
-        metrics: Metrics,
+        lookup_metrics: LookupRecorder,
+        origin_metrics: OriginRecorder,
         origins: OriginMap | None = None,
         fleet: Fleet | None = None,
         records: RetentionRecords | None = None,
@@ -83,7 +84,8 @@ class ManifestCache:
         self._learned = learned
         self._links = links
         self._tag_ttl = tag_ttl
-        self._metrics = metrics
+        self._lookup_metrics = lookup_metrics
+        self._origin_metrics = origin_metrics
         self._memo: BoundedDict[Digest, Manifest] = BoundedDict(_MEMO_BYTES, lambda m: len(m.data))
         self._tags: BoundedDict[tuple[str, str], TagRecord] = BoundedDict(_TAG_ENTRIES)
         self._content_flights: SingleFlight[Digest, Manifest] = SingleFlight()
@@ -142,9 +144,9 @@ class ManifestCache:
                 manifest = Manifest(digest, data, inspect_manifest(data))
                 self._memo.put(digest, manifest)
         if manifest is not None:
-            self._metrics.cache_hit("manifest")
+            self._lookup_metrics.cache_hit("manifest")
             return manifest
-        self._metrics.cache_miss("manifest", joined=self._content_flights.running(digest))
+        self._lookup_metrics.cache_miss("manifest", joined=self._content_flights.running(digest))
         return await self._content_flights.run(digest, lambda: self._fetch(digest))
 
     async def _fetch(self, digest: Digest) -> Manifest:
@@ -171,9 +173,9 @@ class ManifestCache:
             if record is not None:
                 self._tags.put(key, record)
         if record is not None and time.time() - record.checked_at < self._tag_ttl:
-            self._metrics.cache_hit("tag")
+            self._lookup_metrics.cache_hit("tag")
             return record.digest
-        self._metrics.cache_miss("tag", joined=self._tag_flights.running(key))
+        self._lookup_metrics.cache_miss("tag", joined=self._tag_flights.running(key))
         try:
             repo = self._origins.repo_for(name, namespace)
             digest = await self._tag_flights.run(
@@ -182,7 +184,7 @@ class ManifestCache:
         except BackendError as exc:
             if record is None:
                 raise
-            self._metrics.stale_served("tag")
+            self._lookup_metrics.stale_served("tag")
             log.warning(
                 "serving last known %s:%s, backing store failed: %s",
                 name,
@@ -205,15 +207,15 @@ class ManifestCache:
             if digest is None:  # no origin, or it does not know the tag: the bucket's
                 digest = await self._store.tag_target(name, tag)
         except BackendError:
-            self._metrics.tag_revalidated("error")
+            self._lookup_metrics.tag_revalidated("error")
             raise
         if digest is None:
-            self._metrics.tag_revalidated("removed")
+            self._lookup_metrics.tag_revalidated("removed")
             self._tags.pop((name, tag))
             await self._learned.forget_tag(name, tag)
             return None
         changed = known is None or known.digest != digest
-        self._metrics.tag_revalidated("changed" if changed else "unchanged")
+        self._lookup_metrics.tag_revalidated("changed" if changed else "unchanged")
         self._tags.put((name, tag), await self._learned.remember_tag(name, tag, digest))
         return digest
 
@@ -252,7 +254,7 @@ class ManifestCache:
             digest = await self._store.tag_target(name, tag)
             if digest is None:
                 raise
-            self._metrics.stale_served("tag")
+            self._lookup_metrics.stale_served("tag")
             log.warning(
                 "origin failed for %s:%s, serving the bucket's tag: %s",
                 name,
@@ -299,7 +301,7 @@ class ManifestCache:
         """Commit a verified manifest from the origin here, then write it (and
         the tag) through to the bucket: content before the links that name it."""
         manifest = Manifest(digest, data, inspect_manifest(data))
-        self._metrics.origin_fetched("manifest")
+        self._origin_metrics.origin_fetched("manifest")
         await self.learned(manifest, name, () if tag is None else (tag,))
         await self._links.learned_manifest(name, digest)
         try:
@@ -307,12 +309,12 @@ class ManifestCache:
             if self._records is not None:
                 await self._records.from_origin(name, digest)
             await self._store.link_manifest(name, digest)
-            self._metrics.origin_written_through("manifest")
+            self._origin_metrics.origin_written_through("manifest")
             if tag is not None:
                 await self._store.tag(name, tag, digest)
-                self._metrics.origin_written_through("tag")
+                self._origin_metrics.origin_written_through("tag")
         except BackendError as exc:
-            write_failed(self._metrics, name, digest, exc)
+            write_failed(self._origin_metrics, name, digest, exc)
         return manifest
 
     async def learned(self, manifest: Manifest, name: str, tags: Sequence[str] = ()) -> None:

@@ -21,7 +21,7 @@ import logging
 from ..errors import BackendError, FillFailed, RegistryError
 from ..fill.fill import Fill
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import PrefetchRecorder
 from .blobs import BlobCache
 from .manifests import Manifest
 
@@ -34,7 +34,7 @@ class Prefetcher:
     """The prefetches of this host, a few at a time, and what they brought that
     nobody read before it was evicted. `start` hooks it to the cache."""
 
-    def __init__(self, blobs: BlobCache, concurrency: int, metrics: Metrics) -> None:
+    def __init__(self, blobs: BlobCache, concurrency: int, metrics: PrefetchRecorder) -> None:
         self._blobs = blobs
         self._metrics = metrics
         self._turns = asyncio.Semaphore(concurrency)

@@ -38,7 +38,7 @@ from ..fill.sources import (
 from ..fleet.coordination import Fleet
 from ..oci.digest import Digest
 from ..origin.mapping import OriginMap, OriginRepo
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import OriginRecorder
 from .links import LinkCache, once_linked
 from .write_through import WriteThrough
 
@@ -81,7 +81,7 @@ class BlobSources:
         parts: PartPolicy,
         sizes: Sizes,
         through: WriteThrough,
-        metrics: Metrics,
+        metrics: OriginRecorder,
         fleet: Fleet | None = None,
     ) -> None:
         self._store = store

@@ -65,25 +65,34 @@ async def open_cache(
     """The cache over the backing store, with its maintenance running in the
     background; on exit fills are cancelled and their temp files removed."""
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(store_settings, metrics))
+        store = await stack.enter_async_context(open_store(store_settings, metrics.s3))
         origins = await stack.enter_async_context(open_origin_map(store_settings.upstreams))
         fleet = None
         if fleet_settings is not None:
             fleet = await stack.enter_async_context(
-                open_fleet(fleet_settings, store.backend, store, metrics)
+                open_fleet(fleet_settings, store.backend, store, metrics.fleet, metrics.origin)
             )
         fleet_state = "off" if fleet_settings is None else "on" if fleet else _UNSUPPORTED
         disk = await DiskStore.open(cache.directory)
-        metrics.track_disk(lambda: float(disk.bytes_used), disk.layout.root)
+        metrics.disk.track_disk(lambda: float(disk.bytes_used), disk.layout.root)
         learned = Learned(disk.layout)
         links = LinkCache(store, learned, negative_ttl=cache.tag_ttl)
         limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)
-        evictor = Evictor(disk, limit, metrics)
-        reading = Reading(RetryPolicy(attempts=cache.fill_attempts), metrics)
-        slots = FairSlots(store_settings.max_concurrency, metrics)
+        evictor = Evictor(disk, limit, metrics.disk)
+        reading = Reading(RetryPolicy(attempts=cache.fill_attempts), metrics.fills)
+        slots = FairSlots(store_settings.max_concurrency, metrics.s3)
         sizes = Sizes()
-        fills = Fills(disk, evictor, reading, slots, sizes, metrics, cache.verified_ranges)
-        through = WriteThrough(store, disk, links, metrics)
+        fills = Fills(
+            disk,
+            evictor,
+            reading,
+            slots,
+            sizes,
+            metrics.lookups,
+            metrics.prefetch,
+            cache.verified_ranges,
+        )
+        through = WriteThrough(store, disk, links, metrics.origin)
         sources = BlobSources(
             store,
             disk,
@@ -94,12 +103,23 @@ async def open_cache(
             PartPolicy(store_settings.part_size, store_settings.fill_concurrency),
             sizes,
             through,
-            metrics,
+            metrics.origin,
             fleet,
         )
-        records = RetentionRecords(store.backend, store.layout, cache.record_use_every, metrics)
+        records = RetentionRecords(
+            store.backend, store.layout, cache.record_use_every, metrics.retention
+        )
         manifests = ManifestCache(
-            store, disk, learned, links, cache.tag_ttl, metrics, origins, fleet, records
+            store,
+            disk,
+            learned,
+            links,
+            cache.tag_ttl,
+            metrics.lookups,
+            metrics.origin,
+            origins,
+            fleet,
+            records,
         )
         parts = Cache(
             store,

@@ -20,7 +20,7 @@ from ..disk.store import DiskStore
 from ..errors import BackendError
 from ..fill.sources import FillRun
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import OriginRecorder
 from ..telemetry.writes import write_failed
 from .links import LinkCache
 
@@ -32,7 +32,7 @@ class WriteThrough:
     repository and blob."""
 
     def __init__(
-        self, store: DistributionStore, disk: DiskStore, links: LinkCache, metrics: Metrics
+        self, store: DistributionStore, disk: DiskStore, links: LinkCache, metrics: OriginRecorder
     ) -> None:
         self._store = store
         self._disk = disk

@@ -69,7 +69,7 @@ async def _collect(store_settings: config.StoreSettings, gc: config.GcSettings) 
         print(f"gc: {line}", file=sys.stderr, flush=True)
 
     async with open_store(store_settings) as store:
-        return await collect(store, gc, Metrics(), say)
+        return await collect(store, gc, Metrics().fleet, say)
 
 
 def _list_planned(removal: Removal) -> None:

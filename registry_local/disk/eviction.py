@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import DiskRecorder
 from .store import DiskStore
 
 __all__ = ["CacheLimit", "Evictor"]
@@ -55,7 +55,7 @@ class Evictor:
     """Keeps the cache dir within its limit and its filesystem's free-space floor,
     and says when the cache must stop taking blobs; see the module docstring."""
 
-    def __init__(self, disk: DiskStore, limit: int | None, metrics: Metrics) -> None:
+    def __init__(self, disk: DiskStore, limit: int | None, metrics: DiskRecorder) -> None:
         self.on_evict: Callable[[Digest], None] = lambda digest: None  # told of each eviction
         self._disk = disk
         self.limit = limit

@@ -18,7 +18,7 @@ from ..backing.backend import ObjectStream
 from ..backoff import ExponentialBackoff
 from ..errors import BackendUnavailable, BlobUnknown, FillFailed
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FillRecorder
 
 __all__ = ["CHUNK", "Open", "Reading", "RetryPolicy", "read_resuming"]
 
@@ -50,7 +50,7 @@ class Reading:
     """What every read of a blob shares: how it resumes, where it is counted."""
 
     retry: RetryPolicy
-    metrics: Metrics
+    metrics: FillRecorder
 
 
 async def read_resuming(

@@ -19,7 +19,7 @@ from ..errors import BlobUnknown
 from ..lru import BoundedDict
 from ..oci.byterange import RangeRequest
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import LookupRecorder, PrefetchRecorder
 from .body import BlobBody, DirectBody, FileBody, MemoryBody
 from .direct import DirectBlob
 from .fill import Fill
@@ -48,7 +48,8 @@ class Fills:
         reading: Reading,
         slots: FairSlots,
         sizes: Sizes,
-        metrics: Metrics,
+        lookup_metrics: LookupRecorder,
+        prefetch_metrics: PrefetchRecorder,
         verified_ranges: bool = False,
     ) -> None:
         self._disk = disk
@@ -56,7 +57,8 @@ class Fills:
         self._reading = reading
         self._slots = slots
         self._sizes = sizes
-        self._metrics = metrics
+        self._lookup_metrics = lookup_metrics
+        self._prefetch_metrics = prefetch_metrics
         self._verified_ranges = verified_ranges
         self._fills: dict[Digest, Fill] = {}
         self._small: BoundedDict[Digest, MemoryBody] = BoundedDict(_SMALL_MEMO, lambda b: b.size)
@@ -116,7 +118,7 @@ class Fills:
         if self.present(digest):
             return None  # a client started its fill while we looked at the disk
         if not self._evictor.could_hold(size) or not await self._evictor.can_cache():
-            self._metrics.prefetch_skipped()
+            self._prefetch_metrics.prefetch_skipped()
             return None
         fill = self._start(source, None, 0)
         fill.background = True  # one read at a time, after client reads for S3 slots
@@ -171,7 +173,7 @@ class Fills:
 
     async def _hit(self, digest: Digest) -> None:
         self.on_hit(digest)
-        self._metrics.cache_hit("blob")
+        self._lookup_metrics.cache_hit("blob")
         await self._disk.touch(digest)
 
     async def _committed(self, digest: Digest) -> tuple[str, int] | None:
@@ -203,16 +205,16 @@ class Fills:
             fill.joiners += 1
             if wanted is None:
                 self.foreground(fill)  # a client waits for all of it now, if a prefetch did not
-            self._metrics.blob_miss("join")
+            self._lookup_metrics.blob_miss("join")
             return fill
         if not await self._evictor.can_cache():
-            self._metrics.blob_miss(None)
+            self._lookup_metrics.blob_miss(None)
             return None
         size = self._sizes.known(source.digest)
         first = 0 if wanted is None else wanted.first
         if first is None and size is None:
             size = await source.size()  # a range from the end: the size first
-        self._metrics.blob_miss("fill")
+        self._lookup_metrics.blob_miss("fill")
         return self._start(source, size, first or 0)
 
     def _start(self, source: Source, size: int | None, first: int) -> Fill:
@@ -227,7 +229,7 @@ class Fills:
         """Straight from the source, not cached: the cache has no room."""
         alone = source.alone()
         size = size or self._sizes.known(source.digest) or await alone.size()
-        self._metrics.blob_bypassed()
+        self._lookup_metrics.blob_bypassed()
         direct = DirectBlob(alone, self._reading, source.digest, size)
         return DirectBody(direct, self._verified_ranges)
 
@@ -239,7 +241,7 @@ class Fills:
             del self._fills[fill.digest]
         if fill.done and fill.size is not None:
             if self._filled.get(fill.digest) is not None:
-                self._metrics.fill_repeated(fill.size)  # evicted, or the cache dir wiped
+                self._reading.metrics.fill_repeated(fill.size)  # evicted, or the cache dir wiped
             self._filled.put(fill.digest, fill.size)
 
 

@@ -19,7 +19,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import S3Recorder
 
 __all__ = ["FairSlots"]
 
@@ -30,7 +30,7 @@ class FairSlots:
     """A bounded set of backing-store read slots, handed out in turn per owner
     (urgent first, background last); see the module docstring."""
 
-    def __init__(self, limit: int, metrics: Metrics) -> None:
+    def __init__(self, limit: int, metrics: S3Recorder) -> None:
         self._limit = limit
         self._held = 0
         # owner -> its waiting readers; owners in the order they are served next

@@ -35,7 +35,7 @@ from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..origin.mapping import OriginRepo
 from ..singleflight import SingleFlight
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import OriginRecorder
 from .slots import FairSlots
 
 __all__ = [
@@ -262,7 +262,7 @@ class OriginSource:
         digest: Digest,
         part_size: int,
         sizes: Sizes,
-        metrics: Metrics,
+        metrics: OriginRecorder,
         publish: Publish | None,
     ) -> None:
         self._repo = repo

@@ -38,7 +38,7 @@ from ..errors import BackendError, BackendUnavailable, DigestMismatch, FillFaile
 from ..oci.digest import Digest
 from ..origin.mapping import OriginRepo
 from ..telemetry.logs import error_fields
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder, OriginRecorder
 from ..telemetry.writes import write_failed
 from .leases import Backoff, Leases
 from .peers import PeerBusy, PeerClient
@@ -68,7 +68,8 @@ class FleetTools:
     staging: Staging
     store: DistributionStore
     holding: Holding
-    metrics: Metrics
+    fleet_metrics: FleetRecorder
+    origin_metrics: OriginRecorder
     wait_limit: float
 
 
@@ -114,7 +115,7 @@ class FleetBlob:
             yield
             in_bucket = await self._finish(fill)
         except (BackendError, OSError) as exc:
-            write_failed(self._tools.metrics, self._name, self._digest, exc)
+            write_failed(self._tools.origin_metrics, self._name, self._digest, exc)
         finally:
             if self._stager is not None:
                 self._stager.finished(in_bucket)
@@ -155,11 +156,11 @@ class FleetBlob:
                     await self._lease.release()
                 # Else its holder died after writing it: `_finish` ends its work.
                 return stream
-            tools.metrics.origin_fetched("blob")
+            tools.origin_metrics.origin_fetched("blob")
             already = await self._staged_before()
             if self._fill is not None:
                 self._stager = Stager(
-                    tools.staging, self._digest, self._fill, already, tools.metrics
+                    tools.staging, self._digest, self._fill, already, tools.fleet_metrics
                 ).start()
                 tools.holding.add(self._digest, self._stager)
         spans = self._stager.spans if self._stager is not None else []
@@ -207,7 +208,7 @@ class FleetBlob:
                     return await self._tools.peers.open_blob(holder, self._digest, offset, end)
                 except PeerBusy:
                     self._staged_only = True  # its streams are taken: the bucket carries us
-                    self._tools.metrics.fleet_peer_busy()
+                    self._tools.fleet_metrics.fleet_peer_busy()
                 except BackendUnavailable as exc:
                     self._peer_failed(holder, exc)
             if self._staged_only:
@@ -219,7 +220,7 @@ class FleetBlob:
     def _peer_failed(self, holder: str, exc: BackendUnavailable) -> None:
         self._peer_failures += 1
         if self._peer_failures == _PEER_TRIES:
-            self._tools.metrics.fleet_fell_back()
+            self._tools.fleet_metrics.fleet_fell_back()
             log.warning(
                 "cannot stream %s from %s (%s): waiting for the bucket",
                 self._digest,
@@ -271,7 +272,7 @@ class FleetBlob:
                     last = stop if end is None else min(end, stop)
                     stream = await open_key(key, offset - start, last - start)
                     if stream is not None:
-                        return CountedStream(stream, self._tools.metrics)
+                        return CountedStream(stream, self._tools.fleet_metrics)
                     return await open_key(self._blob_key, offset, end)  # composed meanwhile
             have = len(progress.spans)
 
@@ -305,9 +306,9 @@ class FleetBlob:
         if spans is not None:
             if await tools.store.blob_size(digest) is None:
                 await tools.staging.compose(digest, spans)
-                tools.metrics.origin_written_through("blob")
+                tools.origin_metrics.origin_written_through("blob")
         elif await tools.store.put_blob_file(digest, fill.path):
-            tools.metrics.origin_written_through("blob")
+            tools.origin_metrics.origin_written_through("blob")
         await tools.store.link_blob(name, digest)
         await self._publish()
         if spans is not None:

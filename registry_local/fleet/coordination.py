@@ -33,7 +33,7 @@ from ..config import FleetSettings
 from ..errors import BackendError
 from ..oci.digest import Digest
 from ..origin.mapping import OriginRepo
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder, OriginRecorder
 from .blob import FleetBlob, FleetTools
 from .leases import Backoff, Leases
 from .peers import PeerClient, open_peer_client
@@ -56,13 +56,21 @@ class Fleet:
         peers: PeerClient,
         staging: Staging,
         store: DistributionStore,
-        metrics: Metrics,
+        metrics: FleetRecorder,
+        origin_metrics: OriginRecorder,
     ) -> None:
         self._leases = leases
         # The blobs this host holds the lease of and stages, for followers' polls.
         self.holding = Holding()
         self._tools = FleetTools(
-            leases, peers, staging, store, self.holding, metrics, max(60.0, 20 * leases.ttl)
+            leases,
+            peers,
+            staging,
+            store,
+            self.holding,
+            metrics,
+            origin_metrics,
+            max(60.0, 20 * leases.ttl),
         )
 
     def blob(
@@ -106,7 +114,8 @@ async def open_fleet(
     settings: FleetSettings,
     backend: Backend,
     store: DistributionStore,
-    metrics: Metrics,
+    metrics: FleetRecorder,
+    origin_metrics: OriginRecorder,
 ) -> AsyncIterator[Fleet | None]:
     """The fleet, or None (with one clear warning) when the backing store does
     not refuse a second conditional create: then each host fills on its own."""
@@ -129,4 +138,4 @@ async def open_fleet(
     log.info("fleet coordination on: peers reach this host at %s", settings.advertise_url)
     staging = Staging(backend, store.layout, settings.part_size)
     async with open_peer_client(settings, metrics) as peers:
-        yield Fleet(leases, peers, staging, store, metrics)
+        yield Fleet(leases, peers, staging, store, metrics, origin_metrics)

@@ -32,7 +32,7 @@ from ..backoff import ExponentialBackoff
 from ..errors import BackendError, BackendUnavailable
 from ..layout import BucketLayout
 from ..telemetry.logs import error_fields
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder
 
 __all__ = ["Backoff", "Lease", "Leases"]
 
@@ -161,7 +161,7 @@ class Leases:
         layout: BucketLayout,
         holder: str,
         ttl: float,
-        metrics: Metrics,
+        metrics: FleetRecorder,
     ) -> None:
         self.backend = backend
         self.layout = layout

@@ -34,7 +34,7 @@ from ..config import FleetSettings
 from ..config.values import is_loopback
 from ..errors import BackendUnavailable, ConfigError
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder
 
 __all__ = [
     "PEER_BLOB_PATH",
@@ -74,7 +74,7 @@ class PeerClient:
         self,
         session: aiohttp.ClientSession,
         token: str | None,
-        metrics: Metrics,
+        metrics: FleetRecorder,
         insecure: bool = False,
         tls_name: str | None = None,
     ) -> None:
@@ -168,7 +168,7 @@ class _PeerStream:
         url: str,
         size: int,
         wanted: int,
-        metrics: Metrics,
+        metrics: FleetRecorder,
     ) -> None:
         self._response = response
         self._url = url
@@ -196,7 +196,9 @@ class _PeerStream:
 
 
 @contextlib.asynccontextmanager
-async def open_peer_client(settings: FleetSettings, metrics: Metrics) -> AsyncIterator[PeerClient]:
+async def open_peer_client(
+    settings: FleetSettings, metrics: FleetRecorder
+) -> AsyncIterator[PeerClient]:
     """The client for other hosts' peer listeners: https peers are checked
     against --peer-ca (the system's roots without it). Raises ConfigError for
     an unusable CA file."""

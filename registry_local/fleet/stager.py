@@ -16,7 +16,7 @@ from typing import Protocol
 
 from ..errors import FillFailed
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder
 from .peers import Progress
 from .staging import Staging
 
@@ -51,7 +51,7 @@ class Stager:
         digest: Digest,
         fill: HeldFile,
         already: list[tuple[int, int]],
-        metrics: Metrics,
+        metrics: FleetRecorder,
     ) -> None:
         self._metrics = metrics
         self._staging = staging

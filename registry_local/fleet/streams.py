@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from ..backing.backend import ObjectStream
 from ..errors import BackendUnavailable
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder
 
 __all__ = ["CountedStream", "SplicedStream"]
 
@@ -15,7 +15,7 @@ __all__ = ["CountedStream", "SplicedStream"]
 class CountedStream:
     """A staged part's bytes as a follower reads them, counted."""
 
-    def __init__(self, stream: ObjectStream, metrics: Metrics) -> None:
+    def __init__(self, stream: ObjectStream, metrics: FleetRecorder) -> None:
         self._stream = stream
         self._metrics = metrics
         self.size = stream.size

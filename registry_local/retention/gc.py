@@ -17,7 +17,7 @@ from ..config.settings import GcSettings
 from ..errors import BackendError, RegistryLocalError
 from ..fleet.leases import Lease, Leases
 from ..oci.digest import Digest
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import FleetRecorder
 from .inventory import Inventory, parse_digest, read_inventory, read_references
 from .plan import Removal, plan
 
@@ -58,7 +58,7 @@ async def _store_now(store: DistributionStore, lease: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def _one_gc(store: DistributionStore, metrics: Metrics) -> AsyncIterator[Lease]:
+async def _one_gc(store: DistributionStore, metrics: FleetRecorder) -> AsyncIterator[Lease]:
     leases = Leases(store.backend, store.layout, "gc", _LEASE_TTL, metrics)
     key = store.layout.gc_lease()
     async with leases.lease(key) as lease:
@@ -78,7 +78,7 @@ async def _one_gc(store: DistributionStore, metrics: Metrics) -> AsyncIterator[L
 async def collect(
     store: DistributionStore,
     options: GcSettings,
-    metrics: Metrics,
+    metrics: FleetRecorder,
     say: Callable[[str], None],
 ) -> GcReport:
     """Plan and (unless a dry run) remove. Raises GcBusy, BackendError."""

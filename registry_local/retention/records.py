@@ -15,7 +15,7 @@ from ..layout import BucketLayout
 from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..telemetry.logs import error_fields
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import RetentionRecorder
 
 __all__ = ["RetentionRecords"]
 
@@ -29,7 +29,9 @@ class RetentionRecords:
     background (a pull never waits for it); one that fails is logged, counted
     and written at the next use."""
 
-    def __init__(self, backend: Backend, layout: BucketLayout, every: float, metrics: Metrics):
+    def __init__(
+        self, backend: Backend, layout: BucketLayout, every: float, metrics: RetentionRecorder
+    ):
         self._backend = backend
         self._layout = layout
         self._every = every

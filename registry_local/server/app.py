@@ -88,7 +88,7 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
             app[READINESS] = Readiness(
                 cache.disk,
                 cache.store.backend,
-                metrics,
+                metrics.readiness,
                 settings.server.ready_interval,
                 cache.fleet,
             )
@@ -96,7 +96,7 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
                 app[WARMER] = Warmer(cache.manifests, cache.blobs, settings.warm.concurrency)
             if settings.server.prefetch:
                 prefetcher = Prefetcher(
-                    cache.blobs, settings.server.prefetch_concurrency, metrics
+                    cache.blobs, settings.server.prefetch_concurrency, metrics.prefetch
                 ).start()
                 cache.evictor.on_evict = prefetcher.evicted
                 app[PREFETCHER] = prefetcher
@@ -139,7 +139,7 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares)
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
-    app[METRICS].track_server(lambda: app[INFLIGHT].count)
+    app[METRICS].requests.track_server(lambda: app[INFLIGHT].count)
     app.cleanup_ctx.append(_components(settings))
     app.on_response_prepare.append(middleware.add_api_headers)
     name = "{name:[^{}]+?}"

@@ -62,7 +62,7 @@ async def _peer_blob(request: web.Request) -> web.StreamResponse:
     digest = Digest.parse(request.match_info["digest"])
     main = request.app[MAIN_APP]
     streams = request.app[_STREAMS]
-    metrics = main[METRICS]
+    metrics = main[METRICS].fleet
     fleet = main.get(FLEET)
     stager = None if fleet is None else fleet.holding.get(digest)
     if stager is None:

@@ -6,14 +6,14 @@ import logging
 
 from ..oci.digest import Digest
 from .logs import error_fields
-from .metrics import Metrics
+from .metrics import OriginRecorder
 
 __all__ = ["write_failed"]
 
 log = logging.getLogger(__name__)
 
 
-def write_failed(metrics: Metrics, name: str, digest: Digest, exc: BaseException) -> None:
+def write_failed(metrics: OriginRecorder, name: str, digest: Digest, exc: BaseException) -> None:
     """Something fetched from an origin could not be written to the bucket: the
     client is served all the same; the next host asks the origin again."""
     metrics.origin_write_failed()

@@ -35,7 +35,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = _target(request)
     wanted = parse_ranges(request.headers.get("Range"))
     body = await request.app[BLOBS].open(name, digest, request.query.get("ns"), wanted)
-    metrics = request.app[METRICS]
+    metrics = request.app[METRICS].requests
 
     def count(sent: int, by_sendfile: bool) -> None:
         metrics.blob_bytes_sent(body.source, sent, by_sendfile=by_sendfile)
