@@ -552,7 +552,9 @@ class S3Backend:
         it is sent, never held whole; the file is opened afresh for each try."""
 
         async def call() -> dict[str, Any]:
-            file = await asyncio.to_thread(io.FileIO, path, "rb")
+            # A quick local open, on the loop: opened in a thread, a file whose
+            # caller is cancelled meanwhile (shutdown) would be left open.
+            file = io.FileIO(path, "rb")
             try:
                 return await send(Body=_FileRange(file, offset, length), ContentLength=length)
             finally:
