@@ -447,7 +447,7 @@ async def test_a_write_outliving_its_cancelled_fill_cannot_land_in_another_file(
     """A fill cancelled while a thread writes for it closes its file; the number
     closed is the next one open() hands out. The thread writes through its own
     descriptor, so its bytes still go to the fill's file, never to the new one."""
-    temp = TempBlob(tmp_path / "fill.part")
+    temp = TempBlob.create(tmp_path / "fill.part")
     started, release, done = threading.Event(), threading.Event(), threading.Event()
 
     def late_write(fd: int, data: bytes) -> None:

@@ -261,7 +261,7 @@ class Pusher:
 async def open_pusher(cache: Cache, settings: PushSettings) -> AsyncIterator[Pusher]:
     """The push API over `cache`, with abandoned upload sessions swept in the
     background while it is open."""
-    uploads = Uploads(cache.disk.layout, settings.upload_expiry)
+    uploads = Uploads.at(cache.disk.layout, settings.upload_expiry)
     janitor = asyncio.create_task(_expire_uploads(uploads, settings), name="upload expiry")
     try:
         yield Pusher(

@@ -56,11 +56,17 @@ class _Values:
 class _File:
     """The config file: option values as text, and the `upstreams` list."""
 
-    def __init__(self, path: str | None) -> None:
-        self.options: dict[str, str] = {}
-        self.upstreams: list[OriginSettings] = []
+    def __init__(
+        self, options: dict[str, str] | None = None, upstreams: list[OriginSettings] | None = None
+    ) -> None:
+        self.options = options or {}
+        self.upstreams = upstreams or []
+
+    @classmethod
+    def read(cls, path: str | None) -> _File:
+        """The file at `path` (None: no file). Raises ConfigError."""
         if path is None:
-            return
+            return cls()
         try:
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
@@ -69,18 +75,20 @@ class _File:
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if data is None:
-            return
+            return cls()
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must be a mapping of option names to values")
         known = {option.name for option in OPTIONS}
+        found = cls()
         for key, value in data.items():
             name = str(key).replace("_", "-")
             if name == "upstreams":
-                self.upstreams = _upstream_mappings(value, path)
+                found.upstreams = _upstream_mappings(value, path)
             elif name in known:
-                self.options[name] = "" if value is None else str(value)
+                found.options[name] = "" if value is None else str(value)
             else:
                 raise ConfigError(f"config file {path}: unknown option {key!r}")
+        return found
 
 
 def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
@@ -142,7 +150,7 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
     command: Command = args.command
     groups = COMMANDS[command]
     flags = vars(args)
-    file = _File(flags.get("config") or environ.get(ENV_PREFIX + "CONFIG"))
+    file = _File.read(flags.get("config") or environ.get(ENV_PREFIX + "CONFIG"))
     raw: dict[str, tuple[str, str]] = {}
     for option in OPTIONS:
         if option.group not in groups:

@@ -72,7 +72,12 @@ class Learned:
         self.layout = layout
         # Links known to exist, as plain tuples: the request path builds no Path.
         self._known: set[tuple[bool, str, Digest]] = set()
+
+    @classmethod
+    def create(cls, layout: CacheLayout) -> Learned:
+        """The records of `layout`'s cache dir, its repositories/ made if missing."""
         layout.repositories_dir.mkdir(parents=True, exist_ok=True)
+        return cls(layout)
 
     def _marker(self, manifest: bool, name: str, digest: Digest) -> Path:
         if manifest:

@@ -59,10 +59,15 @@ class Entry:
 class TempBlob:
     """A blob being written; lives in tmp/ until committed or discarded."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fd: int) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.fd = fd
         self._flushing: asyncio.Future[None] | None = None
+
+    @classmethod
+    def create(cls, path: Path) -> TempBlob:
+        """A new, empty temp file at `path` (which must not exist)."""
+        return cls(path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """`work(fd, *args)` in a thread, on a duplicate of the file's descriptor
@@ -266,7 +271,7 @@ class DiskStore:
     # -- writing ---------------------------------------------------------------------
 
     def new_temp(self) -> TempBlob:
-        return TempBlob(self.layout.tmp_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part")
+        return TempBlob.create(self.layout.tmp_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part")
 
     async def sync(self, temp: TempBlob) -> None:
         """Flush a temp file's bytes to disk and close it (before `commit`)."""

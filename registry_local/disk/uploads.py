@@ -61,7 +61,12 @@ class Uploads:
         self._layout = layout
         self._expiry = expiry
         self._open: dict[str, UploadSession] = {}
+
+    @classmethod
+    def at(cls, layout: CacheLayout, expiry: float) -> Uploads:
+        """The sessions of `layout`'s cache dir, its uploads/ made if missing."""
         layout.uploads_dir.mkdir(parents=True, exist_ok=True)
+        return cls(layout, expiry)
 
     async def create(self, name: str, algorithm: str = "sha256") -> UploadSession:
         """A new session, hashing what arrives with `algorithm` (one of
