@@ -25,6 +25,7 @@ import pytest
 
 __all__ = [
     "AWS_ENV",
+    "TokenAuth",
     "free_port",
     "free_ports",
     "in_thread",
@@ -250,6 +251,24 @@ def run_moto(log: Path) -> Iterator[str]:
         yield url
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """Distribution's `auth: token:` settings: where clients get tokens, the
+    service and issuer the tokens must name, and the certificates that sign them."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
+
+    def config(self) -> str:
+        """The `auth:` section of a registry's configuration file."""
+        return (
+            f"auth:\n  token:\n    realm: {self.realm}\n    service: {self.service}\n"
+            f"    issuer: {self.issuer}\n    rootcertbundle: {self.rootcertbundle}\n"
+        )
+
+
 @asynccontextmanager
 async def run_docker_registry(
     workdir: Path,
@@ -259,9 +278,11 @@ async def run_docker_registry(
     fs_root: Path | None = None,
     prefix: str = "",
     htpasswd: Path | None = None,
+    token_auth: TokenAuth | None = None,
 ) -> AsyncIterator[str]:
     """The CNCF registry (Debian's docker-registry) on S3 or a directory, with
-    htpasswd auth if given; yields its URL."""
+    htpasswd or token auth if given; yields its URL."""
+    assert htpasswd is None or token_auth is None, "a registry has one kind of auth"
     binary = require_tool("docker-registry")
     port = free_port()
     if s3_endpoint is not None:
@@ -280,6 +301,7 @@ async def run_docker_registry(
         + "  delete:\n    enabled: true\n  redirect:\n    disable: true\n"
         + f"http:\n  addr: 127.0.0.1:{port}\n"
         + (f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n" if htpasswd else "")
+        + (token_auth.config() if token_auth is not None else "")
     )
     url = f"http://127.0.0.1:{port}"
     # Its S3 driver panics at start when AWS_CA_BUNDLE is set; sealed_env drops it.
