@@ -28,6 +28,7 @@ from ..config import OriginSettings
 from ..errors import BackendError, BackendUnavailable, DigestInvalid, UpstreamDenied
 from ..oci.digest import Digest
 from ..oci.mediatypes import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
+from .challenge import Challenge
 from .credentials import AuthFile, Credentials, Ecr, Secret, Static, ecr_client
 
 __all__ = ["Origin", "UpstreamDenied", "open_origin"]
@@ -72,6 +73,14 @@ class Origin:
         self._credentials = credentials
         # Whether its blob GETs honour Range: known from the first answer to one.
         self.honours_ranges: bool | None = None
+        # The auth it asked of clients whose access it was asked about
+        # (origin.authorize), so later checks skip the anonymous round trip.
+        self.client_challenge: Challenge | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Its HTTP session, for requests made with credentials other than ours."""
+        return self._session
 
     # -- what the cache asks -----------------------------------------------------
 
