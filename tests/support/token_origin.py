@@ -125,9 +125,9 @@ class TokenServer:
     async def _token(self, request: web.Request) -> web.Response:
         if self._failing is not None:
             return web.json_response({"details": "failing on purpose"}, status=self._failing)
-        user = _user(request.headers.get("Authorization"))
-        self.token_requests[user or ""] += 1
-        if user is None:
+        user, right = _user(request.headers.get("Authorization"))
+        self.token_requests[user] += 1
+        if not right:
             return web.json_response({"details": "incorrect username or password"}, status=401)
         access = [
             granted
@@ -162,18 +162,16 @@ class TokenServer:
         return f"{signing_input}.{_b64url(signature)}"
 
 
-def _user(authorization: str | None) -> str | None:
-    """The user the basic credentials name ("" for none), or None if they are wrong."""
+def _user(authorization: str | None) -> tuple[str, bool]:
+    """The user the credentials name ("" for none), and whether they are right."""
     if authorization is None:
-        return ""
+        return "", True
     scheme, _, encoded = authorization.partition(" ")
-    if scheme.lower() != "basic":
-        return None
     try:
         user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return None
-    return user if PASSWORDS.get(user) == password else None
+        return "?", False
+    return user, scheme.lower() == "basic" and PASSWORDS.get(user) == password
 
 
 def _granted(user: str, scope: str) -> dict[str, Any] | None:
