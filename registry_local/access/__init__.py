@@ -1,0 +1,1 @@
+"""Who may read what: access decided per client and repository."""
