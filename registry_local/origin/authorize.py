@@ -138,7 +138,10 @@ async def _token(
     query = {"scope": f"repository:{remote}:pull"}
     if challenge.service is not None:
         query["service"] = challenge.service
-    headers = {} if authorization is None else {"Authorization": authorization}
+    # Its session leaves bodies as they come (for blobs): ask for JSON unencoded.
+    headers = {"Accept-Encoding": "identity"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
     try:
         async with origin.session.get(
             challenge.realm, params=query, headers=headers, allow_redirects=False
