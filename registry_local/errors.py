@@ -11,7 +11,8 @@
     │   ├── RangeInvalid                                        416
     │   │   └── TooManyRanges       more ranges than one answer carries  400
     │   ├── Unavailable                                         503
-    │   ├── Unauthorized *          no or wrong credentials (server.auth)  401
+    │   ├── Unauthorized            no or wrong credentials                401
+    │   ├── Denied                  credentials that do not allow it       403
     │   └── _BadRequest *           a malformed POST /-/warm (server.handlers.warm),
     │                               code UNKNOWN                400 or 413
     ├── BackendError                the backing store (S3 or a directory) failed
@@ -61,6 +62,7 @@ __all__ = [
     "BlobUploadInvalid",
     "BlobUploadUnknown",
     "ConfigError",
+    "Denied",
     "DigestInvalid",
     "DigestMismatch",
     "ErrorCode",
@@ -79,6 +81,7 @@ __all__ = [
     "StartError",
     "TagInvalid",
     "TooManyRanges",
+    "Unauthorized",
     "Unavailable",
     "Unsupported",
     "UpstreamDenied",
@@ -243,6 +246,18 @@ class Unavailable(RegistryError):
     """The registry cannot answer this now, or until its operator acts (503 UNAVAILABLE)."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class Unauthorized(RegistryError):
+    """The request lacks valid credentials (401 UNAUTHORIZED); carries the challenge."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Denied(RegistryError):
+    """The credentials are valid but do not allow what was asked (403 DENIED)."""
+
+    code = ErrorCode.DENIED
 
 
 class BackendError(RegistryLocalError):

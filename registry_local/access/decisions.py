@@ -78,6 +78,11 @@ class Decisions:
         self._granted_at: BoundedDict[bytes, float] = BoundedDict(capacity)  # for grace
         self._asking: SingleFlight[bytes, Decision] = SingleFlight()
 
+    @property
+    def grace(self) -> float:
+        """Seconds a grant still holds while the origin cannot be asked (0: none)."""
+        return self._grace
+
     @classmethod
     def create(cls, ttl: float, grace: float, capacity: int = 10_000) -> Decisions:
         """Decisions under a random key of their own."""

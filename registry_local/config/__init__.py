@@ -7,6 +7,7 @@ from .flags import FLAGS, Flag, add_flags
 from .load import check_exposure, load, unknown_variables
 from .options import COMMANDS, OPTIONS, Command, Option, add_options, reference_markdown
 from .settings import (
+    AccessSettings,
     CacheSettings,
     FleetSettings,
     GcSettings,
@@ -25,6 +26,7 @@ __all__ = [
     "COMMANDS",
     "FLAGS",
     "OPTIONS",
+    "AccessSettings",
     "CacheSettings",
     "Command",
     "Flag",

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from . import options as o
 from .options import COMMANDS, ENV_PREFIX, OPTIONS, Command, Option
 from .settings import (
+    AccessSettings,
     CacheSettings,
     FleetSettings,
     OriginSettings,
@@ -91,6 +92,11 @@ class _File:
         return found
 
 
+_UPSTREAM_KEYS = frozenset(
+    {"match", "url", "credentials_file", "auth_file", "credentials", "authorize_at_origin"}
+)
+
+
 def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
     """The config file's `upstreams`: a list of {match, url, credentials_file}."""
     if not isinstance(value, list):
@@ -99,7 +105,15 @@ def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
     for entry in value:
         if not isinstance(entry, dict) or not {"match", "url"} <= set(entry):
             raise ConfigError(f"config file {path}: each upstream needs match and url")
-        unknown = set(entry) - {"match", "url", "credentials_file", "auth_file", "credentials"}
+        keys = {
+            "match",
+            "url",
+            "credentials_file",
+            "auth_file",
+            "credentials",
+            "authorize_at_origin",
+        }
+        unknown = set(entry) - keys
         if unknown:
             raise ConfigError(f"config file {path}: unknown upstream keys {sorted(unknown)}")
         try:
@@ -121,9 +135,17 @@ def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
                 password,
                 auth_file=_auth_file(entry.get("auth_file")),
                 ecr=kind == "ecr",
+                authorize_at_origin=_flag(entry.get("authorize_at_origin", False), path),
             )
         )
     return mappings
+
+
+def _flag(value: object, path: str) -> bool:
+    """An upstream's yes/no key: YAML's true or false, nothing else."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"config file {path}: upstream authorize_at_origin: true or false")
+    return value
 
 
 def _credentials(path: str | None, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -189,6 +211,11 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> S
             log_format=v[o.LOG_FORMAT],
             prefetch=v[o.PREFETCH],
             prefetch_concurrency=v[o.PREFETCH_CONCURRENCY],
+        ),
+        access=AccessSettings(
+            policy=v[o.ACCESS_POLICY],
+            decision_ttl=v[o.AUTHORIZE_CACHE_TTL],
+            offline_grace=v[o.AUTHORIZE_OFFLINE_GRACE],
         ),
         cache=settings.cache,
         store=settings.store,
@@ -262,8 +289,17 @@ def _upstreams(v: _Values, file: _File, environ: Mapping[str, str]) -> tuple[Ori
     url = v[o.UPSTREAM]
     if url:
         mappings.append(
-            OriginSettings(url, "*", username, password, auth_file=_auth_file(auth_file))
+            OriginSettings(
+                url,
+                "*",
+                username,
+                password,
+                auth_file=_auth_file(auth_file),
+                authorize_at_origin=v[o.AUTHORIZE_AT_ORIGIN],
+            )
         )
+    elif v[o.AUTHORIZE_AT_ORIGIN]:
+        raise ConfigError("--authorize-at-origin needs --upstream")
     return tuple(mappings)
 
 
@@ -374,6 +410,8 @@ def check_exposure(settings: Settings) -> None:
     if (server.tls_cert is None) != (server.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
     auth = server.auth_htpasswd is not None or server.auth_token_file is not None
+    # Clients hand their origin credentials to an origin that decides.
+    forwarded = any(origin.authorize_at_origin for origin in settings.store.upstreams)
     writes = settings.push.allow_push or server.warm_endpoint
     if is_loopback(server.host):
         return
@@ -382,7 +420,7 @@ def check_exposure(settings: Settings) -> None:
             f"--allow-push or --warm-endpoint on {server.host}, which is not a loopback "
             "address, needs authentication: --auth-htpasswd or --auth-token-file"
         )
-    if auth and server.tls_cert is None:
+    if (auth or forwarded) and server.tls_cert is None:
         raise ConfigError(
             f"credentials would cross the network to {server.host} in clear text: "
             "give --tls-cert and --tls-key"

@@ -19,8 +19,10 @@ from typing import Generic, Literal, Protocol, TypeVar
 from . import values
 from .flags import add_flags, flags_markdown
 from .settings import (
+    AccessSettings,
     CacheSettings,
     FleetSettings,
+    OriginSettings,
     PushSettings,
     S3Settings,
     ServerSettings,
@@ -374,6 +376,46 @@ AUTH_TOKEN_FILE: Option[Path | None] = Option(
     metavar="FILE",
     group="serve",
 )
+ACCESS_POLICY: Option[Path | None] = Option(
+    "access-policy",
+    "who may pull, push and delete which repositories: a YAML file of rules (subjects: "
+    "htpasswd users, token names, anonymous; repositories: patterns such as team-a/*; "
+    "actions); what no rule grants is refused. Read again when it changes",
+    values.optional(values.path),
+    lambda: AccessSettings().policy,
+    metavar="FILE",
+    group="serve",
+)
+AUTHORIZE_AT_ORIGIN: Option[bool] = Option(
+    "authorize-at-origin",
+    "ask --upstream, with each client's own credentials, whether it may pull a "
+    "repository (content is still fetched once with the host's own credentials); "
+    "a config-file upstream says so with authorize_at_origin: true",
+    values.boolean,
+    lambda: OriginSettings("-").authorize_at_origin,
+    _show_bool,
+    group="serve",
+    flag=True,
+)
+AUTHORIZE_CACHE_TTL: Option[float] = Option(
+    "authorize-cache-ttl",
+    "how long an origin's answer to one credential for one repository is remembered (e.g. 5m, 30s)",
+    values.duration,
+    lambda: AccessSettings().decision_ttl,
+    values.show_duration,
+    "DURATION",
+    "serve",
+)
+AUTHORIZE_OFFLINE_GRACE: Option[float] = Option(
+    "authorize-offline-grace",
+    "while an origin cannot be asked, still allow a credential it granted the "
+    "repository this recently (e.g. 1h); 0 refuses",
+    values.duration,
+    lambda: AccessSettings().offline_grace,
+    values.show_duration,
+    "DURATION",
+    "serve",
+)
 METRICS_LISTEN: Option[tuple[str, int] | None] = Option(
     "metrics-listen",
     "also serve /metrics, /healthz and /readyz on this address",
@@ -562,6 +604,10 @@ OPTIONS: tuple[Setting, ...] = (
     TLS_KEY,
     AUTH_HTPASSWD,
     AUTH_TOKEN_FILE,
+    ACCESS_POLICY,
+    AUTHORIZE_AT_ORIGIN,
+    AUTHORIZE_CACHE_TTL,
+    AUTHORIZE_OFFLINE_GRACE,
     METRICS_LISTEN,
     SHUTDOWN_TIMEOUT,
     LOG_LEVEL,

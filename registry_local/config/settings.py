@@ -72,6 +72,8 @@ class OriginSettings:
     auth_file: Path | None = None  # a docker config.json or containers auth.json
     ecr: bool = False  # Amazon ECR: the token from the AWS API
     helper_timeout: float = 10.0  # seconds a credential helper may take
+    # Each client's own credentials are asked at this origin whether it may pull.
+    authorize_at_origin: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,17 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may read and write which repository: a policy file, and how long the
+    answers of origins that decide (`authorize_at_origin`) are trusted."""
+
+    policy: Path | None = None  # YAML rules of subjects, repositories and actions
+    decision_ttl: float = 300.0  # seconds an origin's yes or no is remembered
+    offline_grace: float = 0.0  # a grant this recent still holds while the origin is down
+    max_decisions: int = 10_000  # decisions remembered at most
+
+
+@dataclass(frozen=True)
 class FleetSettings:
     """Coordinating with the other hosts of the bucket: one origin read per blob
     for the fleet. On when a peer listener is configured."""
@@ -189,6 +202,7 @@ class Settings:
     """The whole configuration, one part per component."""
 
     server: ServerSettings = field(default_factory=ServerSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     push: PushSettings = field(default_factory=PushSettings)

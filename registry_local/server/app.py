@@ -9,6 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ..access.decisions import Decisions
+from ..access.gate import Gate
+from ..access.identity import Authenticator
+from ..access.policy_file import PolicyFile
 from ..cache.health import Readiness, store_fault
 from ..cache.prefetch import Prefetcher
 from ..cache.push import open_pusher
@@ -17,9 +21,9 @@ from ..cache.wiring import Cache, open_cache
 from ..config import Settings
 from ..errors import BackendError, BackendMisconfigured, StartError, Unsupported
 from ..origin.scope import RegistryScope
-from ..telemetry.metrics import Metrics
+from ..telemetry.metrics import AccessRecorder, Metrics
 from . import middleware
-from .auth import Authenticator, auth_middleware
+from .access import access_middleware
 from .handlers import blobs, manifests, referrers, uploads, warm
 from .handlers.ops import add_ops_routes
 from .inflight import InFlight
@@ -28,6 +32,7 @@ from .state import (
     BLOBS,
     CATALOG,
     FLEET,
+    GATE,
     INFLIGHT,
     MAIN_APP,
     MANIFESTS,
@@ -125,19 +130,47 @@ async def _unsupported(request: web.Request) -> web.Response:
     raise Unsupported("pushing is not enabled on this registry (--allow-push)")
 
 
+def _gate(settings: Settings, metrics: AccessRecorder) -> Gate:
+    """Who may do what; raises ConfigError for unusable auth or policy files."""
+    server, access = settings.server, settings.access
+    authenticator = Authenticator.load(server.auth_htpasswd, server.auth_token_file)
+    policy = None if access.policy is None else PolicyFile.load(access.policy, metrics)
+    decisions = None
+    if any(origin.authorize_at_origin for origin in settings.store.upstreams):
+        decisions = Decisions.create(
+            access.decision_ttl, access.offline_grace, access.max_decisions
+        )
+    return Gate.create(authenticator, policy, decisions, metrics)
+
+
+async def _gate_running(app: web.Application) -> AsyncIterator[None]:
+    gate = app[GATE]
+    if gate.policy is not None:
+        gate.policy.start()
+    try:
+        yield
+    finally:
+        if gate.policy is not None:
+            await gate.policy.close()
+        if gate.decisions is not None:
+            await gate.decisions.close()
+
+
 def build_app(settings: Settings) -> web.Application:
-    """The application; raises ConfigError for unusable auth files."""
+    """The application; raises ConfigError for unusable auth or policy files."""
     middlewares: list[Middleware] = [middleware.observe, middleware.errors]
-    authenticator = Authenticator.load(
-        settings.server.auth_htpasswd, settings.server.auth_token_file
-    )
-    if authenticator is not None:
-        middlewares.append(auth_middleware(authenticator))
+    metrics = Metrics()
+    gate = _gate(settings, metrics.access)
+    if not gate.open:
+        middlewares.append(access_middleware(gate))
     scope = RegistryScope.of(settings.store)
     if not scope.everything:
         middlewares.append(scope_middleware(scope))
     app = web.Application(middlewares=middlewares)
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
+    if not gate.open:
+        app[GATE] = gate
+        app.cleanup_ctx.append(_gate_running)
     app[INFLIGHT] = InFlight()
     app[METRICS].requests.track_server(lambda: app[INFLIGHT].count)
     app.cleanup_ctx.append(_components(settings))

@@ -25,11 +25,10 @@ import hmac
 
 from aiohttp import web
 
-from ..errors import BlobUnknown, Unavailable, Unsupported
+from ..errors import BlobUnknown, Unauthorized, Unavailable, Unsupported
 from ..fleet.peers import PEER_BLOB_PATH, PEER_STAGED_PATH, POLL_SECONDS
 from ..oci.digest import Digest
 from . import middleware
-from .auth import Unauthorized
 from .sending import answer_blob
 from .state import BLOBS, FLEET, MAIN_APP, METRICS
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..access.gate import Gate
+from ..access.identity import Identity
 from ..cache.blobs import BlobCache
 from ..cache.catalog import Catalog
 from ..cache.health import Readiness
@@ -21,6 +23,8 @@ __all__ = [
     "BLOBS",
     "CATALOG",
     "FLEET",
+    "GATE",
+    "IDENTITY",
     "INFLIGHT",
     "MAIN_APP",
     "MANIFESTS",
@@ -47,3 +51,6 @@ REFERRERS = web.AppKey("referrers", Referrers)
 CATALOG = web.AppKey("catalog", Catalog)
 FLEET = web.AppKey("fleet", Fleet)
 ORIGINS = web.AppKey("origins", OriginMap)
+# With access control: who decides, and (on each request) whom the request is from.
+GATE = web.AppKey("gate", Gate)
+IDENTITY = web.RequestKey("identity", Identity)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from registry_local.backing.opening import open_store
 from registry_local.config import (
+    AccessSettings,
     CacheSettings,
     PushSettings,
     S3Settings,
@@ -84,7 +85,8 @@ class RegistryLocal:
     """The server on 127.0.0.1 and a free port, with a given cache dir and store."""
 
     def __init__(self, cache_dir: Path, store: StoreSettings, **options: Any) -> None:
-        """`options` are fields of CacheSettings, PushSettings or ServerSettings."""
+        """`options` are fields of CacheSettings, PushSettings, ServerSettings or
+        AccessSettings."""
         push = {
             k: options.pop(k)
             for k in ("allow_push", "allow_delete", "upload_expiry")
@@ -103,8 +105,14 @@ class RegistryLocal:
             )
             if k in options
         }
+        access = {
+            k: options.pop(k)
+            for k in ("policy", "decision_ttl", "offline_grace", "max_decisions")
+            if k in options
+        }
         self.settings = Settings(
             server=ServerSettings(port=0, ready_interval=0, **server),
+            access=AccessSettings(**access),
             cache=CacheSettings(directory=cache_dir, **options),
             store=store,
             push=PushSettings(**push),

@@ -49,12 +49,17 @@ async def send_seeing_all(
         return response.status, CIMultiDictProxy(response.headers.copy()), await response.read()
 
 
-async def push_image(base: str, name: str, tag: str, image: Image) -> None:
-    """Push like an engine: each blob in one POST+PUT, manifests children first."""
+async def push_image(
+    base: str, name: str, tag: str, image: Image, auth: dict[str, str] | None = None
+) -> None:
+    """Push like an engine: each blob in one POST+PUT, manifests children first;
+    `auth`: an Authorization header for every request."""
+    auth = auth or {}
     for digest, data in image.blobs.items():
-        status, headers, _ = await send("POST", f"{base}/v2/{name}/blobs/uploads/")
+        status, headers, _ = await send("POST", f"{base}/v2/{name}/blobs/uploads/", None, auth)
         assert status == 202
-        status, _, body = await send("PUT", f"{headers['Location']}?digest={digest}", data)
+        location = f"{headers['Location']}?digest={digest}"
+        status, _, body = await send("PUT", location, data, auth)
         assert status == 201, body
     for digest, data in sorted(image.manifests.items(), key=lambda kv: kv[0] == image.top):
         reference = tag if digest == image.top else str(digest)
@@ -62,6 +67,6 @@ async def push_image(base: str, name: str, tag: str, image: Image) -> None:
             "PUT",
             f"{base}/v2/{name}/manifests/{reference}",
             data,
-            {"Content-Type": image.manifest_types[digest]},
+            {"Content-Type": image.manifest_types[digest], **auth},
         )
         assert status == 201, body

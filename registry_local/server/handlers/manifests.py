@@ -21,6 +21,7 @@ from ...oci.mediatypes import (
     parse_accept,
 )
 from ...oci.reference import parse_name, parse_reference, parse_tag
+from ..access import visible
 from ..state import CATALOG, MANIFESTS, PREFETCHER, PUSHER
 from .paging import DEFAULT_PAGE, page
 
@@ -146,6 +147,6 @@ async def list_tags(request: web.Request) -> web.Response:
 
 async def catalog(request: web.Request) -> web.Response:
     """GET /v2/_catalog: the backing store's repositories, a page at a time."""
-    names = await request.app[CATALOG].names()
+    names = visible(request, await request.app[CATALOG].names())
     repositories, headers = page(request, names, DEFAULT_PAGE, str)
     return web.json_response({"repositories": repositories}, headers=headers)

@@ -16,6 +16,7 @@ from aiohttp import web
 from ...cache.warm import parse_platform
 from ...errors import RegistryError
 from ...oci.reference import parse_image_reference
+from ..access import require_pull
 from ..state import WARMER
 
 __all__ = ["warm"]
@@ -46,6 +47,7 @@ async def warm(request: web.Request) -> web.Response:
     results = []
     for image in images:
         name, reference = parse_image_reference(image)
+        await require_pull(request, name)
         try:
             result = await request.app[WARMER].warm(name, reference, platforms)
         except RegistryError as exc:

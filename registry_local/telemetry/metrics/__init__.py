@@ -13,6 +13,7 @@ component is handed only the recorder(s) it records to:
     retention  RetentionRecorder  use records for gc
     fleet      FleetRecorder      leases, peer streams, staged parts
     s3         S3Recorder         S3 requests, bytes, the circuit breaker, read slots
+    access     AccessRecorder     access decisions, origin checks, policy reloads
 
 Label values are drawn from small fixed sets (routes, operations, outcomes);
 digests and repository names never become labels. Every labelled series that
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
+from .access import AccessRecorder, AccessVerdict, DecidedBy
 from .cache import (
     CACHE_KINDS,
     BlobMiss,
@@ -46,9 +48,12 @@ __all__ = [
     "FILL_OUTCOMES",
     "ROUTES",
     "S3_OPERATIONS",
+    "AccessRecorder",
+    "AccessVerdict",
     "BlobMiss",
     "ByteSource",
     "CacheKind",
+    "DecidedBy",
     "DiskRecorder",
     "FillOutcome",
     "FillRecorder",
@@ -89,6 +94,7 @@ class Metrics:
         self.retention = RetentionRecorder(r)
         self.fleet = FleetRecorder(r)
         self.s3 = S3Recorder(r)
+        self.access = AccessRecorder(r)
         ProcessCollector(registry=r)
 
     def exposition(self) -> bytes:

@@ -1,0 +1,197 @@
+"""Whether a request may do what it asks: the one place access is decided.
+
+A request needs an action on a repository (server/access.py reads which from
+its route). Who decides:
+
+- **the origin**, for a pull from a repository whose origin is marked
+  `authorize_at_origin`, unless the client proved to be one of this host's own
+  users or tokens (whose credentials never leave this host): the client's own
+  credentials are asked of the origin (origin/authorize.py), and the answer is
+  remembered per credential and repository (access/decisions.py);
+- else **the access policy** (`--access-policy`), for this host's own subjects
+  and anonymous clients; credentials this host does not know are refused;
+- else, as before there was a policy: with `--auth-htpasswd` or
+  `--auth-token-file`, any of this host's subjects may do anything, and no one
+  else anything; without them, everyone may.
+
+A refusal is 401 with a challenge when the client sent no credentials (or
+credentials that are wrong), so that engines log in and ask again, and 403
+DENIED when its credentials are valid and do not allow it. An origin that
+cannot be asked gives 503, unless `--authorize-offline-grace` lets a recent
+grant stand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError, Denied, Unauthorized, Unavailable
+from ..origin.authorize import Probe, Verdict, ask_origin
+from ..origin.mapping import OriginMap, OriginRepo
+from ..telemetry.metrics import AccessRecorder
+from .decisions import Decision, Decisions
+from .identity import Authenticator, Identity
+from .policy import ANONYMOUS, Action
+from .policy_file import PolicyFile
+
+__all__ = ["Gate", "Need"]
+
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="registry-local"'}
+
+
+@dataclass(frozen=True)
+class Need:
+    """An action a request needs on a repository, and what would show an origin
+    that the client may pull it (the manifest, blob or tag list it asks for)."""
+
+    action: Action
+    repository: str
+    probe: Probe
+    namespace: str | None = None  # the registry containerd names with ?ns=
+
+
+class Gate:
+    """Identifies requests and decides what they may do; see the module docstring."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator | None,
+        policy: PolicyFile | None,
+        decisions: Decisions | None,
+        metrics: AccessRecorder,
+    ) -> None:
+        self.authenticator = authenticator
+        self.policy = policy
+        self.decisions = decisions
+        self._metrics = metrics
+
+    @classmethod
+    def create(
+        cls,
+        authenticator: Authenticator | None,
+        policy: PolicyFile | None,
+        decisions: Decisions | None,
+        metrics: AccessRecorder,
+    ) -> Gate:
+        """Refuses a policy that names an htpasswd user `anonymous`: which would it mean?"""
+        if policy is not None and authenticator is not None:
+            if ANONYMOUS in authenticator.subjects():
+                raise ConfigError(
+                    f"--auth-htpasswd or --auth-token-file has a subject named {ANONYMOUS!r}: "
+                    "an access policy reserves it for clients without credentials"
+                )
+        return cls(authenticator, policy, decisions, metrics)
+
+    @property
+    def open(self) -> bool:
+        """Nothing is checked: every request is let in as before access control."""
+        return self.authenticator is None and self.policy is None and self.decisions is None
+
+    def challenge(self) -> dict[str, str]:
+        if self.authenticator is not None:
+            return self.authenticator.challenge()
+        return dict(_CHALLENGE)
+
+    async def identify(self, authorization: str | None) -> Identity:
+        if self.authenticator is None:
+            return Identity(None, authorization or None)
+        return await self.authenticator.identify(authorization)
+
+    def admit(self, identity: Identity, *, ping: bool = False) -> None:
+        """A request that names no repository (the /v2/ ping, the catalog, warm-up):
+        let in whoever could be allowed something. `ping`: the /v2/ check engines
+        use to learn whether to log in, so anonymous clients get the challenge
+        whenever credentials could matter."""
+        if identity.rejected:
+            raise Unauthorized("wrong credentials", headers=self.challenge())
+        if identity.anonymous:
+            needs_login = self.authenticator is not None or self.decisions is not None
+            if (ping and needs_login) or (self.authenticator is not None and self.policy is None):
+                raise Unauthorized(headers=self.challenge())
+            return
+        if identity.subject is None and self.decisions is None:
+            raise Unauthorized("credentials not known here", headers=self.challenge())
+
+    async def check(self, identity: Identity, need: Need, origins: OriginMap) -> None:
+        """Return if `identity` may do what `need` says; else raise Unauthorized,
+        Denied or Unavailable (an origin that decides cannot be asked)."""
+        if identity.rejected:
+            self._metrics.decided("authentication", "refused")
+            raise Unauthorized("wrong credentials", headers=self.challenge())
+        at_origin = self._deciding_origin(identity, need, origins)
+        if at_origin is not None:
+            await self._ask_origin(identity, need, at_origin)
+            return
+        if identity.authorization is not None and identity.subject is None:
+            self._metrics.decided("authentication", "refused")
+            raise Unauthorized("credentials not known here", headers=self.challenge())
+        if self.policy is not None:
+            allowed = self.policy.current.allows(identity.subject, need.repository, need.action)
+            self._metrics.decided("policy", "granted" if allowed else "refused")
+            if not allowed:
+                raise self._refusal(identity, need)
+        elif self.authenticator is not None and identity.subject is None:
+            self._metrics.decided("authentication", "refused")
+            raise Unauthorized(headers=self.challenge())
+
+    def visible(self, identity: Identity, repository: str, origins: OriginMap) -> bool:
+        """Whether the catalog shows `repository` to `identity`: pull granted by the
+        policy, or by its origin within the decisions remembered (the catalog asks
+        no origin)."""
+        need = Need("pull", repository, ("tags", ""))
+        at_origin = self._deciding_origin(identity, need, origins)
+        if at_origin is not None:
+            assert self.decisions is not None
+            return self.decisions.granted_recently(identity.authorization, _key(at_origin))
+        if self.policy is not None:
+            return self.policy.current.allows(identity.subject, repository, "pull")
+        return self.authenticator is None or identity.subject is not None
+
+    def _deciding_origin(
+        self, identity: Identity, need: Need, origins: OriginMap
+    ) -> OriginRepo | None:
+        if self.decisions is None or need.action != "pull" or identity.local:
+            return None
+        repo = origins.repo_for(need.repository, need.namespace)
+        if repo is None or not repo.origin.settings.authorize_at_origin:
+            return None
+        return repo
+
+    async def _ask_origin(self, identity: Identity, need: Need, repo: OriginRepo) -> None:
+        assert self.decisions is not None
+        authorization = identity.authorization
+
+        async def ask() -> Verdict:
+            try:
+                verdict = await ask_origin(repo.origin, authorization, repo.remote, need.probe)
+            except Exception:
+                self._metrics.asked_origin("unavailable")
+                raise
+            self._metrics.asked_origin(verdict.value)
+            return verdict
+
+        decision: Decision = await self.decisions.decide(authorization, _key(repo), ask)
+        self._metrics.decided("origin", decision.outcome)
+        if decision.allowed:
+            return
+        if decision.outcome == "unavailable":
+            grace = " and no grant within --authorize-offline-grace is remembered"
+            raise Unavailable(
+                f"cannot tell whether you may pull {need.repository}: its origin could not "
+                f"be asked{grace if self.decisions.grace else ''}; try again later"
+            )
+        raise self._refusal(identity, need, by_origin=True)
+
+    def _refusal(self, identity: Identity, need: Need, by_origin: bool = False) -> Exception:
+        if identity.anonymous:
+            return Unauthorized(
+                f"authentication required to {need.action} {need.repository}",
+                headers=self.challenge(),
+            )
+        who = "the origin does not let these credentials" if by_origin else "you may not"
+        return Denied(f"{who} {need.action} {need.repository}")
+
+
+def _key(repo: OriginRepo) -> str:
+    """What a decision is about: one repository at one origin."""
+    return f"{repo.origin.url}/{repo.remote}"
