@@ -95,7 +95,7 @@ async def test_a_refusal_is_remembered_and_absence_is_not(
     missing = Asker(Verdict.ABSENT)
     for _ in range(3):
         assert await decisions.decide(CREDENTIAL, "team-a/app", missing()) == Decision(
-            False, "refused", asked=True
+            False, "absent", asked=True
         )
     assert missing.asks == 3
     # The tag appears: granted at once, not minutes later.

@@ -36,7 +36,7 @@ from ..singleflight import SingleFlight
 
 __all__ = ["Decision", "Decisions", "Outcome"]
 
-Outcome = Literal["granted", "refused", "grace", "unavailable"]
+Outcome = Literal["granted", "refused", "absent", "grace", "unavailable"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Decisions:
         now = self._clock()
         if verdict is Verdict.ABSENT:
             self._remembered.pop(key)  # what it held had expired: free its room
-            return Decision(False, "refused", asked=True)
+            return Decision(False, "absent", asked=True)
         allowed = verdict is Verdict.GRANTED
         self._remembered.put(key, _Remembered(allowed, now + self._ttl))
         if allowed:

@@ -7,7 +7,8 @@ its route). Who decides:
   `authorize_at_origin`, unless the client proved to be one of this host's own
   users or tokens (whose credentials never leave this host): the client's own
   credentials are asked of the origin (origin/authorize.py), and the answer is
-  remembered per credential and repository (access/decisions.py);
+  remembered per credential and repository (access/decisions.py); a 404 there
+  is a 404 here;
 - else **the access policy** (`--access-policy`), for this host's own subjects
   and anonymous clients; credentials this host does not know are refused;
 - else, as before there was a policy: with `--auth-htpasswd` or
@@ -25,7 +26,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError, Denied, Unauthorized, Unavailable
+from ..errors import (
+    BlobUnknown,
+    ConfigError,
+    Denied,
+    ManifestUnknown,
+    NameUnknown,
+    Unauthorized,
+    Unavailable,
+)
 from ..origin.authorize import Probe, Verdict, ask_origin
 from ..origin.mapping import OriginMap, OriginRepo
 from ..telemetry.metrics import AccessRecorder
@@ -174,6 +183,8 @@ class Gate:
         self._metrics.decided("origin", decision.outcome)
         if decision.allowed:
             return
+        if decision.outcome == "absent":
+            raise _absent(need)
         if decision.outcome == "unavailable":
             grace = " and no grant within --authorize-offline-grace is remembered"
             raise Unavailable(
@@ -190,6 +201,19 @@ class Gate:
             )
         who = "the origin does not let these credentials" if by_origin else "you may not"
         return Denied(f"{who} {need.action} {need.repository}")
+
+
+def _absent(need: Need) -> Exception:
+    """The origin answered 404 to the client's credentials: so does the cache (a
+    tag may be missing, or the repository hidden from them)."""
+    why = "not at its origin, or not visible to these credentials"
+    kind = need.probe[0]
+    detail = {"name": need.repository}
+    if kind == "manifests":
+        return ManifestUnknown(f"{need.repository}: {why}", detail=detail)
+    if kind == "blobs":
+        return BlobUnknown(f"{need.repository}: {why}", detail=detail)
+    return NameUnknown(f"{need.repository}: {why}", detail=detail)
 
 
 def _key(repo: OriginRepo) -> str:

@@ -181,13 +181,16 @@ async def fetch(
             await session.close()
 
 
-async def pull_image(base: str, name: str, tag: str) -> dict[str, bytes]:
+async def pull_image(
+    base: str, name: str, tag: str, auth: dict[str, str] | None = None
+) -> dict[str, bytes]:
     """Pull like an engine on its own connection pool: resolve the tag, fetch every
-    manifest and blob, check every digest. Returns digest -> content."""
+    manifest and blob, check every digest. Returns digest -> content. `auth`:
+    an Authorization header sent with every request."""
     import json
 
     got: dict[str, bytes] = {}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=auth) as session:
         status, headers, _ = await fetch(
             f"{base}/v2/{name}/manifests/{tag}", method="HEAD", session=session
         )

@@ -13,7 +13,8 @@ __all__ = ["AccessRecorder", "AccessVerdict", "DecidedBy", "OriginAnswer"]
 DecidedBy = Literal["policy", "origin", "authentication"]
 # granted; refused; grace: allowed by a recent grant while the origin is down;
 # unavailable: refused because the origin could not be asked.
-AccessVerdict = Literal["granted", "refused", "grace", "unavailable"]
+# absent: the origin has no such thing for these credentials (answered 404).
+AccessVerdict = Literal["granted", "refused", "absent", "grace", "unavailable"]
 OriginAnswer = Literal["granted", "refused", "absent", "unavailable"]
 
 
