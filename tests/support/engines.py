@@ -327,6 +327,8 @@ class Podman:
             "--events-backend",
             "file",
         ]
+        if not self.auth_file.exists():  # podman refuses a REGISTRY_AUTH_FILE that is missing
+            write_auths(self.auth_file, {})
         extra = {"CONTAINERS_STORAGE_CONF": str(storage), "REGISTRY_AUTH_FILE": str(self.auth_file)}
         if self.registries is not None:
             extra["CONTAINERS_REGISTRIES_CONF"] = str(self.registries)
