@@ -91,12 +91,10 @@ class Cache:
         ]
 
 
-@asynccontextmanager
-async def cache_before(origin: TokenOrigin, workdir: Path, match: str) -> AsyncIterator[Cache]:
-    """registry-local serving `origin`'s images for registry `match` (`*`: any),
-    the origin deciding every pull with the client's own credentials. After the
-    block, its log is checked for secrets."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def _cache_config(origin: TokenOrigin, workdir: Path, match: str) -> Path:
+    """The cache's config file (and an empty store beside it): one upstream, the
+    origin, for registry `match`, deciding pulls; its own credentials for fills."""
+    (workdir / "store").mkdir(parents=True)
     credentials = workdir / "origin-credentials"
     credentials.write_text(f"cache:{PASSWORDS['cache']}\n")
     config = workdir / "registry-local.yaml"
@@ -107,7 +105,15 @@ async def cache_before(origin: TokenOrigin, workdir: Path, match: str) -> AsyncI
         f"    credentials_file: {credentials}\n"
         "    authorize_at_origin: true\n"
     )
-    (workdir / "store").mkdir()
+    return config
+
+
+@asynccontextmanager
+async def cache_before(origin: TokenOrigin, workdir: Path, match: str) -> AsyncIterator[Cache]:
+    """registry-local serving `origin`'s images for registry `match` (`*`: any),
+    the origin deciding every pull with the client's own credentials. After the
+    block, its log is checked for secrets."""
+    config = _cache_config(origin, workdir, match)
     log = StderrLog()
     cache = Cache("", log)
     async with serving(
@@ -153,12 +159,12 @@ def _failed(result: subprocess.CompletedProcess[str] | subprocess.CompletedProce
 # skopeo
 
 
-async def _skopeo(
+def _skopeo(
     cache: Cache, workdir: Path, command: str, name: str, user: str | None
 ) -> subprocess.CompletedProcess[str]:
     """`skopeo inspect` or `copy` of NAME:v1 from the cache, as `user` (None:
-    no credentials)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    no credentials). It blocks: call it in a thread."""
+    workdir.mkdir(parents=True)
     source = f"docker://{cache.host}/{name}:v1"
     if command == "inspect":  # inspect spells its source options without `src-`
         creds = ["--no-creds"] if user is None else ["--creds", f"{user}:{PASSWORDS[user]}"]
@@ -166,7 +172,7 @@ async def _skopeo(
     else:
         creds = ["--src-no-creds"] if user is None else ["--src-creds", f"{user}:{PASSWORDS[user]}"]
         args = ["copy", "--src-tls-verify=false", *creds, source, f"dir:{workdir / 'out'}"]
-    return await asyncio.to_thread(skopeo, workdir, *args, check=False)
+    return skopeo(workdir, *args, check=False)
 
 
 @pytest.mark.parametrize("command", ["inspect", "copy"])
@@ -174,16 +180,18 @@ async def test_skopeo_pulls_what_the_origin_lets_its_credentials_pull(
     command: str, origin: TokenOrigin, tmp_path: Path
 ) -> None:
     async with cache_before(origin, tmp_path / "cache", "*") as cache:
-        alice = await _skopeo(cache, tmp_path / "alice", command, "team-a/app", "alice")
+
+        async def pull(user: str | None, name: str) -> subprocess.CompletedProcess[str]:
+            workdir = tmp_path / f"{user}-{name.replace('/', '-')}"
+            return await asyncio.to_thread(_skopeo, cache, workdir, command, name, user)
+
+        alice = await pull("alice", "team-a/app")
         assert alice.returncode == 0, alice.stderr
         # team-a/app is in the cache now; bob may still not have it.
-        assert "denied" in _failed(
-            await _skopeo(cache, tmp_path / "bob", command, "team-a/app", "bob")
-        )
+        assert "denied" in _failed(await pull("bob", "team-a/app"))
         assert await cache.decided("origin", "refused") >= 1
-        nobody = await _skopeo(cache, tmp_path / "nobody", command, "team-a/app", None)
-        _failed(nobody)
-        public = await _skopeo(cache, tmp_path / "public", command, "public/app", None)
+        _failed(await pull(None, "team-a/app"))
+        public = await pull(None, "public/app")
         assert public.returncode == 0, public.stderr
         assert await cache.decided("origin", "granted") >= 2
     assert cache.served("team-a/app") and cache.served("public/app")
