@@ -109,7 +109,9 @@ async def test_each_subject_reads_only_what_a_rule_grants(
     # No credentials: 401 with a challenge, except where anonymous is granted.
     status, headers, body = await _status(cache, "/v2/team-a/app/manifests/v1", NOBODY)
     assert status == 401 and error_code(body) == "UNAUTHORIZED"
-    assert "Basic" in headers["WWW-Authenticate"]
+    assert headers["WWW-Authenticate"] == (
+        f'Bearer realm="{cache.url}/-/token",service="registry-local"'
+    )
     assert (await _status(cache, "/v2/public/app/manifests/v1", NOBODY))[0] == 200
     # Wrong or unknown credentials are never anyone.
     for wrong in (
@@ -122,6 +124,35 @@ async def test_each_subject_reads_only_what_a_rule_grants(
     # The ping challenges anonymous clients, so that engines log in.
     assert (await _status(cache, "/v2/", NOBODY))[0] == 401
     assert (await _status(cache, "/v2/", ALICE))[0] == 200
+
+
+async def test_the_token_realm_hands_out_tokens_standing_for_the_credentials(
+    start_cache: StartCache, auth_files: dict[str, Any], images: dict[str, Image]
+) -> None:
+    """As engines follow a Bearer challenge: a token from the realm, with their
+    credentials or none, then the request with the token."""
+    cache = await start_cache(**auth_files)
+
+    async def token(headers: dict[str, str]) -> dict[str, str]:
+        status, answer, body = await send("GET", f"{cache.url}/-/token?service=x", None, headers)
+        assert status == 200 and answer["Cache-Control"] == "no-store", body
+        document = json.loads(body)
+        assert document["token"] == document["access_token"] and document["expires_in"] == 300
+        return {"Authorization": f"Bearer {document['token']}"}
+
+    anonymous, alice = await token(NOBODY), await token(ALICE)
+    assert (await _status(cache, "/v2/", anonymous))[0] == 200  # a ping with a token passes
+    assert (await _status(cache, "/v2/public/app/manifests/v1", anonymous))[0] == 200
+    status, headers, _ = await _status(cache, "/v2/team-a/app/manifests/v1", anonymous)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer realm=")
+    assert (await _status(cache, "/v2/team-a/app/manifests/v1", alice))[0] == 200
+    assert (await _status(cache, "/v2/team-b/app/manifests/v1", alice))[0] == 403
+    # Wrong credentials get no token; a token not handed out here is nobody's.
+    status, _, body = await send("GET", f"{cache.url}/-/token", None, _basic("alice", "guess"))
+    assert status == 401 and error_code(body) == "UNAUTHORIZED"
+    forged = {"Authorization": "Bearer rl1.forged-forged-forged-forged"}
+    assert (await _status(cache, "/v2/public/app/manifests/v1", forged))[0] == 401
+    assert cache.metrics.sample("http_requests", route="token", method="GET", status="200") == 2
 
 
 async def test_the_catalog_lists_only_what_the_subject_may_pull(

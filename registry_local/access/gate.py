@@ -42,10 +42,11 @@ from .decisions import Decision, Decisions
 from .identity import Authenticator, Identity
 from .policy import ANONYMOUS, Action
 from .policy_file import PolicyFile
+from .tokens import TOKEN_PREFIX, IssuedTokens
 
 __all__ = ["Gate", "Need"]
 
-_CHALLENGE = {"WWW-Authenticate": 'Basic realm="registry-local"'}
+_SERVICE = "registry-local"
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,13 @@ class Gate:
         authenticator: Authenticator | None,
         policy: PolicyFile | None,
         decisions: Decisions | None,
+        tokens: IssuedTokens | None,
         metrics: AccessRecorder,
     ) -> None:
         self.authenticator = authenticator
         self.policy = policy
         self.decisions = decisions
+        self.tokens = tokens  # handed out at /-/token, when repositories are controlled
         self._metrics = metrics
 
     @classmethod
@@ -89,37 +92,59 @@ class Gate:
                     f"--auth-htpasswd or --auth-token-file has a subject named {ANONYMOUS!r}: "
                     "an access policy reserves it for clients without credentials"
                 )
-        return cls(authenticator, policy, decisions, metrics)
+        controlled = policy is not None or decisions is not None
+        tokens = IssuedTokens(_TOKENS) if controlled else None
+        return cls(authenticator, policy, decisions, tokens, metrics)
 
     @property
     def open(self) -> bool:
         """Nothing is checked: every request is let in as before access control."""
         return self.authenticator is None and self.policy is None and self.decisions is None
 
-    def challenge(self) -> dict[str, str]:
+    def challenge(self, realm: str | None = None) -> dict[str, str]:
+        """What a 401 asks for: with repositories controlled, a token from our
+        realm (`/-/token`), as Docker Hub asks; else the credentials themselves."""
+        if self.tokens is not None and realm is not None:
+            return {"WWW-Authenticate": f'Bearer realm="{realm}",service="{_SERVICE}"'}
         if self.authenticator is not None:
             return self.authenticator.challenge()
-        return dict(_CHALLENGE)
+        return {"WWW-Authenticate": f'Basic realm="{_SERVICE}"'}
 
     async def identify(self, authorization: str | None) -> Identity:
+        if not authorization:
+            return Identity(None)
+        scheme, _, value = authorization.partition(" ")
+        if self.tokens is not None and scheme.lower() == "bearer":
+            if value.strip().startswith(TOKEN_PREFIX):
+                issued = self.tokens.identity(value.strip())
+                return issued if issued is not None else Identity(None, authorization, True)
         if self.authenticator is None:
-            return Identity(None, authorization or None)
+            return Identity(None, authorization)
         return await self.authenticator.identify(authorization)
 
-    def admit(self, identity: Identity, *, ping: bool = False) -> None:
-        """A request that names no repository (the /v2/ ping, the catalog, warm-up):
-        let in whoever could be allowed something. `ping`: the /v2/ check engines
-        use to learn whether to log in, so anonymous clients get the challenge
-        whenever credentials could matter."""
+    def admit(self, identity: Identity, *, ping: bool = False, presented: bool = False) -> None:
+        """A request that names no repository (the /v2/ ping, the catalog, warm-up,
+        a token): let in whoever could be allowed something. `ping`: the /v2/
+        check engines use to learn whether to log in, so a client that presented
+        nothing (`presented`: no Authorization at all) gets the challenge whenever
+        credentials could matter."""
         if identity.rejected:
             raise Unauthorized("wrong credentials", headers=self.challenge())
         if identity.anonymous:
             needs_login = self.authenticator is not None or self.decisions is not None
-            if (ping and needs_login) or (self.authenticator is not None and self.policy is None):
+            if ping and needs_login and not presented:
+                raise Unauthorized(headers=self.challenge())
+            if self.authenticator is not None and self.policy is None and self.decisions is None:
                 raise Unauthorized(headers=self.challenge())
             return
         if identity.subject is None and self.decisions is None:
             raise Unauthorized("credentials not known here", headers=self.challenge())
+
+    def issue(self, identity: Identity) -> tuple[str, int]:
+        """A token for whoever `admit` let in (the /-/token endpoint)."""
+        self.admit(identity)
+        assert self.tokens is not None
+        return self.tokens.issue(identity)
 
     async def check(self, identity: Identity, need: Need, origins: OriginMap) -> None:
         """Return if `identity` may do what `need` says; else raise Unauthorized,
@@ -201,6 +226,9 @@ class Gate:
             )
         who = "the origin does not let these credentials" if by_origin else "you may not"
         return Denied(f"{who} {need.action} {need.repository}")
+
+
+_TOKENS = 100_000  # live tokens at most: the oldest are dropped first
 
 
 def _absent(need: Need) -> Exception:

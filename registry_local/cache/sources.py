@@ -7,7 +7,9 @@
     ├── an origin serves `name` (origin/mapping.py)
     │   ├── hosts coordinate ..................... FleetSource (the fleet's lease)
     │   └── this host alone ...................... OriginSource
-    │     either way written through to the bucket for `name` once filled
+    │     either way written through to the bucket for `name` once filled;
+    │     bytes another repository brought (here, or to the fleet) only once
+    │     the origin confirms `name` has the blob, as the link check would
     └── neither ................................. BlobUnknown
 
 For a repository no origin serves, the link check runs while the first read of
@@ -111,12 +113,27 @@ class BlobSources:
             # Gone from the bucket since it was linked (gc removed what nobody
             # used): the origin has it.
             await self._links.forget_blob(name, digest)
-        return Lookup(self._from_origin(repo, name, digest))
+        source = self._from_origin(repo, name, digest)
+        if self._fleet is not None or await self._here(digest):
+            # Bytes another repository brought (here, or to the fleet's holder):
+            # served in `name` only once its origin says `name` has the blob.
+            return Lookup(source, self._at_origin(repo, name, digest))
+        return Lookup(source)  # read from the origin in `name`: a 404 there is one here
+
+    async def _here(self, digest: Digest) -> bool:
+        return self._fills.present(digest) or await self._disk.discover(digest)
+
+    async def _at_origin(self, repo: OriginRepo, name: str, digest: Digest) -> bool:
+        """The origin has the blob in `name`: then it is linked there in the bucket too."""
+        if await repo.origin.blob_size(repo.remote, digest) is None:
+            return False
+        self._through.blob(name, digest, None)
+        return True
 
     async def _still_held(self, digest: Digest) -> bool:
         """Here, on its way, or in the bucket still: asked of the bucket itself,
         not of a size remembered from before a gc (only on a miss here)."""
-        if self._fills.present(digest) or await self._disk.discover(digest):
+        if await self._here(digest):
             return True
         size = await self._sizes.ask(digest, lambda: self._store.blob_size(digest), fresh=True)
         return size is not None

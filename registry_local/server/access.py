@@ -7,9 +7,13 @@ the repository it mounts from as well; deletes need `delete`. The /v2/ ping,
 the catalog (filtered by its handler, `visible`) and /-/ (warm-up checks each
 image it is asked for, `require_pull`) only need a client the gate lets in.
 /metrics, /healthz and /readyz stay open: they hold no image data and no secret.
+A 401 challenges the client to fetch a token at /-/token (access/tokens.py).
 """
 
 from __future__ import annotations
+
+import datetime
+import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -17,15 +21,17 @@ from aiohttp.typedefs import Handler, Middleware
 from ..access.gate import Gate, Need
 from ..access.identity import Identity
 from ..access.policy import Action
-from ..errors import DigestInvalid, TagInvalid
+from ..errors import DigestInvalid, TagInvalid, Unauthorized
 from ..oci.digest import Digest
 from ..oci.reference import parse_name, parse_reference
 from ..origin.authorize import Probe
 from .state import GATE, IDENTITY, ORIGINS
 
-__all__ = ["access_middleware", "require_pull", "visible"]
+__all__ = ["TOKEN_PATH", "access_middleware", "issue_token", "require_pull", "visible"]
 
 _PROTECTED = ("/v2", "/-/")
+TOKEN_PATH = "/-/token"
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
 _PULL = frozenset({"manifest", "tags", "referrers", "blob", "blob_head"})
 _PUSH = frozenset({"manifest_put", "upload", "upload_session"})
 _DELETE = frozenset({"manifest_delete", "blob_delete"})
@@ -34,18 +40,50 @@ _DELETE = frozenset({"manifest_delete", "blob_delete"})
 def access_middleware(gate: Gate) -> Middleware:
     @web.middleware
     async def controlled(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(_PROTECTED):
+        if not request.path.startswith(_PROTECTED) or request.path == TOKEN_PATH:
             return await handler(request)
-        identity = await gate.identify(request.headers.get("Authorization"))
-        request[IDENTITY] = identity
-        needs = _needs(request)
-        if not needs:
-            gate.admit(identity, ping=request.match_info.route.name == "base")
-        for need in needs:
-            await gate.check(identity, need, request.app[ORIGINS])
+        authorization = request.headers.get("Authorization")
+        try:
+            identity = await gate.identify(authorization)
+            request[IDENTITY] = identity
+            needs = _needs(request)
+            if not needs:
+                ping = request.match_info.route.name == "base"
+                gate.admit(identity, ping=ping, presented=authorization is not None)
+            for need in needs:
+                await gate.check(identity, need, request.app[ORIGINS])
+        except Unauthorized as exc:
+            exc.headers = gate.challenge(_realm(request))
+            raise
         return await handler(request)
 
     return controlled
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """GET /-/token: a token standing for the credentials the client sent (or
+    none), as a Docker token server answers (access/tokens.py)."""
+    gate = request.app[GATE]
+    try:
+        identity = await gate.identify(request.headers.get("Authorization"))
+        token, lifetime = gate.issue(identity)
+    except Unauthorized as exc:
+        exc.headers = gate.challenge()  # the realm itself asks for the credentials
+        raise
+    issued = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return web.json_response(
+        {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": issued},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _realm(request: web.Request) -> str | None:
+    """The token endpoint's URL, as this client reaches the cache; None when its
+    Host header is not a plain host and port (never echoed into a header)."""
+    host = request.headers.get("Host", "")
+    if not _HOST.fullmatch(host):
+        return None
+    return f"{request.scheme}://{host}{TOKEN_PATH}"
 
 
 def _needs(request: web.Request) -> list[Need]:

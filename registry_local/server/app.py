@@ -23,7 +23,7 @@ from ..errors import BackendError, BackendMisconfigured, StartError, Unsupported
 from ..origin.scope import RegistryScope
 from ..telemetry.metrics import AccessRecorder, Metrics
 from . import middleware
-from .access import access_middleware
+from .access import TOKEN_PATH, access_middleware, issue_token
 from .handlers import blobs, manifests, referrers, uploads, warm
 from .handlers.ops import add_ops_routes
 from .inflight import InFlight
@@ -201,6 +201,8 @@ def build_app(settings: Settings) -> web.Application:
         r.add_delete(f"/v2/{name}/blobs/{{digest}}", blobs.delete_blob, name="blob_delete")
     if settings.server.warm_endpoint:
         r.add_post("/-/warm", warm.warm, name="warm")
+    if GATE in app and app[GATE].tokens is not None:
+        r.add_get(TOKEN_PATH, issue_token, name="token")
     add_ops_routes(app)
     return app
 

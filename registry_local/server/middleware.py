@@ -122,6 +122,7 @@ ROUTE_LABELS: dict[str, Route] = {
     "metrics": "metrics",
     "healthz": "health",
     "warm": "warm",
+    "token": "token",
     "readyz": "ready",
 }
 

@@ -23,6 +23,7 @@ Route = Literal[
     "catalog",
     "upload",
     "warm",
+    "token",
     "metrics",
     "health",
     "ready",
