@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from registry_local.access.tokens import TOKEN_PREFIX
+
 from .support.engines import (
     Ctr,
     Docker,
@@ -81,6 +83,10 @@ class Cache:
         """Every request the cache answered (after it stopped)."""
         text = self.log.data.decode(errors="replace")
         return [Answered(m, p, int(s)) for m, p, s in _REQUEST.findall(text)]
+
+    def tokens_issued(self) -> int:
+        """Tokens the cache's realm, /-/token, handed out."""
+        return sum(a.path.startswith("/-/token") and a.status == 200 for a in self.answered())
 
     def served(self, repository: str) -> list[Answered]:
         """Manifests and blobs of `repository` the cache answered with content."""
@@ -140,6 +146,7 @@ def _assert_no_secret(text: str) -> None:
         assert password not in text and encoded not in text, user
     assert "Og==" not in text  # base64(":"), containers/image's "no credentials"
     assert "eyJ" not in text  # a JWT of the origin's token server
+    assert not re.search(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]", text)  # one of the cache's
     assert not re.search(r"Bearer (?!realm)\S", text)
     assert not re.search(r"(access_)?token[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9._~+/-]{16,}", text)
 
@@ -190,7 +197,7 @@ async def test_skopeo_pulls_what_the_origin_lets_its_credentials_pull(
         # team-a/app is in the cache now; bob may still not have it.
         assert "denied" in _failed(await pull("bob", "team-a/app"))
         assert await cache.decided("origin", "refused") >= 1
-        _failed(await pull(None, "team-a/app"))
+        assert "unauthorized" in _failed(await pull(None, "team-a/app"))
         public = await pull(None, "public/app")
         assert public.returncode == 0, public.stderr
         assert await cache.decided("origin", "granted") >= 2
@@ -267,9 +274,12 @@ async def test_dockerd_with_the_cache_as_registry_mirror(
             assert HUB_UNREACHABLE.decode() in _failed(fell_back)
             assert await cache.decided("origin", "refused") > refused_before
 
+            # No credentials: the cache's Bearer challenge keeps dockerd on the
+            # mirror (it gets an anonymous token), where a Basic one would not.
             nobody = _docker_as(dockerd, tmp_path / "nobody", {})
             await asyncio.to_thread(nobody, "pull", "public/app:v1")
     assert cache.served("team-a/app") and cache.served("public/app")
+    assert cache.tokens_issued() >= 3
 
 
 # containerd
