@@ -25,6 +25,7 @@ grant stand.
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ __all__ = ["Gate", "Need"]
 log = logging.getLogger(__name__)
 
 _SERVICE = "registry-local"
+# What skopeo sends when it holds no credentials: an empty user and password.
+_NO_ONE = "Basic " + base64.b64encode(b":").decode()
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class Gate:
         return {"WWW-Authenticate": f'Basic realm="{_SERVICE}"'}
 
     async def identify(self, authorization: str | None) -> Identity:
-        if not authorization:
+        if not authorization or authorization.strip() == _NO_ONE:
             return Identity(None)
         scheme, _, value = authorization.partition(" ")
         if self.tokens is not None and scheme.lower() == "bearer":

@@ -12,6 +12,7 @@ A 401 challenges the client to fetch a token at /-/token (access/tokens.py).
 
 from __future__ import annotations
 
+import base64
 import datetime
 import re
 
@@ -21,7 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 from ..access.gate import Gate, Need
 from ..access.identity import Identity
 from ..access.policy import Action
-from ..errors import DigestInvalid, TagInvalid, Unauthorized
+from ..errors import DigestInvalid, ErrorCode, RegistryError, TagInvalid, Unauthorized
 from ..oci.digest import Digest
 from ..oci.reference import parse_name, parse_reference
 from ..origin.authorize import Probe
@@ -31,6 +32,7 @@ __all__ = ["TOKEN_PATH", "access_middleware", "issue_token", "require_pull", "vi
 
 _PROTECTED = ("/v2", "/-/")
 TOKEN_PATH = "/-/token"
+_MAX_FORM = 64 * 1024
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
 _PULL = frozenset({"manifest", "tags", "referrers", "blob", "blob_head"})
 _PUSH = frozenset({"manifest_put", "upload", "upload_session"})
@@ -62,11 +64,15 @@ def access_middleware(gate: Gate) -> Middleware:
 
 async def issue_token(request: web.Request) -> web.Response:
     """GET /-/token: a token standing for the credentials the client sent (or
-    none), as a Docker token server answers (access/tokens.py)."""
+    none), as a Docker token server answers (access/tokens.py). POST: the
+    OAuth2 form containerd tries first (`grant_type=password`)."""
     gate = request.app[GATE]
     try:
-        identity = await gate.identify(request.headers.get("Authorization"))
-        token, lifetime = gate.issue(identity)
+        if request.method == "POST":
+            authorization = await _password_grant(request)
+        else:
+            authorization = request.headers.get("Authorization")
+        token, lifetime = gate.issue(await gate.identify(authorization))
     except Unauthorized as exc:
         exc.headers = gate.challenge()  # the realm itself asks for the credentials
         raise
@@ -75,6 +81,26 @@ async def issue_token(request: web.Request) -> web.Response:
         {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": issued},
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def _password_grant(request: web.Request) -> str | None:
+    """The Basic header an OAuth2 password grant's form stands for (None: no
+    credentials). Refresh tokens are not handed out here, so none is taken."""
+    if (request.content_length or 0) > _MAX_FORM:
+        raise _BadToken("token request too large", status=413)
+    form = await request.post()
+    if form.get("grant_type") != "password":
+        raise _BadToken("only grant_type=password is accepted here; or GET with Basic", status=400)
+    username, password = form.get("username"), form.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise _BadToken("a password grant needs username and password", status=400)
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+class _BadToken(RegistryError):
+    """A token request that cannot be answered (400, code UNSUPPORTED)."""
+
+    code = ErrorCode.UNSUPPORTED
 
 
 def _realm(request: web.Request) -> str | None:

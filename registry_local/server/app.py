@@ -202,7 +202,9 @@ def build_app(settings: Settings) -> web.Application:
     if settings.server.warm_endpoint:
         r.add_post("/-/warm", warm.warm, name="warm")
     if GATE in app and app[GATE].tokens is not None:
-        r.add_get(TOKEN_PATH, issue_token, name="token")
+        token = r.add_resource(TOKEN_PATH, name="token")
+        token.add_route("GET", issue_token)
+        token.add_route("POST", issue_token)
     add_ops_routes(app)
     return app
 
