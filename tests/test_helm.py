@@ -1,8 +1,10 @@
 """The Helm chart (deploy/helm/registry-local), with the real helm: linted,
 rendered with its defaults and with every option on, each object checked
 against the Kubernetes schema, the config it renders read by `serve`'s own
-loader, its alert rules by promtool, and its containerd mirror file used by a
-real containerd pulling from several registries through one `_default` entry."""
+loader, its access policy by the policy loader and by a running `serve` as
+the kubelet updates it, its alert rules by promtool, and its containerd mirror
+file used by a real containerd pulling from several registries through one
+`_default` entry."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from registry_local.config import AccessSettings, Settings, StoreSettings, load
 from registry_local.transfer.imagebuild import Image, build_image
 
 from .support.engines import containerd_snapshot_file, run_containerd
+from .support.fleet import until
 from .support.harness import fetch, s3_settings, seed
 from .support.processes import (
     free_port,
@@ -282,6 +285,55 @@ def test_a_new_access_policy_rolls_no_pod(all_on: list[dict[str, Any]], tmp_path
     container = pods[0]["spec"]["containers"][0]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "access-policy")
     assert "subPath" not in mount and mount["readOnly"]
+
+
+def _publish(mounted: Path, data: dict[str, str], generation: int) -> None:
+    """Update a ConfigMap volume as the kubelet does: the files in a new
+    directory, `..data` switched to it by a rename, each key a symlink through
+    `..data`."""
+    version = mounted / f"..generation-{generation}"
+    version.mkdir(parents=True)
+    for key, text in data.items():
+        (version / key).write_text(text)
+    switch = mounted / "..data_tmp"
+    switch.symlink_to(version.name)
+    switch.replace(mounted / "..data")
+    for key in data:
+        if not (mounted / key).is_symlink():
+            (mounted / key).symlink_to(f"..data/{key}")
+
+
+async def test_a_running_cache_reads_the_updated_policy_configmap(tmp_path: Path) -> None:
+    """The chart's policy ConfigMap, updated in place as the kubelet updates a
+    mounted one, changes what a running `serve` allows: no restart."""
+    values = tmp_path / "values.yaml"
+    first = {"policy": {"rules": [_rule(repositories=["public/*"])]}}
+    values.write_text(yaml.safe_dump({"access": first, "fleet": {"enabled": False}}))
+    documents = render(values)
+    config = yaml.safe_load(one(documents, "ConfigMap", "local")["data"]["config.yaml"])
+    mounted = tmp_path / "mounted"
+    assert config["access-policy"] == "/etc/registry-local-access/policy.yaml"
+    _publish(mounted, one(documents, "ConfigMap", "-access")["data"], 1)
+    (tmp_path / "store").mkdir()
+    store = ("--fs-root", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache"))
+    policy = ("--access-policy", str(mounted / "policy.yaml"))
+    async with serving(*store, *policy) as (url, _):
+
+        async def anonymous(repository: str) -> int:
+            status, _, _ = await fetch(f"{url}/v2/{repository}/tags/list", accept=())
+            return status
+
+        assert await anonymous("public/app") == 404  # allowed; there is no such repository
+        assert await anonymous("tools/jq") == 401
+        widened = {"rules": [*first["policy"]["rules"], _rule(repositories=["tools/*"])]}
+        values.write_text(yaml.safe_dump({"access": {"policy": widened}}))
+        _publish(mounted, one(render(values), "ConfigMap", "-access")["data"], 2)
+
+        async def allowed() -> float:
+            return float(await anonymous("tools/jq") == 404)
+
+        await until(allowed, 1)  # the policy file is looked at every second
+        assert await anonymous("public/app") == 404
 
 
 def test_an_access_policy_of_the_cluster_admins(tmp_path: Path) -> None:
