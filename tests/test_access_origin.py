@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from registry_local.config import OriginSettings, StoreSettings
+from registry_local.transfer.imagebuild import build_image
 
-from .support.harness import RegistryLocal, StartCache, pull_image, s3_settings
+from .support.harness import RegistryLocal, StartCache, pull_image, s3_settings, seed
 from .support.processes import StderrLog, serving
 from .support.pushing import error_code, send
 from .support.token_origin import PASSWORDS, TokenOrigin, basic, token_origin
@@ -179,3 +180,35 @@ async def test_client_credentials_never_reach_the_debug_log(
 
 def _auth_wrong() -> dict[str, str]:
     return {"Authorization": basic("alice", "not-her-password")}
+
+
+async def test_repositories_no_origin_decides_fall_under_the_policy(
+    start_cache: StartCache,
+    origin: TokenOrigin,
+    moto: str,
+    bucket: str,
+    direct_store: StoreSettings,
+    tmp_path: Path,
+) -> None:
+    """One origin decides the names under `origin/`; the bucket's own `local/app`
+    is the policy's, and origin credentials count there as anonymous."""
+    await seed(direct_store, "local/app", "v1", build_image([{"f": b"local"}]))
+    await seed(direct_store, "private/app", "v1", build_image([{"f": b"private"}]))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n  - {subjects: [anonymous], repositories: ['local/**'], actions: [pull]}\n"
+    )
+    upstream = OriginSettings(
+        origin.url, "origin", "cache", PASSWORDS["cache"], authorize_at_origin=True
+    )
+    store = s3_settings(moto, bucket, upstreams=(upstream,))
+    cache = await start_cache(store=store, policy=policy)
+    await pull_image(cache.url, "origin/team-a/app", "v1", ALICE)
+    assert (await _get(cache, "/v2/origin/team-a/app/manifests/v1", BOB))[0] == 403
+    for headers in (ALICE, NOBODY):
+        await pull_image(cache.url, "local/app", "v1", headers)
+    status, _, body = await _get(cache, "/v2/private/app/manifests/v1", ALICE)
+    assert status == 403 and error_code(body) == "DENIED"
+    assert (await _get(cache, "/v2/private/app/manifests/v1", NOBODY))[0] == 401
+    status, _, body = await _get(cache, "/v2/_catalog", ALICE)
+    assert json.loads(body)["repositories"] == ["local/app", "origin/team-a/app"]

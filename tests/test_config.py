@@ -47,6 +47,21 @@ def test_config_file_from_env(tmp_path: Path) -> None:
     assert (settings.server.host, settings.server.port) == ("::1", 6000)
 
 
+def test_access_settings_from_flags_and_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "access_policy: /etc/policy.yaml\nauthorize_offline_grace: 1h\nupstreams:\n"
+        "  - {match: ghcr.io, url: 'https://ghcr.io', authorize_at_origin: true}\n"
+        "  - {match: quay.io, url: 'https://quay.io'}\n"
+    )
+    argv = ["--config", str(config), "--upstream", "http://127.0.0.1:1", "--authorize-at-origin"]
+    settings = _load([*argv, "--authorize-cache-ttl", "30s"])
+    assert settings.access.policy == Path("/etc/policy.yaml")
+    assert (settings.access.decision_ttl, settings.access.offline_grace) == (30.0, 3600.0)
+    assert [o.authorize_at_origin for o in settings.store.upstreams] == [True, False, True]
+    assert _load([]).access.decision_ttl == 300.0
+
+
 @pytest.mark.parametrize(
     ("argv", "file_text", "message"),
     [
@@ -79,6 +94,18 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         (["--peer-listen", "127.0.0.1:5002", "--fleet-part-size", "1MiB"], None, "5MiB"),
         (["--peer-listen", "127.0.0.1:5002", "--peer-tls-cert", "c.pem"], None, "go together"),
         (["--peer-ca", "ca.pem"], None, "need --peer-listen"),
+        (["--authorize-at-origin"], None, "needs --upstream"),
+        (["--authorize-cache-ttl", "soon"], None, "--authorize-cache-ttl"),
+        (
+            ["--listen", "0.0.0.0:5000", "--upstream", "http://127.0.0.1:1"],
+            "authorize_at_origin: true\n",
+            "in clear text",
+        ),
+        (
+            [],
+            "upstreams:\n  - {match: x, url: 'http://127.0.0.1:1', authorize_at_origin: 'yes'}\n",
+            "true or false",
+        ),
         (
             [
                 *("--peer-listen", "127.0.0.1:5002", "--advertise-url", "http://127.0.0.1:5002"),

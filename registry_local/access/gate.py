@@ -10,7 +10,8 @@ its route). Who decides:
   remembered per credential and repository (access/decisions.py); a 404 there
   is a 404 here;
 - else **the access policy** (`--access-policy`), for this host's own subjects
-  and anonymous clients; credentials this host does not know are refused;
+  and anonymous clients; credentials this host does not know are refused (401),
+  or, where origins decide other repositories, count as anonymous;
 - else, as before there was a policy: with `--auth-htpasswd` or
   `--auth-token-file`, any of this host's subjects may do anything, and no one
   else anything; without them, everyone may.
@@ -24,6 +25,7 @@ grant stand.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..errors import (
@@ -40,11 +42,13 @@ from ..origin.mapping import OriginMap, OriginRepo
 from ..telemetry.metrics import AccessRecorder
 from .decisions import Decision, Decisions
 from .identity import Authenticator, Identity
-from .policy import ANONYMOUS, Action
+from .policy import ANONYMOUS, EVERY_SUBJECT, Action
 from .policy_file import PolicyFile
 from .tokens import TOKEN_PREFIX, IssuedTokens
 
 __all__ = ["Gate", "Need"]
+
+log = logging.getLogger(__name__)
 
 _SERVICE = "registry-local"
 
@@ -91,6 +95,15 @@ class Gate:
                 raise ConfigError(
                     f"--auth-htpasswd or --auth-token-file has a subject named {ANONYMOUS!r}: "
                     "an access policy reserves it for clients without credentials"
+                )
+        if policy is not None:
+            known = authenticator.subjects() if authenticator is not None else frozenset()
+            strangers = sorted(policy.current.subjects() - known - {ANONYMOUS, EVERY_SUBJECT})
+            if strangers:
+                log.warning(
+                    "the access policy names subjects that no --auth-htpasswd user or "
+                    "--auth-token-file token name is: %s (their rules grant nobody)",
+                    ", ".join(strangers),
                 )
         controlled = policy is not None or decisions is not None
         tokens = IssuedTokens(_TOKENS) if controlled else None
@@ -157,8 +170,11 @@ class Gate:
             await self._ask_origin(identity, need, at_origin)
             return
         if identity.authorization is not None and identity.subject is None:
-            self._metrics.decided("authentication", "refused")
-            raise Unauthorized("credentials not known here", headers=self.challenge())
+            if self.decisions is None:
+                self._metrics.decided("authentication", "refused")
+                raise Unauthorized("credentials not known here", headers=self.challenge())
+            # Not ours: an origin's, for a repository no origin decides. They
+            # prove nothing here, so they get what anonymous clients get.
         if self.policy is not None:
             allowed = self.policy.current.allows(identity.subject, need.repository, need.action)
             self._metrics.decided("policy", "granted" if allowed else "refused")

@@ -31,7 +31,7 @@ import yaml
 
 from ..errors import ConfigError
 
-__all__ = ["ACTIONS", "ANONYMOUS", "Action", "Policy", "Rule"]
+__all__ = ["ACTIONS", "ANONYMOUS", "EVERY_SUBJECT", "Action", "Policy", "Rule"]
 
 Action = Literal["pull", "push", "delete"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
