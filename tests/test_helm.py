@@ -1,8 +1,10 @@
 """The Helm chart (deploy/helm/registry-local), with the real helm: linted,
 rendered with its defaults and with every option on, each object checked
 against the Kubernetes schema, the config it renders read by `serve`'s own
-loader, its alert rules by promtool, and its containerd mirror file used by a
-real containerd pulling from several registries through one `_default` entry."""
+loader, its access policy by the policy loader and by a running `serve` as
+the kubelet updates it, its alert rules by promtool, and its containerd mirror
+file used by a real containerd pulling from several registries through one
+`_default` entry."""
 
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from registry_local.config import Settings, StoreSettings, load
+from registry_local.access.policy import ACTIONS, Policy
+from registry_local.config import AccessSettings, Settings, StoreSettings, load
 from registry_local.transfer.imagebuild import Image, build_image
 
 from .support.engines import containerd_snapshot_file, run_containerd
+from .support.fleet import until
 from .support.harness import fetch, s3_settings, seed
 from .support.processes import (
     free_port,
@@ -76,13 +80,26 @@ def all_on() -> list[dict[str, Any]]:
     return render(ALL_ON)
 
 
+def _rule(**changes: object) -> dict[str, object]:
+    """A rule of the access policy, as the chart's values take it."""
+    return {"subjects": ["anonymous"], "repositories": ["public/**"], "actions": ["pull"]} | changes
+
+
 def test_the_chart_lints_strictly_and_its_schema_refuses_bad_values(tmp_path: Path) -> None:
     helm("lint", "--strict", str(CHART))
     helm("lint", "--strict", str(CHART), "-f", str(ALL_ON))
+    admins = {"name": "tenants-access", "key": "policy.yaml"}
+    bad: dict[str, Any]
     for bad in (
         {"port": "5000"},
         {"upstreams": [{"match": "*", "url": "https://registry-1.docker.io"}]},
         {"fleet": {"tls": {"secretName": "x", "serverName": "y", "issuer": "z"}}},
+        {"upstreams": [{"match": "ghcr.io", "url": "https://ghcr.io", "authorizeAtOrigin": "yes"}]},
+        {"access": {"policy": {"rule": []}}},  # a policy without `rules`
+        {"access": {"policy": {"rules": [{"subjects": ["anonymous"], "actions": ["pull"]}]}}},
+        {"access": {"policy": {"rules": [_rule(actions=["read"])]}}},
+        {"access": {"policy": {"rules": [_rule()]}, "existingConfigMap": admins}},
+        {"access": {"cacheTTL": "5 minutes"}},
     ):
         values = tmp_path / "bad.yaml"
         values.write_text(yaml.safe_dump(bad))
@@ -93,6 +110,13 @@ def test_the_chart_lints_strictly_and_its_schema_refuses_bad_values(tmp_path: Pa
             env=sealed_env(),
         )
         assert result.returncode != 0 and "schema" in result.stdout + result.stderr, bad
+
+
+def test_the_schema_knows_the_policys_actions() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    actions = schema["definitions"]["policy"]["properties"]["rules"]["items"]["properties"]
+    one_or_list = actions["actions"]["anyOf"]
+    assert one_or_list[0]["enum"] == one_or_list[1]["items"]["enum"] == list(ACTIONS)
 
 
 def test_every_rendered_object_passes_the_kubernetes_schema(
@@ -124,21 +148,34 @@ def test_every_rendered_object_passes_the_kubernetes_schema(
 
 
 def _pod_files(daemonset: dict[str, Any]) -> dict[str, str]:
-    """Each file the registry-local container sees from a projected Secret:
-    its path in the pod -> the Secret and key it comes from."""
+    """Each file the registry-local container sees from a projected Secret or
+    from a ConfigMap's listed items: its path in the pod -> the Secret or
+    ConfigMap and the key it comes from."""
     spec = daemonset["spec"]["template"]["spec"]
     container = next(c for c in spec["containers"] if c["name"] == "registry-local")
     volumes = {v["name"]: v for v in spec["volumes"]}
     files = {}
     for mount in container["volumeMounts"]:
-        for source in volumes[mount["name"]].get("projected", {}).get("sources", []):
-            secret = source["secret"]
-            for item in secret["items"]:
-                files[f"{mount['mountPath']}/{item['path']}"] = f"{secret['name']}/{item['key']}"
+        volume = volumes[mount["name"]]
+        sources = [s["secret"] for s in volume.get("projected", {}).get("sources", [])]
+        sources += [volume["configMap"]] if "configMap" in volume else []
+        for source in sources:
+            for item in source.get("items", []):
+                files[f"{mount['mountPath']}/{item['path']}"] = f"{source['name']}/{item['key']}"
     return files
 
 
 _CONTENT = {"token": "fleet-secret\n", "credentials": "puller:s3cret\n", "config.json": "{}"}
+
+
+def _content(documents: list[dict[str, Any]], source: str) -> str:
+    """What a mounted file holds: a rendered ConfigMap's key, or a stand-in for
+    a Secret's."""
+    name, key = source.split("/", 1)
+    for document in documents:
+        if document["kind"] == "ConfigMap" and document["metadata"]["name"] == name:
+            return str(document["data"][key])
+    return _CONTENT.get(Path(key).name, "-----BEGIN CERTIFICATE-----\n")
 
 
 def _load_as_the_pod(documents: list[dict[str, Any]], work: Path) -> Settings:
@@ -153,10 +190,10 @@ def _load_as_the_pod(documents: list[dict[str, Any]], work: Path) -> Settings:
         assert path in files, f"{path} is not a file the pod mounts"
         copy = work / path.lstrip("/")
         copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(_CONTENT.get(Path(path).name, "-----BEGIN CERTIFICATE-----\n"))
+        copy.write_text(_content(documents, files[path]))
         return str(copy)
 
-    for key in ("peer-token-file", "peer-tls-cert", "peer-tls-key", "peer-ca"):
+    for key in ("peer-token-file", "peer-tls-cert", "peer-tls-key", "peer-ca", "access-policy"):
         if key in config:
             config[key] = local(config[key])
     for entry in config.get("upstreams", []):
@@ -184,6 +221,8 @@ def test_the_rendered_config_is_one_serve_takes(
     ]
     assert settings.store.bucket_registries == ()  # other registries: 404 at once
     assert settings.fleet is not None and settings.fleet.advertise_url == "https://10.1.2.3:5002"
+    assert settings.access == AccessSettings()  # no policy; origins do not decide
+    assert not any(o.authorize_at_origin for o in settings.store.upstreams)
 
     settings = _load_as_the_pod(all_on, tmp_path / "all-on")
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 5050)
@@ -203,6 +242,16 @@ def test_the_rendered_config_is_one_serve_takes(
     assert settings.store.max_concurrency == 64  # from extraConfig
     assert settings.fleet is not None and settings.fleet.tls_name == "peers.registry-local.internal"
     assert settings.fleet.advertise_url == "https://10.1.2.3:5052"
+    deciding = {match for match, origin in origins.items() if origin.authorize_at_origin}
+    assert deciding == {"ghcr.io", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"}
+    assert (settings.access.decision_ttl, settings.access.offline_grace) == (120, 900)
+    # The policy file the pod mounts is one the loader takes, rule for rule.
+    assert settings.access.policy is not None
+    policy = Policy.read(settings.access.policy)
+    assert policy.allows(None, "public/team/app", "pull")
+    assert policy.allows(None, "tools/jq", "pull")
+    assert not policy.allows(None, "private/app", "pull")
+    assert not policy.allows(None, "public/team/app", "push")
     daemonset = one(all_on, "DaemonSet")
     pod = daemonset["spec"]["template"]
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "5051"
@@ -218,6 +267,86 @@ def test_the_rendered_config_is_one_serve_takes(
     cronjob = one(all_on, "CronJob")["spec"]
     gc = cronjob["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert gc["args"][-4:] == ["--unused-for", "14d", "--grace", "2h"]
+
+
+def test_a_new_access_policy_rolls_no_pod(all_on: list[dict[str, Any]], tmp_path: Path) -> None:
+    """The policy is its own ConfigMap, outside the pods' checksum: the running
+    pods read the changed file (a ConfigMap volume without subPath, which the
+    kubelet updates) rather than being replaced."""
+    values = yaml.safe_load(ALL_ON.read_text())
+    values["access"]["policy"]["rules"].append(_rule(repositories=["more/*"]))
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(values))
+    again = render(changed)
+    policies = [one(d, "ConfigMap", "-access")["data"]["policy.yaml"] for d in (all_on, again)]
+    assert policies[0] != policies[1]
+    pods = [one(d, "DaemonSet")["spec"]["template"] for d in (all_on, again)]
+    assert pods[0] == pods[1]
+    container = pods[0]["spec"]["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "access-policy")
+    assert "subPath" not in mount and mount["readOnly"]
+
+
+def _publish(mounted: Path, data: dict[str, str], generation: int) -> None:
+    """Update a ConfigMap volume as the kubelet does: the files in a new
+    directory, `..data` switched to it by a rename, each key a symlink through
+    `..data`."""
+    version = mounted / f"..generation-{generation}"
+    version.mkdir(parents=True)
+    for key, text in data.items():
+        (version / key).write_text(text)
+    switch = mounted / "..data_tmp"
+    switch.symlink_to(version.name)
+    switch.replace(mounted / "..data")
+    for key in data:
+        if not (mounted / key).is_symlink():
+            (mounted / key).symlink_to(f"..data/{key}")
+
+
+async def test_a_running_cache_reads_the_updated_policy_configmap(tmp_path: Path) -> None:
+    """The chart's policy ConfigMap, updated in place as the kubelet updates a
+    mounted one, changes what a running `serve` allows: no restart."""
+    values = tmp_path / "values.yaml"
+    first = {"policy": {"rules": [_rule(repositories=["public/*"])]}}
+    values.write_text(yaml.safe_dump({"access": first, "fleet": {"enabled": False}}))
+    documents = render(values)
+    config = yaml.safe_load(one(documents, "ConfigMap", "local")["data"]["config.yaml"])
+    mounted = tmp_path / "mounted"
+    assert config["access-policy"] == "/etc/registry-local-access/policy.yaml"
+    _publish(mounted, one(documents, "ConfigMap", "-access")["data"], 1)
+    (tmp_path / "store").mkdir()
+    store = ("--fs-root", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache"))
+    policy = ("--access-policy", str(mounted / "policy.yaml"))
+    async with serving(*store, *policy) as (url, _):
+
+        async def anonymous(repository: str) -> int:
+            status, _, _ = await fetch(f"{url}/v2/{repository}/tags/list", accept=())
+            return status
+
+        assert await anonymous("public/app") == 404  # allowed; there is no such repository
+        assert await anonymous("tools/jq") == 401
+        widened = {"rules": [*first["policy"]["rules"], _rule(repositories=["tools/*"])]}
+        values.write_text(yaml.safe_dump({"access": {"policy": widened}}))
+        _publish(mounted, one(render(values), "ConfigMap", "-access")["data"], 2)
+
+        async def allowed() -> float:
+            return float(await anonymous("tools/jq") == 404)
+
+        await until(allowed, 1)  # the policy file is looked at every second
+        assert await anonymous("public/app") == 404
+
+
+def test_an_access_policy_of_the_cluster_admins(tmp_path: Path) -> None:
+    """access.existingConfigMap: the pod mounts that ConfigMap's key as the
+    policy file, and the chart renders no policy of its own."""
+    values = tmp_path / "values.yaml"
+    admins = {"name": "tenants-access", "key": "rules.yaml"}
+    values.write_text(yaml.safe_dump({"access": {"existingConfigMap": admins}}))
+    documents = render(values)
+    assert not [d for d in documents if d["metadata"]["name"].endswith("-access")]
+    config = yaml.safe_load(one(documents, "ConfigMap", "local")["data"]["config.yaml"])
+    files = _pod_files(one(documents, "DaemonSet"))
+    assert files[config["access-policy"]] == "tenants-access/rules.yaml"
 
 
 def test_the_rules_and_the_dashboard_are_the_one_copy(

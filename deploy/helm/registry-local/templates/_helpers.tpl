@@ -30,6 +30,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* Where the pod sees its files. */}}
 {{- define "registry-local.peerDir" -}}/etc/registry-local-peer{{- end -}}
 {{- define "registry-local.originsDir" -}}/etc/registry-local-origins{{- end -}}
+{{- define "registry-local.accessDir" -}}/etc/registry-local-access{{- end -}}
+
+{{/* The ConfigMap holding the access policy: the chart's own (access.policy),
+the cluster admin's (access.existingConfigMap), or "" for none. */}}
+{{- define "registry-local.policyConfigMap" -}}
+{{- if .Values.access.policy -}}
+{{- printf "%s-access" (include "registry-local.fullname" .) -}}
+{{- else -}}
+{{- .Values.access.existingConfigMap.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The policy's key in that ConfigMap. */}}
+{{- define "registry-local.policyKey" -}}
+{{- ternary "policy.yaml" .Values.access.existingConfigMap.key (not (empty .Values.access.policy)) -}}
+{{- end -}}
 
 {{/* An origin's credentials file in the pod (the Secret's key, projected). */}}
 {{- define "registry-local.originFile" -}}
@@ -53,6 +69,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- with $v.s3.endpoint }}{{ $_ := set $c "s3-endpoint" . }}{{ end -}}
 {{- with $v.s3.prefix }}{{ $_ := set $c "s3-prefix" . }}{{ end -}}
 {{- with $v.cache.maxBytes }}{{ $_ := set $c "cache-max-bytes" . }}{{ end -}}
+{{- if include "registry-local.policyConfigMap" . -}}
+{{- $_ := set $c "access-policy" (printf "%s/policy.yaml" (include "registry-local.accessDir" .)) -}}
+{{- end -}}
+{{- if ne (toString $v.access.cacheTTL) "" }}{{ $_ := set $c "authorize-cache-ttl" (toString $v.access.cacheTTL) }}{{ end -}}
+{{- if ne (toString $v.access.offlineGrace) "" }}{{ $_ := set $c "authorize-offline-grace" (toString $v.access.offlineGrace) }}{{ end -}}
 {{- if $v.fleet.enabled }}
 {{- $peer := include "registry-local.peerDir" . -}}
 {{- $_ := set $c "peer-listen" (printf "0.0.0.0:%d" (int $v.fleet.port)) -}}
@@ -70,6 +91,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- else if $origin.credentials -}}
 {{- $key := ternary "auth_file" "credentials_file" (eq (default "userpass" $origin.credentials.format) "dockerconfigjson") -}}
 {{- $_ := set $entry $key (include "registry-local.originFile" (list $ $i $origin)) -}}
+{{- end -}}
+{{- if $origin.authorizeAtOrigin -}}
+{{- $_ := set $entry "authorize_at_origin" true -}}
 {{- end -}}
 {{- $upstreams = append $upstreams $entry -}}
 {{- end -}}
