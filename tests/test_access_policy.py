@@ -153,6 +153,22 @@ async def test_the_token_realm_hands_out_tokens_standing_for_the_credentials(
     forged = {"Authorization": "Bearer rl1.forged-forged-forged-forged"}
     assert (await _status(cache, "/v2/public/app/manifests/v1", forged))[0] == 401
     assert cache.metrics.sample("http_requests", route="token", method="GET", status="200") == 2
+    # containerd's OAuth2 form first: a password grant stands for those credentials.
+    form = b"grant_type=password&username=alice&password=alice-pw&service=x&client_id=c"
+    urlencoded = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, body = await send("POST", f"{cache.url}/-/token", form, urlencoded)
+    granted = {"Authorization": f"Bearer {json.loads(body)['access_token']}"}
+    assert (
+        status == 200 and (await _status(cache, "/v2/team-a/app/manifests/v1", granted))[0] == 200
+    )
+    wrong = form.replace(b"alice-pw", b"guess")
+    assert (await send("POST", f"{cache.url}/-/token", wrong, urlencoded))[0] == 401
+    refresh = b"grant_type=refresh_token&refresh_token=x"
+    status, _, body = await send("POST", f"{cache.url}/-/token", refresh, urlencoded)
+    assert status == 400 and error_code(body) == "UNSUPPORTED"
+    # What skopeo sends without credentials (Basic of ":") is no one: anonymous.
+    empty = {"Authorization": "Basic Og=="}
+    assert (await _status(cache, "/v2/public/app/manifests/v1", empty))[0] == 200
 
 
 async def test_the_catalog_lists_only_what_the_subject_may_pull(
