@@ -15,7 +15,8 @@ registry-local servers, in the same run:
 
 Each round runs one storm per mode, the modes' order rotated from round to
 round so that none always goes first; the report is each mode's median storm
-and its ratio to the median storm of "off". The tag TTL is an hour everywhere,
+and its ratio to the median storm of "off", and the median of each round's
+ratio to that round's "off" storm (paired). The tag TTL is an hour everywhere,
 so no storm revalidates the tag (with an origin, that would ask it).
 """
 
@@ -61,6 +62,14 @@ class AccessStorms:
     def median(self, mode: str) -> float:
         return statistics.median(self.seconds[mode])
 
+    def paired(self, mode: str) -> float:
+        """The median over rounds of the mode's storm over the round's "off" storm:
+        less moved than the ratio of medians by a machine whose load drifts
+        between rounds."""
+        return statistics.median(
+            on / off for on, off in zip(self.seconds[mode], self.seconds["off"], strict=True)
+        )
+
     def to_json(self) -> Json:
         off = self.median("off")
         return {
@@ -72,6 +81,7 @@ class AccessStorms:
                     "seconds": list(runs),
                     "median": self.median(mode),
                     "vs_off": self.median(mode) / off,
+                    "paired_vs_off": self.paired(mode),
                 }
                 for mode, runs in self.seconds.items()
             },
@@ -82,13 +92,14 @@ class AccessStorms:
         lines = [
             f"\n== access: warm storms of {self.clients} clients, "
             f"{self.image_bytes / (1 << 20):.1f} MiB image, median of {rounds} rounds ==",
-            f"{'mode':8} {'median s':>9} {'vs off':>7}  each round",
+            f"{'mode':8} {'median s':>9} {'vs off':>7} {'paired':>7}  each round",
         ]
         off = self.median("off")
         for mode, runs in self.seconds.items():
             each = " ".join(f"{s:.2f}" for s in runs)
             lines.append(
-                f"{mode:8} {self.median(mode):9.3f} {ratio(self.median(mode), off):>7}  {each}"
+                f"{mode:8} {self.median(mode):9.3f} {ratio(self.median(mode), off):>7} "
+                f"{self.paired(mode):6.2f}x  {each}"
             )
         lines.append(f"origin checks during the storms: {self.origin_checks_in_storms}")
         return "\n".join(lines)
