@@ -22,7 +22,10 @@ same run:
   against staged parts with and without peer streams, beside the scale model
   bench/fleet_model.py); a lazy puller's reads of a
   cold 1 GiB layer (lazy) through registry-local and the CNCF registry, against
-  the same reads straight from the bucket.
+  the same reads straight from the bucket; a warm storm of 50 clients with
+  per-repository access on (an htpasswd user and a policy; the origin deciding
+  with the client's credentials), against the same storm with access off
+  (access).
 
 The contenders are started by bench/contenders.py; each scenario is a module of
 bench/scenarios/ whose typed result prints itself and writes its own section of
@@ -56,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.contenders import Contenders, throttle  # noqa: E402
 from bench.scenarios import (  # noqa: E402
+    access,
     big,
     cold,
     cold_layers,
@@ -108,6 +112,9 @@ SCENARIOS: dict[str, Run] = {
     ),
     "lazy": lambda c, i, a: lazy.run(
         c, a.lazy_mb, a.lazy_stream_mbps, a.lazy_latency_ms, a.lazy_rounds
+    ),
+    "access": lambda c, i, a: access.run(
+        c, access.image_of(i.app, a.access_layers), a.access_clients, a.access_rounds
     ),
 }
 _PULL_BIG = {"big", "ranged"}
@@ -205,6 +212,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lazy-stream-mbps", type=float, default=30, help="S3 MB/s per stream")
     parser.add_argument("--lazy-latency-ms", type=float, default=30, help="S3 latency of lazy")
     parser.add_argument("--lazy-rounds", type=int, default=3, help="rounds of lazy (median)")
+    parser.add_argument("--access-clients", type=int, default=50, help="clients of access")
+    parser.add_argument("--access-rounds", type=int, default=5, help="rounds of access (median)")
+    parser.add_argument(
+        "--access-layers",
+        type=float,
+        nargs="+",
+        help="layer sizes of access's image, MiB (default: the --layers image)",
+    )
     parser.add_argument("--fleet-hosts", type=int, default=4)
     parser.add_argument("--fleet-clients", type=int, default=10, help="clients per host")
     parser.add_argument("--scale-hosts", type=int, default=8, help="hosts of fleet-scale")
@@ -230,6 +245,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         arguments.clients, arguments.layers, arguments.big_mb = "1,20", [2, 1], 64
         arguments.big_clients, arguments.seconds = 20, 3
         arguments.lazy_mb, arguments.lazy_rounds = 64, 1
+        arguments.access_clients, arguments.access_rounds = 10, 1
     return arguments
 
 

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import bcrypt
 import boto3
 import pytest
 from aiohttp import web
@@ -255,3 +256,33 @@ async def test_each_pull_fetches_layer_concurrency_layers_at_once(layers_at_once
     finally:
         await runner.cleanup()
     assert report.pulls_ok == 1 and peak == layers_at_once
+
+
+async def test_auth_file_credentials_reach_every_request_and_no_output(
+    start_cache: StartCache, direct_store: StoreSettings, tmp_path: Path
+) -> None:
+    image = build_image([{"a": os.urandom(50_000)}, {"b": os.urandom(20_000)}])
+    await seed(direct_store, "team-a/app", "v1", image)
+    htpasswd, policy = tmp_path / "htpasswd", tmp_path / "policy.yaml"
+    hashed = bcrypt.hashpw(b"s3cret-pw", bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"alice:{hashed}\n")
+    policy.write_text(
+        'rules:\n  - subjects: [alice]\n    repositories: ["team-a/*"]\n    actions: [pull]\n'
+    )
+    cache = await start_cache(auth_htpasswd=htpasswd, policy=policy)
+    auth_file = tmp_path / "alice"
+    auth_file.write_text("alice:s3cret-pw\n")
+
+    # Two worker processes: the credentials travel with the target, not in argv.
+    args = (cache.url, "team-a/app:v1", "--clients", "4", "--processes", "2", "--json")
+    code, out, err = await _cli(*args, "--auth-file", str(auth_file))
+    assert code == 0, err
+    assert json.loads(out)["pulls_ok"] == 4
+    assert "s3cret" not in out + err
+
+    code, out, _ = await _cli(*args)  # anonymous: the policy grants nothing
+    assert code == 1 and json.loads(out)["pulls_failed"] == 4
+
+    auth_file.write_text("no colon here\n")
+    code, out, err = await _cli(*args, "--auth-file", str(auth_file))
+    assert code != 0 and "USER:PASSWORD" in err and "no colon" not in out + err

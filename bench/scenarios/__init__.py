@@ -10,7 +10,9 @@ file (`Result` in result.py):
 - fleet: hosts over an empty bucket and an origin, alone and coordinated;
 - fleet_scale: the fleet at scale, flat against staged designs, beside the model;
 - cold_layers: one engine-like pull of many layers, against its floors;
-- lazy: a lazy puller's reads of one cold layer.
+- lazy: a lazy puller's reads of one cold layer;
+- access: a warm storm with per-repository access on (a policy, or the origin
+  deciding), against the same storm with access off.
 
 storm.py holds the measurement most of them share: a storm of pulls, and what
 S3 sent for it.

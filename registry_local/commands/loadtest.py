@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+from pathlib import Path
 
 from .. import config
 from ..config.flags import (
     CLIENTS,
     LAYER_CONCURRENCY,
+    LOAD_AUTH_FILE,
     LOAD_JSON,
     LOAD_PLATFORM,
     PROCESSES,
@@ -18,7 +21,7 @@ from ..config.flags import (
 from ..errors import ConfigError
 from ..loadtest.run import print_report, run_load
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "basic_authorization", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +38,34 @@ def run(args: argparse.Namespace) -> int:
             "--clients, --waves, --processes and --layer-concurrency must be at least 1, "
             "--ramp at least 0"
         )
+    auth_file = LOAD_AUTH_FILE.value(args)
+    authorization = None if auth_file is None else basic_authorization(auth_file)
     load = run_load(
-        args.url, args.image, clients, waves, ramp, LOAD_PLATFORM.value(args), processes, layers
+        args.url,
+        args.image,
+        clients,
+        waves,
+        ramp,
+        LOAD_PLATFORM.value(args),
+        processes,
+        layers,
+        authorization,
     )
     report = asyncio.run(load)
     print_report(report, LOAD_JSON.value(args))
     return 1 if report.pulls_failed else 0
+
+
+def basic_authorization(path: Path) -> str:
+    """The Basic Authorization header of the USER:PASSWORD in `path` (its one
+    line); never echoes what the file holds."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --auth-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--auth-file {path} is not UTF-8 text") from None
+    user, sep, _ = text.partition(":")
+    if not sep or not user or "\n" in text:
+        raise ConfigError(f"--auth-file {path} must hold one line, USER:PASSWORD")
+    return "Basic " + base64.b64encode(text.encode()).decode()

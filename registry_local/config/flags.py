@@ -162,6 +162,14 @@ LAYER_CONCURRENCY: Flag[int] = Flag(
     int,
     metavar="N",
 )
+LOAD_AUTH_FILE: Flag[Path | None] = Flag(
+    "auth-file",
+    "a file holding USER:PASSWORD, sent as Basic credentials with every request "
+    "(a file, not a flag: flags show in ps)",
+    _unset,
+    Path,
+    metavar="FILE",
+)
 
 # gc
 UNUSED_FOR: Flag[float] = Flag(
@@ -209,7 +217,16 @@ FLAGS: dict[str, tuple[Flag[Any], ...]] = {
     "verify": (REPAIR,),
     "cached": (CACHED_JSON,),
     "prune": (PRUNE_TO,),
-    "loadtest": (CLIENTS, WAVES, RAMP, LOAD_PLATFORM, PROCESSES, LAYER_CONCURRENCY, LOAD_JSON),
+    "loadtest": (
+        CLIENTS,
+        WAVES,
+        RAMP,
+        LOAD_PLATFORM,
+        PROCESSES,
+        LAYER_CONCURRENCY,
+        LOAD_AUTH_FILE,
+        LOAD_JSON,
+    ),
     "check": (READY,),
     "gc": (UNUSED_FOR, GRACE, DRY_RUN, INCLUDE_PUSHED, METRICS_FILE),
     "status": (STATUS_JSON,),

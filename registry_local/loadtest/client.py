@@ -3,7 +3,8 @@
 A client pulls the way dockerd does: GET /v2/, HEAD the tag with every manifest
 type accepted, GET the manifest by digest, the platform's manifest of an index,
 then the config and the layers, three at a time (as dockerd and containerd:
-`layer_concurrency`). Every body is hashed as it
+`layer_concurrency`), each request with the target's credentials if it has
+any (Basic, as an engine sends them after `docker login`). Every body is hashed as it
 streams and checked against its digest; nothing is held whole in memory.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -52,6 +53,8 @@ class Target:
     reference: str
     platform: tuple[str, str]  # (os, architecture) of an index's image
     layer_concurrency: int = _LOAD.layer_concurrency  # layers fetched at once by one pull
+    # The Authorization header every request carries (None: anonymous); never in a repr.
+    authorization: str | None = field(default=None, repr=False)
 
 
 class Tally(Protocol):
@@ -93,6 +96,7 @@ class Client:
         self.reference = target.reference
         self.platform = target.platform
         self.layer_concurrency = target.layer_concurrency
+        self.headers = {"Authorization": target.authorization} if target.authorization else {}
         self.progress = progress
         self.blobs: dict[Digest, int] = {}  # the blobs pulled, and their sizes
 
@@ -100,7 +104,9 @@ class Client:
         result = Pull()
         began = time.monotonic()
         try:
-            async with aiohttp.ClientSession() as session:  # a pool of its own
+            # A pool of its own; credentials, if any, on every request as an
+            # engine sends them once it has logged in.
+            async with aiohttp.ClientSession(headers=self.headers) as session:
                 await self._pull(session, result, began)
             result.ok = True
         except (PullFailed, aiohttp.ClientError, TimeoutError) as exc:

@@ -145,13 +145,17 @@ async def run_load(
     platform: str = _LOAD.platform,
     processes: int = 1,
     layer_concurrency: int = _LOAD.layer_concurrency,
+    authorization: str | None = None,
 ) -> LoadReport:
     """Pull `image` from `url` with `clients` clients at once, `waves` times over,
-    each fetching `layer_concurrency` layers at a time; with `processes` > 1, the
-    clients run in that many worker processes."""
+    each fetching `layer_concurrency` layers at a time, every request with
+    `authorization` as its Authorization header if given; with `processes` > 1,
+    the clients run in that many worker processes."""
     name, parsed = parse_image_reference(image)
     os_name, _, arch = platform.partition("/")
-    target = Target(url.rstrip("/"), name, str(parsed), (os_name, arch), layer_concurrency)
+    target = Target(
+        url.rstrip("/"), name, str(parsed), (os_name, arch), layer_concurrency, authorization
+    )
     processes = max(1, min(processes, clients))
     report = LoadReport(target.base, image, clients, waves, processes)
     # A live line on a terminal; nothing at all when stderr is a pipe or a file.

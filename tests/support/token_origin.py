@@ -32,7 +32,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,19 +218,26 @@ class TokenOrigin:
 
 
 @asynccontextmanager
-async def token_origin(workdir: Path) -> AsyncIterator[TokenOrigin]:
-    """The CNCF registry on a directory holding the IMAGES, with token auth by a
-    TokenServer; both stopped afterwards.
+async def token_origin(
+    workdir: Path, images: Mapping[str, Image] | None = None
+) -> AsyncIterator[TokenOrigin]:
+    """The CNCF registry on a directory holding the IMAGES (or `images`, by
+    repository name), each tagged v1, with token auth by a TokenServer; both
+    stopped afterwards.
 
     The images are written into the directory as a push would leave them (the
     project's own layout, which the registry reads), so no registry runs without
     auth first."""
     root = workdir / "token-origin"
-    images = {name: build_image([{f"{name}.bin": os.urandom(4096)}]) for name in IMAGES}
-    await seed_all(StoreSettings(s3=None, fs_root=root), [(n, "v1", i) for n, i in images.items()])
+    held = (
+        dict(images)
+        if images is not None
+        else {name: build_image([{f"{name}.bin": os.urandom(4096)}]) for name in IMAGES}
+    )
+    await seed_all(StoreSettings(s3=None, fs_root=root), [(n, "v1", i) for n, i in held.items()])
     tokens = await TokenServer(workdir).start()
     try:
         async with run_docker_registry(workdir, fs_root=root, token_auth=tokens.auth) as url:
-            yield TokenOrigin(url, tokens, images)
+            yield TokenOrigin(url, tokens, held)
     finally:
         await tokens.close()
