@@ -8,8 +8,8 @@
     │   ├── hosts coordinate ..................... FleetSource (the fleet's lease)
     │   └── this host alone ...................... OriginSource
     │     either way written through to the bucket for `name` once filled;
-    │     bytes another repository brought (here, or to the fleet) only once
-    │     the origin confirms `name` has the blob, as the link check would
+    │     with access control, bytes another repository brought (here, or to
+    │     the fleet) only once the origin confirms `name` has the blob
     └── neither ................................. BlobUnknown
 
 For a repository no origin serves, the link check runs while the first read of
@@ -85,6 +85,7 @@ class BlobSources:
         through: WriteThrough,
         metrics: OriginRecorder,
         fleet: Fleet | None = None,
+        confined: bool = False,
     ) -> None:
         self._store = store
         self._disk = disk
@@ -97,6 +98,9 @@ class BlobSources:
         self._through = through
         self._metrics = metrics
         self._fleet = fleet
+        # Clients may read only some repositories (an access policy, or origins
+        # that decide): a blob is served in a repository only if it is in it.
+        self._confined = confined
 
     async def for_blob(self, name: str, digest: Digest, namespace: str | None = None) -> Lookup:
         """Where `digest`, read in the repository `name`, comes from; `namespace`
@@ -114,9 +118,10 @@ class BlobSources:
             # used): the origin has it.
             await self._links.forget_blob(name, digest)
         source = self._from_origin(repo, name, digest)
-        if self._fleet is not None or await self._here(digest):
+        if self._confined and (self._fleet is not None or await self._here(digest)):
             # Bytes another repository brought (here, or to the fleet's holder):
             # served in `name` only once its origin says `name` has the blob.
+            # (Without access control any client may read that other repository.)
             return Lookup(source, self._at_origin(repo, name, digest))
         return Lookup(source)  # read from the origin in `name`: a 404 there is one here
 

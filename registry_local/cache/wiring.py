@@ -61,9 +61,11 @@ async def open_cache(
     store_settings: StoreSettings,
     metrics: Metrics,
     fleet_settings: FleetSettings | None = None,
+    confined: bool = False,
 ) -> AsyncIterator[Cache]:
     """The cache over the backing store, with its maintenance running in the
-    background; on exit fills are cancelled and their temp files removed."""
+    background; on exit fills are cancelled and their temp files removed.
+    `confined`: clients may read only some repositories (cache/sources.py)."""
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(store_settings, metrics.s3))
         origins = await stack.enter_async_context(open_origin_map(store_settings.upstreams))
@@ -105,6 +107,7 @@ async def open_cache(
             through,
             metrics.origin,
             fleet,
+            confined,
         )
         records = RetentionRecords(
             store.backend, store.layout, cache.record_use_every, metrics.retention

@@ -81,7 +81,12 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
     async def components(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
         _fs_root_present(settings)
-        async with open_cache(settings.cache, settings.store, metrics, settings.fleet) as cache:
+        confined = settings.access.policy is not None or any(
+            origin.authorize_at_origin for origin in settings.store.upstreams
+        )
+        async with open_cache(
+            settings.cache, settings.store, metrics, settings.fleet, confined
+        ) as cache:
             await _probe_store(cache)
             app[BLOBS] = cache.blobs
             app[MANIFESTS] = cache.manifests
