@@ -96,6 +96,10 @@ async def test_each_subject_reads_only_what_a_rule_grants(
     for path in ("/v2/team-b/app/manifests/v1", "/v2/team-b/app/tags/list"):
         status, _, body = await _status(cache, path, ALICE)
         assert status == 403 and error_code(body) == "DENIED", path
+    # A named token is a subject too.
+    assert (await _status(cache, "/v2/team-a/app/manifests/v1", CI))[0] == 200
+    status, _, body = await _status(cache, "/v2/team-b/app/manifests/v1", CI)
+    assert status == 403 and error_code(body) == "DENIED"
     # bob: refused team-a although it is cached; a team-a blob under team-b is unknown.
     status, _, body = await _status(cache, "/v2/team-a/app/manifests/v1", BOB)
     assert status == 403 and error_code(body) == "DENIED"
@@ -315,3 +319,20 @@ def test_a_user_called_anonymous_is_refused_with_a_policy(
     auth_files["auth_htpasswd"].write_text(f"anonymous:{hashed}\n")
     with pytest.raises(ConfigError, match="reserves it for clients without credentials"):
         build_app(RegistryLocal(tmp_path / "cache", direct_store, **auth_files).settings)
+
+
+async def test_warming_needs_pull_on_every_image_it_names(
+    start_cache: StartCache, auth_files: dict[str, Any], images: dict[str, Image]
+) -> None:
+    cache = await start_cache(warm_endpoint=True, **auth_files)
+
+    async def warm(headers: dict[str, str], *names: str) -> tuple[int, bytes]:
+        body = json.dumps({"images": [f"{n}:v1" for n in names]}).encode()
+        status, _, answer = await send("POST", f"{cache.url}/-/warm", body, headers)
+        return status, answer
+
+    assert (await warm(ALICE, "team-a/app"))[0] == 200
+    status, body = await warm(ALICE, "team-a/app", "team-b/app")
+    assert status == 403 and error_code(body) == "DENIED"
+    assert (await warm(NOBODY, "public/app"))[0] == 200
+    assert (await warm(NOBODY, "team-a/app"))[0] == 401
