@@ -32,7 +32,7 @@ from .support.recording import RecordingRegistry, Seen, recording_registry
 
 HUB = "https://index.docker.io/v1/"  # docker's key for Docker Hub in config.json
 EMPTY_BASIC = "Basic Og=="  # base64(":"): containers/image's "no credentials"
-REFUSALS = [401, 403, 404]
+REFUSALS = [401, 403, 404, 503]
 
 
 def _image() -> Image:
