@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from registry_local.access import gate
 from registry_local.config import OriginSettings, StoreSettings
 from registry_local.transfer.imagebuild import build_image
 
@@ -114,8 +115,13 @@ async def test_fifty_concurrent_pulls_with_one_credential_cost_one_origin_check(
 
 
 async def test_an_origin_that_cannot_be_asked_refuses_unless_a_grant_is_recent(
-    start_cache: StartCache, store: StoreSettings, origin: TokenOrigin, tmp_path: Path
+    start_cache: StartCache,
+    store: StoreSettings,
+    origin: TokenOrigin,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(gate, "_DOWN_FOR", 0.0)  # asked again at once when it is back
     # Every request asks the origin (no decision is remembered), so the grace decides.
     graced = await start_cache(store=store, decision_ttl=0.0, offline_grace=3600.0)
     strict = await start_cache(tmp_path / "strict", store=store, decision_ttl=0.0)
@@ -134,6 +140,23 @@ async def test_an_origin_that_cannot_be_asked_refuses_unless_a_grant_is_recent(
     assert strict.metrics.sample("access_decisions", by="origin", verdict="unavailable") == 1
     origin.tokens.fail(None)
     assert (await _get(strict, "/v2/team-a/app/manifests/v1", ALICE))[0] == 200
+
+
+async def test_an_origin_that_did_not_answer_is_not_asked_again_at_once(
+    start_cache: StartCache,
+    store: StoreSettings,
+    origin: TokenOrigin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While it is down, each request is answered at once, not after a timeout."""
+    monkeypatch.setattr(gate, "_DOWN_FOR", 3600.0)
+    cache = await start_cache(store=store, decision_ttl=0.0)
+    await pull_image(cache.url, "team-a/app", "v1", ALICE)
+    origin.tokens.fail(503)
+    for _ in range(3):
+        assert (await _get(cache, "/v2/team-a/app/manifests/v1", ALICE))[0] == 503
+    assert cache.metrics.sample("access_origin_checks", answer="unavailable") == 1
+    assert cache.metrics.sample("access_decisions", by="origin", verdict="unavailable") == 3
 
 
 async def test_client_credentials_never_reach_the_debug_log(
@@ -212,3 +235,39 @@ async def test_repositories_no_origin_decides_fall_under_the_policy(
     assert (await _get(cache, "/v2/private/app/manifests/v1", NOBODY))[0] == 401
     status, _, body = await _get(cache, "/v2/_catalog", ALICE)
     assert json.loads(body)["repositories"] == ["local/app", "origin/team-a/app"]
+
+
+async def test_naming_another_registry_or_none_cannot_choose_who_decides(
+    start_cache: StartCache,
+    origin: TokenOrigin,
+    moto: str,
+    bucket: str,
+    direct_store: StoreSettings,
+) -> None:
+    """The bucket keeps names without their registry: whatever `?ns=` a client
+    gives, it gets only what the deciding origin holds for it, and nothing the
+    origin does not decide without a policy granting it."""
+    upstream = OriginSettings(
+        origin.url, "reg.test", "cache", PASSWORDS["cache"], authorize_at_origin=True
+    )
+    cache = await start_cache(store=s3_settings(moto, bucket, upstreams=(upstream,)))
+    ns = "?ns=reg.test"
+    await pull_image(cache.url, "team-a/app", "v1", ALICE, ns)  # the cache holds it now
+    layer = str(next(iter(origin.images["team-a/app"].blobs)))
+    # Without ns (or with another registry's) no origin decides, and no policy grants.
+    for query in ("", "?ns=other.test"):
+        for path in ("manifests/v1", f"blobs/{layer}", "tags/list"):
+            status, _, _ = await _get(cache, f"/v2/team-a/app/{path}{query}", NOBODY)
+            assert status == 401, (query, path)
+    status, _, body = await _get(cache, "/v2/_catalog", NOBODY)
+    assert json.loads(body)["repositories"] == []
+    # A private tag kept in the bucket under a name the origin holds publicly is
+    # not served under the origin, by tag or by digest, nor its blobs.
+    private = build_image([{"f": b"private to the bucket"}])
+    await seed(direct_store, "public/app", "internal", private)
+    for path in ("manifests/internal", f"manifests/{private.top}", "manifests/v1"):
+        status, _, _ = await _get(cache, f"/v2/public/app/{path}{ns}", NOBODY)
+        assert status == (200 if path == "manifests/v1" else 404), path
+    for digest in private.blobs:
+        status, _, body = await _get(cache, f"/v2/public/app/blobs/{digest}{ns}", NOBODY)
+        assert status == 404 and error_code(body) == "BLOB_UNKNOWN"

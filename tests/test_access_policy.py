@@ -47,7 +47,7 @@ def _basic(user: str, password: str) -> dict[str, str]:
 
 
 ALICE, BOB = _basic("alice", "alice-pw"), _basic("bob", "bob-pw")
-CI = {"Authorization": f"Bearer {TOKEN}"}
+CI = {"Authorization": f"Bearer ci:{TOKEN}"}  # the whole line of the token file
 NOBODY: dict[str, str] = {}
 
 
@@ -154,6 +154,10 @@ async def test_the_token_realm_hands_out_tokens_standing_for_the_credentials(
     # Wrong credentials get no token; a token not handed out here is nobody's.
     status, _, body = await send("GET", f"{cache.url}/-/token", None, _basic("alice", "guess"))
     assert status == 401 and error_code(body) == "UNAUTHORIZED"
+    # The secret part of a named token alone is not the token.
+    assert (
+        await _status(cache, "/v2/team-a/app/manifests/v1", {"Authorization": f"Bearer {TOKEN}"})
+    )[0] == 401
     forged = {"Authorization": "Bearer rl1.forged-forged-forged-forged"}
     assert (await _status(cache, "/v2/public/app/manifests/v1", forged))[0] == 401
     assert cache.metrics.sample("http_requests", route="token", method="GET", status="200") == 2
@@ -215,6 +219,12 @@ async def test_push_mount_and_delete_need_their_own_grants(
     blob_a = next(iter(images["team-a/app"].blobs))
     mount = f"{cache.url}/v2/team-a/new/blobs/uploads/?mount={blob_a}&from=team-a/app"
     assert (await send("POST", mount, None, ALICE))[0] == 201
+    # A mount from anywhere (no `from`) would read any blob: an upload session instead.
+    for anywhere in (f"?mount={blob_b}", f"?mount={blob_b}&from="):
+        url = f"{cache.url}/v2/team-a/new/blobs/uploads/{anywhere}"
+        assert (await send("POST", url, None, ALICE))[0] == 202
+    status, _, _ = await _status(cache, f"/v2/team-a/new/blobs/{blob_b}", ALICE)
+    assert status == 404
     # Deletes: the ci token may, alice (pull and push) may not.
     manifest = f"{cache.url}/v2/team-a/new/manifests/{new.top}"
     status, _, body = await send("DELETE", manifest, None, ALICE)

@@ -29,6 +29,7 @@ from .support.s3proxy import Fault, S3Proxy, key_endswith
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "tok-5f1c0a0d9b8e4a37b2c1"
+LEGACY = "svc:0123456789abcdef0123"  # a token with a colon, from before tokens had names
 # TEST-NET-1: not on any interface here, so nothing could be exposed even by a bug.
 NOT_LOOPBACK = "192.0.2.1:5999"
 
@@ -39,7 +40,7 @@ def credentials(tmp_path: Path) -> tuple[Path, Path]:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"# CI pushers\nci:{hashed}\n")
     tokens = tmp_path / "tokens"
-    tokens.write_text(f"{TOKEN}\n")
+    tokens.write_text(f"{TOKEN}\n{LEGACY}\n")
     return htpasswd, tokens
 
 
@@ -100,10 +101,17 @@ async def test_authentication_guards_the_api(
     for authorization in (wrong, "Bearer nope-nope-nope-nope", "Basic !!!", "Digest x"):
         status, _, body = await get("/v2/app/manifests/v1", authorization)
         assert status == 401 and b"guess" not in body and b"nope" not in body
-    for authorization in (basic, basic, f"Bearer {TOKEN}"):  # twice: the remembered path
-        assert (await get("/v2/app/manifests/v1", authorization))[0] == 200
+    for authorization in (basic, basic, f"Bearer {TOKEN}", f"Bearer {LEGACY}"):
+        assert (await get("/v2/app/manifests/v1", authorization))[0] == 200  # basic twice:
+    # the remembered path. A token is its whole line: a part of it is not one.
+    assert (await get("/v2/app/manifests/v1", "Bearer 0123456789abcdef0123"))[0] == 401
     for open_path in ("/metrics", "/healthz", "/readyz"):
         assert (await get(open_path))[0] == 200
+    # Credentials first, as before access control: a bad name or the token
+    # realm of access control is no way around the 401.
+    for path in ("/v2/Bad_Name/manifests/v1", "/-/token"):
+        status, _, body = await get(path)
+        assert status == 401 and b"Bad_Name" not in body, path
 
 
 async def test_push_and_pull_over_tls_with_credentials(

@@ -12,9 +12,11 @@ its route). Who decides:
 - else **the access policy** (`--access-policy`), for this host's own subjects
   and anonymous clients; credentials this host does not know are refused (401),
   or, where origins decide other repositories, count as anonymous;
-- else, as before there was a policy: with `--auth-htpasswd` or
-  `--auth-token-file`, any of this host's subjects may do anything, and no one
-  else anything; without them, everyone may.
+- else, without a policy: this host's own users and tokens may do anything;
+  where origins decide some repositories, no one else anything else (the
+  bucket keeps names without their registry: fail closed); else, as before
+  there was access control, with `--auth-htpasswd` or `--auth-token-file` no
+  one else anything, and without them everyone everything.
 
 A refusal is 401 with a challenge when the client sent no credentials (or
 credentials that are wrong), so that engines log in and ask again, and 403
@@ -25,11 +27,14 @@ grant stand.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import time
 from dataclasses import dataclass
 
 from ..errors import (
+    BackendUnavailable,
     BlobUnknown,
     ConfigError,
     Denied,
@@ -83,6 +88,10 @@ class Gate:
         self.decisions = decisions
         self.tokens = tokens  # handed out at /-/token, when repositories are controlled
         self._metrics = metrics
+        # Origins asked at once at most, so that a flood of unknown credentials
+        # cannot take every connection the fills need.
+        self._asking = asyncio.Semaphore(_ASKING)
+        self._down: dict[str, float] = {}  # origin URL -> until when it is not asked
 
     @classmethod
     def create(
@@ -183,7 +192,13 @@ class Gate:
             self._metrics.decided("policy", "granted" if allowed else "refused")
             if not allowed:
                 raise self._refusal(identity, need)
-        elif self.authenticator is not None and identity.subject is None:
+        elif identity.subject is None and self.decisions is not None:
+            # Origins decide some repositories, and no policy grants anything
+            # else: the bucket keeps names without their registry, so serving
+            # the rest to anyone would serve the origins' repositories too.
+            self._metrics.decided("policy", "refused")
+            raise self._refusal(identity, need)
+        elif identity.subject is None and self.authenticator is not None:
             self._metrics.decided("authentication", "refused")
             raise Unauthorized(headers=self.challenge())
 
@@ -198,7 +213,9 @@ class Gate:
             return self.decisions.granted_recently(identity.authorization, _key(at_origin))
         if self.policy is not None:
             return self.policy.current.allows(identity.subject, repository, "pull")
-        return self.authenticator is None or identity.subject is not None
+        if identity.subject is not None:
+            return True
+        return self.authenticator is None and self.decisions is None
 
     def _deciding_origin(
         self, identity: Identity, need: Need, origins: OriginMap
@@ -215,10 +232,15 @@ class Gate:
         authorization = identity.authorization
 
         async def ask() -> Verdict:
+            origin = repo.origin.url
+            if self._down.get(origin, 0.0) > time.monotonic():
+                raise BackendUnavailable("authorize", origin, "it did not answer moments ago")
             try:
-                verdict = await ask_origin(repo.origin, authorization, repo.remote, need.probe)
-            except Exception:
+                async with self._asking:
+                    verdict = await ask_origin(repo.origin, authorization, repo.remote, need.probe)
+            except BackendUnavailable:
                 self._metrics.asked_origin("unavailable")
+                self._down[origin] = time.monotonic() + _DOWN_FOR
                 raise
             self._metrics.asked_origin(verdict.value)
             return verdict
@@ -248,6 +270,10 @@ class Gate:
 
 
 _TOKENS = 100_000  # live tokens at most: the oldest are dropped first
+_ASKING = 16  # checks asked of origins at once
+# Seconds an origin that could not be asked is not asked again: while it is
+# down, each request is answered at once (grace or 503), not after a timeout.
+_DOWN_FOR = 5.0
 
 
 def _absent(need: Need) -> Exception:

@@ -1,9 +1,11 @@
 """Who a request comes from: an htpasswd user (bcrypt), a bearer token, or anonymous.
 
 `--auth-htpasswd` and `--auth-token-file` name this host's own subjects. A token
-file line is `TOKEN`, or `NAME:TOKEN` to give the token a name an access policy
-can grant to. A bcrypt check is slow on purpose, so a verified user:password
-pair is remembered (as a hash) for a few minutes. Credentials this host does not
+file line is a token, whole; one of the form `NAME:SECRET` is named NAME, which
+an access policy can grant to (the client still sends the whole line, so a
+token file written before names existed means what it meant). A bcrypt check
+is slow on purpose, so a verified user:password pair is remembered (as a hash)
+for a few minutes. Credentials this host does not
 know are not yet refused here: with `--authorize-at-origin` they may be the
 client's credentials for an origin (access/gate.py decides). Credentials never
 reach a log line, a metric, an error body or a repr.
@@ -30,7 +32,7 @@ __all__ = ["Authenticator", "Identity"]
 _REMEMBER = 300.0  # seconds a verified password is trusted without bcrypt
 # $2a$, $2b$ or $2y$, a two-digit cost, and 53 characters of salt and hash.
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
-_NAMED_TOKEN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._@-]{0,63}):(.{16,})")
+_NAMED_TOKEN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._@-]{0,63}):(.+)")
 UNNAMED = ""  # the subject of a token without a name: only a policy's `*` names it
 
 
@@ -93,7 +95,9 @@ class Authenticator:
             return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and self._tokens:
-            return Identity(self._token_name(value.strip().encode()), authorization)
+            name = self._token_name(value.strip().encode())
+            # A near miss of one of our tokens is never anybody else's to be sent on.
+            return Identity(name, authorization, rejected=name is None)
         if scheme.lower() == "basic" and self._users:
             return await self._user(value.strip(), authorization)
         return Identity(None, authorization)
@@ -157,8 +161,8 @@ def _read_tokens(path: Path) -> dict[bytes, str]:
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        named = _NAMED_TOKEN.fullmatch(text)
-        name, token = (named[1], named[2]) if named else (UNNAMED, text)
+        named = _NAMED_TOKEN.fullmatch(text)  # the whole line stays the secret
+        name, token = (named[1], text) if named else (UNNAMED, text)
         if len(token) < 16:
             raise ConfigError(
                 f"--auth-token-file {path}: one token of 16 characters or more a line "

@@ -30,6 +30,7 @@ from ..fleet.coordination import Fleet
 from ..lru import BoundedDict
 from ..oci.digest import Digest
 from ..oci.mediatypes import MAX_MANIFEST_BYTES, ManifestInfo, inspect_manifest
+from ..origin.holdings import Holdings
 from ..origin.mapping import OriginMap, OriginRepo
 from ..retention.records import RetentionRecords
 from ..singleflight import SingleFlight
@@ -75,8 +76,12 @@ class ManifestCache:
         origins: OriginMap | None = None,
         fleet: Fleet | None = None,
         records: RetentionRecords | None = None,
+        holdings: Holdings | None = None,
     ) -> None:
         self._origins = origins or OriginMap()
+        # With access control: what the bucket keeps under a name is served
+        # under an origin that decides only once it holds it (origin/holdings.py).
+        self._holdings = holdings
         self._fleet = fleet
         self._records = records
         self._store = store
@@ -119,12 +124,16 @@ class ManifestCache:
             name, digest
         ):
             try:
-                return await self.content(digest)
+                manifest = await self.content(digest)
             except ManifestUnknown:
                 if repo is None:
                     raise
                 # Gone from the bucket since it was learned (gc): ask the origin.
                 await self._links.forget_manifest(name, digest)
+            else:
+                if not await self._vouched(repo, digest):
+                    raise ManifestUnknown(detail={"digest": str(digest)})
+                return manifest
         assert repo is not None
         origin = repo
         return await self._origin_flights.run(
@@ -204,7 +213,9 @@ class ManifestCache:
             digest = None
             if repo is not None:
                 digest = await self._tag_from_origin(repo, name, tag)
-            if digest is None:  # no origin, or it does not know the tag: the bucket's
+            if digest is None and not self._decided(repo):
+                # No origin, or it does not know the tag: the bucket's (but not
+                # under an origin that decides: the name may be another's there).
                 digest = await self._store.tag_target(name, tag)
         except BackendError:
             self._lookup_metrics.tag_revalidated("error")
@@ -267,6 +278,7 @@ class ManifestCache:
             return None
         data, _, digest = found
         await self._keep_from_origin(name, digest, data, tag)
+        self._noted(repo, digest)
         return digest
 
     async def _fetch_from_origin(self, repo: OriginRepo, name: str, digest: Digest) -> Manifest:
@@ -293,7 +305,22 @@ class ManifestCache:
         found = await repo.origin.manifest(repo.remote, str(digest))
         if found is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
+        self._noted(repo, digest)
         return await self._keep_from_origin(name, digest, found[0], None)
+
+    def _decided(self, repo: OriginRepo | None) -> bool:
+        """`repo`'s origin decides access, and the cache serves it only what it holds."""
+        return self._holdings is not None and Holdings.applies(repo)
+
+    async def _vouched(self, repo: OriginRepo | None, digest: Digest) -> bool:
+        """No origin decides `repo`, or the one that does holds the manifest."""
+        if repo is None or self._holdings is None or not Holdings.applies(repo):
+            return True
+        return await self._holdings.holds(repo, digest, "manifest")
+
+    def _noted(self, repo: OriginRepo, digest: Digest) -> None:
+        if self._holdings is not None:
+            self._holdings.note(repo, digest)
 
     async def _keep_from_origin(
         self, name: str, digest: Digest, data: bytes, tag: str | None

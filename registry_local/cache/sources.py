@@ -9,7 +9,8 @@
     │   └── this host alone ...................... OriginSource
     │     either way written through to the bucket for `name` once filled;
     │     with access control, bytes another repository brought (here, or to
-    │     the fleet) only once the origin confirms `name` has the blob
+    │     the fleet), and under an origin that decides access anything the
+    │     bucket links, only once the origin confirms `name` has the blob
     └── neither ................................. BlobUnknown
 
 For a repository no origin serves, the link check runs while the first read of
@@ -39,6 +40,7 @@ from ..fill.sources import (
 )
 from ..fleet.coordination import Fleet
 from ..oci.digest import Digest
+from ..origin.holdings import Holdings
 from ..origin.mapping import OriginMap, OriginRepo
 from ..telemetry.metrics import OriginRecorder
 from .links import LinkCache, once_linked
@@ -85,7 +87,7 @@ class BlobSources:
         through: WriteThrough,
         metrics: OriginRecorder,
         fleet: Fleet | None = None,
-        confined: bool = False,
+        holdings: Holdings | None = None,
     ) -> None:
         self._store = store
         self._disk = disk
@@ -98,9 +100,9 @@ class BlobSources:
         self._through = through
         self._metrics = metrics
         self._fleet = fleet
-        # Clients may read only some repositories (an access policy, or origins
-        # that decide): a blob is served in a repository only if it is in it.
-        self._confined = confined
+        # With access control (clients may read only some repositories): a blob
+        # is served in a repository only if it is in it (origin/holdings.py).
+        self._holdings = holdings
 
     async def for_blob(self, name: str, digest: Digest, namespace: str | None = None) -> Lookup:
         """Where `digest`, read in the repository `name`, comes from; `namespace`
@@ -113,12 +115,16 @@ class BlobSources:
             return Lookup(self._bucket(digest), self._links.blob_linked(name, digest))
         if self._links.known_blob(name, digest) or await self._links.blob_linked(name, digest):
             if await self._still_held(digest):
+                if self._holdings is not None and Holdings.applies(repo):
+                    # The bucket's `name` may be another registry's: its origin,
+                    # which decides, must hold the blob.
+                    return Lookup(self._bucket(digest), self._at_origin(repo, name, digest))
                 return Lookup(self._bucket(digest))
             # Gone from the bucket since it was linked (gc removed what nobody
             # used): the origin has it.
             await self._links.forget_blob(name, digest)
         source = self._from_origin(repo, name, digest)
-        if self._confined and (self._fleet is not None or await self._here(digest)):
+        if self._holdings is not None and (self._fleet is not None or await self._here(digest)):
             # Bytes another repository brought (here, or to the fleet's holder):
             # served in `name` only once its origin says `name` has the blob.
             # (Without access control any client may read that other repository.)
@@ -130,7 +136,8 @@ class BlobSources:
 
     async def _at_origin(self, repo: OriginRepo, name: str, digest: Digest) -> bool:
         """The origin has the blob in `name`: then it is linked there in the bucket too."""
-        if await repo.origin.blob_size(repo.remote, digest) is None:
+        assert self._holdings is not None
+        if not await self._holdings.holds(repo, digest, "blob"):
             return False
         self._through.blob(name, digest, None)
         return True

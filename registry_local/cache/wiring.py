@@ -19,6 +19,7 @@ from ..fill.registry import Fills
 from ..fill.slots import FairSlots
 from ..fill.sources import PartPolicy, Sizes
 from ..fleet.coordination import Fleet, open_fleet
+from ..origin.holdings import Holdings
 from ..origin.mapping import OriginMap, open_origin_map
 from ..retention.records import RetentionRecords
 from ..telemetry.metrics import Metrics
@@ -95,6 +96,7 @@ async def open_cache(
             cache.verified_ranges,
         )
         through = WriteThrough(store, disk, links, metrics.origin)
+        holdings = Holdings() if confined else None
         sources = BlobSources(
             store,
             disk,
@@ -107,7 +109,7 @@ async def open_cache(
             through,
             metrics.origin,
             fleet,
-            confined,
+            holdings,
         )
         records = RetentionRecords(
             store.backend, store.layout, cache.record_use_every, metrics.retention
@@ -123,6 +125,7 @@ async def open_cache(
             origins,
             fleet,
             records,
+            holdings,
         )
         parts = Cache(
             store,

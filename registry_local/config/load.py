@@ -105,15 +105,7 @@ def _upstream_mappings(value: object, path: str) -> list[OriginSettings]:
     for entry in value:
         if not isinstance(entry, dict) or not {"match", "url"} <= set(entry):
             raise ConfigError(f"config file {path}: each upstream needs match and url")
-        keys = {
-            "match",
-            "url",
-            "credentials_file",
-            "auth_file",
-            "credentials",
-            "authorize_at_origin",
-        }
-        unknown = set(entry) - keys
+        unknown = set(entry) - _UPSTREAM_KEYS
         if unknown:
             raise ConfigError(f"config file {path}: unknown upstream keys {sorted(unknown)}")
         try:

@@ -22,13 +22,27 @@ from aiohttp.typedefs import Handler, Middleware
 from ..access.gate import Gate, Need
 from ..access.identity import Identity
 from ..access.policy import Action
-from ..errors import DigestInvalid, ErrorCode, RegistryError, TagInvalid, Unauthorized
+from ..errors import (
+    DigestInvalid,
+    ErrorCode,
+    NameInvalid,
+    RegistryError,
+    TagInvalid,
+    Unauthorized,
+)
 from ..oci.digest import Digest
 from ..oci.reference import parse_name, parse_reference
 from ..origin.authorize import Probe
 from .state import GATE, IDENTITY, ORIGINS
 
-__all__ = ["TOKEN_PATH", "access_middleware", "issue_token", "require_pull", "visible"]
+__all__ = [
+    "TOKEN_PATH",
+    "access_middleware",
+    "confined",
+    "issue_token",
+    "require_pull",
+    "visible",
+]
 
 _PROTECTED = ("/v2", "/-/")
 TOKEN_PATH = "/-/token"
@@ -42,13 +56,19 @@ _DELETE = frozenset({"manifest_delete", "blob_delete"})
 def access_middleware(gate: Gate) -> Middleware:
     @web.middleware
     async def controlled(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(_PROTECTED) or request.path == TOKEN_PATH:
+        if not request.path.startswith(_PROTECTED) or (
+            request.path == TOKEN_PATH and gate.tokens is not None
+        ):
             return await handler(request)
         authorization = request.headers.get("Authorization")
         try:
             identity = await gate.identify(authorization)
             request[IDENTITY] = identity
-            needs = _needs(request)
+            try:
+                needs = _needs(request)
+            except NameInvalid:
+                gate.admit(identity, presented=authorization is not None)  # 401 first
+                raise
             if not needs:
                 ping = request.match_info.route.name == "base"
                 gate.admit(identity, ping=ping, presented=authorization is not None)
@@ -109,7 +129,11 @@ def _realm(request: web.Request) -> str | None:
     host = request.headers.get("Host", "")
     if not _HOST.fullmatch(host):
         return None
-    return f"{request.scheme}://{host}{TOKEN_PATH}"
+    # Behind a TLS terminator on loopback: the scheme the client used. A client
+    # that lies about it only misdirects its own token request.
+    forwarded = request.headers.get("X-Forwarded-Proto", "").lower()
+    scheme = forwarded if forwarded in ("http", "https") else request.scheme
+    return f"{scheme}://{host}{TOKEN_PATH}"
 
 
 def _needs(request: web.Request) -> list[Need]:
@@ -158,6 +182,12 @@ async def require_pull(request: web.Request, name: str) -> None:
     gate = request.app.get(GATE)
     if gate is not None:
         await gate.check(request[IDENTITY], Need("pull", name, ("tags", "")), request.app[ORIGINS])
+
+
+def confined(request: web.Request) -> bool:
+    """Clients may read only some repositories (a policy, or origins deciding)."""
+    gate = request.app.get(GATE)
+    return gate is not None and gate.tokens is not None
 
 
 def visible(request: web.Request, names: list[str]) -> list[str]:

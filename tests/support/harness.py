@@ -182,24 +182,25 @@ async def fetch(
 
 
 async def pull_image(
-    base: str, name: str, tag: str, auth: dict[str, str] | None = None
+    base: str, name: str, tag: str, auth: dict[str, str] | None = None, query: str = ""
 ) -> dict[str, bytes]:
     """Pull like an engine on its own connection pool: resolve the tag, fetch every
     manifest and blob, check every digest. Returns digest -> content. `auth`:
-    an Authorization header sent with every request."""
+    an Authorization header sent with every request; `query` (`?ns=...`) ends
+    every URL, as containerd's."""
     import json
 
     got: dict[str, bytes] = {}
     async with aiohttp.ClientSession(headers=auth) as session:
         status, headers, _ = await fetch(
-            f"{base}/v2/{name}/manifests/{tag}", method="HEAD", session=session
+            f"{base}/v2/{name}/manifests/{tag}{query}", method="HEAD", session=session
         )
         assert status == 200, status
         pending = [headers["Docker-Content-Digest"]]
         while pending:
             digest = pending.pop()
             status, headers, body = await fetch(
-                f"{base}/v2/{name}/manifests/{digest}", session=session
+                f"{base}/v2/{name}/manifests/{digest}{query}", session=session
             )
             assert status == 200, (status, body)
             assert str(Digest.of(body)) == digest
@@ -208,7 +209,10 @@ async def pull_image(
             pending.extend(m["digest"] for m in doc.get("manifests", []))
             blobs = ([doc["config"]] if "config" in doc else []) + doc.get("layers", [])
             results = await asyncio.gather(
-                *(fetch(f"{base}/v2/{name}/blobs/{b['digest']}", session=session) for b in blobs)
+                *(
+                    fetch(f"{base}/v2/{name}/blobs/{b['digest']}{query}", session=session)
+                    for b in blobs
+                )
             )
             for blob, (status, _, content) in zip(blobs, results, strict=True):
                 assert status == 200, status

@@ -11,6 +11,7 @@ from ...errors import DigestInvalid
 from ...oci.byterange import parse_content_range, upload_range
 from ...oci.digest import ALGORITHMS, Digest
 from ...oci.reference import parse_name
+from ..access import confined
 from ..state import PUSHER
 
 __all__ = ["cancel_upload", "finish_upload", "patch_upload", "start_upload", "upload_status"]
@@ -73,7 +74,12 @@ async def start_upload(request: web.Request) -> web.Response:
     mount, source = request.query.get("mount"), request.query.get("from")
     if mount:
         digest = Digest.parse(mount)
-        if await pusher.mount(name, digest, parse_name(source) if source else None):
+        # Mounting from "anywhere" reads any blob the store holds: not where
+        # clients are confined to repositories (an ordinary session instead).
+        anywhere = source is None or source == ""
+        if not (anywhere and confined(request)) and await pusher.mount(
+            name, digest, parse_name(source) if source else None
+        ):
             return _created(request, name, digest)
         # Not linked there: the client gets an ordinary session, as the spec says,
         # hashing as the blob it named is hashed unless it asked otherwise.
