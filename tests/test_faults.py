@@ -327,8 +327,8 @@ class _QueueWatch(S3Recorder):
         self.waiting = 0
         self._changed = asyncio.Event()
 
-    def s3_slots(self, held: int, waiting: int) -> None:
-        super().s3_slots(held, waiting)
+    def slots(self, held: int, waiting: int) -> None:
+        super().slots(held, waiting)
         self.waiting = waiting
         self._changed.set()
 

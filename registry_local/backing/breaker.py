@@ -106,4 +106,4 @@ class CircuitBreaker:
 
     def _report(self, opened: bool = False) -> None:
         if self._metrics is not None:
-            self._metrics.s3_circuit(self.state, opened=opened)
+            self._metrics.circuit(self.state, opened=opened)

@@ -184,7 +184,7 @@ def _boundary(
         raise BackendError(operation, key, f"{type(exc).__name__}: {exc}") from None
     finally:
         if metrics is not None:
-            metrics.s3_request(operation, outcome, time.monotonic() - began)
+            metrics.request(operation, outcome, time.monotonic() - began)
 
 
 def _transport_reason(exc: BaseException) -> str:
@@ -300,7 +300,7 @@ class S3Backend:
                 return result
             retries += 1
             if self._metrics is not None:
-                self._metrics.s3_retry(operation)
+                self._metrics.retry(operation)
             await _RETRIES.pause(retries, left)
 
     async def _head(self, key: str) -> dict[str, Any] | None:
@@ -459,7 +459,7 @@ class S3Backend:
             ),
         )
         if self._metrics is not None:
-            self._metrics.s3_bytes(written=len(data))
+            self._metrics.transferred(written=len(data))
 
     async def create(self, key: str, data: bytes) -> str | None:
         return await self._put_if(key, data, IfNoneMatch="*")
@@ -483,7 +483,7 @@ class S3Backend:
         except (_Refused, _NotFound):
             return None  # If-Match on a key that is gone: 404 on some stores
         if self._metrics is not None:
-            self._metrics.s3_bytes(written=len(data))
+            self._metrics.transferred(written=len(data))
         return str(response["ETag"])
 
     async def read_versioned(self, key: str, limit: int) -> tuple[bytes, str] | None:
@@ -562,7 +562,7 @@ class S3Backend:
 
         answer = await self._request(operation, key, call)
         if self._metrics is not None:
-            self._metrics.s3_bytes(written=length)
+            self._metrics.transferred(written=length)
         return answer
 
     async def _create_upload(self, key: str) -> str:
@@ -764,7 +764,7 @@ class _S3Stream:
             raise
         self._position += len(chunk)
         if self._metrics is not None:
-            self._metrics.s3_bytes(read=len(chunk))
+            self._metrics.transferred(read=len(chunk))
         return chunk
 
     async def close(self) -> None:

@@ -67,7 +67,7 @@ class Readiness:
         disk, store = await asyncio.gather(self._check_disk(), self._check_store())
         report = ReadinessReport(disk, store, self._fleet)
         self._last = (time.monotonic(), report)
-        self._metrics.readiness(report.ready)
+        self._metrics.checked(report.ready)
         return report
 
     async def _check_disk(self) -> str:

@@ -153,9 +153,9 @@ class ManifestCache:
                 manifest = Manifest(digest, data, inspect_manifest(data))
                 self._memo.put(digest, manifest)
         if manifest is not None:
-            self._lookup_metrics.cache_hit("manifest")
+            self._lookup_metrics.hit("manifest")
             return manifest
-        self._lookup_metrics.cache_miss("manifest", joined=self._content_flights.running(digest))
+        self._lookup_metrics.miss("manifest", joined=self._content_flights.running(digest))
         return await self._content_flights.run(digest, lambda: self._fetch(digest))
 
     async def _fetch(self, digest: Digest) -> Manifest:
@@ -182,9 +182,9 @@ class ManifestCache:
             if record is not None:
                 self._tags.put(key, record)
         if record is not None and time.time() - record.checked_at < self._tag_ttl:
-            self._lookup_metrics.cache_hit("tag")
+            self._lookup_metrics.hit("tag")
             return record.digest
-        self._lookup_metrics.cache_miss("tag", joined=self._tag_flights.running(key))
+        self._lookup_metrics.miss("tag", joined=self._tag_flights.running(key))
         try:
             repo = self._origins.repo_for(name, namespace)
             digest = await self._tag_flights.run(
@@ -328,7 +328,7 @@ class ManifestCache:
         """Commit a verified manifest from the origin here, then write it (and
         the tag) through to the bucket: content before the links that name it."""
         manifest = Manifest(digest, data, inspect_manifest(data))
-        self._origin_metrics.origin_fetched("manifest")
+        self._origin_metrics.fetched("manifest")
         await self.learned(manifest, name, () if tag is None else (tag,))
         await self._links.learned_manifest(name, digest)
         try:
@@ -336,10 +336,10 @@ class ManifestCache:
             if self._records is not None:
                 await self._records.from_origin(name, digest)
             await self._store.link_manifest(name, digest)
-            self._origin_metrics.origin_written_through("manifest")
+            self._origin_metrics.written_through("manifest")
             if tag is not None:
                 await self._store.tag(name, tag, digest)
-                self._origin_metrics.origin_written_through("tag")
+                self._origin_metrics.written_through("tag")
         except BackendError as exc:
             write_failed(self._origin_metrics, name, digest, exc)
         return manifest

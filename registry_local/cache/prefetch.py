@@ -53,7 +53,7 @@ class Prefetcher:
         """The evictor removed a blob: count it if a prefetch brought it for nothing."""
         if digest in self._unread:
             self._unread.discard(digest)
-            self._metrics.prefetch_evicted()
+            self._metrics.evicted()
 
     def image(self, name: str, manifest: Manifest, namespace: str | None = None) -> None:
         """Start filling what this image manifest names and this host lacks."""
@@ -75,7 +75,7 @@ class Prefetcher:
             async with self._turns:  # a few fills at a time, each until it commits
                 fill = await self._blobs.prefetch(name, digest, size, namespace)
                 if fill is not None:
-                    self._metrics.prefetch_started()
+                    self._metrics.started()
                     await self._until_committed(fill)
         except (RegistryError, BackendError, FillFailed) as exc:
             log.debug("prefetch of %s for %s stopped: %s", digest, name, exc)
@@ -90,7 +90,7 @@ class Prefetcher:
         finally:
             self._blobs.fills.foreground(fill)
         assert fill.size is not None
-        self._metrics.prefetch_committed(fill.size)
+        self._metrics.committed(fill.size)
         if not fill.joiners:
             self._unread.add(fill.digest)
 

@@ -77,7 +77,7 @@ async def open_cache(
             )
         fleet_state = "off" if fleet_settings is None else "on" if fleet else _UNSUPPORTED
         disk = await DiskStore.open(cache.directory)
-        metrics.disk.track_disk(lambda: float(disk.bytes_used), disk.layout.root)
+        metrics.disk.track(lambda: float(disk.bytes_used), disk.layout.root)
         learned = Learned.create(disk.layout)
         links = LinkCache(store, learned, negative_ttl=cache.tag_ttl)
         limit = CacheLimit(cache.max_bytes, cache.max_share).bytes_for(cache.directory)

@@ -67,7 +67,7 @@ class WriteThrough:
             write_failed(self._metrics, name, digest, exc)
             return
         if written:  # counted once per blob the bucket did not have
-            self._metrics.origin_written_through("blob")
+            self._metrics.written_through("blob")
 
     async def settled(self) -> None:
         """Wait for every write-through under way (tests, shutdown)."""

@@ -65,7 +65,7 @@ class Evictor:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.writable = True
-        metrics.cache_state(limit=limit or 0, writable=True)
+        metrics.state(limit=limit or 0, writable=True)
 
     # -- admission -------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class Evictor:
                 why,
             )
         self.writable = False
-        self._metrics.cache_state(writable=False)
+        self._metrics.state(writable=False)
         self._wake.set()
 
     async def _recovered(self) -> bool:
@@ -122,7 +122,7 @@ class Evictor:
         if free - self._reserved >= self._needed + floor and under_limit:
             self.writable = True
             self._needed = 0
-            self._metrics.cache_state(writable=True)
+            self._metrics.state(writable=True)
             log.info("caching new blobs again: %d bytes free", free)
         return self.writable
 

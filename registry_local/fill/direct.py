@@ -31,7 +31,7 @@ class DirectBlob:
         self.size = size
 
     def _resumed(self) -> None:
-        self._reading.metrics.fill_resumed(part=False)
+        self._reading.metrics.resumed(part=False)
 
     async def _open(self, offset: int, end: int | None) -> ObjectStream | None:
         return await self._source.open(offset, end, self, False)

@@ -289,7 +289,7 @@ class Fill:
 
     async def _copy(self) -> None:
         began = time.monotonic()
-        self._metrics.fill_started()
+        self._metrics.started()
         outcome: FillOutcome = "failed"
         log.debug("fill of %s: started", self.digest, extra={"digest": str(self.digest)})
         try:
@@ -375,7 +375,7 @@ class Fill:
             raise self._pieces.error
 
     def _finished(self, outcome: FillOutcome, duration: float) -> None:
-        self._metrics.fill_finished(outcome, duration, self._hashed)
+        self._metrics.finished(outcome, duration, self._hashed)
         if self.unverified_sent and not self._committed:
             self._metrics.range_bytes_discarded(self.unverified_sent)
         quiet = outcome in ("committed", "absent", "bypassed") or self._abandoned
@@ -406,4 +406,4 @@ class Fill:
     def _retried(self) -> None:
         self.retries += 1
         size = self.size
-        self._metrics.fill_resumed(part=size is not None and self.source.policy.splits(size))
+        self._metrics.resumed(part=size is not None and self.source.policy.splits(size))

@@ -223,7 +223,7 @@ class Pieces:
     def _launch(self, start: int, stop: int | None, demand: bool) -> None:
         read = _Read(start, start, stop, demand)
         if demand:
-            self._metrics.fill_demand_read()
+            self._metrics.demand_read()
         self._reads[read] = asyncio.create_task(
             self._read(read), name=f"fill {self._digest} at {start}"
         )
@@ -232,7 +232,7 @@ class Pieces:
         try:
             await self._copy(read)
             if read.demand or (self.size is not None and self._source.policy.splits(self.size)):
-                self._metrics.fill_part_read()  # a blob read as one stream has no parts
+                self._metrics.part_read()  # a blob read as one stream has no parts
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the fill raises it; the other reads stop
@@ -288,7 +288,7 @@ class Pieces:
             await self.admitted.wait()
         await self._temp.run(write_at, batch, read.position)
         count = received - read.position
-        self._metrics.fill_wrote(count)
+        self._metrics.wrote(count)
         self.held.add(read.position, received)
         read.position = received
         self._unflushed += count

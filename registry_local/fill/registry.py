@@ -118,7 +118,7 @@ class Fills:
         if self.present(digest):
             return None  # a client started its fill while we looked at the disk
         if not self._evictor.could_hold(size) or not await self._evictor.can_cache():
-            self._prefetch_metrics.prefetch_skipped()
+            self._prefetch_metrics.skipped()
             return None
         fill = self._start(source, None, 0)
         fill.background = True  # one read at a time, after client reads for S3 slots
@@ -173,7 +173,7 @@ class Fills:
 
     async def _hit(self, digest: Digest) -> None:
         self.on_hit(digest)
-        self._lookup_metrics.cache_hit("blob")
+        self._lookup_metrics.hit("blob")
         await self._disk.touch(digest)
 
     async def _committed(self, digest: Digest) -> tuple[str, int] | None:
@@ -241,7 +241,7 @@ class Fills:
             del self._fills[fill.digest]
         if fill.done and fill.size is not None:
             if self._filled.get(fill.digest) is not None:
-                self._reading.metrics.fill_repeated(fill.size)  # evicted, or the cache dir wiped
+                self._reading.metrics.repeated(fill.size)  # evicted, or the cache dir wiped
             self._filled.put(fill.digest, fill.size)
 
 

@@ -38,7 +38,7 @@ class FairSlots:
         self._waiting = 0
         self._background: set[object] = set()  # owners served after all others
         self._metrics = metrics
-        metrics.s3_slots(0, 0)
+        metrics.slots(0, 0)
 
     @contextlib.asynccontextmanager
     async def slot(self, owner: object = None, urgent: bool = False) -> AsyncIterator[None]:
@@ -57,7 +57,7 @@ class FairSlots:
         else:
             await self._queue(_URGENT if urgent else object() if owner is None else owner)
         self._report()
-        self._metrics.s3_blob_read()
+        self._metrics.blob_read()
 
     def release(self) -> None:
         """Give back a slot `acquire` took: it goes to the next waiter in turn."""
@@ -119,4 +119,4 @@ class FairSlots:
         self._report()
 
     def _report(self) -> None:
-        self._metrics.s3_slots(self._held, self._waiting)
+        self._metrics.slots(self._held, self._waiting)

@@ -296,12 +296,12 @@ class OriginSource:
         stream = await self._repo.open_blob(self.digest, offset, end)
         if self._repo.origin.honours_ranges is False and not self._counted:
             self._counted = True  # this fill reads it in order only
-            self._metrics.origin_range_ignored()
+            self._metrics.range_ignored()
         return stream
 
     @contextlib.asynccontextmanager
     async def filling(self, fill: HeldFile) -> AsyncIterator[None]:
-        self._metrics.origin_fetched("blob")  # one read of the origin per fill
+        self._metrics.fetched("blob")  # one read of the origin per fill
         yield
 
     def served(self, fill: FillRun | None) -> None:

@@ -156,7 +156,7 @@ class FleetBlob:
                     await self._lease.release()
                 # Else its holder died after writing it: `_finish` ends its work.
                 return stream
-            tools.origin_metrics.origin_fetched("blob")
+            tools.origin_metrics.fetched("blob")
             already = await self._staged_before()
             if self._fill is not None:
                 self._stager = Stager(
@@ -208,7 +208,7 @@ class FleetBlob:
                     return await self._tools.peers.open_blob(holder, self._digest, offset, end)
                 except PeerBusy:
                     self._staged_only = True  # its streams are taken: the bucket carries us
-                    self._tools.fleet_metrics.fleet_peer_busy()
+                    self._tools.fleet_metrics.peer_busy()
                 except BackendUnavailable as exc:
                     self._peer_failed(holder, exc)
             if self._staged_only:
@@ -220,7 +220,7 @@ class FleetBlob:
     def _peer_failed(self, holder: str, exc: BackendUnavailable) -> None:
         self._peer_failures += 1
         if self._peer_failures == _PEER_TRIES:
-            self._tools.fleet_metrics.fleet_fell_back()
+            self._tools.fleet_metrics.fell_back()
             log.warning(
                 "cannot stream %s from %s (%s): waiting for the bucket",
                 self._digest,
@@ -306,9 +306,9 @@ class FleetBlob:
         if spans is not None:
             if await tools.store.blob_size(digest) is None:
                 await tools.staging.compose(digest, spans)
-                tools.origin_metrics.origin_written_through("blob")
+                tools.origin_metrics.written_through("blob")
         elif await tools.store.put_blob_file(digest, fill.path):
-            tools.origin_metrics.origin_written_through("blob")
+            tools.origin_metrics.written_through("blob")
         await tools.store.link_blob(name, digest)
         await self._publish()
         if spans is not None:

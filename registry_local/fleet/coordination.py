@@ -131,10 +131,10 @@ async def open_fleet(
             "(If-None-Match), so each host reads the origin on its own",
             backend.description,
         )
-        metrics.fleet_coordinating(False)
+        metrics.coordinating(False)
         yield None
         return
-    metrics.fleet_coordinating(True)
+    metrics.coordinating(True)
     log.info("fleet coordination on: peers reach this host at %s", settings.advertise_url)
     staging = Staging(backend, store.layout, settings.part_size)
     async with open_peer_client(settings, metrics) as peers:

@@ -88,7 +88,7 @@ class Stager:
         # Read from the file as it is sent, through the descriptor held since the
         # start, which reads on through the rename at commit. The backend retries.
         await self._staging.put(self._digest, start, end, Path(f"/dev/fd/{self._fd}"))
-        self._metrics.fleet_staged(end - start)
+        self._metrics.staged(end - start)
         self.spans.append(span)
         self.spans.sort()
         self._announce()

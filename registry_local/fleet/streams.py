@@ -22,7 +22,7 @@ class CountedStream:
 
     async def read(self, n: int) -> bytes:
         chunk = await self._stream.read(n)
-        self._metrics.fleet_staged_read(len(chunk))
+        self._metrics.staged_read(len(chunk))
         return chunk
 
     async def close(self) -> None:

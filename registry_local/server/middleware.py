@@ -181,7 +181,7 @@ def _log_request(
     sent = trace.sent_bytes + _body_bytes(request, response)
     route = ROUTE_LABELS.get(request.match_info.route.name or "", "other")
     method = request.method if request.method in _METHODS else "other"
-    request.app[METRICS].requests.count_request(route, method, status, duration, sent)
+    request.app[METRICS].requests.answered(route, method, status, duration, sent)
     level = logging.INFO
     if trace.cut is not None and trace.cut != "client went away":
         level = logging.WARNING

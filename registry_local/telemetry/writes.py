@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def write_failed(metrics: OriginRecorder, name: str, digest: Digest, exc: BaseException) -> None:
     """Something fetched from an origin could not be written to the bucket: the
     client is served all the same; the next host asks the origin again."""
-    metrics.origin_write_failed()
+    metrics.write_failed()
     log.warning(
         "could not write %s of %s through to the bucket: %s",
         digest,

@@ -78,11 +78,11 @@ class LookupRecorder:
         for kind in CACHE_KINDS:
             self._stale_served.labels(kind)
 
-    def cache_hit(self, kind: CacheKind) -> None:
+    def hit(self, kind: CacheKind) -> None:
         self._hits[kind].inc()
         note_cache(kind, "hit")
 
-    def cache_miss(self, kind: CacheKind, joined: bool = False) -> None:
+    def miss(self, kind: CacheKind, joined: bool = False) -> None:
         """Not on this host; `joined`: another request's lookup is under way and
         answers this one too (the backing store is asked once)."""
         if joined:
@@ -152,7 +152,7 @@ class DiskRecorder:
             PREFIX + "disk_size_bytes", "Size of the cache dir's filesystem.", registry=r
         )
 
-    def cache_state(self, *, limit: int | None = None, writable: bool) -> None:
+    def state(self, *, limit: int | None = None, writable: bool) -> None:
         """Whether new blobs are cached (False: streamed without caching), and
         the cache's size limit when it is set (0: none)."""
         if limit is not None:
@@ -164,7 +164,7 @@ class DiskRecorder:
         self._evictions.inc()
         self._evicted_bytes.inc(size)
 
-    def track_disk(self, used: Callable[[], float], directory: Path) -> None:
+    def track(self, used: Callable[[], float], directory: Path) -> None:
         """Read the disk gauges at each scrape: `used()`, and the filesystem's space."""
         self._disk_used.set_function(used)
         self._disk_free.set_function(lambda: _statvfs(directory, free=True))
@@ -182,7 +182,8 @@ class ReadinessRecorder:
             registry=registry,
         )
 
-    def readiness(self, ready: bool) -> None:
+    def checked(self, ready: bool) -> None:
+        """What the last readiness probe found."""
         self._ready.set(1 if ready else 0)
 
 

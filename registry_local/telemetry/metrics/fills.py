@@ -102,35 +102,35 @@ class FillRecorder:
             self._fills_finished.labels(outcome)
             self._fill_duration.labels(outcome)
 
-    def fill_started(self) -> None:
+    def started(self) -> None:
         self._fills_started.inc()
         self._fills_in_flight.inc()
 
-    def fill_finished(self, outcome: FillOutcome, seconds: float, size: int) -> None:
+    def finished(self, outcome: FillOutcome, seconds: float, size: int) -> None:
         self._fills_in_flight.dec()
         self._fills_finished.labels(outcome).inc()
         self._fill_duration.labels(outcome).observe(seconds)
         if outcome == "committed" and size >= _THROUGHPUT_FLOOR and seconds > 0:
             self._fill_throughput.observe(size / seconds)
 
-    def fill_wrote(self, count: int) -> None:
+    def wrote(self, count: int) -> None:
         """A fill wrote `count` more bytes of a blob into the cache."""
         self._fill_bytes.inc(count)
 
-    def fill_repeated(self, size: int) -> None:
+    def repeated(self, size: int) -> None:
         """A fill committed a blob of `size` bytes this process had filled before."""
         self._fill_repeats.inc()
         self._fill_repeated_bytes.inc(size)
 
-    def fill_part_read(self) -> None:
+    def part_read(self) -> None:
         """A read of a fill (a part, or a piece) reached its end."""
         self._fill_parts.inc()
 
-    def fill_demand_read(self) -> None:
+    def demand_read(self) -> None:
         """A fill started a read for bytes a range reader waits for."""
         self._fill_demand_reads.inc()
 
-    def fill_resumed(self, *, part: bool) -> None:
+    def resumed(self, *, part: bool) -> None:
         """A read of a blob from the backing store resumed after a break; `part`:
         a part of a ranged fill (counted in both)."""
         self._fill_retries.inc()
@@ -170,16 +170,16 @@ class PrefetchRecorder:
         for prefetch in ("started", "skipped"):
             self._prefetches.labels(prefetch)
 
-    def prefetch_started(self) -> None:
+    def started(self) -> None:
         self._prefetches.labels("started").inc()
 
-    def prefetch_skipped(self) -> None:
+    def skipped(self) -> None:
         self._prefetches.labels("skipped").inc()
 
-    def prefetch_committed(self, size: int) -> None:
+    def committed(self, size: int) -> None:
         """A prefetch brought a blob of `size` bytes into the cache."""
         self._prefetch_bytes.inc(size)
 
-    def prefetch_evicted(self) -> None:
+    def evicted(self) -> None:
         """A prefetched blob was evicted before any client read it."""
         self._prefetch_evicted_unread.inc()

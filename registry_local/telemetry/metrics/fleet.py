@@ -86,15 +86,15 @@ class FleetRecorder:
     def peer_bytes(self, direction: PeerDirection, count: int) -> None:
         self._peer_bytes.labels(direction).inc(count)
 
-    def fleet_staged_read(self, count: int) -> None:
+    def staged_read(self, count: int) -> None:
         """Bytes of a part another host staged, read from the bucket."""
         self._fleet_staged.labels("read").inc(count)
 
-    def fleet_staged(self, count: int) -> None:
+    def staged(self, count: int) -> None:
         """Bytes this host, as a lease holder, staged in the bucket."""
         self._fleet_staged.labels("staged").inc(count)
 
-    def fleet_peer_busy(self) -> None:
+    def peer_busy(self) -> None:
         """The holder had no peer stream to spare: its staged parts instead."""
         self._fleet_peer_busy.inc()
 
@@ -106,10 +106,10 @@ class FleetRecorder:
         """A peer asked for a stream when none was to spare."""
         self._peer_refused.inc()
 
-    def fleet_fell_back(self) -> None:
+    def fell_back(self) -> None:
         """A follower could not stream from the lease holder: it waits for the bucket."""
         self._fleet_fallbacks.inc()
 
-    def fleet_coordinating(self, on: bool) -> None:
+    def coordinating(self, on: bool) -> None:
         """Whether this host coordinates origin reads with the fleet."""
         self._fleet_coordination.set(1 if on else 0)

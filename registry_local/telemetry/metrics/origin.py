@@ -48,18 +48,18 @@ class OriginRecorder:
         for written in get_args(WrittenKind):
             self._origin_written.labels(written)
 
-    def origin_fetched(self, kind: OriginKind) -> None:
+    def fetched(self, kind: OriginKind) -> None:
         """A blob or manifest asked of an origin registry (a fill or a fetch started)."""
         self._origin_fetches.labels(kind).inc()
 
-    def origin_written_through(self, kind: WrittenKind) -> None:
+    def written_through(self, kind: WrittenKind) -> None:
         """Something from an origin registry written through to the bucket."""
         self._origin_written.labels(kind).inc()
 
-    def origin_write_failed(self) -> None:
+    def write_failed(self) -> None:
         """A write-through to the bucket failed (the content is still served here)."""
         self._origin_write_failures.inc()
 
-    def origin_range_ignored(self) -> None:
+    def range_ignored(self) -> None:
         """A fill's origin answered a range with the whole blob."""
         self._origin_range_ignored.inc()

@@ -94,9 +94,7 @@ class RequestRecorder:
                 self._http_requests.labels(route, method, "200")
                 self._http_duration.labels(route, method)
 
-    def count_request(
-        self, route: Route, method: str, status: int, seconds: float, sent: int
-    ) -> None:
+    def answered(self, route: Route, method: str, status: int, seconds: float, sent: int) -> None:
         """One answered request. The labelled children are looked up once and kept:
         prometheus-client's labels() is costly on every request."""
         key = (route, method, status)

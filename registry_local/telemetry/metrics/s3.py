@@ -94,32 +94,32 @@ class S3Recorder:
             for outcome in _S3_OUTCOMES:
                 self._s3_requests.labels(operation, outcome)
 
-    def s3_request(self, operation: S3Operation, outcome: S3Outcome, seconds: float) -> None:
+    def request(self, operation: S3Operation, outcome: S3Outcome, seconds: float) -> None:
         self._s3_requests.labels(operation, outcome).inc()
         self._s3_duration.labels(operation).observe(seconds)
 
-    def s3_retry(self, operation: S3Operation) -> None:
+    def retry(self, operation: S3Operation) -> None:
         self._s3_retries.labels(operation).inc()
 
-    def s3_bytes(self, *, read: int = 0, written: int = 0) -> None:
+    def transferred(self, *, read: int = 0, written: int = 0) -> None:
         """Bytes of object bodies read from or written to S3."""
         if read:
             self._s3_read_bytes.inc(read)
         if written:
             self._s3_written_bytes.inc(written)
 
-    def s3_circuit(self, state: int, *, opened: bool) -> None:
+    def circuit(self, state: int, *, opened: bool) -> None:
         """The circuit breaker is in `state` (0 closed, 1 half-open, 2 open);
         `opened`: it has just opened."""
         self._s3_circuit_state.set(state)
         if opened:
             self._s3_circuit_opened.inc()
 
-    def s3_slots(self, held: int, waiting: int) -> None:
+    def slots(self, held: int, waiting: int) -> None:
         """Blob reads from S3 now under way, and waiting for a slot."""
         self._s3_slots.set(held)
         self._s3_slot_waiters.set(waiting)
 
-    def s3_blob_read(self) -> None:
+    def blob_read(self) -> None:
         """A blob body read from S3 begins (it holds a slot)."""
         self._s3_blob_reads.inc()
