@@ -25,6 +25,7 @@ from pathlib import Path
 
 import bcrypt
 
+from ..config.files import read_text
 from ..errors import ConfigError
 
 __all__ = ["Authenticator", "Identity"]
@@ -127,12 +128,7 @@ class Authenticator:
 
 
 def _read_htpasswd(path: Path) -> dict[str, bytes]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --auth-htpasswd {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--auth-htpasswd {path} is not UTF-8 text") from None
+    lines = read_text(path, "--auth-htpasswd").splitlines()
     users = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -150,12 +146,7 @@ def _read_htpasswd(path: Path) -> dict[str, bytes]:
 
 
 def _read_tokens(path: Path) -> dict[bytes, str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --auth-token-file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--auth-token-file {path} is not UTF-8 text") from None
+    lines = read_text(path, "--auth-token-file").splitlines()
     tokens: dict[bytes, str] = {}
     for line in lines:
         text = line.strip()

@@ -29,6 +29,7 @@ from typing import Literal, get_args
 
 import yaml
 
+from ..config.files import read_text
 from ..errors import ConfigError
 
 __all__ = ["ACTIONS", "ANONYMOUS", "EVERY_SUBJECT", "Action", "Policy", "Rule"]
@@ -72,13 +73,7 @@ class Policy:
     def read(cls, path: Path) -> Policy:
         """The policy in the file at `path`. Raises ConfigError saying what is wrong
         and where."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read --access-policy {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"--access-policy {path} is not UTF-8 text") from None
-        return cls.parse(text, str(path))
+        return cls.parse(read_text(path, "--access-policy"), str(path))
 
     @classmethod
     def parse(cls, text: str, source: str) -> Policy:

@@ -8,6 +8,7 @@ import base64
 from pathlib import Path
 
 from .. import config
+from ..config.files import read_text
 from ..config.flags import (
     CLIENTS,
     LAYER_CONCURRENCY,
@@ -59,12 +60,7 @@ def run(args: argparse.Namespace) -> int:
 def basic_authorization(path: Path) -> str:
     """The Basic Authorization header of the USER:PASSWORD in `path` (its one
     line); never echoes what the file holds."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --auth-file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--auth-file {path} is not UTF-8 text") from None
+    text = read_text(path, "--auth-file").strip()
     user, sep, _ = text.partition(":")
     if not sep or not user or "\n" in text:
         raise ConfigError(f"--auth-file {path} must hold one line, USER:PASSWORD")
