@@ -20,6 +20,7 @@ import pytest
 
 from registry_local.access import gate
 from registry_local.config import OriginSettings, StoreSettings
+from registry_local.origin import client
 from registry_local.transfer.imagebuild import build_image
 
 from .support.harness import RegistryLocal, StartCache, pull_image, s3_settings, seed
@@ -271,3 +272,17 @@ async def test_naming_another_registry_or_none_cannot_choose_who_decides(
     for digest in private.blobs:
         status, _, body = await _get(cache, f"/v2/public/app/blobs/{digest}{ns}", NOBODY)
         assert status == 404 and error_code(body) == "BLOB_UNKNOWN"
+    # The tag list is the origin's: not even the private tag's name shows.
+    status, _, body = await _get(cache, f"/v2/public/app/tags/list{ns}", NOBODY)
+    assert status == 200 and json.loads(body)["tags"] == ["v1"]
+    status, _, body = await _get(cache, f"/v2/nothing/here/tags/list{ns}", ALICE)
+    assert status in (403, 404)
+
+
+def test_the_tag_list_follows_the_origins_link_header() -> None:
+    link = '</v2/team-a/app/tags/list?last=v1&n=1000>; rel="next"'
+    assert client._next_page(link) == "/v2/team-a/app/tags/list?last=v1&n=1000"
+    absolute = "<https://reg.test/v2/a/tags/list?n=2&last=b>; rel=next"
+    assert client._next_page(absolute) == "/v2/a/tags/list?n=2&last=b"
+    assert client._next_page("") is None
+    assert client._next_page('</v2/a/tags/list?n=2>; rel="prev"') is None

@@ -358,8 +358,16 @@ class ManifestCache:
         self._tags.pop((name, tag))
         await self._learned.forget_tag(name, tag)
 
-    async def tags(self, name: str) -> list[str]:
-        """All tags of a repository, sorted. Raises NameUnknown."""
+    async def tags(self, name: str, namespace: str | None = None) -> list[str]:
+        """All tags of a repository, sorted: the bucket's, or under an origin that
+        decides access, the origin's own (the bucket's name may be another
+        registry's). Raises NameUnknown."""
+        repo = self._origins.repo_for(name, namespace)
+        if repo is not None and self._holdings is not None and Holdings.applies(repo):
+            tags = await repo.origin.tags(repo.remote)
+            if tags is None:
+                raise NameUnknown(detail={"name": name})
+            return tags
         tags = await self._list_flights.run(name, lambda: self._store.tags(name))
         if tags is None:
             raise NameUnknown(detail={"name": name})

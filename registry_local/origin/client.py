@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -40,6 +41,8 @@ _MAX_RETRY_AFTER = 30.0  # seconds we wait at most for one Retry-After
 _BACKOFF = ExponentialBackoff(base=0.5, cap=_MAX_RETRY_AFTER)  # when it gives none
 _TOKEN_MARGIN = 10.0  # seconds before its expiry a token is fetched anew
 _CHUNK = 1 << 20
+_TAG_PAGE = 1000  # tags asked for a page
+_TAG_PAGES = 100  # pages followed at most
 
 
 @dataclass
@@ -153,6 +156,31 @@ class Origin:
             response.release()
             raise
         return stream
+
+    async def tags(self, name: str) -> list[str] | None:
+        """The repository's tags at the origin, sorted, following its pages (at
+        most _TAG_PAGES of them); None if it has no such repository. Raises
+        BackendError."""
+        found: list[str] = []
+        path: str | None = f"/v2/{name}/tags/list?n={_TAG_PAGE}"
+        for _ in range(_TAG_PAGES):
+            if path is None:
+                break
+            response = await self._send("GET", path, name, {})
+            try:
+                if response.status == 404:
+                    return None
+                _check(response, self.url + path)
+                body = json.loads(await _read_limited(response, path))
+                link = response.headers.get("Link", "")
+            except ValueError:
+                raise BackendError("GET", path, "origin's tag list is not JSON") from None
+            finally:
+                response.release()
+            tags = body.get("tags") if isinstance(body, dict) else None
+            found += [t for t in tags or [] if isinstance(t, str)]
+            path = _next_page(link)
+        return sorted(set(found))
 
     async def blob_size(self, name: str, digest: Digest) -> int | None:
         """The blob's size at the origin, or None. Raises BackendError."""
@@ -351,6 +379,15 @@ def _extent(response: aiohttp.ClientResponse, offset: int) -> tuple[int, int]:
     if length is None:
         raise BackendError("GET", str(response.url.path), "origin sent no Content-Length")
     return int(length), offset  # a whole body: skip to where we are
+
+
+def _next_page(link: str) -> str | None:
+    """The path of the next page in a Link header (`</v2/..?last=x>; rel="next"`)."""
+    found = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link)
+    if found is None:
+        return None
+    target = urllib.parse.urlsplit(found[1])
+    return target.path + (f"?{target.query}" if target.query else "")
 
 
 def _digest_or_none(text: str) -> Digest | None:

@@ -141,7 +141,8 @@ async def delete_manifest(request: web.Request) -> web.Response:
 
 async def list_tags(request: web.Request) -> web.Response:
     name = parse_name(request.match_info["name"])
-    tags, headers = page(request, await request.app[MANIFESTS].tags(name), None, str)
+    every = await request.app[MANIFESTS].tags(name, request.query.get("ns"))
+    tags, headers = page(request, every, None, str)
     return web.json_response({"name": name, "tags": tags}, headers=headers)
 
 
