@@ -122,6 +122,12 @@ class Gate:
         return cls(authenticator, policy, decisions, tokens, metrics)
 
     @property
+    def confines(self) -> bool:
+        """Clients may read only some repositories (a policy, or origins deciding):
+        then tokens are handed out at /-/token and challenges ask for them."""
+        return self.tokens is not None
+
+    @property
     def open(self) -> bool:
         """Nothing is checked: every request is let in as before access control."""
         return self.authenticator is None and self.policy is None and self.decisions is None

@@ -50,9 +50,8 @@ class Rule:
     patterns."""
 
     subjects: frozenset[str]
-    patterns: tuple[str, ...]
     actions: frozenset[Action]
-    _compiled: re.Pattern[str]
+    _compiled: re.Pattern[str]  # the repository patterns, as one expression
 
     def grants(self, subject: str | None, repository: str, action: Action) -> bool:
         return (
@@ -67,7 +66,6 @@ class Policy:
     """The rules of one policy file, as loaded; see the module docstring."""
 
     rules: tuple[Rule, ...]
-    source: str  # where the rules came from, for messages
 
     @classmethod
     def read(cls, path: Path) -> Policy:
@@ -87,7 +85,7 @@ class Policy:
         if not isinstance(rules, list):
             raise ConfigError(f"--access-policy {source}: `rules` must be a list")
         found = (_rule(entry, f"{source}: rule {n}") for n, entry in enumerate(rules, 1))
-        return cls(tuple(found), source)
+        return cls(tuple(found))
 
     def allows(self, subject: str | None, repository: str, action: Action) -> bool:
         """Whether a rule grants `action` on `repository` to `subject` (None: anonymous)."""
@@ -126,7 +124,6 @@ def _rule(entry: object, where: str) -> Rule:
         raise ConfigError(f"--access-policy {where}: unknown actions {wrong}: {list(ACTIONS)}")
     return Rule(
         frozenset(subjects),
-        tuple(patterns),
         frozenset(a for a in ACTIONS if a in actions),
         re.compile("|".join(_regex(p) for p in patterns)),
     )

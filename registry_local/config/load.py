@@ -403,7 +403,7 @@ def check_exposure(settings: Settings) -> None:
         raise ConfigError("--tls-cert and --tls-key go together")
     auth = server.auth_htpasswd is not None or server.auth_token_file is not None
     # Clients hand their origin credentials to an origin that decides.
-    forwarded = any(origin.authorize_at_origin for origin in settings.store.upstreams)
+    forwarded = settings.store.origins_decide
     writes = settings.push.allow_push or server.warm_endpoint
     if is_loopback(server.host):
         return

@@ -90,6 +90,11 @@ class StoreSettings:
     # Registries (containerd's ?ns=) the bucket serves without an origin; `*`: all.
     bucket_registries: tuple[str, ...] = ("*",)
 
+    @property
+    def origins_decide(self) -> bool:
+        """Some origin decides who may pull its repositories (authorize_at_origin)."""
+        return any(origin.authorize_at_origin for origin in self.upstreams)
+
 
 @dataclass(frozen=True)
 class CacheSettings:
@@ -208,3 +213,8 @@ class Settings:
     push: PushSettings = field(default_factory=PushSettings)
     fleet: FleetSettings | None = None
     warm: WarmSettings = field(default_factory=WarmSettings)
+
+    @property
+    def confined(self) -> bool:
+        """Clients may read only some repositories: a policy, or origins deciding."""
+        return self.access.policy is not None or self.store.origins_decide

@@ -57,7 +57,7 @@ def access_middleware(gate: Gate) -> Middleware:
     @web.middleware
     async def controlled(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(_PROTECTED) or (
-            request.path == TOKEN_PATH and gate.tokens is not None
+            request.path == TOKEN_PATH and gate.confines
         ):
             return await handler(request)
         authorization = request.headers.get("Authorization")
@@ -187,7 +187,7 @@ async def require_pull(request: web.Request, name: str) -> None:
 def confined(request: web.Request) -> bool:
     """Clients may read only some repositories (a policy, or origins deciding)."""
     gate = request.app.get(GATE)
-    return gate is not None and gate.tokens is not None
+    return gate is not None and gate.confines
 
 
 def visible(request: web.Request, names: list[str]) -> list[str]:

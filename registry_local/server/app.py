@@ -81,11 +81,8 @@ def _components(settings: Settings) -> Callable[[web.Application], AsyncIterator
     async def components(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
         _fs_root_present(settings)
-        confined = settings.access.policy is not None or any(
-            origin.authorize_at_origin for origin in settings.store.upstreams
-        )
         async with open_cache(
-            settings.cache, settings.store, metrics, settings.fleet, confined
+            settings.cache, settings.store, metrics, settings.fleet, settings.confined
         ) as cache:
             await _probe_store(cache)
             app[BLOBS] = cache.blobs
@@ -141,7 +138,7 @@ def _gate(settings: Settings, metrics: AccessRecorder) -> Gate:
     authenticator = Authenticator.load(server.auth_htpasswd, server.auth_token_file)
     policy = None if access.policy is None else PolicyFile.load(access.policy, metrics)
     decisions = None
-    if any(origin.authorize_at_origin for origin in settings.store.upstreams):
+    if settings.store.origins_decide:
         decisions = Decisions.create(
             access.decision_ttl, access.offline_grace, access.max_decisions
         )
@@ -206,7 +203,7 @@ def build_app(settings: Settings) -> web.Application:
         r.add_delete(f"/v2/{name}/blobs/{{digest}}", blobs.delete_blob, name="blob_delete")
     if settings.server.warm_endpoint:
         r.add_post("/-/warm", warm.warm, name="warm")
-    if GATE in app and app[GATE].tokens is not None:
+    if gate.confines:
         token = r.add_resource(TOKEN_PATH, name="token")
         token.add_route("GET", issue_token)
         token.add_route("POST", issue_token)
