@@ -13,6 +13,7 @@ from bench.contenders import Contenders, fills_done
 from bench.fleet_model import Setting, simulate
 from bench.scenarios.fleet import FleetPull, hosts, origin, pull_on_each
 from bench.scenarios.result import MIB, Json, random_image
+from registry_local.config.values import staged_part_size
 from tests.support.harness import metric
 from tests.support.processes import free_port
 
@@ -166,7 +167,7 @@ def _modelled(
         hosts=count,
         blob=int(layer_mb * MIB),
         design="flat" if streams is None else "staged",
-        part=int(part.removesuffix("MiB")) * MIB if part.endswith("MiB") else 1 << 40,
+        part=staged_part_size(part),
         max_streams=streams or 0,
         nic=nic_mbps * 1e6,
         origin_rate=stream_mbps * 1e6,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.contenders import Contenders
 from bench.scenarios.result import MIB, Json, ratio
+from registry_local.layout import CacheLayout
 from registry_local.loadtest.run import run_load
 from registry_local.oci.mediatypes import MANIFEST_MEDIA_TYPES
 from registry_local.transfer.imagebuild import Image
@@ -125,11 +126,8 @@ async def run(contenders: Contenders, image: Image, seconds: int) -> Warm:
     ):
         await run_load(rl.url, "bench/app:v1", clients=1)  # fill the cache
         assert rl.cache is not None
-        cache = rl.cache / "blobs"
-        files = {
-            f"/v2/bench/app/blobs/{d}": cache / d.algorithm / d.hex[:2] / d.hex
-            for d in (layer, config)
-        }
+        cache = CacheLayout(rl.cache)
+        files = {f"/v2/bench/app/blobs/{d}": cache.blob(d) for d in (layer, config)}
         async with contenders.nginx(files) as nginx:
             warm = Warm(
                 throughput={

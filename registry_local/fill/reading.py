@@ -9,7 +9,6 @@ read from the bucket holds one of the bounded S3 slots, slots.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -37,12 +36,6 @@ class RetryPolicy:
     """How often and how patiently a read resumes."""
 
     attempts: int  # consecutive failures without progress before giving up
-    backoff: ExponentialBackoff = _RESUMES
-
-    def delay(self, failures: int) -> float:
-        """The pause after `failures` consecutive failures: jittered, so the
-        fills a fault broke at once do not all come back at once."""
-        return self.backoff.delay(failures)
 
 
 @dataclass(frozen=True)
@@ -102,4 +95,5 @@ async def read_resuming(
                 raise FillFailed(str(digest), f"backing store kept failing: {exc}") from None
             on_retry()
             log.info("read of %s resumes at byte %d after: %s", digest, position, exc)
-            await asyncio.sleep(retry.delay(failures))
+            # Jittered, so the fills a fault broke at once do not all come back at once.
+            await _RESUMES.pause(failures)

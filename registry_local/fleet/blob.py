@@ -188,8 +188,8 @@ class FleetBlob:
         assert self._stager is not None
         for start, stop in self._stager.spans:
             if start <= offset < stop:
-                key = self._tools.staging.layout.staged_part(self._digest, start, stop)
-                stream = await open_key(key, offset - start, min(stop, end or stop) - start)
+                read = self._tools.staging.part_read(self._digest, (start, stop), offset, end)
+                stream = await open_key(*read)
                 if stream is not None:
                     return stream
         return await self._repo.open_blob(self._digest, offset, end)
@@ -268,9 +268,10 @@ class FleetBlob:
                 return await open_key(self._blob_key, offset, end)
             for start, stop in progress.spans:
                 if start <= offset < stop:
-                    key = self._tools.staging.layout.staged_part(self._digest, start, stop)
-                    last = stop if end is None else min(end, stop)
-                    stream = await open_key(key, offset - start, last - start)
+                    span = (start, stop)
+                    stream = await open_key(
+                        *self._tools.staging.part_read(self._digest, span, offset, end)
+                    )
                     if stream is not None:
                         return CountedStream(stream, self._tools.fleet_metrics)
                     return await open_key(self._blob_key, offset, end)  # composed meanwhile

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..backing.backend import Backend, ObjectStream
+from ..backing.backend import Backend
 from ..config.values import S3_MIN_PART
 from ..errors import BackendError
 from ..layout import BucketLayout
@@ -72,17 +72,14 @@ class Staging:
         spans = [self.layout.staged_span(name) for name in names]
         return sorted(span for span in spans if span is not None)
 
-    async def open(
+    def part_read(
         self, digest: Digest, span: tuple[int, int], offset: int, end: int | None
-    ) -> ObjectStream | None:
-        """Bytes [offset, end) of the blob from its staged part `span` (None:
-        not there, or gone because the blob was composed). The stream's size is
-        the part's; its first byte is the part's byte `offset - span[0]`."""
+    ) -> tuple[str, int, int]:
+        """Where bytes [offset, end) of the blob lie in its staged part `span`: the
+        part's key, and the first and past-last byte within the part."""
         start, stop = span
         last = stop if end is None else min(end, stop)
-        return await self.backend.open(
-            self.layout.staged_part(digest, start, stop), offset - start, last - start
-        )
+        return self.layout.staged_part(digest, start, stop), offset - start, last - start
 
     async def compose(self, digest: Digest, spans: Sequence[tuple[int, int]]) -> None:
         """The blob's object in distribution's tree, from its staged parts,
