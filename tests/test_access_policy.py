@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +242,14 @@ async def _metric_reaches(cache: RegistryLocal, name: str, value: float, **label
     await until(read, value)
 
 
+def _replace(path: Path, text: str) -> None:
+    """A new file renamed into place, as editors and the kubelet do: the watcher
+    never sees it half written."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    os.replace(new, path)
+
+
 async def test_the_policy_is_reloaded_and_a_broken_one_keeps_the_last_good(
     start_cache: StartCache, auth_files: dict[str, Any], images: dict[str, Image]
 ) -> None:
@@ -248,12 +257,13 @@ async def test_the_policy_is_reloaded_and_a_broken_one_keeps_the_last_good(
     path = "/v2/team-a/app/manifests/v1"
     assert (await _status(cache, path, BOB))[0] == 403
     policy = auth_files["policy"]
-    policy.write_text(
-        POLICY + '  - subjects: [bob]\n    repositories: ["team-*/*"]\n    actions: [pull]\n'
+    _replace(
+        policy,
+        POLICY + '  - subjects: [bob]\n    repositories: ["team-*/*"]\n    actions: [pull]\n',
     )
     await _metric_reaches(cache, "access_policy_reloads", 1, outcome="applied")
     assert (await _status(cache, path, BOB))[0] == 200
-    policy.write_text("rules:\n  - subjects: [bob]\n    repositories: [Team-A]\n")
+    _replace(policy, "rules:\n  - subjects: [bob]\n    repositories: [Team-A]\n")
     await _metric_reaches(cache, "access_policy_reloads", 1, outcome="rejected")
     assert (await _status(cache, path, BOB))[0] == 200  # the last good policy stays
     assert cache.metrics.sample("access_policy_rules") == 5

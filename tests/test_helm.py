@@ -53,7 +53,11 @@ CUSTOM = {"ServiceMonitor", "PrometheusRule", "Certificate"}
 
 def helm(*args: str) -> str:
     result = subprocess.run(
-        [require_tool("helm"), *args], capture_output=True, text=True, env=sealed_env()
+        [require_tool("helm"), *args],
+        capture_output=True,
+        text=True,
+        env=sealed_env(),
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -327,7 +331,8 @@ async def test_a_running_cache_reads_the_updated_policy_configmap(tmp_path: Path
         assert await anonymous("tools/jq") == 401
         widened = {"rules": [*first["policy"]["rules"], _rule(repositories=["tools/*"])]}
         values.write_text(yaml.safe_dump({"access": {"policy": widened}}))
-        _publish(mounted, one(render(values), "ConfigMap", "-access")["data"], 2)
+        rendered = await asyncio.to_thread(render, values)  # helm runs off the loop
+        _publish(mounted, one(rendered, "ConfigMap", "-access")["data"], 2)
 
         async def allowed() -> float:
             return float(await anonymous("tools/jq") == 404)
@@ -358,7 +363,9 @@ def test_the_rules_and_the_dashboard_are_the_one_copy(
     rendered = tmp_path / "rules.yml"
     rendered.write_text(yaml.safe_dump(rule["spec"]))
     promtool = require_tool("promtool")
-    result = subprocess.run([promtool, "check", "rules", str(rendered)], capture_output=True)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rendered)], capture_output=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     dashboard = one(all_on, "ConfigMap", "-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"

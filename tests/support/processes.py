@@ -334,9 +334,16 @@ async def serving(
     )
     assert process.stderr is not None
     lines: list[bytes] = []
-    while b"listening on" not in (line := await process.stderr.readline()):
-        lines.append(line)
-        assert line, b"".join(lines).decode()
+    try:
+        async with asyncio.timeout(60):  # a serve that never listens fails, not hangs
+            while b"listening on" not in (line := await process.stderr.readline()):
+                lines.append(line)
+                assert line, b"".join(lines).decode()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
     lines.append(line)
     drain = asyncio.create_task(process.stderr.read())
     try:

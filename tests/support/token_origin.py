@@ -90,6 +90,8 @@ class TokenServer:
         self.service = service
         self.issuer = issuer
         self.token_requests: Counter[str] = Counter()
+        # By user and the program that asked (its User-Agent's product name).
+        self.token_requests_by_agent: Counter[tuple[str, str]] = Counter()
         self.url = ""
         self._failing: int | None = None
         self._key: rsa.RSAPrivateKey | None = None
@@ -127,6 +129,8 @@ class TokenServer:
             return web.json_response({"details": "failing on purpose"}, status=self._failing)
         user, right = _user(request.headers.get("Authorization"))
         self.token_requests[user] += 1
+        agent = request.headers.get("User-Agent", "").partition("/")[0]
+        self.token_requests_by_agent[(user, agent)] += 1
         if not right:
             return web.json_response({"details": "incorrect username or password"}, status=401)
         access = [
